@@ -1,0 +1,210 @@
+//! The device contract: what an engine asks a backend to run, and what comes back.
+//!
+//! A [`StepPlan`] is one iteration of continuous batching: for each scheduled
+//! sequence, the new tokens to compute, their start position, the sequence's
+//! block table and whether to sample a token after them. Token ids and block
+//! tables are stored in two flat buffers that the engine reuses across steps,
+//! so building a plan of hundreds of sequences allocates nothing.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::error::BackendError;
+use crate::profile::Vendor;
+
+/// Identifies a sequence (one request) across the engine, router and backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct SeqId(pub u64);
+
+impl fmt::Display for SeqId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "seq-{}", self.0)
+    }
+}
+
+/// Index of a physical KV block in a device's pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct BlockId(pub u32);
+
+/// How to pick the next token from the logits; identical on every backend.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SamplingParams {
+    /// Softmax temperature; 0 means greedy.
+    pub temperature: f32,
+    /// Nucleus sampling mass in (0, 1]; 1 disables it.
+    pub top_p: f32,
+    /// Keep only the k most likely tokens; 0 disables it.
+    pub top_k: u32,
+    /// Seed for reproducible sampling; derived from the sequence id when absent.
+    pub seed: Option<u64>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: 0,
+            seed: None,
+        }
+    }
+}
+
+/// One sequence's share of a step. Borrows token ids and the block table
+/// from the engine, so planning a step copies no per-sequence data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduledSeq<'a> {
+    /// Which sequence.
+    pub seq: SeqId,
+    /// Position of the first new token (tokens before it are in the KV cache).
+    pub start_pos: u32,
+    /// Tokens computed this step.
+    pub tokens: &'a [u32],
+    /// Block table covering every position up to `end_pos`.
+    pub block_table: &'a [BlockId],
+    /// Whether the backend samples a token after the last new token.
+    pub sample: bool,
+    /// Sampling parameters, used when `sample` is set.
+    pub sampling: SamplingParams,
+}
+
+impl ScheduledSeq<'_> {
+    /// Number of tokens computed for this sequence this step.
+    pub fn num_new_tokens(&self) -> u32 {
+        self.tokens.len() as u32
+    }
+
+    /// Tokens in the sequence's cache after this step.
+    pub fn end_pos(&self) -> u32 {
+        self.start_pos + self.num_new_tokens()
+    }
+}
+
+/// A KV block copy the backend must perform before the step (copy-on-write).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct BlockCopy {
+    /// Block to read.
+    pub src: BlockId,
+    /// Block to overwrite.
+    pub dst: BlockId,
+}
+
+/// One engine step: which sequences run, with which tokens and block tables.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StepPlan<'a> {
+    /// Scheduled sequences, in the order outputs are reported.
+    pub seqs: Vec<ScheduledSeq<'a>>,
+    /// Block copies to perform before computing.
+    pub copies: Vec<BlockCopy>,
+}
+
+impl StepPlan<'_> {
+    /// Whether nothing is scheduled.
+    pub fn is_empty(&self) -> bool {
+        self.seqs.is_empty()
+    }
+
+    /// Total new tokens across sequences.
+    pub fn num_tokens(&self) -> usize {
+        self.seqs.iter().map(|s| s.tokens.len()).sum()
+    }
+}
+
+/// What a backend returns for a step.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StepOutput {
+    /// One entry per scheduled sequence, in plan order: the sampled token, if it sampled.
+    pub tokens: Vec<Option<u32>>,
+    /// Time the step took: measured on real devices, predicted on simulated ones.
+    pub elapsed: Duration,
+}
+
+/// Which implementation executes steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// Simulated device driven by the cost model.
+    Sim,
+    /// ONNX Runtime on the CPU.
+    Onnx,
+    /// NVIDIA CUDA.
+    Cuda,
+    /// AMD ROCm.
+    Rocm,
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackendKind::Sim => "sim",
+            BackendKind::Onnx => "onnx",
+            BackendKind::Cuda => "cuda",
+            BackendKind::Rocm => "rocm",
+        })
+    }
+}
+
+/// What a started backend reports about itself.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeviceInfo {
+    /// Implementation.
+    pub kind: BackendKind,
+    /// Vendor of the hardware.
+    pub vendor: Vendor,
+    /// Device name as the driver reports it (or the profile's description).
+    pub name: String,
+    /// Device memory, bytes.
+    pub memory_bytes: u64,
+    /// Physical KV blocks the backend holds.
+    pub kv_blocks: u32,
+    /// Tokens per KV block.
+    pub block_size: u32,
+}
+
+/// A device that executes step plans. Implementations own the physical KV pool.
+pub trait Backend: Send {
+    /// What this device is and how much KV it holds.
+    fn info(&self) -> &DeviceInfo;
+
+    /// Runs one step; a failure fails the step, not the device's other work.
+    fn execute(&mut self, plan: &StepPlan<'_>) -> Result<StepOutput, BackendError>;
+
+    /// Drops any per-sequence state the backend keeps outside KV blocks.
+    fn release(&mut self, _seq: SeqId) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_counts_tokens() {
+        let blocks = [BlockId(0), BlockId(7)];
+        let plan = StepPlan {
+            seqs: vec![
+                ScheduledSeq {
+                    seq: SeqId(1),
+                    start_pos: 0,
+                    tokens: &[1, 2, 3],
+                    block_table: &blocks[..1],
+                    sample: false,
+                    sampling: SamplingParams::default(),
+                },
+                ScheduledSeq {
+                    seq: SeqId(2),
+                    start_pos: 16,
+                    tokens: &[9],
+                    block_table: &blocks,
+                    sample: true,
+                    sampling: SamplingParams::default(),
+                },
+            ],
+            copies: vec![],
+        };
+        assert_eq!(plan.num_tokens(), 4);
+        assert_eq!(plan.seqs[1].end_pos(), 17);
+        assert!(!plan.is_empty());
+    }
+}

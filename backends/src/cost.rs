@@ -1,0 +1,471 @@
+//! The cost model: predicted step time, KV footprint and KV capacity of a
+//! (device, model) pair.
+//!
+//! # Formulas
+//! A step runs a set of sequences; sequence *i* computes `qᵢ` new tokens on
+//! top of `cᵢ` tokens already in its cache (a decode is `qᵢ = 1`, a prefill
+//! chunk is `qᵢ > 1`). With `T = Σ qᵢ`, `S` sequences, active parameters
+//! `Pₐ`, `Lₖᵥ` softmax/MLA layers with `H` query heads of width `d` (for MLA,
+//! `d` is the absorbed latent width `kv_lora_rank + rope_head_dim`), and
+//! `Lₗᵢₙ` linear-attention layers:
+//!
+//! ```text
+//! FLOPs  = 2·Pₐ·T                                   dense matmuls ("2N" rule)
+//!        + 4·H·d·Lₖᵥ · Σ (qᵢ·cᵢ + qᵢ(qᵢ+1)/2)        causal QKᵀ and PV over context
+//!        + 4·H·d²·Lₗᵢₙ · T                            linear-attention state update + read
+//! bytes  = W(T)                                      weights streamed once per step
+//!        + kv·Σ cᵢ + kv·T                            KV read for context, KV written for new tokens
+//!        + 2·state·S                                 linear-attention state read + written
+//! W(T)   = P_shared + P_experts·(1 − (1 − k/E)^T)    MoE: expected fraction of experts touched
+//!          (dense: W = P_total·bytes)
+//! time   = max(FLOPs / (peak·compute_eff), bytes / (bw·bandwidth_eff))
+//!        + step_overhead + S·per_sequence_overhead
+//! ```
+//! `kv` is [`ModelSpec::kv_bytes_per_token`], `state` is
+//! [`ModelSpec::state_bytes_per_sequence`]. The max() is a roofline: prefill
+//! chunks are compute-bound, decode batches are bandwidth-bound, and the
+//! context terms make both grow with context length.
+//!
+//! KV capacity in blocks of `B` tokens:
+//! ```text
+//! blocks = ⌊(mem·memory_util − weights − max_seqs·state − activations) / (B·kv)⌋
+//! activations = max_batched_tokens · (8·hidden + 4·vocab)   (fp32 hidden states and logits)
+//! ```
+//! Tunables live in [`Calibration`](crate::profile::Calibration), fitted per
+//! device by `switchyard profile`.
+
+use std::time::Duration;
+
+use crate::profile::{AttentionSpec, DeviceProfile, ModelSpec};
+
+/// The work one sequence contributes to a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeqWork {
+    /// Tokens computed this step (1 for a decode).
+    pub new_tokens: u32,
+    /// Tokens already in this sequence's cache before the step.
+    pub context: u32,
+}
+
+/// Sufficient statistics of a step, accumulated one sequence at a time.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StepShape {
+    /// Sequences in the step.
+    pub seqs: u32,
+    /// New tokens across all sequences (T).
+    pub tokens: u64,
+    /// Cached context tokens read across all sequences (Σ cᵢ).
+    pub context_tokens: u64,
+    /// Causal attention query-key pairs (Σ qᵢ·cᵢ + qᵢ(qᵢ+1)/2).
+    pub attention_pairs: f64,
+}
+
+impl StepShape {
+    /// Adds one sequence's work.
+    #[inline]
+    pub fn push(&mut self, w: SeqWork) {
+        let q = f64::from(w.new_tokens);
+        self.seqs += 1;
+        self.tokens += u64::from(w.new_tokens);
+        self.context_tokens += u64::from(w.context);
+        self.attention_pairs += q * f64::from(w.context) + q * (q + 1.0) / 2.0;
+    }
+
+    /// Shape of a set of sequences.
+    pub fn of(work: impl IntoIterator<Item = SeqWork>) -> Self {
+        let mut s = Self::default();
+        for w in work {
+            s.push(w);
+        }
+        s
+    }
+}
+
+/// A step's predicted cost broken into roofline terms, for explanations and fitting.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepCost {
+    /// Floating-point operations.
+    pub flops: f64,
+    /// Bytes moved to or from device memory.
+    pub bytes: f64,
+    /// Seconds if compute-bound.
+    pub compute_s: f64,
+    /// Seconds if bandwidth-bound.
+    pub memory_s: f64,
+    /// Fixed and per-sequence overhead seconds.
+    pub overhead_s: f64,
+}
+
+impl StepCost {
+    /// Predicted step time in seconds.
+    pub fn seconds(&self) -> f64 {
+        self.compute_s.max(self.memory_s) + self.overhead_s
+    }
+
+    /// Predicted step time.
+    pub fn duration(&self) -> Duration {
+        Duration::from_secs_f64(self.seconds())
+    }
+}
+
+/// Why a model cannot be served on a device.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CapacityError {
+    /// Weights plus reserves exceed usable memory.
+    #[error("{model} needs {need_gb:.1} GB for weights and reserves but {device} offers {have_gb:.1} GB usable")]
+    DoesNotFit {
+        /// Model name.
+        model: String,
+        /// Device profile name.
+        device: String,
+        /// Bytes needed, GB.
+        need_gb: f64,
+        /// Usable bytes, GB.
+        have_gb: f64,
+    },
+}
+
+/// Predicts step times and KV footprint for one (device, model) pair.
+#[derive(Debug, Clone)]
+pub struct CostModel {
+    device: DeviceProfile,
+    model: ModelSpec,
+    // Derived once so predictions are a handful of multiply-adds.
+    flops_per_token: f64,
+    attn_flops_per_pair: f64,
+    kv_bytes_per_token: f64,
+    state_bytes: f64,
+    shared_weight_bytes: f64,
+    expert_weight_bytes: f64,
+    expert_miss_prob: f64,
+    flops_per_s: f64,
+    bytes_per_s: f64,
+    step_overhead_s: f64,
+    per_seq_overhead_s: f64,
+}
+
+impl CostModel {
+    /// Builds the model for `device` running `model`.
+    pub fn new(device: DeviceProfile, model: ModelSpec) -> Self {
+        let m = &model;
+        let heads = f64::from(m.num_attention_heads);
+        let attn_dim = match &m.attention {
+            AttentionSpec::Mla {
+                kv_lora_rank,
+                rope_head_dim,
+            } => f64::from(kv_lora_rank + rope_head_dim),
+            _ => f64::from(m.head_dim),
+        };
+        let d = f64::from(m.head_dim);
+        let linear_flops = 4.0 * heads * d * d * f64::from(m.linear_layers());
+        let flops_per_token = 2.0 * m.active_params_b * 1e9 + linear_flops;
+        let attn_flops_per_pair = 4.0 * heads * attn_dim * f64::from(m.kv_layers());
+        let wb = f64::from(m.weight_bytes);
+        let total = m.total_params_b * 1e9;
+        let active = m.active_params_b * 1e9;
+        let (shared_weight_bytes, expert_weight_bytes, expert_miss_prob) = match &m.moe {
+            Some(moe) if moe.num_experts > moe.experts_per_token => {
+                let e = f64::from(moe.num_experts);
+                let k = f64::from(moe.experts_per_token);
+                let per_expert = (total - active) / (e - k);
+                let experts = per_expert * e;
+                ((total - experts) * wb, experts * wb, 1.0 - k / e)
+            }
+            _ => (total * wb, 0.0, 0.0),
+        };
+        let cal = &device.calibration;
+        Self {
+            flops_per_token,
+            attn_flops_per_pair,
+            kv_bytes_per_token: m.kv_bytes_per_token() as f64,
+            state_bytes: m.state_bytes_per_sequence() as f64,
+            shared_weight_bytes,
+            expert_weight_bytes,
+            expert_miss_prob,
+            flops_per_s: device.peak_flops() * cal.compute_efficiency,
+            bytes_per_s: device.bandwidth_bytes_per_s() * cal.bandwidth_efficiency,
+            step_overhead_s: cal.step_overhead_us * 1e-6,
+            per_seq_overhead_s: cal.per_sequence_overhead_us * 1e-6,
+            device,
+            model,
+        }
+    }
+
+    /// The device profile this model prices.
+    pub fn device(&self) -> &DeviceProfile {
+        &self.device
+    }
+
+    /// The model spec this model prices.
+    pub fn model(&self) -> &ModelSpec {
+        &self.model
+    }
+
+    /// Weight bytes streamed by a step that computes `tokens` tokens.
+    pub fn weight_bytes_read(&self, tokens: u64) -> f64 {
+        if self.expert_weight_bytes == 0.0 || tokens == 0 {
+            return self.shared_weight_bytes
+                + if tokens == 0 {
+                    0.0
+                } else {
+                    self.expert_weight_bytes
+                };
+        }
+        let touched = 1.0 - self.expert_miss_prob.powf(tokens as f64);
+        self.shared_weight_bytes + self.expert_weight_bytes * touched
+    }
+
+    /// Roofline terms of a step of the given shape.
+    pub fn step_cost(&self, s: &StepShape) -> StepCost {
+        if s.seqs == 0 {
+            return StepCost {
+                flops: 0.0,
+                bytes: 0.0,
+                compute_s: 0.0,
+                memory_s: 0.0,
+                overhead_s: 0.0,
+            };
+        }
+        let t = s.tokens as f64;
+        let flops = self.flops_per_token * t + self.attn_flops_per_pair * s.attention_pairs;
+        let bytes = self.weight_bytes_read(s.tokens)
+            + self.kv_bytes_per_token * (s.context_tokens as f64 + t)
+            + 2.0 * self.state_bytes * f64::from(s.seqs);
+        StepCost {
+            flops,
+            bytes,
+            compute_s: flops / self.flops_per_s,
+            memory_s: bytes / self.bytes_per_s,
+            overhead_s: self.step_overhead_s + self.per_seq_overhead_s * f64::from(s.seqs),
+        }
+    }
+
+    /// Predicted time of a step of the given shape.
+    pub fn step_time(&self, s: &StepShape) -> Duration {
+        self.step_cost(s).duration()
+    }
+
+    /// Predicted time of one prefill chunk of `tokens` tokens after `context` cached tokens.
+    pub fn prefill_time(&self, tokens: u32, context: u32) -> Duration {
+        self.step_time(&StepShape::of([SeqWork {
+            new_tokens: tokens,
+            context,
+        }]))
+    }
+
+    /// Predicted time of one decode step for `batch` sequences holding `total_context` tokens together.
+    pub fn decode_step_time(&self, batch: u32, total_context: u64) -> Duration {
+        if batch == 0 {
+            return Duration::ZERO;
+        }
+        let shape = StepShape {
+            seqs: batch,
+            tokens: u64::from(batch),
+            context_tokens: total_context,
+            attention_pairs: total_context as f64 + f64::from(batch),
+        };
+        self.step_time(&shape)
+    }
+
+    /// KV-cache bytes per token.
+    pub fn kv_bytes_per_token(&self) -> u64 {
+        self.model.kv_bytes_per_token()
+    }
+
+    /// Constant per-sequence state bytes (linear attention).
+    pub fn state_bytes_per_sequence(&self) -> u64 {
+        self.model.state_bytes_per_sequence()
+    }
+
+    /// Bytes of one KV block of `block_size` tokens.
+    pub fn block_bytes(&self, block_size: u32) -> u64 {
+        self.kv_bytes_per_token() * u64::from(block_size)
+    }
+
+    /// How many KV blocks of `block_size` tokens fit after weights, state and activations.
+    pub fn kv_blocks(
+        &self,
+        block_size: u32,
+        max_num_seqs: u32,
+        max_batched_tokens: u32,
+    ) -> Result<u32, CapacityError> {
+        let usable = self.device.memory_bytes() * self.device.calibration.memory_utilization;
+        let m = &self.model;
+        let activations = f64::from(max_batched_tokens)
+            * (8.0 * f64::from(m.hidden_size) + 4.0 * f64::from(m.vocab_size));
+        let reserved =
+            m.weight_bytes_total() + f64::from(max_num_seqs) * self.state_bytes + activations;
+        let block = self.block_bytes(block_size) as f64;
+        let free = usable - reserved;
+        if free < block {
+            return Err(CapacityError::DoesNotFit {
+                model: m.name.clone(),
+                device: self.device.name.clone(),
+                need_gb: (reserved + block) / 1e9,
+                have_gb: usable / 1e9,
+            });
+        }
+        Ok((free / block).floor().min(f64::from(u32::MAX)) as u32)
+    }
+
+    /// Price of one second of this device, USD.
+    pub fn usd_per_second(&self) -> f64 {
+        self.device.price_usd_per_hour / 3600.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::{Calibration, MoeSpec, Vendor};
+
+    fn device(bw_gbps: f64) -> DeviceProfile {
+        DeviceProfile {
+            name: "d".into(),
+            vendor: Vendor::Nvidia,
+            description: "test".into(),
+            peak_tflops: 1000.0,
+            memory_gb: 80.0,
+            memory_bandwidth_gbps: bw_gbps,
+            price_usd_per_hour: 3.6,
+            calibration: Calibration {
+                compute_efficiency: 0.5,
+                bandwidth_efficiency: 0.5,
+                step_overhead_us: 100.0,
+                per_sequence_overhead_us: 10.0,
+                memory_utilization: 0.9,
+                fit_median_rel_error: None,
+                fit_max_rel_error: None,
+            },
+        }
+    }
+
+    fn model() -> ModelSpec {
+        ModelSpec {
+            name: "m".into(),
+            description: "test".into(),
+            num_layers: 32,
+            hidden_size: 4096,
+            num_attention_heads: 32,
+            num_kv_heads: 8,
+            head_dim: 128,
+            vocab_size: 128_000,
+            max_context: 131_072,
+            total_params_b: 8.0,
+            active_params_b: 8.0,
+            weight_bytes: 2,
+            kv_bytes: 2,
+            eos_token_ids: vec![1],
+            attention: AttentionSpec::Gqa,
+            moe: None,
+        }
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-9 * b.abs().max(1e-12)
+    }
+
+    #[test]
+    fn prefill_hand_computed() {
+        let cm = CostModel::new(device(2000.0), model());
+        // 1000 tokens, no context.
+        let c = cm.step_cost(&StepShape::of([SeqWork {
+            new_tokens: 1000,
+            context: 0,
+        }]));
+        let pairs = 1000.0 * 1001.0 / 2.0;
+        let flops = 2.0 * 8e9 * 1000.0 + 4.0 * 32.0 * 128.0 * 32.0 * pairs;
+        assert!(close(c.flops, flops), "{} vs {flops}", c.flops);
+        assert!(close(c.compute_s, flops / 500e12));
+        let bytes = 16e9 + 131_072.0 * 1000.0;
+        assert!(close(c.bytes, bytes));
+        assert!(close(c.memory_s, bytes / 1000e9));
+        assert!(close(c.overhead_s, 110e-6));
+        // 16.7e12 FLOPs / 500e12 = 33.4 ms compute vs 16.1 ms memory: compute-bound.
+        assert!(c.compute_s > c.memory_s);
+        assert!(close(c.seconds(), c.compute_s + 110e-6));
+    }
+
+    #[test]
+    fn decode_hand_computed() {
+        let cm = CostModel::new(device(2000.0), model());
+        let t = cm.decode_step_time(1, 1000).as_secs_f64();
+        // bytes = 16e9 weights + 131072 * (1000 ctx + 1 new) ; bandwidth 1e12 B/s effective
+        let bytes = 16e9 + 131_072.0 * 1001.0;
+        let expect = bytes / 1e12 + 110e-6;
+        assert!((t - expect).abs() < 1e-9, "{t} vs {expect}");
+    }
+
+    #[test]
+    fn decode_grows_with_context_and_batch() {
+        let cm = CostModel::new(device(2000.0), model());
+        let mut last = Duration::ZERO;
+        for ctx in [0u64, 1024, 8192, 65_536] {
+            let t = cm.decode_step_time(8, ctx * 8);
+            assert!(t > last, "context {ctx}");
+            last = t;
+        }
+        let mut last = Duration::ZERO;
+        for batch in [1u32, 2, 8, 64, 256] {
+            let t = cm.decode_step_time(batch, u64::from(batch) * 2048);
+            assert!(t > last, "batch {batch}");
+            last = t;
+        }
+    }
+
+    #[test]
+    fn more_bandwidth_decodes_faster() {
+        let slow = CostModel::new(device(1000.0), model());
+        let fast = CostModel::new(device(4000.0), model());
+        assert!(fast.decode_step_time(16, 16 * 2048) < slow.decode_step_time(16, 16 * 2048));
+    }
+
+    #[test]
+    fn prefill_grows_with_context() {
+        let cm = CostModel::new(device(2000.0), model());
+        assert!(cm.prefill_time(512, 8192) > cm.prefill_time(512, 0));
+    }
+
+    #[test]
+    fn moe_reads_fewer_weights_at_small_batch() {
+        let mut m = model();
+        m.total_params_b = 46.7;
+        m.active_params_b = 12.9;
+        m.moe = Some(MoeSpec {
+            num_experts: 8,
+            experts_per_token: 2,
+        });
+        let cm = CostModel::new(device(2000.0), m);
+        let one = cm.weight_bytes_read(1);
+        let many = cm.weight_bytes_read(1024);
+        // One token touches exactly the active parameters.
+        assert!((one - 12.9e9 * 2.0).abs() / one < 1e-9, "{one}");
+        // A large batch touches (nearly) every expert.
+        assert!((many - 46.7e9 * 2.0).abs() / many < 1e-6, "{many}");
+    }
+
+    #[test]
+    fn kv_blocks_hand_computed() {
+        let cm = CostModel::new(device(2000.0), model());
+        let blocks = cm.kv_blocks(16, 256, 8192).unwrap();
+        let usable: f64 = 80e9 * 0.9;
+        let act = 8192.0 * (8.0 * 4096.0 + 4.0 * 128_000.0);
+        let expect = ((usable - 16e9 - act) / (16.0 * 131_072.0)).floor() as u32;
+        assert_eq!(blocks, expect);
+    }
+
+    #[test]
+    fn model_too_big_does_not_fit() {
+        let mut m = model();
+        m.total_params_b = 70.0;
+        m.active_params_b = 70.0;
+        let err = CostModel::new(device(2000.0), m).kv_blocks(16, 256, 8192);
+        assert!(matches!(err, Err(CapacityError::DoesNotFit { .. })));
+    }
+
+    #[test]
+    fn empty_step_costs_nothing() {
+        let cm = CostModel::new(device(2000.0), model());
+        assert_eq!(cm.step_time(&StepShape::default()), Duration::ZERO);
+    }
+}

@@ -1,0 +1,20 @@
+//! The device side of Switchyard: the backend contract, device profiles and
+//! model specs, the cost model, and the backends that execute step plans.
+//!
+//! This crate knows nothing about requests, queues or HTTP; the scheduler
+//! crate builds on it.
+
+pub mod contract;
+pub mod cost;
+pub mod error;
+pub mod profile;
+pub mod sim;
+
+pub use contract::{
+    Backend, BackendKind, BlockCopy, BlockId, DeviceInfo, SamplingParams, ScheduledSeq, SeqId,
+    StepOutput, StepPlan,
+};
+pub use cost::{CapacityError, CostModel, SeqWork, StepCost, StepShape};
+pub use error::{BackendError, ProfileError};
+pub use profile::{AttentionSpec, Calibration, Catalog, DeviceProfile, ModelSpec, MoeSpec, Vendor};
+pub use sim::{SimBackend, SimConfig};

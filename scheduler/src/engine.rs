@@ -1,0 +1,1102 @@
+//! The per-device engine: iteration-level continuous batching with chunked
+//! prefill over a paged KV cache.
+//!
+//! # Contract
+//! A driver alternates [`Engine::schedule`] (plan the next step) and
+//! [`Engine::complete`] (apply what the backend returned). Time comes in as
+//! an argument; the engine never sleeps, spawns or reads a clock, so the live
+//! server and the simulator drive identical code.
+//!
+//! # Policy
+//! Each sequence has tokens computed vs tokens known (prompt + generated);
+//! a step spends a token budget (`max_batched_tokens`) closing that gap:
+//! 1. running sequences first, in arrival order: decodes take one token, an
+//!    unfinished prefill takes the rest of its prompt or what the budget
+//!    leaves (chunked prefill);
+//! 2. then waiting sequences are admitted in FCFS order while the budget,
+//!    `max_num_seqs` and free KV blocks allow, reusing cached prefix blocks.
+//!
+//! When a running sequence needs a block and none is free, the most recently
+//! arrived running sequence is preempted by recompute: its blocks are freed
+//! and it goes back to the front of the waiting queue with its generated
+//! tokens, to be prefilled again later. No admission happens in a step that
+//! preempted. `add` clamps `max_tokens` so a sequence alone always fits the
+//! pool, so the oldest sequence can always make progress: no deadlock.
+//!
+//! # Tunables ([`EngineConfig`])
+//! `max_num_seqs`, `max_batched_tokens`, `max_model_len`, `enable_prefix_caching`.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use switchyard_backends::{
+    BlockCopy, CostModel, SamplingParams, ScheduledSeq, SeqId, SeqWork, StepOutput, StepPlan,
+    StepShape,
+};
+
+use crate::kv::{BlockManager, BlockTable, PrefixStats};
+
+/// Engine limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Most sequences running at once.
+    pub max_num_seqs: u32,
+    /// Token budget of one step (decodes + prefill chunks).
+    pub max_batched_tokens: u32,
+    /// Longest sequence (prompt + output), tokens.
+    pub max_model_len: u32,
+    /// Reuse cached KV blocks of identical prompt prefixes.
+    pub enable_prefix_caching: bool,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            max_num_seqs: 256,
+            max_batched_tokens: 2048,
+            max_model_len: 32_768,
+            enable_prefix_caching: true,
+        }
+    }
+}
+
+/// A request as the engine sees it: token ids and stop rules.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// Caller-assigned id, unique among live sequences of this engine.
+    pub id: SeqId,
+    /// Prompt token ids (non-empty).
+    pub prompt: Vec<u32>,
+    /// Most tokens to generate.
+    pub max_tokens: u32,
+    /// Sampling parameters.
+    pub sampling: SamplingParams,
+    /// Keep generating past end-of-sequence tokens.
+    pub ignore_eos: bool,
+    /// Extra token ids that stop generation.
+    pub stop_token_ids: Vec<u32>,
+}
+
+impl Request {
+    /// A greedy request with no stop tokens.
+    pub fn new(id: SeqId, prompt: Vec<u32>, max_tokens: u32) -> Self {
+        Self {
+            id,
+            prompt,
+            max_tokens,
+            sampling: SamplingParams::default(),
+            ignore_eos: false,
+            stop_token_ids: Vec::new(),
+        }
+    }
+}
+
+/// Why a sequence finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// Reached `max_tokens` or the model length.
+    Length,
+    /// Generated an end-of-sequence or stop token.
+    Stop,
+    /// Aborted by the caller.
+    Abort,
+}
+
+/// Timings and counts of a finished sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct SeqStats {
+    /// Prompt tokens.
+    pub prompt_tokens: u32,
+    /// Generated tokens.
+    pub output_tokens: u32,
+    /// Prompt tokens served from the prefix cache at first admission.
+    pub cached_tokens: u32,
+    /// Times the sequence was preempted.
+    pub preemptions: u32,
+    /// When it was added.
+    pub arrival: Duration,
+    /// When it was first scheduled.
+    pub first_scheduled: Option<Duration>,
+    /// When its first token was produced.
+    pub first_token: Option<Duration>,
+    /// When it finished.
+    pub finished: Duration,
+}
+
+/// What happened to sequences during a step.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A token was generated (`index` counts from 0 per sequence).
+    Token {
+        /// Sequence.
+        seq: SeqId,
+        /// Token id.
+        token: u32,
+        /// Position among the generated tokens.
+        index: u32,
+    },
+    /// The sequence finished and released its blocks.
+    Finished {
+        /// Sequence.
+        seq: SeqId,
+        /// Why.
+        reason: FinishReason,
+        /// Timings and counts (boxed: token events are the common case and stay small).
+        stats: Box<SeqStats>,
+    },
+    /// The sequence was preempted and will be recomputed.
+    Preempted {
+        /// Sequence.
+        seq: SeqId,
+    },
+}
+
+/// Why the engine refused a request or a step output.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The prompt is empty.
+    #[error("prompt is empty")]
+    EmptyPrompt,
+    /// The prompt cannot fit this device even alone.
+    #[error("prompt of {prompt} tokens does not fit: the device holds at most {limit} tokens per sequence")]
+    PromptTooLong {
+        /// Prompt tokens.
+        prompt: u32,
+        /// Most tokens one sequence may hold here.
+        limit: u32,
+    },
+    /// A live sequence already has this id.
+    #[error("duplicate sequence id {0}")]
+    DuplicateId(SeqId),
+    /// `complete` was called without a step in flight.
+    #[error("no step in flight")]
+    NoStepInFlight,
+    /// The backend returned a different number of outputs than sequences scheduled.
+    #[error("step output has {got} entries for {expected} scheduled sequences")]
+    OutputMismatch {
+        /// Scheduled sequences.
+        expected: usize,
+        /// Outputs received.
+        got: usize,
+    },
+}
+
+/// What [`Engine::abort`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AbortOutcome {
+    /// The sequence finished now; here is its `Finished` event.
+    Finished(Event),
+    /// The sequence is in the step in flight; `complete` reports it.
+    Pending,
+    /// No live sequence has that id.
+    NotFound,
+}
+
+/// What the router sees of an engine.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
+pub struct Load {
+    /// Sequences waiting for admission.
+    pub waiting: u32,
+    /// Sequences admitted.
+    pub running: u32,
+    /// Prompt tokens not yet computed, waiting and running.
+    pub queued_prefill_tokens: u64,
+    /// Output tokens still to generate, upper bound from `max_tokens`.
+    pub outstanding_decode_tokens: u64,
+    /// Tokens held in the running sequences' caches.
+    pub running_context_tokens: u64,
+    /// Free KV blocks.
+    pub free_blocks: u32,
+    /// KV blocks in the pool.
+    pub total_blocks: u32,
+    /// Predicted wait before a new request's first prefill step.
+    pub predicted_queue_delay: Duration,
+}
+
+#[derive(Debug, Clone)]
+struct Seq {
+    id: SeqId,
+    tokens: Vec<u32>,
+    prompt_len: u32,
+    max_tokens: u32,
+    computed: u32,
+    table: BlockTable,
+    sampling: SamplingParams,
+    ignore_eos: bool,
+    stop_token_ids: Vec<u32>,
+    order: u64,
+    aborted: bool,
+    finished: Option<FinishReason>,
+    stats: SeqStats,
+}
+
+impl Seq {
+    fn output_len(&self) -> u32 {
+        self.tokens.len() as u32 - self.prompt_len
+    }
+}
+
+/// One device's continuous-batching scheduler.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    config: EngineConfig,
+    cost: CostModel,
+    eos: Vec<u32>,
+    blocks: BlockManager,
+    slots: Vec<Option<Seq>>,
+    free_slots: Vec<usize>,
+    index: HashMap<SeqId, usize>,
+    waiting: VecDeque<usize>,
+    running: Vec<usize>,
+    next_order: u64,
+    copies: Vec<BlockCopy>,
+    /// The step in flight: (slot, new tokens, samples).
+    scheduled: Vec<(usize, u32, bool)>,
+    in_flight: bool,
+    pending: Vec<Event>,
+    preemptions: u64,
+}
+
+impl Engine {
+    /// An engine over a KV pool of `kv_blocks` blocks of `block_size` tokens.
+    pub fn new(config: EngineConfig, cost: CostModel, kv_blocks: u32, block_size: u32) -> Self {
+        let eos = cost.model().eos_token_ids.clone();
+        Self {
+            config,
+            cost,
+            eos,
+            blocks: BlockManager::new(kv_blocks, block_size),
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            index: HashMap::new(),
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+            next_order: 0,
+            copies: Vec::new(),
+            scheduled: Vec::new(),
+            in_flight: false,
+            pending: Vec::new(),
+            preemptions: 0,
+        }
+    }
+
+    /// The engine's limits.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The cost model of this engine's device.
+    pub fn cost_model(&self) -> &CostModel {
+        &self.cost
+    }
+
+    /// The KV block manager (read-only: for metrics and prefix lookups).
+    pub fn blocks(&self) -> &BlockManager {
+        &self.blocks
+    }
+
+    /// Most tokens one sequence can hold on this engine.
+    pub fn max_seq_tokens(&self) -> u32 {
+        let pool = self
+            .blocks
+            .num_blocks()
+            .saturating_mul(self.blocks.block_size());
+        pool.min(self.config.max_model_len)
+    }
+
+    /// Queues a request. `max_tokens` is clamped so the sequence fits alone.
+    pub fn add(&mut self, req: Request, now: Duration) -> Result<(), EngineError> {
+        if req.prompt.is_empty() {
+            return Err(EngineError::EmptyPrompt);
+        }
+        let limit = self.max_seq_tokens();
+        let prompt = req.prompt.len().min(u32::MAX as usize) as u32;
+        if prompt >= limit {
+            return Err(EngineError::PromptTooLong { prompt, limit });
+        }
+        if self.index.contains_key(&req.id) {
+            return Err(EngineError::DuplicateId(req.id));
+        }
+        let seq = Seq {
+            id: req.id,
+            prompt_len: prompt,
+            max_tokens: req.max_tokens.min(limit - prompt),
+            tokens: req.prompt,
+            computed: 0,
+            table: BlockTable::default(),
+            sampling: req.sampling,
+            ignore_eos: req.ignore_eos,
+            stop_token_ids: req.stop_token_ids,
+            order: self.next_order,
+            aborted: false,
+            finished: None,
+            stats: SeqStats {
+                prompt_tokens: prompt,
+                arrival: now,
+                ..SeqStats::default()
+            },
+        };
+        self.next_order += 1;
+        let slot = match self.free_slots.pop() {
+            Some(s) => {
+                self.slots[s] = Some(seq);
+                s
+            }
+            None => {
+                self.slots.push(Some(seq));
+                self.slots.len() - 1
+            }
+        };
+        self.index.insert(req.id, slot);
+        self.waiting.push_back(slot);
+        Ok(())
+    }
+
+    /// Aborts a sequence. One in the step in flight finishes when that step
+    /// completes (its `Finished` event comes from `complete`); any other
+    /// finishes now and its event is returned here.
+    pub fn abort(&mut self, id: SeqId, now: Duration) -> AbortOutcome {
+        let Some(&slot) = self.index.get(&id) else {
+            return AbortOutcome::NotFound;
+        };
+        if self.in_flight && self.scheduled.iter().any(|&(s, _, _)| s == slot) {
+            if let Some(seq) = self.slots[slot].as_mut() {
+                seq.aborted = true;
+            }
+            return AbortOutcome::Pending;
+        }
+        self.waiting.retain(|&s| s != slot);
+        self.running.retain(|&s| s != slot);
+        AbortOutcome::Finished(self.finish(slot, FinishReason::Abort, now))
+    }
+
+    /// Whether any sequence is waiting or running.
+    pub fn has_work(&self) -> bool {
+        !self.waiting.is_empty() || !self.running.is_empty()
+    }
+
+    /// Live sequences (waiting + running).
+    pub fn num_seqs(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Preemptions since creation.
+    pub fn preemptions(&self) -> u64 {
+        self.preemptions
+    }
+
+    /// Prefix-cache counters since creation.
+    pub fn prefix_stats(&self) -> PrefixStats {
+        self.blocks.prefix_stats()
+    }
+
+    fn seq(&self, slot: usize) -> &Seq {
+        // Slots in queues always hold a sequence; see `finish`.
+        self.slots[slot]
+            .as_ref()
+            .expect("queued slot holds a sequence")
+    }
+
+    /// Plans the next step, or `None` when there is nothing to run (or a step is in flight).
+    pub fn schedule(&mut self, now: Duration) -> Option<StepPlan<'_>> {
+        if self.in_flight {
+            return None;
+        }
+        self.copies.clear();
+        self.scheduled.clear();
+        let mut budget = self.config.max_batched_tokens;
+        let mut preempted = false;
+        let mut i = 0;
+        while i < self.running.len() && budget > 0 {
+            let slot = self.running[i];
+            let n = {
+                let s = self.seq(slot);
+                (s.tokens.len() as u32 - s.computed).min(budget)
+            };
+            // Preempt the newest running sequences until this one fits. The
+            // newest sits at the end of `running`, at or after `i`, so
+            // nothing already in the plan is ever a victim.
+            let fits = loop {
+                if self.try_reserve(slot, n) {
+                    break true;
+                }
+                let Some(&victim) = self.running.last() else {
+                    break false;
+                };
+                self.preempt(victim);
+                preempted = true;
+                if victim == slot {
+                    break false;
+                }
+            };
+            if !fits {
+                break;
+            }
+            self.push_plan(slot, n, now);
+            budget -= n;
+            i += 1;
+        }
+        while !preempted && budget > 0 && (self.running.len() as u32) < self.config.max_num_seqs {
+            let Some(&slot) = self.waiting.front() else {
+                break;
+            };
+            let Some(n) = self.admit(slot, budget) else {
+                break;
+            };
+            self.waiting.pop_front();
+            self.insert_running(slot);
+            self.push_plan(slot, n, now);
+            budget -= n;
+        }
+        if self.scheduled.is_empty() {
+            return None;
+        }
+        self.in_flight = true;
+        Some(self.build_plan())
+    }
+
+    /// The plan of the step just scheduled, borrowing tokens and tables.
+    fn build_plan(&self) -> StepPlan<'_> {
+        let seqs = self
+            .scheduled
+            .iter()
+            .filter_map(|&(slot, n, sample)| {
+                let seq = self.slots[slot].as_ref()?;
+                let start = seq.computed;
+                Some(ScheduledSeq {
+                    seq: seq.id,
+                    start_pos: start,
+                    tokens: &seq.tokens[start as usize..(start + n) as usize],
+                    block_table: seq.table.blocks(),
+                    sample,
+                    sampling: seq.sampling,
+                })
+            })
+            .collect();
+        StepPlan {
+            seqs,
+            copies: self.copies.clone(),
+        }
+    }
+
+    /// Grows `slot`'s table to cover `n` more tokens; records a copy-on-write if one is needed.
+    fn try_reserve(&mut self, slot: usize, n: u32) -> bool {
+        let Some(seq) = self.slots[slot].as_mut() else {
+            return false;
+        };
+        match self
+            .blocks
+            .ensure_slots(&mut seq.table, seq.computed, seq.computed + n)
+        {
+            Ok(copy) => {
+                self.copies.extend(copy);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Frees a running sequence's blocks and puts it at the front of the queue.
+    fn preempt(&mut self, slot: usize) {
+        self.running.retain(|&s| s != slot);
+        let Some(seq) = self.slots[slot].as_mut() else {
+            return;
+        };
+        self.blocks.free(&mut seq.table);
+        seq.computed = 0;
+        seq.stats.preemptions += 1;
+        self.preemptions += 1;
+        self.pending.push(Event::Preempted { seq: seq.id });
+        self.waiting.push_front(slot);
+    }
+
+    /// Tries to give the waiting sequence at `slot` its first chunk; returns the chunk size.
+    fn admit(&mut self, slot: usize, budget: u32) -> Option<u32> {
+        let watermark = self.blocks.num_blocks() / 100;
+        let prefix = self.config.enable_prefix_caching;
+        let seq = self.slots[slot].as_mut()?;
+        if prefix && seq.table.is_empty() {
+            seq.computed = self.blocks.start(&mut seq.table, &seq.tokens);
+            if seq.stats.first_scheduled.is_none() {
+                seq.stats.cached_tokens = seq.computed;
+            }
+        }
+        let n = (seq.tokens.len() as u32 - seq.computed).min(budget);
+        let need = self
+            .blocks
+            .blocks_needed(&seq.table, seq.computed, seq.computed + n);
+        let ok = need + watermark <= self.blocks.num_free_blocks()
+            && self
+                .blocks
+                .ensure_slots(&mut seq.table, seq.computed, seq.computed + n)
+                .map(|copy| self.copies.extend(copy))
+                .is_ok();
+        if ok {
+            Some(n)
+        } else {
+            self.blocks.free(&mut seq.table);
+            seq.computed = 0;
+            None
+        }
+    }
+
+    /// Keeps `running` in arrival order, so the newest is always last.
+    fn insert_running(&mut self, slot: usize) {
+        let order = self.seq(slot).order;
+        let at = self
+            .running
+            .partition_point(|&s| self.slots[s].as_ref().is_some_and(|q| q.order < order));
+        self.running.insert(at, slot);
+    }
+
+    fn push_plan(&mut self, slot: usize, n: u32, now: Duration) {
+        let Some(seq) = self.slots[slot].as_mut() else {
+            return;
+        };
+        seq.stats.first_scheduled.get_or_insert(now);
+        let sample = (seq.computed + n) as usize == seq.tokens.len();
+        self.scheduled.push((slot, n, sample));
+    }
+
+    /// Applies a step's output: advances sequences, appends sampled tokens,
+    /// finishes sequences that hit a stop condition.
+    pub fn complete(&mut self, out: &StepOutput, now: Duration) -> Result<Vec<Event>, EngineError> {
+        if !self.in_flight {
+            return Err(EngineError::NoStepInFlight);
+        }
+        self.in_flight = false;
+        let sample_mismatch = self
+            .scheduled
+            .iter()
+            .zip(&out.tokens)
+            .any(|(&(_, _, sample), t)| sample != t.is_some());
+        if out.tokens.len() != self.scheduled.len() || sample_mismatch {
+            return Err(EngineError::OutputMismatch {
+                expected: self.scheduled.len(),
+                got: out.tokens.iter().filter(|t| t.is_some()).count(),
+            });
+        }
+        let mut events = std::mem::take(&mut self.pending);
+        let limit = self.max_seq_tokens();
+        let mut any_finished = false;
+        for k in 0..self.scheduled.len() {
+            let (slot, n, _) = self.scheduled[k];
+            let Some(seq) = self.slots[slot].as_mut() else {
+                continue;
+            };
+            if seq.aborted {
+                seq.finished = Some(FinishReason::Abort);
+                any_finished = true;
+                continue;
+            }
+            seq.computed += n;
+            if self.config.enable_prefix_caching {
+                self.blocks
+                    .commit(&mut seq.table, &seq.tokens, seq.computed);
+            }
+            let Some(token) = out.tokens[k] else {
+                continue;
+            };
+            seq.tokens.push(token);
+            let index = seq.output_len() - 1;
+            seq.stats.first_token.get_or_insert(now);
+            events.push(Event::Token {
+                seq: seq.id,
+                token,
+                index,
+            });
+            let stop = (!seq.ignore_eos && self.eos.contains(&token))
+                || seq.stop_token_ids.contains(&token);
+            if stop {
+                seq.finished = Some(FinishReason::Stop);
+            } else if index + 1 >= seq.max_tokens || seq.tokens.len() as u32 >= limit {
+                seq.finished = Some(FinishReason::Length);
+            }
+            any_finished |= seq.finished.is_some();
+        }
+        if any_finished {
+            let slots = &self.slots;
+            self.running
+                .retain(|&s| slots[s].as_ref().is_some_and(|q| q.finished.is_none()));
+            for k in 0..self.scheduled.len() {
+                let slot = self.scheduled[k].0;
+                let reason = self.slots[slot].as_ref().and_then(|q| q.finished);
+                if let Some(reason) = reason {
+                    events.push(self.finish(slot, reason, now));
+                }
+            }
+        }
+        Ok(events)
+    }
+
+    /// Abandons the step in flight (the backend failed it): nothing advances,
+    /// and the same work is planned again by the next `schedule`.
+    pub fn fail_step(&mut self) {
+        self.in_flight = false;
+    }
+
+    /// Removes a sequence, releasing its blocks.
+    fn finish(&mut self, slot: usize, reason: FinishReason, now: Duration) -> Event {
+        let mut seq = self.slots[slot].take().expect("finishing a live slot");
+        self.blocks.free(&mut seq.table);
+        self.index.remove(&seq.id);
+        self.free_slots.push(slot);
+        seq.stats.output_tokens = seq.output_len();
+        seq.stats.finished = now;
+        Event::Finished {
+            seq: seq.id,
+            reason,
+            stats: Box::new(seq.stats),
+        }
+    }
+
+    /// Removes every live sequence and returns each as a request that
+    /// continues where it stopped (prompt + generated tokens so far, the
+    /// remaining `max_tokens`), so a driver can re-route them elsewhere.
+    pub fn drain(&mut self) -> Vec<(Request, u32)> {
+        self.in_flight = false;
+        self.waiting.clear();
+        self.running.clear();
+        self.scheduled.clear();
+        self.pending.clear();
+        self.index.clear();
+        self.free_slots.clear();
+        let mut out = Vec::new();
+        let mut slots = std::mem::take(&mut self.slots);
+        slots.sort_by_key(|s| s.as_ref().map(|q| q.order));
+        for mut seq in slots.into_iter().flatten() {
+            self.blocks.free(&mut seq.table);
+            let generated = seq.output_len();
+            out.push((
+                Request {
+                    id: seq.id,
+                    max_tokens: seq.max_tokens - generated,
+                    prompt: seq.tokens,
+                    sampling: seq.sampling,
+                    ignore_eos: seq.ignore_eos,
+                    stop_token_ids: seq.stop_token_ids,
+                },
+                generated,
+            ));
+        }
+        out
+    }
+
+    /// A snapshot for the router. O(live sequences).
+    pub fn load(&self) -> Load {
+        let mut l = Load {
+            waiting: self.waiting.len() as u32,
+            running: self.running.len() as u32,
+            free_blocks: self.blocks.num_free_blocks(),
+            total_blocks: self.blocks.num_blocks(),
+            ..Load::default()
+        };
+        let mut min_remaining = u32::MAX;
+        for seq in self.slots.iter().flatten() {
+            let left = seq.tokens.len() as u32 - seq.computed;
+            if left > 1 {
+                l.queued_prefill_tokens += u64::from(left);
+            }
+            let remaining = seq.max_tokens.saturating_sub(seq.output_len());
+            l.outstanding_decode_tokens += u64::from(remaining);
+        }
+        for &slot in &self.running {
+            let seq = self.seq(slot);
+            l.running_context_tokens += u64::from(seq.computed);
+            min_remaining = min_remaining.min(seq.max_tokens.saturating_sub(seq.output_len()));
+        }
+        l.predicted_queue_delay = self.predict_queue_delay(&l, min_remaining);
+        l
+    }
+
+    /// Time until a new arrival's first prefill chunk: the prefill backlog
+    /// drains at the budget left after decodes, and a full batch must first
+    /// see its shortest remaining sequence finish.
+    fn predict_queue_delay(&self, l: &Load, min_remaining: u32) -> Duration {
+        let decodes = l.running.min(self.config.max_batched_tokens);
+        let chunk = (self.config.max_batched_tokens - decodes).max(1);
+        let mut shape = StepShape {
+            seqs: l.running,
+            tokens: u64::from(l.running),
+            context_tokens: l.running_context_tokens,
+            attention_pairs: l.running_context_tokens as f64 + f64::from(l.running),
+        };
+        let mut delay = Duration::ZERO;
+        if l.queued_prefill_tokens > 0 {
+            let steps = l.queued_prefill_tokens.div_ceil(u64::from(chunk));
+            let step_chunk = l.queued_prefill_tokens.min(u64::from(chunk)) as u32;
+            shape.push(SeqWork {
+                new_tokens: step_chunk,
+                context: 0,
+            });
+            delay += self.cost.step_time(&shape) * steps.min(u64::from(u32::MAX)) as u32;
+        }
+        if l.running >= self.config.max_num_seqs && min_remaining != u32::MAX {
+            let step = self
+                .cost
+                .decode_step_time(l.running, l.running_context_tokens);
+            delay += step * min_remaining;
+        }
+        delay
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_backends::{
+        Backend, Calibration, DeviceProfile, ModelSpec, SimBackend, SimConfig, Vendor,
+    };
+
+    fn cost() -> CostModel {
+        let device = DeviceProfile {
+            name: "d".into(),
+            vendor: Vendor::Nvidia,
+            description: "test".into(),
+            peak_tflops: 100.0,
+            memory_gb: 80.0,
+            memory_bandwidth_gbps: 1000.0,
+            price_usd_per_hour: 1.0,
+            calibration: Calibration {
+                compute_efficiency: 0.5,
+                bandwidth_efficiency: 0.8,
+                step_overhead_us: 100.0,
+                per_sequence_overhead_us: 1.0,
+                memory_utilization: 0.9,
+                fit_median_rel_error: None,
+                fit_max_rel_error: None,
+            },
+        };
+        let model = ModelSpec {
+            name: "m".into(),
+            description: "test".into(),
+            num_layers: 4,
+            hidden_size: 256,
+            num_attention_heads: 4,
+            num_kv_heads: 2,
+            head_dim: 64,
+            vocab_size: 1000,
+            max_context: 4096,
+            total_params_b: 0.01,
+            active_params_b: 0.01,
+            weight_bytes: 2,
+            kv_bytes: 2,
+            eos_token_ids: vec![0],
+            attention: switchyard_backends::AttentionSpec::Gqa,
+            moe: None,
+        };
+        CostModel::new(device, model)
+    }
+
+    fn setup(blocks: u32, budget: u32) -> (Engine, SimBackend) {
+        let cfg = EngineConfig {
+            max_num_seqs: 64,
+            max_batched_tokens: budget,
+            max_model_len: 4096,
+            enable_prefix_caching: true,
+        };
+        let sim = SimBackend::new(
+            cost(),
+            SimConfig {
+                block_size: 16,
+                kv_blocks: Some(blocks),
+                ..SimConfig::default()
+            },
+        )
+        .unwrap();
+        (Engine::new(cfg, cost(), blocks, 16), sim)
+    }
+
+    fn prompt(n: u32, salt: u32) -> Vec<u32> {
+        (0..n).map(|i| (i * 31 + salt) % 997 + 1).collect()
+    }
+
+    /// Runs until idle; returns all events and the number of steps.
+    fn run(e: &mut Engine, b: &mut SimBackend) -> (Vec<Event>, u32) {
+        let mut now = Duration::ZERO;
+        let mut events = Vec::new();
+        let mut steps = 0;
+        while let Some(plan) = e.schedule(now) {
+            let out = b.execute(&plan).unwrap();
+            now += out.elapsed;
+            events.extend(e.complete(&out, now).unwrap());
+            steps += 1;
+            assert!(steps < 100_000, "engine does not terminate");
+        }
+        (events, steps)
+    }
+
+    fn outputs(events: &[Event]) -> HashMap<SeqId, Vec<u32>> {
+        let mut m: HashMap<SeqId, Vec<u32>> = HashMap::new();
+        for ev in events {
+            if let Event::Token { seq, token, index } = ev {
+                let v = m.entry(*seq).or_default();
+                assert_eq!(v.len() as u32, *index);
+                v.push(*token);
+            }
+        }
+        m
+    }
+
+    #[test]
+    fn chunked_prefill_takes_ceil_n_over_b_steps() {
+        let (mut e, mut b) = setup(1024, 64);
+        e.add(Request::new(SeqId(1), prompt(1000, 0), 1), Duration::ZERO)
+            .unwrap();
+        let mut prefill_steps = 0;
+        let mut now = Duration::ZERO;
+        while let Some(plan) = e.schedule(now) {
+            assert!(plan.num_tokens() <= 64);
+            prefill_steps += 1;
+            let out = b.execute(&plan).unwrap();
+            now += out.elapsed;
+            e.complete(&out, now).unwrap();
+        }
+        // 1000 tokens at 64 per step: ceil(1000/64) = 16 steps; the token sampled
+        // after the last chunk is the single output, so no decode step follows.
+        assert_eq!(prefill_steps, 16);
+    }
+
+    #[test]
+    fn decodes_go_first_and_share_steps_with_prefill() {
+        let (mut e, mut b) = setup(1024, 32);
+        e.add(Request::new(SeqId(1), prompt(8, 0), 50), Duration::ZERO)
+            .unwrap();
+        let plan = e.schedule(Duration::ZERO).unwrap();
+        let out = b.execute(&plan).unwrap();
+        e.complete(&out, Duration::ZERO).unwrap();
+        e.add(Request::new(SeqId(2), prompt(100, 1), 5), Duration::ZERO)
+            .unwrap();
+        let plan = e.schedule(Duration::ZERO).unwrap();
+        let seqs = &plan.seqs;
+        assert_eq!(seqs[0].seq, SeqId(1));
+        assert_eq!(seqs[0].num_new_tokens(), 1);
+        assert_eq!(seqs[1].seq, SeqId(2));
+        assert_eq!(seqs[1].num_new_tokens(), 31);
+    }
+
+    #[test]
+    fn kv_pressure_preempts_and_everything_finishes() {
+        // 40 blocks of 16 = 640 tokens for 8 sequences wanting 8 * (64 + 100) = 1312.
+        let (mut e, mut b) = setup(40, 256);
+        for i in 0..8 {
+            e.add(
+                Request::new(SeqId(i), prompt(64, i as u32 * 7), 100),
+                Duration::ZERO,
+            )
+            .unwrap();
+        }
+        let (events, _) = run(&mut e, &mut b);
+        let preempted = events
+            .iter()
+            .filter(|ev| matches!(ev, Event::Preempted { .. }))
+            .count();
+        assert!(preempted > 0, "pool is too small not to preempt");
+        let outs = outputs(&events);
+        for i in 0..8 {
+            assert_eq!(outs[&SeqId(i)].len(), 100, "seq {i}");
+        }
+        let finished = events
+            .iter()
+            .filter(|ev| {
+                matches!(
+                    ev,
+                    Event::Finished {
+                        reason: FinishReason::Length,
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(finished, 8);
+        assert_eq!(e.blocks().num_free_blocks(), 40);
+        assert_eq!(e.num_seqs(), 0);
+        e.blocks().check_invariants().unwrap();
+    }
+
+    #[test]
+    fn preemption_does_not_change_generated_tokens() {
+        let reqs: Vec<Request> = (0..6)
+            .map(|i| Request::new(SeqId(i), prompt(50 + i as u32 * 10, i as u32), 60))
+            .collect();
+        let alone: HashMap<SeqId, Vec<u32>> = reqs
+            .iter()
+            .map(|r| {
+                let (mut e, mut b) = setup(1024, 512);
+                e.add(r.clone(), Duration::ZERO).unwrap();
+                let (ev, _) = run(&mut e, &mut b);
+                (r.id, outputs(&ev).remove(&r.id).unwrap())
+            })
+            .collect();
+        let (mut e, mut b) = setup(24, 64);
+        for r in &reqs {
+            e.add(r.clone(), Duration::ZERO).unwrap();
+        }
+        let (ev, _) = run(&mut e, &mut b);
+        assert!(e.preemptions() > 0);
+        assert_eq!(outputs(&ev), alone);
+    }
+
+    #[test]
+    fn prefix_cache_skips_cached_blocks_on_repeat() {
+        let (mut e, mut b) = setup(256, 4096);
+        let p = prompt(100, 3);
+        e.add(Request::new(SeqId(1), p.clone(), 1), Duration::ZERO)
+            .unwrap();
+        run(&mut e, &mut b);
+        e.add(Request::new(SeqId(2), p, 1), Duration::ZERO).unwrap();
+        let plan = e.schedule(Duration::ZERO).unwrap();
+        let s = &plan.seqs[0];
+        // 6 full blocks of 16 = 96 tokens cached; only the last 4 are computed.
+        assert_eq!(s.start_pos, 96);
+        assert_eq!(s.num_new_tokens(), 4);
+        let out = b.execute(&plan).unwrap();
+        let ev = e.complete(&out, Duration::ZERO).unwrap();
+        match ev.last() {
+            Some(Event::Finished { stats, .. }) => assert_eq!(stats.cached_tokens, 96),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn prompt_too_long_is_a_typed_error() {
+        let (mut e, _) = setup(4, 64);
+        let err = e
+            .add(Request::new(SeqId(1), prompt(64, 0), 1), Duration::ZERO)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            EngineError::PromptTooLong {
+                prompt: 64,
+                limit: 64
+            }
+        );
+        assert_eq!(
+            e.add(Request::new(SeqId(2), vec![], 1), Duration::ZERO),
+            Err(EngineError::EmptyPrompt)
+        );
+    }
+
+    #[test]
+    fn max_tokens_clamped_to_fit_alone() {
+        let (mut e, mut b) = setup(4, 64);
+        e.add(Request::new(SeqId(1), prompt(60, 0), 1000), Duration::ZERO)
+            .unwrap();
+        let (ev, _) = run(&mut e, &mut b);
+        assert_eq!(outputs(&ev)[&SeqId(1)].len(), 4);
+    }
+
+    #[test]
+    fn stop_conditions() {
+        let (mut e, _) = setup(64, 64);
+        let mut r = Request::new(SeqId(1), prompt(4, 0), 10);
+        r.stop_token_ids = vec![77];
+        e.add(r, Duration::ZERO).unwrap();
+        e.add(Request::new(SeqId(2), prompt(4, 1), 10), Duration::ZERO)
+            .unwrap();
+        let mut r = Request::new(SeqId(3), prompt(4, 2), 10);
+        r.ignore_eos = true;
+        e.add(r, Duration::ZERO).unwrap();
+        e.schedule(Duration::ZERO).unwrap();
+        // Scripted output: a stop token, EOS (id 0), and EOS that is ignored.
+        let out = StepOutput {
+            tokens: vec![Some(77), Some(0), Some(0)],
+            elapsed: Duration::ZERO,
+        };
+        let ev = e.complete(&out, Duration::ZERO).unwrap();
+        let reasons: Vec<_> = ev
+            .iter()
+            .filter_map(|x| match x {
+                Event::Finished { seq, reason, .. } => Some((*seq, *reason)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            reasons,
+            vec![
+                (SeqId(1), FinishReason::Stop),
+                (SeqId(2), FinishReason::Stop)
+            ]
+        );
+        assert_eq!(e.num_seqs(), 1);
+    }
+
+    #[test]
+    fn abort_frees_blocks_even_in_flight() {
+        let (mut e, mut b) = setup(64, 64);
+        e.add(Request::new(SeqId(1), prompt(40, 0), 10), Duration::ZERO)
+            .unwrap();
+        e.add(Request::new(SeqId(2), prompt(40, 1), 10), Duration::ZERO)
+            .unwrap();
+        let plan = e.schedule(Duration::ZERO).unwrap();
+        let out = b.execute(&plan).unwrap();
+        assert_eq!(e.abort(SeqId(1), Duration::ZERO), AbortOutcome::Pending);
+        let ev = e.complete(&out, Duration::ZERO).unwrap();
+        assert!(ev.iter().any(|x| matches!(
+            x,
+            Event::Finished {
+                seq: SeqId(1),
+                reason: FinishReason::Abort,
+                ..
+            }
+        )));
+        assert!(matches!(
+            e.abort(SeqId(2), Duration::ZERO),
+            AbortOutcome::Finished(_)
+        ));
+        assert_eq!(e.abort(SeqId(3), Duration::ZERO), AbortOutcome::NotFound);
+        assert_eq!(e.blocks().num_free_blocks(), 64);
+        assert!(!e.has_work());
+    }
+
+    #[test]
+    fn output_mismatch_is_an_error_and_step_is_retried() {
+        let (mut e, mut b) = setup(64, 64);
+        e.add(Request::new(SeqId(1), prompt(10, 0), 3), Duration::ZERO)
+            .unwrap();
+        e.schedule(Duration::ZERO).unwrap();
+        let bad = StepOutput::default();
+        assert!(matches!(
+            e.complete(&bad, Duration::ZERO),
+            Err(EngineError::OutputMismatch { .. })
+        ));
+        let (ev, _) = run(&mut e, &mut b);
+        assert_eq!(outputs(&ev)[&SeqId(1)].len(), 3);
+    }
+
+    #[test]
+    fn drain_returns_continuations() {
+        let (mut e, mut b) = setup(64, 64);
+        e.add(Request::new(SeqId(1), prompt(10, 0), 5), Duration::ZERO)
+            .unwrap();
+        let plan = e.schedule(Duration::ZERO).unwrap();
+        let out = b.execute(&plan).unwrap();
+        e.complete(&out, Duration::ZERO).unwrap();
+        let drained = e.drain();
+        assert_eq!(drained.len(), 1);
+        let (req, generated) = &drained[0];
+        assert_eq!(*generated, 1);
+        assert_eq!(req.prompt.len(), 11);
+        assert_eq!(req.max_tokens, 4);
+        assert_eq!(e.blocks().num_free_blocks(), 64);
+    }
+
+    #[test]
+    fn load_reports_queue_and_predicts_delay() {
+        let (mut e, _) = setup(1024, 256);
+        assert_eq!(e.load().predicted_queue_delay, Duration::ZERO);
+        for i in 0..4 {
+            e.add(
+                Request::new(SeqId(i), prompt(500, i as u32), 20),
+                Duration::ZERO,
+            )
+            .unwrap();
+        }
+        let l = e.load();
+        assert_eq!(l.waiting, 4);
+        assert_eq!(l.queued_prefill_tokens, 2000);
+        assert_eq!(l.outstanding_decode_tokens, 80);
+        assert!(l.predicted_queue_delay > Duration::ZERO);
+    }
+}

@@ -1,0 +1,14 @@
+//! Scheduling for Switchyard: the paged KV block manager, the per-device
+//! continuous-batching engine and (later) the shape-aware router.
+//!
+//! Everything here is pure and clock-agnostic: time is an argument, and
+//! nothing sleeps, spawns threads or does I/O. Drivers (the live server, the
+//! simulator) own time.
+
+pub mod engine;
+pub mod kv;
+
+pub use engine::{
+    AbortOutcome, Engine, EngineConfig, EngineError, Event, FinishReason, Load, Request, SeqStats,
+};
+pub use kv::{BlockManager, BlockTable, KvError};

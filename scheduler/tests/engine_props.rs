@@ -1,0 +1,125 @@
+//! Property test: whatever the arrivals, pool size, budget and aborts, every
+//! request finishes exactly once with the tokens it asked for (or is aborted),
+//! the engine never stalls with work left, and every KV block comes back.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use switchyard_backends::{Backend, Catalog, CostModel, SeqId, SimBackend, SimConfig};
+use switchyard_scheduler::{AbortOutcome, Engine, EngineConfig, Event, FinishReason, Request};
+
+fn cost() -> CostModel {
+    let catalog = Catalog::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles"));
+    CostModel::new(
+        catalog.device("l4").unwrap(),
+        catalog.model("llama-3.1-8b").unwrap(),
+    )
+}
+
+#[derive(Debug, Clone)]
+struct Arrival {
+    step: u8,
+    prompt: u16,
+    max_tokens: u16,
+    shared_prefix: bool,
+    abort_after: Option<u8>,
+}
+
+fn arrival() -> impl Strategy<Value = Arrival> {
+    (
+        0u8..30,
+        1u16..200,
+        1u16..60,
+        any::<bool>(),
+        prop::option::weighted(0.2, 0u8..20),
+    )
+        .prop_map(
+            |(step, prompt, max_tokens, shared_prefix, abort_after)| Arrival {
+                step,
+                prompt,
+                max_tokens,
+                shared_prefix,
+                abort_after,
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_request_finishes_once(
+        arrivals in prop::collection::vec(arrival(), 1..40),
+        blocks in 14u32..80,
+        budget in 1u32..300,
+        max_num_seqs in 1u32..16,
+    ) {
+        let config = EngineConfig { max_num_seqs, max_batched_tokens: budget, max_model_len: 4096, enable_prefix_caching: true };
+        let mut engine = Engine::new(config, cost(), blocks, 16);
+        let mut sim = SimBackend::new(cost(), SimConfig { kv_blocks: Some(blocks), ..SimConfig::default() }).unwrap();
+        let mut wanted: HashMap<SeqId, u32> = HashMap::new();
+        let mut got: HashMap<SeqId, u32> = HashMap::new();
+        let mut finished: HashMap<SeqId, FinishReason> = HashMap::new();
+        let mut now = Duration::ZERO;
+        let mut step = 0u32;
+        loop {
+            for (i, a) in arrivals.iter().enumerate() {
+                if u32::from(a.step) == step {
+                    let prompt: Vec<u32> = (0..u32::from(a.prompt))
+                        .map(|k| if a.shared_prefix { k + 1 } else { (i as u32 + 1) * 10_000 + k })
+                        .collect();
+                    let mut req = Request::new(SeqId(i as u64), prompt, u32::from(a.max_tokens));
+                    req.ignore_eos = true;
+                    if engine.add(req, now).is_ok() {
+                        wanted.insert(SeqId(i as u64), u32::from(a.max_tokens));
+                    }
+                }
+                if a.abort_after.is_some_and(|k| u32::from(a.step) + u32::from(k) == step) {
+                    if let AbortOutcome::Finished(Event::Finished { seq, reason, .. }) = engine.abort(SeqId(i as u64), now) {
+                        prop_assert!(finished.insert(seq, reason).is_none(), "{seq} finished twice");
+                    }
+                }
+            }
+            match engine.schedule(now) {
+                Some(plan) => {
+                    let out = sim.execute(&plan).unwrap();
+                    now += out.elapsed;
+                    for ev in engine.complete(&out, now).unwrap() {
+                        match ev {
+                            Event::Token { seq, .. } => *got.entry(seq).or_default() += 1,
+                            Event::Finished { seq, reason, stats } => {
+                                prop_assert!(finished.insert(seq, reason).is_none(), "{seq} finished twice");
+                                if reason != FinishReason::Abort {
+                                    prop_assert_eq!(stats.output_tokens, got.get(&seq).copied().unwrap_or(0));
+                                }
+                            }
+                            Event::Preempted { .. } => {}
+                        }
+                    }
+                }
+                None => {
+                    prop_assert!(!engine.has_work(), "stalled with work left at step {step}");
+                    if step > 30 { break; }
+                }
+            }
+            step += 1;
+            prop_assert!(step < 50_000, "no progress");
+            engine.blocks().check_invariants().map_err(TestCaseError::fail)?;
+        }
+        // Aborts of already-finished or never-added requests are no-ops; everything else finished.
+        for (seq, max) in &wanted {
+            match finished.get(seq) {
+                Some(FinishReason::Length) => {
+                    let limit = engine.max_seq_tokens();
+                    let prompt = u32::from(arrivals[seq.0 as usize].prompt);
+                    prop_assert_eq!(got.get(seq).copied().unwrap_or(0), (*max).min(limit - prompt));
+                }
+                Some(FinishReason::Abort) => {}
+                other => prop_assert!(false, "{seq} ended with {other:?}"),
+            }
+        }
+        prop_assert_eq!(engine.blocks().num_free_blocks(), blocks);
+    }
+}
