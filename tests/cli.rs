@@ -11,7 +11,11 @@ fn switchyard() -> Command {
 #[test]
 fn committed_profiles_validate() {
     let out = switchyard().arg("check-profiles").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("8 device profiles"), "{stdout}");
 }
@@ -22,7 +26,11 @@ fn cost_table_orders_devices_by_bandwidth() {
         .args(["cost", "--devices", "h100-sxm,l4"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let decode_ms = |device: &str| -> f64 {
         let line = stdout.lines().find(|l| l.starts_with(device)).unwrap();
@@ -42,7 +50,10 @@ fn malformed_profile_names_file_and_field() {
     .unwrap();
     std::fs::write(
         dir.join("devices/l4.toml"),
-        good.replace("memory_bandwidth_gbps = 300.0", "memory_bandwidth_gbps = -1.0"),
+        good.replace(
+            "memory_bandwidth_gbps = 300.0",
+            "memory_bandwidth_gbps = -1.0",
+        ),
     )
     .unwrap();
     let out = switchyard()

@@ -296,6 +296,11 @@ impl Engine {
         &self.blocks
     }
 
+    /// The KV block manager, to turn on and drain prefix-cache events.
+    pub fn blocks_mut(&mut self) -> &mut BlockManager {
+        &mut self.blocks
+    }
+
     /// Most tokens one sequence can hold on this engine.
     pub fn max_seq_tokens(&self) -> u32 {
         let pool = self

@@ -52,13 +52,23 @@ pub enum KvError {
 }
 
 /// The blocks one sequence holds, in position order.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockTable {
     blocks: Vec<BlockId>,
     /// Leading blocks whose hashes are registered in the prefix cache.
     hashed: u32,
     /// Hash of the last registered block (the chain's tip).
     tip: u64,
+}
+
+impl Default for BlockTable {
+    fn default() -> Self {
+        Self {
+            blocks: Vec::new(),
+            hashed: 0,
+            tip: ROOT_HASH,
+        }
+    }
 }
 
 impl BlockTable {
@@ -76,6 +86,16 @@ impl BlockTable {
     pub fn is_empty(&self) -> bool {
         self.blocks.is_empty()
     }
+}
+
+/// A change to the set of cached block hashes, for routers that track which
+/// device holds which prefix (published by the device's driver).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheEvent {
+    /// A full block with this hash became reusable.
+    Stored(u64),
+    /// The block with this hash was evicted.
+    Evicted(u64),
 }
 
 /// Prefix-cache counters, for metrics.
@@ -100,6 +120,7 @@ pub struct BlockManager {
     num_free: u32,
     cached: HashMap<u64, BlockId>,
     stats: PrefixStats,
+    events: Option<Vec<CacheEvent>>,
 }
 
 /// Hash of a full block of tokens following a prefix whose hash is `parent`.
@@ -111,6 +132,19 @@ pub fn block_hash(parent: u64, tokens: &[u32]) -> u64 {
             .rotate_left(29);
     }
     mix64(h ^ tokens.len() as u64)
+}
+
+/// Hash chain of every full block of `tokens` (what a router probes to find
+/// which device caches the longest prefix).
+pub fn prefix_hashes(tokens: &[u32], block_size: u32) -> Vec<u64> {
+    let mut h = ROOT_HASH;
+    tokens
+        .chunks_exact(block_size.max(1) as usize)
+        .map(|chunk| {
+            h = block_hash(h, chunk);
+            h
+        })
+        .collect()
 }
 
 impl BlockManager {
@@ -128,6 +162,7 @@ impl BlockManager {
             num_free: 0,
             cached: HashMap::new(),
             stats: PrefixStats::default(),
+            events: None,
         };
         for b in 0..num_blocks {
             m.push_back(b);
@@ -166,6 +201,18 @@ impl BlockManager {
     /// Prefix-cache counters since creation.
     pub fn prefix_stats(&self) -> PrefixStats {
         self.stats
+    }
+
+    /// Starts recording [`CacheEvent`]s (off by default: the simulator has no use for them).
+    pub fn record_cache_events(&mut self) {
+        self.events.get_or_insert_with(Vec::new);
+    }
+
+    /// Moves recorded cache events into `out`, oldest first.
+    pub fn drain_cache_events(&mut self, out: &mut Vec<CacheEvent>) {
+        if let Some(ev) = self.events.as_mut() {
+            out.append(ev);
+        }
     }
 
     /// Reference count of a block (for tests and diagnostics).
@@ -224,6 +271,9 @@ impl BlockManager {
         if let Some(h) = self.hashes[b as usize].take() {
             if self.cached.get(&h) == Some(&BlockId(b)) {
                 self.cached.remove(&h);
+                if let Some(ev) = self.events.as_mut() {
+                    ev.push(CacheEvent::Evicted(h));
+                }
             }
         }
         self.refs[b as usize] = 1;
@@ -359,7 +409,12 @@ impl BlockManager {
             let b = table.blocks[i];
             if self.hashes[b.0 as usize].is_none() {
                 self.hashes[b.0 as usize] = Some(h);
-                self.cached.entry(h).or_insert(b);
+                if let std::collections::hash_map::Entry::Vacant(slot) = self.cached.entry(h) {
+                    slot.insert(b);
+                    if let Some(ev) = self.events.as_mut() {
+                        ev.push(CacheEvent::Stored(h));
+                    }
+                }
             }
             table.tip = h;
         }
@@ -516,6 +571,41 @@ mod tests {
         m.free(&mut b);
         assert_eq!(m.num_free_blocks(), 8);
         m.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn cache_events_track_store_and_evict() {
+        let mut m = BlockManager::new(2, 4);
+        m.record_cache_events();
+        let prompt = toks(8, 1);
+        let mut a = BlockTable::default();
+        m.ensure_slots(&mut a, 0, 8).unwrap();
+        m.commit(&mut a, &prompt, 8);
+        m.free(&mut a);
+        m.ensure_slots(&mut a, 0, 4).unwrap();
+        let mut ev = Vec::new();
+        m.drain_cache_events(&mut ev);
+        let h0 = block_hash(ROOT_HASH, &prompt[..4]);
+        let h1 = block_hash(h0, &prompt[4..]);
+        // Freed tail first, so the tail block is reused (evicted) first.
+        assert_eq!(
+            ev,
+            vec![
+                CacheEvent::Stored(h0),
+                CacheEvent::Stored(h1),
+                CacheEvent::Evicted(h1)
+            ]
+        );
+    }
+
+    /// The hash chain a router computes for a prompt, without a manager.
+    #[test]
+    fn prefix_hashes_match_committed_blocks() {
+        let prompt = toks(9, 3);
+        let hashes = prefix_hashes(&prompt, 4);
+        assert_eq!(hashes.len(), 2);
+        assert_eq!(hashes[0], block_hash(ROOT_HASH, &prompt[..4]));
+        assert_eq!(hashes[1], block_hash(hashes[0], &prompt[4..8]));
     }
 
     #[test]
