@@ -1,0 +1,386 @@
+#!/usr/bin/env python3
+"""Generates a Llama-style decoder as an ONNX "decoder with past" graph.
+
+Layout of the output directory (`models/<size>/`):
+  model.onnx             the graph, Hugging Face / Optimum "decoder with past" convention:
+                         inputs  input_ids [batch, seq] int64, attention_mask [batch, past+seq]
+                                 int64, position_ids [batch, seq] int64,
+                                 past_key_values.{i}.key|value [batch, kv_heads, past, head_dim] f32
+                         outputs logits [batch, seq, vocab] f32,
+                                 present.{i}.key|value [batch, kv_heads, past+seq, head_dim] f32
+  model.safetensors      the same weights under Hugging Face Llama tensor names
+  config.json            Hugging Face LlamaConfig fields
+  tokenizer.json         byte-level tokenizer: 0 <pad>, 1 <s>, 2 </s>, byte b at id 3+b
+  tokenizer_config.json  special tokens and a Jinja chat template
+
+Architecture: RMSNorm, rotary embeddings computed from position_ids (rotate-half
+convention), grouped-query attention, SwiGLU MLP, LM head tied to the embeddings.
+The attention mask is by index in the concatenated (past ‖ new) key axis: query i
+(concatenated index past+i) sees key j iff j <= past+i and attention_mask[b, j] == 1,
+so a batch may pad shorter pasts (and right-pad new tokens) and mask the padding out.
+
+Weights are random (seeded, so output is byte-identical across runs) but scaled so
+greedy generation is not degenerate. Needs only `numpy` and `onnx`; with
+`onnxruntime` installed it also checks the graph against a NumPy forward pass of the
+safetensors weights.
+
+Usage: python3 scripts/make_test_model.py --size tiny|bench [--out DIR] [--seed N]
+"""
+
+import argparse
+import json
+import os
+import struct
+import sys
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+SIZES = {
+    # Must match profiles/models/tiny-llama.toml.
+    "tiny": dict(hidden=64, intermediate=172, heads=4, kv_heads=2, layers=2, max_pos=512),
+    # ~101 M parameters: 16 x (attention 1.57 M + MLP 4.72 M) + embeddings.
+    "bench": dict(hidden=768, intermediate=2048, heads=12, kv_heads=4, layers=16, max_pos=2048),
+}
+VOCAB = 259  # 3 specials + 256 bytes
+PAD, BOS, EOS = 0, 1, 2
+RMS_EPS = 1e-5
+ROPE_THETA = 10000.0
+OPSET = 17
+
+
+def make_weights(cfg, seed):
+    """HF-named float32 weights; Linear weights are [out, in] as in PyTorch."""
+    rng = np.random.default_rng(seed)
+    h, inter = cfg["hidden"], cfg["intermediate"]
+    hd = h // cfg["heads"]
+    kv = cfg["kv_heads"] * hd
+
+    def normal(shape, std):
+        return (rng.standard_normal(shape) * std).astype(np.float32)
+
+    # Embeddings of unit RMS give logits of a few units through the tied head;
+    # large residual branches keep the model from echoing its input token.
+    w = {"model.embed_tokens.weight": normal((VOCAB, h), 1.0)}
+    for i in range(cfg["layers"]):
+        p = f"model.layers.{i}."
+        w[p + "input_layernorm.weight"] = (1.0 + normal((h,), 0.1)).astype(np.float32)
+        w[p + "self_attn.q_proj.weight"] = normal((h, h), 3.0 / np.sqrt(h))
+        w[p + "self_attn.k_proj.weight"] = normal((kv, h), 3.0 / np.sqrt(h))
+        w[p + "self_attn.v_proj.weight"] = normal((kv, h), 2.0 / np.sqrt(h))
+        w[p + "self_attn.o_proj.weight"] = normal((h, h), 4.0 / np.sqrt(h))
+        w[p + "post_attention_layernorm.weight"] = (1.0 + normal((h,), 0.1)).astype(np.float32)
+        w[p + "mlp.gate_proj.weight"] = normal((inter, h), 2.0 / np.sqrt(h))
+        w[p + "mlp.up_proj.weight"] = normal((inter, h), 2.0 / np.sqrt(h))
+        w[p + "mlp.down_proj.weight"] = normal((h, inter), 4.0 / np.sqrt(inter))
+    w["model.norm.weight"] = (1.0 + normal((h,), 0.1)).astype(np.float32)
+    return w
+
+
+class Graph:
+    """Accumulates ONNX nodes and initializers with unique names."""
+
+    def __init__(self):
+        self.nodes, self.inits, self.n = [], [], 0
+
+    def const(self, value, dtype=np.int64):
+        name = f"const_{len(self.inits)}"
+        self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
+        return name
+
+    def weight(self, name, array):
+        self.inits.append(numpy_helper.from_array(array, name))
+        return name
+
+    def op(self, op_type, *inputs, out=None, **attrs):
+        self.n += 1
+        out = out or f"{op_type.lower()}_{self.n}"
+        self.nodes.append(helper.make_node(op_type, list(inputs), [out], **attrs))
+        return out
+
+
+def rms_norm(g, x, weight):
+    var = g.op("ReduceMean", g.op("Mul", x, x), axes=[-1], keepdims=1)
+    inv = g.op("Reciprocal", g.op("Sqrt", g.op("Add", var, g.const(RMS_EPS, np.float32))))
+    return g.op("Mul", g.op("Mul", x, inv), weight)
+
+
+def heads_first(g, x, n_heads, hd):
+    """[B, S, n*hd] -> [B, n, S, hd]."""
+    x = g.op("Reshape", x, g.const([0, 0, n_heads, hd]))
+    return g.op("Transpose", x, perm=[0, 2, 1, 3])
+
+
+def rope(g, x, cos, sin, hd):
+    half = hd // 2
+    x1 = g.op("Slice", x, g.const([0]), g.const([half]), g.const([3]))
+    x2 = g.op("Slice", x, g.const([half]), g.const([hd]), g.const([3]))
+    rot = g.op("Concat", g.op("Neg", x2), x1, axis=3)
+    return g.op("Add", g.op("Mul", x, cos), g.op("Mul", rot, sin))
+
+
+def rotary_tables(g, hd):
+    """cos/sin [B, 1, S, hd] from position_ids."""
+    inv_freq = 1.0 / (ROPE_THETA ** (np.arange(0, hd, 2, dtype=np.float64) / hd))
+    pos = g.op("Unsqueeze", g.op("Cast", "position_ids", to=TensorProto.FLOAT), g.const([-1]))
+    freqs = g.op("Mul", pos, g.const(inv_freq, np.float32))
+    emb = g.op("Concat", freqs, freqs, axis=-1)
+    cos = g.op("Unsqueeze", g.op("Cos", emb), g.const([1]))
+    sin = g.op("Unsqueeze", g.op("Sin", emb), g.const([1]))
+    return cos, sin
+
+
+def attention_bias(g):
+    """Additive bias [B, 1, 1, S, T]: 0 where query i may see key j, -1e9 elsewhere."""
+    s = g.op("Gather", g.op("Shape", "input_ids"), g.const(1), axis=0)
+    t = g.op("Gather", g.op("Shape", "attention_mask"), g.const(1), axis=0)
+    past = g.op("Sub", t, s)
+    keys = g.op("Range", g.const(0), t, g.const(1))
+    queries = g.op("Unsqueeze", g.op("Range", past, t, g.const(1)), g.const([1]))
+    causal = g.op("LessOrEqual", keys, queries)  # [S, T]
+    mask = g.op("Cast", "attention_mask", to=TensorProto.BOOL)
+    mask = g.op("Unsqueeze", mask, g.const([1, 2, 3]))  # [B, 1, 1, 1, T]
+    allowed = g.op("And", causal, mask)
+    return g.op("Where", allowed, g.const(0.0, np.float32), g.const(-1e9, np.float32))
+
+
+def attention_block(g, cfg, w, i, x, cos, sin, bias):
+    p = f"model.layers.{i}.self_attn."
+    nh, kvh = cfg["heads"], cfg["kv_heads"]
+    hd = cfg["hidden"] // nh
+    lin = lambda name: g.weight(p + name + ".T", np.ascontiguousarray(w[p + name + ".weight"].T))
+    q = rope(g, heads_first(g, g.op("MatMul", x, lin("q_proj")), nh, hd), cos, sin, hd)
+    k = rope(g, heads_first(g, g.op("MatMul", x, lin("k_proj")), kvh, hd), cos, sin, hd)
+    v = heads_first(g, g.op("MatMul", x, lin("v_proj")), kvh, hd)
+    pk = g.op("Concat", f"past_key_values.{i}.key", k, axis=2, out=f"present.{i}.key")
+    pv = g.op("Concat", f"past_key_values.{i}.value", v, axis=2, out=f"present.{i}.value")
+    # Grouped-query attention without repeating K/V: query head h uses KV head h // g.
+    q5 = g.op("Reshape", q, g.const([0, kvh, nh // kvh, -1, hd]))
+    kt = g.op("Transpose", g.op("Unsqueeze", pk, g.const([2])), perm=[0, 1, 2, 4, 3])
+    scores = g.op("Mul", g.op("MatMul", q5, kt), g.const(1.0 / np.sqrt(hd), np.float32))
+    probs = g.op("Softmax", g.op("Add", scores, bias), axis=-1)
+    ctx = g.op("MatMul", probs, g.op("Unsqueeze", pv, g.const([2])))  # [B, kvh, g, S, hd]
+    ctx = g.op("Transpose", g.op("Reshape", ctx, g.const([0, nh, -1, hd])), perm=[0, 2, 1, 3])
+    ctx = g.op("Reshape", ctx, g.const([0, 0, nh * hd]))
+    return g.op("MatMul", ctx, lin("o_proj"))
+
+
+def mlp_block(g, w, i, x):
+    p = f"model.layers.{i}.mlp."
+    lin = lambda name: g.weight(p + name + ".T", np.ascontiguousarray(w[p + name + ".weight"].T))
+    gate = g.op("MatMul", x, lin("gate_proj"))
+    act = g.op("Mul", gate, g.op("Sigmoid", gate))
+    return g.op("MatMul", g.op("Mul", act, g.op("MatMul", x, lin("up_proj"))), lin("down_proj"))
+
+
+def build_graph(cfg, w):
+    g = Graph()
+    hd = cfg["hidden"] // cfg["heads"]
+    embed = g.weight("model.embed_tokens.weight", w["model.embed_tokens.weight"])
+    h = g.op("Gather", embed, "input_ids", axis=0)
+    cos, sin = rotary_tables(g, hd)
+    bias = attention_bias(g)
+    for i in range(cfg["layers"]):
+        p = f"model.layers.{i}."
+        x = rms_norm(g, h, g.weight(p + "input_layernorm.weight", w[p + "input_layernorm.weight"]))
+        h = g.op("Add", h, attention_block(g, cfg, w, i, x, cos, sin, bias))
+        ln = p + "post_attention_layernorm.weight"
+        h = g.op("Add", h, mlp_block(g, w, i, rms_norm(g, h, g.weight(ln, w[ln]))))
+    h = rms_norm(g, h, g.weight("model.norm.weight", w["model.norm.weight"]))
+    g.op("MatMul", h, g.op("Transpose", embed, perm=[1, 0]), out="logits")
+    return g
+
+
+def value_info(cfg):
+    kvh, hd = cfg["kv_heads"], cfg["hidden"] // cfg["heads"]
+    i64, f32 = TensorProto.INT64, TensorProto.FLOAT
+    inputs = [
+        helper.make_tensor_value_info("input_ids", i64, ["batch_size", "sequence_length"]),
+        helper.make_tensor_value_info("attention_mask", i64, ["batch_size", "total_sequence_length"]),
+        helper.make_tensor_value_info("position_ids", i64, ["batch_size", "sequence_length"]),
+    ]
+    outputs = [helper.make_tensor_value_info("logits", f32, ["batch_size", "sequence_length", VOCAB])]
+    for i in range(cfg["layers"]):
+        for kind in ("key", "value"):
+            inputs.append(helper.make_tensor_value_info(
+                f"past_key_values.{i}.{kind}", f32, ["batch_size", kvh, "past_sequence_length", hd]))
+            outputs.append(helper.make_tensor_value_info(
+                f"present.{i}.{kind}", f32, ["batch_size", kvh, "total_sequence_length", hd]))
+    return inputs, outputs
+
+
+def build_model(cfg, w):
+    g = build_graph(cfg, w)
+    inputs, outputs = value_info(cfg)
+    graph = helper.make_graph(g.nodes, "switchyard_test_llama", inputs, outputs, g.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="switchyard make_test_model.py")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model
+
+
+def write_safetensors(path, tensors):
+    header, offset = {"__metadata__": {"format": "pt"}}, 0
+    for name in sorted(tensors):
+        n = tensors[name].nbytes
+        header[name] = {"dtype": "F32", "shape": list(tensors[name].shape),
+                        "data_offsets": [offset, offset + n]}
+        offset += n
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(raw)))
+        f.write(raw)
+        for name in sorted(tensors):
+            f.write(np.ascontiguousarray(tensors[name], dtype="<f4").tobytes())
+
+
+def bytes_to_unicode():
+    """GPT-2's reversible byte -> printable character map (the ByteLevel alphabet)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) \
+        + list(range(ord("®"), ord("ÿ") + 1))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {b: chr(c) for b, c in zip(bs, cs)}
+
+
+def tokenizer_json():
+    specials = ["<pad>", "<s>", "</s>"]
+    vocab = {tok: i for i, tok in enumerate(specials)}
+    for b, ch in sorted(bytes_to_unicode().items()):
+        vocab[ch] = 3 + b
+    added = [dict(id=i, content=t, single_word=False, lstrip=False, rstrip=False,
+                  normalized=False, special=True) for i, t in enumerate(specials)]
+    bos = {"SpecialToken": {"id": "<s>", "type_id": 0}}
+    seq = lambda s: {"Sequence": {"id": s, "type_id": 0}}
+    return {
+        "version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
+        "normalizer": None,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+                          "use_regex": False},
+        "post_processor": {"type": "TemplateProcessing", "single": [bos, seq("A")],
+                           "pair": [bos, seq("A"), bos, seq("B")],
+                           "special_tokens": {"<s>": {"id": "<s>", "ids": [BOS], "tokens": ["<s>"]}}},
+        "decoder": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+                    "use_regex": False},
+        "model": {"type": "BPE", "dropout": None, "unk_token": None,
+                  "continuing_subword_prefix": None, "end_of_word_suffix": None,
+                  "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                  "vocab": vocab, "merges": []},
+    }
+
+
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "<|{{ message['role'] }}|>\n{{ message['content'] }}{{ eos_token }}\n"
+    "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+def config_json(cfg):
+    return {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+        "hidden_size": cfg["hidden"], "intermediate_size": cfg["intermediate"],
+        "num_attention_heads": cfg["heads"], "num_key_value_heads": cfg["kv_heads"],
+        "head_dim": cfg["hidden"] // cfg["heads"], "num_hidden_layers": cfg["layers"],
+        "vocab_size": VOCAB, "max_position_embeddings": cfg["max_pos"],
+        "rms_norm_eps": RMS_EPS, "rope_theta": ROPE_THETA, "tie_word_embeddings": True,
+        "hidden_act": "silu", "attention_bias": False, "mlp_bias": False,
+        "bos_token_id": BOS, "eos_token_id": EOS, "pad_token_id": PAD,
+        "torch_dtype": "float32",
+    }
+
+
+def numpy_forward(cfg, w, ids):
+    """Reference logits for one sequence (no cache), from the HF-named weights."""
+    nh, kvh, h = cfg["heads"], cfg["kv_heads"], cfg["hidden"]
+    hd, s = h // nh, len(ids)
+    norm = lambda x, wt: x / np.sqrt((x * x).mean(-1, keepdims=True) + RMS_EPS) * wt
+    inv = 1.0 / (ROPE_THETA ** (np.arange(0, hd, 2) / hd))
+    ang = np.arange(s)[:, None] * inv[None]
+    cos, sin = np.cos(np.concatenate([ang, ang], -1)), np.sin(np.concatenate([ang, ang], -1))
+    rot = lambda x: x * cos + np.concatenate([-x[..., hd // 2:], x[..., :hd // 2]], -1) * sin
+    x = w["model.embed_tokens.weight"][ids].astype(np.float64)
+    causal = np.tril(np.ones((s, s), bool))
+    for i in range(cfg["layers"]):
+        p = f"model.layers.{i}."
+        a = norm(x, w[p + "input_layernorm.weight"])
+        q = (a @ w[p + "self_attn.q_proj.weight"].T).reshape(s, nh, hd).transpose(1, 0, 2)
+        k = (a @ w[p + "self_attn.k_proj.weight"].T).reshape(s, kvh, hd).transpose(1, 0, 2)
+        v = (a @ w[p + "self_attn.v_proj.weight"].T).reshape(s, kvh, hd).transpose(1, 0, 2)
+        q, k = rot(q), rot(k)
+        k, v = np.repeat(k, nh // kvh, 0), np.repeat(v, nh // kvh, 0)
+        sc = np.where(causal, q @ k.transpose(0, 2, 1) / np.sqrt(hd), -np.inf)
+        pr = np.exp(sc - sc.max(-1, keepdims=True))
+        pr /= pr.sum(-1, keepdims=True)
+        x = x + (pr @ v).transpose(1, 0, 2).reshape(s, h) @ w[p + "self_attn.o_proj.weight"].T
+        m = norm(x, w[p + "post_attention_layernorm.weight"])
+        gate = m @ w[p + "mlp.gate_proj.weight"].T
+        up = m @ w[p + "mlp.up_proj.weight"].T
+        x = x + (gate / (1 + np.exp(-gate)) * up) @ w[p + "mlp.down_proj.weight"].T
+    return norm(x, w["model.norm.weight"]) @ w["model.embed_tokens.weight"].T
+
+
+def self_check(path, cfg, w):
+    """Compares onnxruntime on the graph with the NumPy forward; skipped without onnxruntime."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        print("onnxruntime not installed: skipping the self-check", file=sys.stderr)
+        return
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    ids = np.array([BOS] + [3 + b for b in b"The quick brown fox"], dtype=np.int64)
+    hd = cfg["hidden"] // cfg["heads"]
+    feed = {"input_ids": ids[None], "attention_mask": np.ones((1, len(ids)), np.int64),
+            "position_ids": np.arange(len(ids), dtype=np.int64)[None]}
+    for i in range(cfg["layers"]):
+        for kind in ("key", "value"):
+            feed[f"past_key_values.{i}.{kind}"] = np.zeros((1, cfg["kv_heads"], 0, hd), np.float32)
+    got = sess.run(["logits"], feed)[0][0]
+    want = numpy_forward(cfg, w, ids)
+    err = np.abs(got - want).max() / max(1.0, np.abs(want).max())
+    if err > 1e-4:
+        sys.exit(f"self-check failed: ONNX and NumPy logits differ by {err:.2e} (relative)")
+    print(f"self-check: ONNX logits match NumPy forward (max rel diff {err:.1e})")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--size", choices=sorted(SIZES), default="tiny")
+    ap.add_argument("--out", help="output directory (default models/<size>)")
+    ap.add_argument("--seed", type=int, default=20240607)
+    args = ap.parse_args()
+    cfg = SIZES[args.size]
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = args.out or os.path.join(root, "models", args.size)
+    os.makedirs(out, exist_ok=True)
+    w = make_weights(cfg, args.seed)
+    model_path = os.path.join(out, "model.onnx")
+    onnx.save(build_model(cfg, w), model_path)
+    write_safetensors(os.path.join(out, "model.safetensors"), w)
+    docs = {
+        "config.json": config_json(cfg),
+        "tokenizer.json": tokenizer_json(),
+        "tokenizer_config.json": {
+            "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>",
+            "add_bos_token": True, "add_eos_token": False, "model_max_length": cfg["max_pos"],
+            "tokenizer_class": "PreTrainedTokenizerFast", "chat_template": CHAT_TEMPLATE,
+        },
+    }
+    for name, doc in docs.items():
+        with open(os.path.join(out, name), "w", encoding="utf-8") as f:
+            json.dump(doc, f, indent=1, ensure_ascii=False, sort_keys=name != "tokenizer.json")
+            f.write("\n")
+    params = sum(a.size for a in w.values())
+    print(f"wrote {out}: {params} parameters ({params / 1e6:.3f} M)")
+    self_check(model_path, cfg, w)
+
+
+if __name__ == "__main__":
+    main()
