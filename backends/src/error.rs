@@ -60,6 +60,9 @@ pub enum BackendError {
     /// The backend cannot run on this host (no driver, no device, missing library).
     #[error("backend unavailable: {0}")]
     Unavailable(String),
+    /// The model files are malformed or lack something the backend needs (names it).
+    #[error("invalid model: {0}")]
+    InvalidModel(String),
     /// The model does not fit on the device.
     #[error("model does not fit: {0}")]
     DoesNotFit(String),

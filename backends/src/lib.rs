@@ -7,7 +7,10 @@
 pub mod contract;
 pub mod cost;
 pub mod error;
+#[cfg(feature = "onnx")]
+pub mod onnx;
 pub mod profile;
+pub mod sampling;
 pub mod sim;
 
 pub use contract::{
@@ -18,3 +21,6 @@ pub use cost::{CapacityError, CostModel, SeqWork, StepCost, StepShape};
 pub use error::{BackendError, ProfileError};
 pub use profile::{AttentionSpec, Calibration, Catalog, DeviceProfile, ModelSpec, MoeSpec, Vendor};
 pub use sim::{SimBackend, SimConfig};
+
+#[cfg(feature = "onnx")]
+pub use onnx::{OnnxBackend, OnnxConfig, Tokenizer};

@@ -1,0 +1,224 @@
+//! Turning a step plan into padded graph inputs.
+//!
+//! # Grouping
+//! A decoder-with-past graph takes rectangular inputs: `B` sequences of `S`
+//! new tokens on top of `P` cached ones. One prefill chunk of 512 tokens in
+//! a batch of 31 decodes would pad every decode to 512 tokens, so a step's
+//! sequences are split into runs of similar new-token counts
+//! ([`group_by_length`]): sorted by count, a run grows while its padded
+//! token count `B·S` stays within `max_padding_ratio` × its real tokens.
+//! All decodes of a step always share one run. Sequences never interact, so
+//! the grouping changes timing, never results.
+//!
+//! # Padding (one run)
+//! - `input_ids [B, S]`: each sequence's new tokens, right-padded with 0.
+//! - `position_ids [B, S]`: `start_pos + i`; padding repeats the last position.
+//! - `past_key_values.* [B, kv_heads, P, head_dim]`, `P` = the longest cached
+//!   prefix: each sequence's cache gathered from its blocks into rows
+//!   `0..start_pos`; rows past it are stale padding.
+//! - `attention_mask [B, P + S]`: 1 on rows `0..start_pos` and `P..P + n`, 0 on
+//!   padding, so the graph's index-based causal mask plus this mask hide every
+//!   padded key from every real query.
+
+use crate::contract::ScheduledSeq;
+
+use super::kv::{Kv, KvPool};
+
+/// Splits sequence indices into runs that keep padding within `max_padding_ratio`.
+pub fn group_by_length(seqs: &[ScheduledSeq<'_>], max_padding_ratio: f64) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..seqs.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(seqs[i].tokens.len()));
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut real = 0usize;
+    for i in order {
+        let n = seqs[i].tokens.len();
+        if let Some(g) = groups.last_mut() {
+            let width = seqs[g[0]].tokens.len();
+            let padded = (g.len() + 1) * width;
+            let all_decodes = width == 1;
+            if all_decodes || padded as f64 <= max_padding_ratio * (real + n) as f64 {
+                g.push(i);
+                real += n;
+                continue;
+            }
+        }
+        groups.push(vec![i]);
+        real = n;
+    }
+    groups
+}
+
+/// The rectangle one graph run computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunShape {
+    /// Sequences.
+    pub batch: usize,
+    /// New tokens per sequence (padded).
+    pub new: usize,
+    /// Cached tokens per sequence (padded).
+    pub past: usize,
+}
+
+impl RunShape {
+    /// Keys per sequence: past + new.
+    pub fn total(&self) -> usize {
+        self.past + self.new
+    }
+}
+
+/// Input buffers of one run, reused across steps so a step allocates little.
+#[derive(Debug, Default)]
+pub struct Inputs {
+    /// `input_ids [B, S]`.
+    pub input_ids: Vec<i64>,
+    /// `position_ids [B, S]`.
+    pub position_ids: Vec<i64>,
+    /// `attention_mask [B, P + S]`.
+    pub attention_mask: Vec<i64>,
+    /// `past_key_values.{layer}.{key,value} [B, kv_heads, P, head_dim]`.
+    pub past: Vec<[Vec<f32>; 2]>,
+}
+
+impl Inputs {
+    /// Fills the buffers for the sequences `members` of `seqs`; returns the run's shape.
+    pub fn fill(
+        &mut self,
+        seqs: &[ScheduledSeq<'_>],
+        members: &[usize],
+        pool: &KvPool,
+    ) -> RunShape {
+        let shape = RunShape {
+            batch: members.len(),
+            new: members
+                .iter()
+                .map(|&i| seqs[i].tokens.len())
+                .max()
+                .unwrap_or(0),
+            past: members
+                .iter()
+                .map(|&i| seqs[i].start_pos as usize)
+                .max()
+                .unwrap_or(0),
+        };
+        self.fill_tokens(seqs, members, shape);
+        self.fill_past(seqs, members, shape, pool);
+        shape
+    }
+
+    fn fill_tokens(&mut self, seqs: &[ScheduledSeq<'_>], members: &[usize], shape: RunShape) {
+        let (s, t) = (shape.new, shape.total());
+        self.input_ids.clear();
+        self.input_ids.resize(shape.batch * s, 0);
+        self.position_ids.clear();
+        self.position_ids.resize(shape.batch * s, 0);
+        self.attention_mask.clear();
+        self.attention_mask.resize(shape.batch * t, 0);
+        for (row, &i) in members.iter().enumerate() {
+            let seq = &seqs[i];
+            let start = seq.start_pos as usize;
+            let n = seq.tokens.len();
+            let ids = &mut self.input_ids[row * s..(row + 1) * s];
+            let pos = &mut self.position_ids[row * s..(row + 1) * s];
+            for (k, &tok) in seq.tokens.iter().enumerate() {
+                ids[k] = i64::from(tok);
+                pos[k] = (start + k) as i64;
+            }
+            let last = (start + n).saturating_sub(1) as i64;
+            pos[n..].fill(last);
+            let mask = &mut self.attention_mask[row * t..(row + 1) * t];
+            mask[..start].fill(1);
+            mask[shape.past..shape.past + n].fill(1);
+        }
+    }
+
+    fn fill_past(
+        &mut self,
+        seqs: &[ScheduledSeq<'_>],
+        members: &[usize],
+        shape: RunShape,
+        pool: &KvPool,
+    ) {
+        let kv = pool.shape();
+        let per_seq = kv.kv_heads * shape.past * kv.head_dim;
+        self.past.resize_with(kv.layers, Default::default);
+        for (layer, bufs) in self.past.iter_mut().enumerate() {
+            for (which, buf) in [Kv::Key, Kv::Value].into_iter().zip(bufs.iter_mut()) {
+                // Stale rows stay finite (zeros or old K/V), which masking needs.
+                buf.resize(shape.batch * per_seq, 0.0);
+                for (row, &i) in members.iter().enumerate() {
+                    let seq = &seqs[i];
+                    let dst = &mut buf[row * per_seq..(row + 1) * per_seq];
+                    let len = seq.start_pos as usize;
+                    pool.gather(layer, which, seq.block_table, len, shape.past, dst);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::{BlockId, SamplingParams, SeqId};
+    use crate::onnx::kv::KvShape;
+
+    fn seq<'a>(id: u64, start: u32, tokens: &'a [u32], table: &'a [BlockId]) -> ScheduledSeq<'a> {
+        ScheduledSeq {
+            seq: SeqId(id),
+            start_pos: start,
+            tokens,
+            block_table: table,
+            sample: true,
+            sampling: SamplingParams::default(),
+        }
+    }
+
+    #[test]
+    fn decodes_share_a_run_and_long_prefills_run_apart() {
+        let t1 = [1u32];
+        let long = [1u32; 200];
+        let mid = [1u32; 150];
+        let table = [BlockId(0)];
+        let seqs = vec![
+            seq(0, 5, &t1, &table),
+            seq(1, 0, &long, &table),
+            seq(2, 9, &t1, &table),
+            seq(3, 0, &mid, &table),
+        ];
+        let g = group_by_length(&seqs, 1.5);
+        assert_eq!(g, vec![vec![1, 3], vec![0, 2]]);
+        // No limit: one run for everything.
+        assert_eq!(group_by_length(&seqs, f64::INFINITY).len(), 1);
+    }
+
+    #[test]
+    fn fill_pads_and_masks() {
+        let pool = KvPool::new(KvShape {
+            layers: 1,
+            kv_heads: 1,
+            head_dim: 2,
+            block_size: 4,
+            num_blocks: 4,
+        });
+        let (a, b) = ([7u32, 8, 9], [5u32]);
+        let table = [BlockId(0), BlockId(1)];
+        let seqs = vec![seq(0, 0, &a, &table), seq(1, 6, &b, &table)];
+        let mut inputs = Inputs::default();
+        let shape = inputs.fill(&seqs, &[0, 1], &pool);
+        assert_eq!(
+            shape,
+            RunShape {
+                batch: 2,
+                new: 3,
+                past: 6
+            }
+        );
+        assert_eq!(inputs.input_ids, vec![7, 8, 9, 5, 0, 0]);
+        assert_eq!(inputs.position_ids, vec![0, 1, 2, 6, 6, 6]);
+        assert_eq!(
+            inputs.attention_mask,
+            vec![0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0]
+        );
+        assert_eq!(inputs.past[0][0].len(), 2 * 6 * 2);
+    }
+}
