@@ -1,0 +1,234 @@
+//! The engine serving a real model: `Engine` + `OnnxBackend` on the
+//! committed tiny model (`models/tiny`) must generate exactly what a plain
+//! Python onnxruntime greedy loop generates (`scripts/onnx_reference.py`),
+//! whether each prompt runs alone, concurrently under KV pressure (mixed
+//! prefill + decode steps, preemption), or with chunked prefill.
+//!
+//! Needs `python3` with onnxruntime and `ORT_DYLIB_PATH` (`source
+//! scripts/setup.sh`); without them these tests fail, they do not skip.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use switchyard_backends::{
+    Backend, Catalog, CostModel, OnnxBackend, OnnxConfig, SamplingParams, SeqId,
+};
+use switchyard_scheduler::{Engine, EngineConfig, Event, Request};
+
+const MAX_TOKENS: u32 = 40;
+const BLOCK: u32 = 16;
+
+const TEXTS: [&str; 6] = [
+    "Hello",
+    "The quick brown fox jumps over the lazy dog",
+    "a",
+    "Once upon a time, in a land far away, there lived a",
+    "1234567890",
+    "Switchyard schedules LLM inference across devices.",
+];
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn backend(kv_blocks: u32, max_padding_ratio: f64) -> OnnxBackend {
+    let mut c = OnnxConfig::new(root().join("models/tiny"));
+    c.block_size = BLOCK;
+    c.kv_blocks = Some(kv_blocks);
+    c.intra_threads = 1;
+    c.max_padding_ratio = max_padding_ratio;
+    OnnxBackend::new(c).expect("ONNX backend starts (run `source scripts/setup.sh` first)")
+}
+
+fn engine(b: &OnnxBackend, max_batched_tokens: u32, max_num_seqs: u32) -> Engine {
+    let catalog = Catalog::new(root().join("profiles"));
+    let cost = CostModel::new(
+        catalog.device("cpu").unwrap(),
+        catalog.model("tiny-llama").unwrap(),
+    );
+    let cfg = EngineConfig {
+        max_num_seqs,
+        max_batched_tokens,
+        max_model_len: 512,
+        enable_prefix_caching: true,
+    };
+    Engine::new(cfg, cost, b.info().kv_blocks, BLOCK)
+}
+
+fn prompts(b: &OnnxBackend) -> Vec<Vec<u32>> {
+    TEXTS
+        .iter()
+        .map(|t| b.tokenizer().encode(t, true).unwrap())
+        .collect()
+}
+
+fn request(i: usize, prompt: &[u32]) -> Request {
+    let mut r = Request::new(SeqId(i as u64), prompt.to_vec(), MAX_TOKENS);
+    r.ignore_eos = true;
+    r
+}
+
+/// Counts of what the steps of a run contained.
+#[derive(Debug, Default)]
+struct RunStats {
+    steps: u32,
+    mixed_steps: u32,
+    max_step_tokens: usize,
+}
+
+/// Drives the engine until idle; returns each sequence's tokens.
+fn run(e: &mut Engine, b: &mut OnnxBackend) -> (HashMap<SeqId, Vec<u32>>, RunStats) {
+    let mut now = Duration::ZERO;
+    let mut out: HashMap<SeqId, Vec<u32>> = HashMap::new();
+    let mut stats = RunStats::default();
+    while let Some(plan) = e.schedule(now) {
+        let decodes = plan
+            .seqs
+            .iter()
+            .any(|s| s.tokens.len() == 1 && s.start_pos > 0);
+        let prefills = plan.seqs.iter().any(|s| s.tokens.len() > 1);
+        stats.mixed_steps += u32::from(decodes && prefills);
+        stats.max_step_tokens = stats.max_step_tokens.max(plan.num_tokens());
+        let result = b.execute(&plan).expect("step runs");
+        now += result.elapsed;
+        for ev in e.complete(&result, now).unwrap() {
+            if let Event::Token { seq, token, index } = ev {
+                let v = out.entry(seq).or_default();
+                assert_eq!(v.len() as u32, index);
+                v.push(token);
+            }
+        }
+        stats.steps += 1;
+        assert!(stats.steps < 10_000, "engine does not terminate");
+    }
+    (out, stats)
+}
+
+/// Greedy tokens from `scripts/onnx_reference.py` (Python onnxruntime, batch 1, dense cache).
+fn reference(prompts: &[Vec<u32>]) -> Vec<Vec<u32>> {
+    let json = serde_json::to_string(prompts).unwrap();
+    let out = Command::new("python3")
+        .arg(root().join("scripts/onnx_reference.py"))
+        .arg("--model")
+        .arg(root().join("models/tiny"))
+        .args(["--max-tokens", &MAX_TOKENS.to_string(), "--prompts", &json])
+        .output()
+        .expect("python3 runs (run `source scripts/setup.sh` first)");
+    assert!(
+        out.status.success(),
+        "onnx_reference.py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    serde_json::from_value(v["outputs"].clone()).unwrap()
+}
+
+/// Each prompt alone through a fresh engine with a roomy pool.
+fn alone(prompts: &[Vec<u32>]) -> HashMap<SeqId, Vec<u32>> {
+    let mut b = backend(256, 1.5);
+    prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut e = engine(&b, 2048, 64);
+            e.add(request(i, p), Duration::ZERO).unwrap();
+            let (mut out, _) = run(&mut e, &mut b);
+            (SeqId(i as u64), out.remove(&SeqId(i as u64)).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn alone_matches_the_python_reference() {
+    let b = backend(16, 1.5);
+    let prompts = prompts(&b);
+    let want = reference(&prompts);
+    let got = alone(&prompts);
+    for (i, w) in want.iter().enumerate() {
+        assert_eq!(&got[&SeqId(i as u64)], w, "prompt {i}: {:?}", TEXTS[i]);
+    }
+    // The fixture is not degenerate: outputs vary within and across prompts.
+    assert!(want
+        .iter()
+        .all(|o| o.iter().collect::<std::collections::HashSet<_>>().len() > 10));
+}
+
+/// Everything at once on a pool too small for all of it, with a budget that
+/// mixes prefill chunks into decode steps.
+fn concurrent(
+    prompts: &[Vec<u32>],
+    max_padding_ratio: f64,
+) -> (HashMap<SeqId, Vec<u32>>, RunStats, u64) {
+    // 14 blocks of 16 = 224 tokens for 6 sequences wanting ~6 * 75.
+    let mut b = backend(14, max_padding_ratio);
+    let mut e = engine(&b, 48, 8);
+    for (i, p) in prompts.iter().enumerate() {
+        e.add(request(i, p), Duration::ZERO).unwrap();
+    }
+    let (out, stats) = run(&mut e, &mut b);
+    (out, stats, e.preemptions())
+}
+
+#[test]
+fn concurrent_batches_with_preemption_match_alone() {
+    let b = backend(16, 1.5);
+    let prompts = prompts(&b);
+    let solo = alone(&prompts);
+    for ratio in [1.5, f64::INFINITY] {
+        let (got, stats, preemptions) = concurrent(&prompts, ratio);
+        assert!(preemptions > 0, "the small pool must force preemption");
+        assert!(
+            stats.mixed_steps > 0,
+            "some steps mix prefill and decode: {stats:?}"
+        );
+        assert_eq!(got, solo, "padding ratio {ratio}");
+    }
+}
+
+#[test]
+fn chunked_prefill_matches_unchunked() {
+    let b = backend(16, 1.5);
+    let prompts = prompts(&b);
+    let solo = alone(&prompts);
+    let mut b = backend(256, 1.5);
+    let mut e = engine(&b, 7, 3);
+    for (i, p) in prompts.iter().enumerate() {
+        e.add(request(i, p), Duration::ZERO).unwrap();
+    }
+    let (got, stats) = run(&mut e, &mut b);
+    assert!(stats.max_step_tokens <= 7);
+    assert_eq!(got, solo);
+}
+
+#[test]
+fn seeded_sampling_does_not_depend_on_batching() {
+    let b = backend(16, 1.5);
+    let prompts = prompts(&b);
+    let sampled = |i: usize, p: &[u32]| {
+        let mut r = request(i, p);
+        r.sampling = SamplingParams {
+            temperature: 0.8,
+            top_p: 0.9,
+            top_k: 40,
+            seed: if i % 2 == 0 { Some(7) } else { None },
+        };
+        r
+    };
+    let mut solo = HashMap::new();
+    let mut b = backend(256, 1.5);
+    for (i, p) in prompts.iter().enumerate() {
+        let mut e = engine(&b, 2048, 64);
+        e.add(sampled(i, p), Duration::ZERO).unwrap();
+        solo.extend(run(&mut e, &mut b).0);
+    }
+    let mut b = backend(14, 1.5);
+    let mut e = engine(&b, 48, 8);
+    for (i, p) in prompts.iter().enumerate() {
+        e.add(sampled(i, p), Duration::ZERO).unwrap();
+    }
+    let (got, _) = run(&mut e, &mut b);
+    assert!(e.preemptions() > 0);
+    assert_eq!(got, solo);
+}
