@@ -345,7 +345,7 @@ def self_check(path, cfg, w):
     got = sess.run(["logits"], feed)[0][0]
     want = numpy_forward(cfg, w, ids)
     err = np.abs(got - want).max() / max(1.0, np.abs(want).max())
-    if err > 1e-4:
+    if err > 1e-3:
         sys.exit(f"self-check failed: ONNX and NumPy logits differ by {err:.2e} (relative)")
     print(f"self-check: ONNX logits match NumPy forward (max rel diff {err:.1e})")
 

@@ -4,6 +4,7 @@
 //! This crate knows nothing about requests, queues or HTTP; the scheduler
 //! crate builds on it.
 
+pub mod calibrate;
 pub mod contract;
 pub mod cost;
 pub mod error;

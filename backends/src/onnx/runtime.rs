@@ -93,6 +93,9 @@ pub fn environment(path: &Path) -> Result<Environment, BackendError> {
 }
 
 /// Opens `model` in `env` with `threads` intra-op threads (0 = ONNX Runtime's default).
+///
+/// Memory patterns are off: input shapes change every step, so a pattern
+/// cached per shape would rarely be reused.
 pub fn open_session(
     env: &Environment,
     model: &Path,
@@ -107,6 +110,8 @@ pub fn open_session(
         .with_optimization_level(GraphOptimizationLevel::Level3)
         .map_err(|e| bad(e.to_string()))?
         .with_intra_threads(threads)
+        .map_err(|e| bad(e.to_string()))?
+        .with_memory_pattern(false)
         .map_err(|e| bad(e.to_string()))?
         .commit_from_file(model)
         .map_err(|e| bad(e.to_string()))
