@@ -131,6 +131,16 @@ def rotary_tables(g, hd):
     return cos, sin
 
 
+def score_shapes(g, cfg):
+    """Reshape targets [0, kvh, g, -1, T] and [0, kvh, -1, T] for the attention scores."""
+    kvh = cfg["kv_heads"]
+    t = g.op("Slice", g.op("Shape", "attention_mask"), g.const([1]), g.const([2]), g.const([0]))
+    return {
+        "split": g.op("Concat", g.const([0, kvh, cfg["heads"] // kvh, -1]), t, axis=0),
+        "fold": g.op("Concat", g.const([0, kvh, -1]), t, axis=0),
+    }
+
+
 def attention_bias(g):
     """Additive bias [B, 1, 1, S, T]: 0 where query i may see key j, -1e9 elsewhere."""
     s = g.op("Gather", g.op("Shape", "input_ids"), g.const(1), axis=0)
@@ -145,7 +155,7 @@ def attention_bias(g):
     return g.op("Where", allowed, g.const(0.0, np.float32), g.const(-1e9, np.float32))
 
 
-def attention_block(g, cfg, w, i, x, cos, sin, bias):
+def attention_block(g, cfg, w, i, x, cos, sin, bias, shapes):
     p = f"model.layers.{i}.self_attn."
     nh, kvh = cfg["heads"], cfg["kv_heads"]
     hd = cfg["hidden"] // nh
@@ -155,12 +165,16 @@ def attention_block(g, cfg, w, i, x, cos, sin, bias):
     v = heads_first(g, g.op("MatMul", x, lin("v_proj")), kvh, hd)
     pk = g.op("Concat", f"past_key_values.{i}.key", k, axis=2, out=f"present.{i}.key")
     pv = g.op("Concat", f"past_key_values.{i}.value", v, axis=2, out=f"present.{i}.value")
-    # Grouped-query attention without repeating K/V: query head h uses KV head h // g.
-    q5 = g.op("Reshape", q, g.const([0, kvh, nh // kvh, -1, hd]))
-    kt = g.op("Transpose", g.op("Unsqueeze", pk, g.const([2])), perm=[0, 1, 2, 4, 3])
-    scores = g.op("Mul", g.op("MatMul", q5, kt), g.const(1.0 / np.sqrt(hd), np.float32))
+    # Grouped-query attention without repeating K/V: query head h uses KV head
+    # h // g, so the g query heads of a KV head fold into one matrix of g*S rows
+    # and every K/V element is read once per KV head, not once per query head.
+    q4 = g.op("Reshape", q, g.const([0, kvh, -1, hd]))  # [B, kvh, g*S, hd]
+    kt = g.op("Transpose", pk, perm=[0, 1, 3, 2])  # [B, kvh, hd, T]
+    scores = g.op("Mul", g.op("MatMul", q4, kt), g.const(1.0 / np.sqrt(hd), np.float32))
+    scores = g.op("Reshape", scores, shapes["split"])  # [B, kvh, g, S, T]
     probs = g.op("Softmax", g.op("Add", scores, bias), axis=-1)
-    ctx = g.op("MatMul", probs, g.op("Unsqueeze", pv, g.const([2])))  # [B, kvh, g, S, hd]
+    probs = g.op("Reshape", probs, shapes["fold"])  # [B, kvh, g*S, T]
+    ctx = g.op("MatMul", probs, pv)  # [B, kvh, g*S, hd] = [B, nh, S, hd]
     ctx = g.op("Transpose", g.op("Reshape", ctx, g.const([0, nh, -1, hd])), perm=[0, 2, 1, 3])
     ctx = g.op("Reshape", ctx, g.const([0, 0, nh * hd]))
     return g.op("MatMul", ctx, lin("o_proj"))
@@ -181,10 +195,11 @@ def build_graph(cfg, w):
     h = g.op("Gather", embed, "input_ids", axis=0)
     cos, sin = rotary_tables(g, hd)
     bias = attention_bias(g)
+    shapes = score_shapes(g, cfg)
     for i in range(cfg["layers"]):
         p = f"model.layers.{i}."
         x = rms_norm(g, h, g.weight(p + "input_layernorm.weight", w[p + "input_layernorm.weight"]))
-        h = g.op("Add", h, attention_block(g, cfg, w, i, x, cos, sin, bias))
+        h = g.op("Add", h, attention_block(g, cfg, w, i, x, cos, sin, bias, shapes))
         ln = p + "post_attention_layernorm.weight"
         h = g.op("Add", h, mlp_block(g, w, i, rms_norm(g, h, g.weight(ln, w[ln]))))
     h = rms_norm(g, h, g.weight("model.norm.weight", w["model.norm.weight"]))

@@ -19,6 +19,10 @@
 //! - `attention_mask [B, P + S]`: 1 on rows `0..start_pos` and `P..P + n`, 0 on
 //!   padding, so the graph's index-based causal mask plus this mask hide every
 //!   padded key from every real query.
+//!
+//! Gathering the past is a copy of every cached token of every sequence, so
+//! above [`PARALLEL_GATHER_BYTES`] it is split by layer over the host's cores
+//! (ONNX Runtime is idle meanwhile).
 
 use crate::contract::ScheduledSeq;
 
@@ -131,6 +135,7 @@ impl Inputs {
         }
     }
 
+    /// Gathers every layer's past K/V; large batches split the layers over threads.
     fn fill_past(
         &mut self,
         seqs: &[ScheduledSeq<'_>],
@@ -139,18 +144,51 @@ impl Inputs {
         pool: &KvPool,
     ) {
         let kv = pool.shape();
-        let per_seq = kv.kv_heads * shape.past * kv.head_dim;
         self.past.resize_with(kv.layers, Default::default);
-        for (layer, bufs) in self.past.iter_mut().enumerate() {
-            for (which, buf) in [Kv::Key, Kv::Value].into_iter().zip(bufs.iter_mut()) {
-                // Stale rows stay finite (zeros or old K/V), which masking needs.
-                buf.resize(shape.batch * per_seq, 0.0);
-                for (row, &i) in members.iter().enumerate() {
-                    let seq = &seqs[i];
-                    let dst = &mut buf[row * per_seq..(row + 1) * per_seq];
-                    let len = seq.start_pos as usize;
-                    pool.gather(layer, which, seq.block_table, len, shape.past, dst);
-                }
+        let bytes = 2 * kv.layers * shape.batch * kv.kv_heads * shape.past * kv.head_dim * 4;
+        let threads = if bytes < PARALLEL_GATHER_BYTES {
+            1
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        };
+        let per_thread = kv.layers.div_ceil(threads.clamp(1, kv.layers.max(1)));
+        if per_thread >= kv.layers {
+            gather_layers(&mut self.past, 0, seqs, members, shape, pool);
+            return;
+        }
+        std::thread::scope(|scope| {
+            for (k, chunk) in self.past.chunks_mut(per_thread).enumerate() {
+                scope.spawn(move || {
+                    gather_layers(chunk, k * per_thread, seqs, members, shape, pool)
+                });
+            }
+        });
+    }
+}
+
+/// Past K/V bytes from which a run's gather is split over threads.
+const PARALLEL_GATHER_BYTES: usize = 8 << 20;
+
+/// Fills `past[..]`, the buffers of layers `first..`, from the pool.
+fn gather_layers(
+    past: &mut [[Vec<f32>; 2]],
+    first: usize,
+    seqs: &[ScheduledSeq<'_>],
+    members: &[usize],
+    shape: RunShape,
+    pool: &KvPool,
+) {
+    let kv = pool.shape();
+    let per_seq = kv.kv_heads * shape.past * kv.head_dim;
+    for (k, bufs) in past.iter_mut().enumerate() {
+        for (which, buf) in [Kv::Key, Kv::Value].into_iter().zip(bufs.iter_mut()) {
+            // Stale rows stay finite (zeros or old K/V), which masking needs.
+            buf.resize(shape.batch * per_seq, 0.0);
+            for (row, &i) in members.iter().enumerate() {
+                let seq = &seqs[i];
+                let dst = &mut buf[row * per_seq..(row + 1) * per_seq];
+                let len = seq.start_pos as usize;
+                pool.gather(first + k, which, seq.block_table, len, shape.past, dst);
             }
         }
     }
