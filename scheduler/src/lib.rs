@@ -8,6 +8,8 @@
 pub mod engine;
 pub mod kv;
 pub mod router;
+#[cfg(feature = "server")]
+pub mod server;
 
 pub use engine::{
     AbortOutcome, Engine, EngineConfig, EngineError, Event, FinishReason, Load, Request, SeqStats,
