@@ -357,6 +357,7 @@ impl Task {
                 .get(self.emitted..cut)
                 .unwrap_or_default()
                 .to_string();
+            self.text.truncate(cut);
             self.emitted = cut;
             if !piece.is_empty() {
                 if let TokenFlow::ClientGone = self.send_text(piece).await {
