@@ -36,6 +36,7 @@ pub struct Fleet {
     pending: AtomicUsize,
     max_pending: usize,
     max_reroutes: u32,
+    unavailable_wait: Duration,
     next_id: AtomicU64,
     epoch: Instant,
     stopping: AtomicBool,
@@ -134,6 +135,7 @@ impl Fleet {
             pending: AtomicUsize::new(0),
             max_pending: config.server.max_pending_requests,
             max_reroutes: config.server.max_reroutes,
+            unavailable_wait: Duration::from_secs_f64(config.server.unavailable_wait_s.max(0.0)),
             next_id: AtomicU64::new(1),
             epoch,
             stopping: AtomicBool::new(false),
@@ -212,6 +214,11 @@ impl Fleet {
     /// Times a request may be re-routed after failures.
     pub fn max_reroutes(&self) -> u32 {
         self.max_reroutes
+    }
+
+    /// How long a request waits for a device to recover when none is healthy.
+    pub fn unavailable_wait(&self) -> Duration {
+        self.unavailable_wait
     }
 
     /// Requests admitted and not yet finished.
