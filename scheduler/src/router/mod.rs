@@ -77,6 +77,8 @@
 //! `prefill_heavy_ratio` (4.0), `decode_heavy_ratio` (1.0),
 //! `output_ewma_alpha` (0.1).
 
+#![warn(missing_docs)]
+
 use std::fmt;
 use std::time::Duration;
 
@@ -155,9 +157,15 @@ impl Slo {
         (0.999, 0.50),
     ];
 
-    /// An SLO from millisecond targets (negative or non-finite values become 0).
+    /// An SLO from millisecond targets (negative or NaN become 0, too large `Duration::MAX`).
     pub fn from_ms(ttft_ms: impl Millis, tpot_ms: impl Millis, percentile: f64) -> Self {
-        let ms = |v: f64| Duration::try_from_secs_f64(v / 1e3).unwrap_or(Duration::ZERO);
+        let ms = |v: f64| {
+            Duration::try_from_secs_f64(v / 1e3).unwrap_or(if v > 0.0 {
+                Duration::MAX
+            } else {
+                Duration::ZERO
+            })
+        };
         Self {
             ttft: ms(ttft_ms.to_millis_f64()),
             tpot: ms(tpot_ms.to_millis_f64()),

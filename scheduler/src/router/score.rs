@@ -117,7 +117,7 @@ pub(crate) fn score(shape: &Shape, dev: &DeviceView<'_>, budgets: Budgets) -> De
     // after the running decodes, each chunk co-running those decodes.
     let cached = dev.cached_prefix_tokens.min(prompt);
     let uncached = (prompt - cached).max(1);
-    let start = prompt - uncached;
+    let start = prompt.saturating_sub(uncached);
     // Sequences decoding beside this one once it is admitted (a full batch
     // first loses one; that wait is in the queue delay).
     let batch = load.running.saturating_add(1).min(dev.max_num_seqs).max(1);
@@ -177,12 +177,17 @@ pub(crate) fn score(shape: &Shape, dev: &DeviceView<'_>, budgets: Budgets) -> De
     }
 }
 
-/// `total · part / whole` context tokens (`total` when `part ≥ whole`).
+/// Context tokens beyond any real load; larger snapshots are clamped so
+/// the step arithmetic cannot overflow.
+const MAX_CONTEXT_TOKENS: u64 = 1 << 48;
+
+/// `total · part / whole` context tokens (`total` when `part ≥ whole`), at most [`MAX_CONTEXT_TOKENS`].
 fn scale_context(total: u64, whole: u32, part: u32) -> u64 {
+    let total = total.min(MAX_CONTEXT_TOKENS);
     if part >= whole {
         total
     } else {
-        // part < whole, so no overflow in u128 and the result is ≤ total.
+        // part < whole, so the result is ≤ total; u128 cannot overflow.
         (u128::from(total) * u128::from(part) / u128::from(whole)) as u64
     }
 }
