@@ -24,14 +24,14 @@
 //! eligible     = healthy ∧ P + 1 ≤ max_seq_tokens
 //! batch        = clamp(running + 1, 1, max_num_seqs)          decode batch once admitted
 //! decodes      = min(batch − 1, max_batched_tokens)           decodes co-running the prefill
-//! ctx_others   = running_context_tokens · (batch − 1) / running
+//! ctx(n)       = running_context_tokens · min(n, running) / running   context of n running seqs
 //! uncached     = max(P − min(cached_prefix_tokens, P), 1)    starting at context P − uncached
 //! chunk        = max(max_batched_tokens − decodes, 1)
-//! prefill      = Σ over chunks of step_time(decodes over ctx_others ⊕ chunk at its context)
+//! prefill      = Σ over chunks of step_time(decodes over ctx(decodes) ⊕ chunk at its context)
 //! prefill₀     = the same chunks without the decodes (the request's own device time)
 //! queue_delay  = load.predicted_queue_delay
 //! TTFT         = queue_delay + prefill
-//! TPOT         = decode_step_time(batch, ctx_others + P + E/2)   mid-generation context
+//! TPOT         = decode_step_time(batch, ctx(batch − 1) + P + E/2)   at mid-generation
 //! e2e          = TTFT + TPOT · (E − 1)
 //! device_s     = prefill₀ + (E − 1) · TPOT / batch               share of a shared decode step
 //! cost_usd     = device_s · usd_per_second
@@ -41,7 +41,11 @@
 //! The chunk sum is computed in O(1): a full chunk's compute and memory
 //! times are affine in its index, so the roofline sum splits into two
 //! arithmetic series at their crossover. The first output token comes out
-//! of the last prefill step, hence `E − 1` decode steps.
+//! of the last prefill step, hence `E − 1` decode steps. Contexts are
+//! clamped at 2⁴⁸ tokens and durations saturate, so no input panics.
+//! Modelling limits: the running sequences' contexts are frozen at the
+//! snapshot, and `device_s` charges the request an equal share of each
+//! shared decode step.
 //!
 //! **Headroom `h`** ([`Slo::headroom`]): predictions are medians, so a tail
 //! target needs margin. `h` interpolates linearly between (percentile, h)
