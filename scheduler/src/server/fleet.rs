@@ -141,8 +141,23 @@ impl Fleet {
             stopping: AtomicBool::new(false),
             threads: Mutex::new(threads),
         });
+        fleet.register_metrics();
         fleet.spawn_watchdog(config.step_timeout())?;
         Ok(fleet)
+    }
+
+    /// Registers counters that only move on rare events, so dashboards and
+    /// alerts see them (at zero) from the first scrape.
+    fn register_metrics(&self) {
+        use super::metrics as m;
+        metrics::counter!(m::REJECTED).absolute(0);
+        for d in &self.devices {
+            metrics::counter!(m::REROUTES, "from" => d.id.clone()).absolute(0);
+            metrics::counter!(m::STEP_FAILURES, "device" => d.id.clone(), "kind" => "hang")
+                .absolute(0);
+            metrics::gauge!(m::DEVICE_HEALTHY, "device" => d.id.clone(), "backend" => d.backend.to_string())
+                .set(if d.state() == DeviceState::Ready { 1.0 } else { 0.0 });
+        }
     }
 
     fn spawn_watchdog(self: &Arc<Self>, timeout: Duration) -> Result<(), ServerError> {
