@@ -8,6 +8,7 @@ pub mod calibrate;
 pub mod contract;
 pub mod cost;
 pub mod error;
+pub mod fault;
 #[cfg(feature = "onnx")]
 pub mod onnx;
 pub mod profile;
