@@ -107,6 +107,7 @@ fn tokenizer_round_trips_bytes_and_knows_specials() {
     assert_eq!(t.eos_token_ids(), &[2]);
     assert_eq!(t.bos_token_id(), Some(1));
     assert_eq!(t.vocab_size(), 259);
+    assert_eq!((t.bos_token(), t.eos_token()), (Some("<s>"), Some("</s>")));
     assert!(t
         .chat_template()
         .is_some_and(|c| c.contains("add_generation_prompt")));

@@ -75,10 +75,13 @@ impl SpecialToken {
 }
 
 /// A loaded tokenizer with its special tokens and chat template.
+#[derive(Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     eos: Vec<u32>,
     bos: Option<u32>,
+    bos_text: Option<String>,
+    eos_text: Option<String>,
     chat_template: Option<String>,
 }
 
@@ -123,6 +126,8 @@ impl Tokenizer {
                 .and_then(|m| m.bos_token_id.as_ref())
                 .and_then(|ids| ids.to_vec().first().copied())
         });
+        let text = |t: &Option<SpecialToken>| t.as_ref().map(|t| t.content().to_string());
+        let (bos_text, eos_text) = (text(&cfg.bos_token), text(&cfg.eos_token));
         let chat_template = cfg.chat_template.and_then(|t| match t {
             ChatTemplate::One(s) => Some(s),
             ChatTemplate::Named(v) => v
@@ -134,6 +139,8 @@ impl Tokenizer {
             inner,
             eos,
             bos,
+            bos_text,
+            eos_text,
             chat_template,
         })
     }
@@ -161,6 +168,16 @@ impl Tokenizer {
     /// Beginning-of-sequence id, if the model has one.
     pub fn bos_token_id(&self) -> Option<u32> {
         self.bos
+    }
+
+    /// Text of the BOS token (`bos_token` in `tokenizer_config.json`), for chat templates.
+    pub fn bos_token(&self) -> Option<&str> {
+        self.bos_text.as_deref()
+    }
+
+    /// Text of the EOS token (`eos_token` in `tokenizer_config.json`), for chat templates.
+    pub fn eos_token(&self) -> Option<&str> {
+        self.eos_text.as_deref()
     }
 
     /// The Jinja chat template from `tokenizer_config.json`, if any.
