@@ -212,7 +212,7 @@ fn seeded_sampling_does_not_depend_on_batching() {
             temperature: 0.8,
             top_p: 0.9,
             top_k: 40,
-            seed: if i % 2 == 0 { Some(7) } else { None },
+            seed: if i.is_multiple_of(2) { Some(7) } else { None },
         };
         r
     };
