@@ -25,6 +25,25 @@ enum Command {
         #[arg(long)]
         addr: Option<std::net::SocketAddr>,
     },
+    /// Calibrate a device: sweep step shapes on its real backend, fit the
+    /// cost model's coefficients, and write the calibrated profile.
+    Profile {
+        /// Device id from the config.
+        #[arg(long)]
+        device: String,
+        /// Configuration file.
+        #[arg(long, default_value = "switchyard.toml")]
+        config: PathBuf,
+        /// Where to write the calibrated profile.
+        #[arg(long)]
+        out: PathBuf,
+        /// Measurements per shape.
+        #[arg(long, default_value_t = 9)]
+        repetitions: u32,
+        /// Statistic over repetitions: `median`, or `min` on a shared, busy host.
+        #[arg(long, default_value = "median")]
+        statistic: String,
+    },
     /// Print cost-model predictions for a model on one or more device profiles.
     Cost {
         /// Model spec name (profiles/models/NAME.toml).
@@ -55,6 +74,13 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config, addr } => serve(config, addr),
+        Command::Profile {
+            device,
+            config,
+            out,
+            repetitions,
+            statistic,
+        } => profile(&device, &config, &out, repetitions, &statistic),
         Command::Cost {
             model,
             devices,
@@ -88,6 +114,86 @@ fn serve(config: PathBuf, addr: Option<std::net::SocketAddr>) -> Result<()> {
             },
         ))
         .context("server")?;
+    Ok(())
+}
+
+fn profile(
+    device: &str,
+    config: &std::path::Path,
+    out: &std::path::Path,
+    repetitions: u32,
+    statistic: &str,
+) -> Result<()> {
+    use switchyard_backends::calibrate::{self, Statistic, SweepConfig};
+    use switchyard_scheduler::server::{fleet, Config};
+    let cfg = Config::load(config)?;
+    let dc = cfg
+        .devices
+        .iter()
+        .find(|d| d.id == device)
+        .with_context(|| format!("no device `{device}` in {}", config.display()))?;
+    let catalog = Catalog::new(&cfg.profiles_dir);
+    let model = catalog.model(&cfg.model.spec)?;
+    let base = catalog.device(&dc.profile)?;
+    let cost = CostModel::new(base.clone(), model.clone());
+    let mut backend = fleet::build_backend(dc, &cost, &cfg)
+        .with_context(|| format!("starting device `{device}`"))?;
+    let statistic = match statistic {
+        "median" => Statistic::Median,
+        "min" => Statistic::Min,
+        other => anyhow::bail!("--statistic must be `median` or `min`, not `{other}`"),
+    };
+    let sweep = SweepConfig {
+        repetitions,
+        statistic,
+        max_context: model.max_context.min(4096),
+        ..SweepConfig::for_model(&model)
+    };
+    eprintln!(
+        "calibrating {device} ({}) for {} ...",
+        backend.info().name,
+        model.name
+    );
+    let (fitted, report, samples) = calibrate::profile(backend.as_mut(), &base, &model, &sweep)?;
+    let predicted = CostModel::new(fitted.clone(), model.clone());
+    println!(
+        "{:<44} {:>11} {:>11} {:>8}",
+        "shape", "measured", "predicted", "error"
+    );
+    for s in &samples {
+        let p = predicted.step_cost(&s.shape).seconds();
+        println!(
+            "{:<44} {:>9.3}ms {:>9.3}ms {:>+7.1}%",
+            s.point.to_string(),
+            s.seconds * 1e3,
+            p * 1e3,
+            (p / s.seconds - 1.0) * 100.0
+        );
+    }
+    println!(
+        "fit over {} shapes: median relative error {:.1}%, max {:.1}%",
+        samples.len(),
+        report.median_rel_error * 100.0,
+        report.max_rel_error * 100.0
+    );
+    let header = format!(
+        "# Calibrated by `switchyard profile --device {device}` on \"{}\" for model {}.\n\
+         # Fit: median relative error {:.1}%, max {:.1}% over {} shapes.\n\
+         # Hardware figures and price are copied from profiles/devices/{}.toml; see its sources.\n",
+        backend.info().name,
+        model.name,
+        report.median_rel_error * 100.0,
+        report.max_rel_error * 100.0,
+        samples.len(),
+        base.name
+    );
+    let mut fitted = fitted;
+    if let Some(stem) = out.file_stem().and_then(|s| s.to_str()) {
+        fitted.name = stem.to_string();
+    }
+    std::fs::write(out, header + &fitted.to_toml()?)
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!("wrote {}", out.display());
     Ok(())
 }
 

@@ -232,8 +232,20 @@ pub struct DeviceConfig {
     pub time_scale: f64,
     /// Overrides the KV capacity (blocks) the cost model computes.
     pub kv_blocks: Option<u32>,
+    /// ONNX only: host memory for the KV pool when `kv_blocks` is unset, MiB.
+    #[serde(default = "default_kv_mib")]
+    pub kv_cache_mib: u64,
+    /// ONNX only: ONNX Runtime intra-op threads (0: one per physical core).
+    #[serde(default)]
+    pub threads: usize,
+    /// ONNX only: the ONNX Runtime shared library (default: `ORT_DYLIB_PATH`).
+    pub library: Option<PathBuf>,
     /// Test-only fault injection.
     pub fault: Option<FaultConfig>,
+}
+
+fn default_kv_mib() -> u64 {
+    512
 }
 
 fn one() -> f64 {
@@ -254,6 +266,13 @@ impl Config {
         if let Some(p) = config.model.path.as_mut() {
             if p.is_relative() {
                 *p = base.join(&*p);
+            }
+        }
+        for d in &mut config.devices {
+            if let Some(p) = d.library.as_mut() {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
             }
         }
         config.validate(path)?;

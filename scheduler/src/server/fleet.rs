@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use switchyard_backends::fault::{FaultPlan, FaultyBackend};
 use switchyard_backends::{
-    Backend, BackendError, BackendKind, Catalog, CostModel, ModelSpec, SeqId, SimBackend, SimConfig,
+    Backend, BackendError, BackendKind, Catalog, CostModel, ModelSpec, OnnxBackend, OnnxConfig,
+    SeqId, SimBackend, SimConfig,
 };
 
 use super::config::{Config, DeviceConfig};
@@ -116,15 +117,7 @@ impl Fleet {
                 .collect();
             return Err(ServerError::NoUsableDevice(reasons.join("; ")));
         }
-        let tokenizer: SharedTokenizer = Arc::new(SyntheticTokenizer::new(
-            model.vocab_size,
-            model
-                .eos_token_ids
-                .iter()
-                .max()
-                .map_or(0, |m| m + 1)
-                .min(16),
-        ));
+        let tokenizer = load_tokenizer(config, &model)?;
         let fleet = Arc::new(Fleet {
             devices,
             router: Mutex::new(Router::new(config.router.router_config())),
@@ -356,8 +349,32 @@ impl Drop for AdmissionPermit {
     }
 }
 
-/// Starts the backend a device config asks for.
-fn build_backend(
+/// The model directory's Hugging Face tokenizer, or a synthetic one for
+/// simulated models that have no directory.
+fn load_tokenizer(config: &Config, model: &ModelSpec) -> Result<SharedTokenizer, ServerError> {
+    match &config.model.path {
+        Some(dir) => {
+            let tok =
+                switchyard_backends::Tokenizer::from_dir(dir).map_err(|e| ServerError::Config {
+                    path: dir.clone(),
+                    message: format!("tokenizer: {e}"),
+                })?;
+            Ok(Arc::new(tok))
+        }
+        None => Ok(Arc::new(SyntheticTokenizer::new(
+            model.vocab_size,
+            model
+                .eos_token_ids
+                .iter()
+                .max()
+                .map_or(0, |m| m + 1)
+                .min(16),
+        ))),
+    }
+}
+
+/// Starts the backend a device config asks for (also used by `switchyard profile`).
+pub fn build_backend(
     dc: &DeviceConfig,
     cost: &CostModel,
     config: &Config,
@@ -372,6 +389,21 @@ fn build_backend(
                 kv_blocks: dc.kv_blocks,
             },
         )?),
+        BackendKind::Onnx => {
+            let dir = config.model.path.clone().ok_or_else(|| {
+                BackendError::Unavailable(
+                    "the onnx backend needs [model] path = \"<model directory>\"".into(),
+                )
+            })?;
+            Box::new(OnnxBackend::new(OnnxConfig {
+                library: dc.library.clone(),
+                block_size: config.engine.block_size,
+                kv_blocks: dc.kv_blocks,
+                kv_cache_bytes: dc.kv_cache_mib << 20,
+                intra_threads: dc.threads,
+                ..OnnxConfig::new(dir)
+            })?)
+        }
         kind => {
             return Err(BackendError::Unavailable(format!(
                 "the {kind} backend is not part of this build"

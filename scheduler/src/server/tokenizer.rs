@@ -36,6 +36,31 @@ pub trait Tokenizer: Send + Sync {
 /// A shared tokenizer.
 pub type SharedTokenizer = Arc<dyn Tokenizer>;
 
+/// A model's own Hugging Face tokenizer (`tokenizer.json` + `tokenizer_config.json`).
+impl Tokenizer for switchyard_backends::Tokenizer {
+    fn encode(&self, text: &str) -> Vec<u32> {
+        // Chat templates add BOS themselves; plain completions follow the
+        // tokenizer's post-processor, as Hugging Face clients expect.
+        switchyard_backends::Tokenizer::encode(self, text, true).unwrap_or_default()
+    }
+
+    fn decode(&self, ids: &[u32]) -> String {
+        switchyard_backends::Tokenizer::decode(self, ids, true).unwrap_or_default()
+    }
+
+    fn chat_template(&self) -> Option<&str> {
+        switchyard_backends::Tokenizer::chat_template(self)
+    }
+
+    fn bos_token(&self) -> &str {
+        switchyard_backends::Tokenizer::bos_token(self).unwrap_or("")
+    }
+
+    fn eos_token(&self) -> &str {
+        switchyard_backends::Tokenizer::eos_token(self).unwrap_or("")
+    }
+}
+
 /// Stand-in tokenizer for simulated models (see module docs).
 #[derive(Debug, Clone)]
 pub struct SyntheticTokenizer {
