@@ -3,4 +3,28 @@
 //! OpenAI-compatible server or an in-process simulated fleet, and reports.
 //!
 //! Depends on the scheduler and backends crates; nothing depends on it but
-//! the `switchyard` binary.
+//! the `switchyard` binary, which only adds the `loadgen` and `plan`
+//! subcommands around [`cli::run_loadgen`] and [`cli::run_plan`].
+//!
+//! Invariant: the simulator drives the real router and engines (see
+//! [`sim`]); the live driver and the simulator produce the same
+//! [`metrics::RequestRecord`]s, so one report format serves both.
+
+pub mod error;
+pub mod fleet;
+pub mod metrics;
+pub mod progress;
+pub mod report;
+pub mod rng;
+pub mod sim;
+pub mod slo;
+pub mod workload;
+
+mod router_standin;
+
+/// The router the simulator drives (re-exported so callers name one path).
+pub mod router {
+    pub use crate::router_standin::*;
+}
+
+pub use error::LoadgenError;
