@@ -231,6 +231,8 @@ pub struct DeviceType {
     pub engine: EngineConfig,
     /// Simulated backend sizing.
     pub sim: SimConfig,
+    /// Prefix caching as the fleet file sets it; `None` lets the simulator decide.
+    pub prefix_caching: Option<bool>,
 }
 
 impl DeviceType {
@@ -241,6 +243,7 @@ impl DeviceType {
         model: &ModelSpec,
         engine: &EngineTable,
     ) -> Result<Self, LoadgenError> {
+        let prefix_caching = engine.enable_prefix_caching;
         let device = catalog.device(profile)?;
         let cost = CostModel::new(device, model.clone());
         let sim = SimConfig {
@@ -270,6 +273,7 @@ impl DeviceType {
                 kv_blocks: Some(kv_blocks),
                 ..sim
             },
+            prefix_caching,
         })
     }
 

@@ -10,9 +10,12 @@
 //! [`sim`]); the live driver and the simulator produce the same
 //! [`metrics::RequestRecord`]s, so one report format serves both.
 
+pub mod cli;
 pub mod error;
 pub mod fleet;
+pub mod http;
 pub mod metrics;
+pub mod plan;
 pub mod progress;
 pub mod report;
 pub mod rng;

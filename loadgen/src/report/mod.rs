@@ -8,7 +8,7 @@
 //! `goodput.requests_per_s`, `slo_attainment`, and for sim targets
 //! `cost.{usd_per_hour,usd_per_million_output_tokens}` and `devices[].utilization`.
 //! `requests.csv` has one row per request per run, with every ITL in
-//! milliseconds, `;`-separated.
+//! whole microseconds, `;`-separated (column `itl_us`).
 
 pub mod html;
 pub mod summary;
@@ -85,7 +85,7 @@ pub fn write_csv(path: &Path, runs: &[Run]) -> Result<(), LoadgenError> {
     let f = std::fs::File::create(path).map_err(|e| LoadgenError::io(path, e))?;
     let mut w = std::io::BufWriter::new(f);
     let io = |e| LoadgenError::io(path, e);
-    writeln!(w, "run,id,source,scheduled_s,sent_s,dispatch_delay_s,device,prompt_tokens,max_tokens,output_tokens,ttft_s,tpot_s,e2e_s,outcome,status,preemptions,itl_ms").map_err(io)?;
+    writeln!(w, "run,id,source,scheduled_s,sent_s,dispatch_delay_s,device,prompt_tokens,max_tokens,output_tokens,ttft_s,tpot_s,e2e_s,outcome,status,preemptions,itl_us").map_err(io)?;
     for run in runs {
         let label = run.summary.label.replace(',', ";");
         for r in &run.records {
@@ -113,7 +113,7 @@ pub fn write_csv(path: &Path, runs: &[Run]) -> Result<(), LoadgenError> {
                 if i > 0 {
                     w.write_all(b";").map_err(io)?;
                 }
-                write!(w, "{:.3}", x * 1e3).map_err(io)?;
+                write!(w, "{}", (f64::from(*x) * 1e6).round() as u64).map_err(io)?;
             }
             w.write_all(b"\n").map_err(io)?;
         }

@@ -17,6 +17,13 @@
 //! - prompts are synthetic token ids: unique per request, except a source's
 //!   `shared_prefix` leading tokens, which are identical across its requests.
 //!
+//! # Prefix caching
+//! Unless the fleet file sets `engine.enable_prefix_caching`, engines cache
+//! prefixes only when some request shares a prefix (or the policy is
+//! `prefix`): synthetic trace prompts are unique, so the cache could only
+//! ever hit on a preempted sequence's own blocks, and its hash-map upkeep
+//! is ~30% of simulation time.
+//!
 //! # Tunables ([`SimOptions`])
 //! `router` (policy, SLO), `timeout`, `progress`.
 
@@ -115,13 +122,17 @@ fn prompt_ids(r: &ReqSpec, vocab: u32) -> Vec<u32> {
 
 /// Runs `workload` on `fleet` and returns one record per request.
 pub fn simulate(fleet: &Fleet, workload: &Workload, opts: &SimOptions) -> SimResult {
+    let prefix = opts.router.policy == PolicyKind::Prefix;
+    let shared = prefix || workload.requests.iter().any(|r| r.shared_prefix > 0);
     let mut devices: Vec<Device> = fleet
         .devices
         .iter()
         .map(|&t| {
             let ty = &fleet.types[t];
+            let mut config = ty.engine;
+            config.enable_prefix_caching = ty.prefix_caching.unwrap_or(shared);
             Device {
-                engine: Engine::new(ty.engine, ty.cost.clone(), ty.kv_blocks, ty.sim.block_size),
+                engine: Engine::new(config, ty.cost.clone(), ty.kv_blocks, ty.sim.block_size),
                 backend: SimBackend::new(ty.cost.clone(), ty.sim)
                     .expect("sized when the fleet was built"),
                 out: StepOutput::default(),
@@ -141,7 +152,6 @@ pub fn simulate(fleet: &Fleet, workload: &Workload, opts: &SimOptions) -> SimRes
         .collect();
     let mut live = vec![Live::default(); reqs.len()];
     let mut router = Router::new(opts.router.clone());
-    let prefix = opts.router.policy == PolicyKind::Prefix;
     let vocab = fleet
         .types
         .first()
