@@ -16,6 +16,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Serve the OpenAI-compatible API over the configured fleet.
+    Serve {
+        /// Configuration file.
+        #[arg(long, default_value = "switchyard.toml")]
+        config: PathBuf,
+        /// Listen address (overrides `server.addr`; port 0 picks a free port).
+        #[arg(long)]
+        addr: Option<std::net::SocketAddr>,
+    },
     /// Print cost-model predictions for a model on one or more device profiles.
     Cost {
         /// Model spec name (profiles/models/NAME.toml).
@@ -45,6 +54,7 @@ enum Command {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve { config, addr } => serve(config, addr),
         Command::Cost {
             model,
             devices,
@@ -54,6 +64,31 @@ fn main() -> Result<()> {
         } => cost_table(&Catalog::new(profiles), &model, devices, prefill, context),
         Command::CheckProfiles { profiles } => check_profiles(&Catalog::new(profiles)),
     }
+}
+
+fn serve(config: PathBuf, addr: Option<std::net::SocketAddr>) -> Result<()> {
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime
+        .block_on(switchyard_scheduler::server::serve(
+            switchyard_scheduler::server::ServeOptions {
+                config_path: config,
+                addr,
+            },
+        ))
+        .context("server")?;
+    Ok(())
 }
 
 fn cost_table(

@@ -7,6 +7,7 @@
 pub mod contract;
 pub mod cost;
 pub mod error;
+pub mod fault;
 pub mod profile;
 pub mod sim;
 

@@ -337,7 +337,7 @@ impl ModelSpec {
                 "must not exceed total_params_b",
             ));
         }
-        if self.num_attention_heads % self.num_kv_heads != 0 {
+        if !self.num_attention_heads.is_multiple_of(self.num_kv_heads) {
             return Err(field_err(
                 path,
                 "num_kv_heads",
@@ -367,7 +367,7 @@ impl ModelSpec {
                     "attention.linear_state_bytes_per_layer",
                     *linear_state_bytes_per_layer,
                 )?;
-                if self.num_layers % (linear_per_softmax + 1) != 0 {
+                if !self.num_layers.is_multiple_of(linear_per_softmax + 1) {
                     return Err(field_err(
                         path,
                         "attention.linear_per_softmax",

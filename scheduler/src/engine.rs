@@ -291,6 +291,11 @@ impl Engine {
         &self.cost
     }
 
+    /// Replaces the cost model (after a profile reload).
+    pub fn set_cost_model(&mut self, cost: CostModel) {
+        self.cost = cost;
+    }
+
     /// The KV block manager (read-only: for metrics and prefix lookups).
     pub fn blocks(&self) -> &BlockManager {
         &self.blocks

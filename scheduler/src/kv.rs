@@ -355,7 +355,7 @@ impl BlockManager {
 
     fn needs_cow(&self, table: &BlockTable, computed: u32, total: u32) -> bool {
         total > computed
-            && computed % self.block_size != 0
+            && !computed.is_multiple_of(self.block_size)
             && table
                 .blocks
                 .get((computed / self.block_size) as usize)

@@ -1,5 +1,5 @@
 //! Scheduling for Switchyard: the paged KV block manager, the per-device
-//! continuous-batching engine and (later) the shape-aware router.
+//! continuous-batching engine and the shape-aware router.
 //!
 //! Everything here is pure and clock-agnostic: time is an argument, and
 //! nothing sleeps, spawns threads or does I/O. Drivers (the live server, the
@@ -7,6 +7,9 @@
 
 pub mod engine;
 pub mod kv;
+pub mod router;
+#[cfg(feature = "server")]
+pub mod server;
 
 pub use engine::{
     AbortOutcome, Engine, EngineConfig, EngineError, Event, FinishReason, Load, Request, SeqStats,

@@ -1,0 +1,447 @@
+//! The shape-aware router: places each request on one device of a
+//! heterogeneous fleet serving one model, from each device's cost model and
+//! load snapshot.
+//!
+//! Pure and clock-agnostic: no I/O, threads, sleeping or wall clock. A
+//! decision is [`Router::shape`] (classify the request), then
+//! [`Router::score`] for every device (predict its service; pure), then a
+//! policy picks from the scores ([`PolicyKind`]). Scoring and picking are
+//! separate so every decision can be explained by its [`Decision::scores`].
+//!
+//! # Shape
+//! With prompt tokens `P`, `max_tokens` `M` and expected output
+//! `E = OutputEstimator::expected(M)` (`= M` before any observation, then
+//! `min(M, ⌈EWMA of observed output lengths⌉)`, at least 1 when `M ≥ 1`):
+//! ```text
+//! class   = prefill-heavy  if P ≥ prefill_heavy_ratio · E      (default 4)
+//!         = decode-heavy   else if E ≥ decode_heavy_ratio · P  (default 1)
+//!         = balanced       otherwise
+//! bucket  = short (P+E < 2k) | medium (< 8k) | long (< 32k) | xlong (≥ 32k)   (k = 1024)
+//! ```
+//!
+//! # Score of one device (`DeviceView`: cost model, `Load`, limits)
+//! ```text
+//! eligible     = healthy ∧ P + 1 ≤ max_seq_tokens
+//! batch        = clamp(running + 1, 1, max_num_seqs)          decode batch once admitted
+//! decodes      = min(batch − 1, max_batched_tokens)           decodes co-running the prefill
+//! ctx_others   = running_context_tokens · (batch − 1) / running
+//! uncached     = max(P − min(cached_prefix_tokens, P), 1)    starting at context P − uncached
+//! chunk        = max(max_batched_tokens − decodes, 1)
+//! prefill      = Σ over chunks of step_time(decodes over ctx_others ⊕ chunk at its context)
+//! prefill₀     = the same chunks without the decodes (the request's own device time)
+//! queue_delay  = load.predicted_queue_delay
+//! TTFT         = queue_delay + prefill
+//! TPOT         = decode_step_time(batch, ctx_others + P + E/2)   mid-generation context
+//! e2e          = TTFT + TPOT · (E − 1)
+//! device_s     = prefill₀ + (E − 1) · TPOT / batch               share of a shared decode step
+//! cost_usd     = device_s · usd_per_second
+//! meets_slo    = eligible ∧ TTFT ≤ h·slo.ttft ∧ (E ≤ 1 ∨ TPOT ≤ h·slo.tpot)
+//! outstanding  = queued_prefill_tokens + outstanding_decode_tokens
+//! ```
+//! The chunk sum is computed in O(1): a full chunk's compute and memory
+//! times are affine in its index, so the roofline sum splits into two
+//! arithmetic series at their crossover. The first output token comes out
+//! of the last prefill step, hence `E − 1` decode steps.
+//!
+//! **Headroom `h`** ([`Slo::headroom`]): predictions are medians, so a tail
+//! target needs margin. `h` interpolates linearly between (percentile, h)
+//! points (0.50, 1.00), (0.90, 0.85), (0.95, 0.80), (0.99, 0.65),
+//! (0.999, 0.50), clamped outside that range.
+//!
+//! # Policies (ties: lowest [`DeviceId`])
+//! - `cost`: cheapest `cost_usd` among devices meeting the SLO (tie: lower
+//!   e2e); if none meets it, lowest e2e among eligible devices.
+//! - `latency`: lowest e2e.
+//! - `round-robin`: the eligible device with the smallest id above the last
+//!   round-robin pick, wrapping around (stable when devices join, leave or
+//!   flap, unlike a modulo counter).
+//! - `least-loaded`: fewest outstanding tokens.
+//! - `prefix`: the device with the longest cached prefix (tie: fewer
+//!   outstanding tokens) if `cached ≥ prefix_min_match · P` and its
+//!   outstanding tokens exceed the least-loaded device's by at most
+//!   `prefix_balance_tokens`; otherwise least-loaded (as SGLang's
+//!   cache-aware router with its balance thresholds).
+//!
+//! # Invariants
+//! - The chosen device is eligible (property-tested); unhealthy devices
+//!   are never chosen.
+//! - `Decision::scores` holds one score per fleet entry, in fleet order.
+//! - `route` allocates exactly one `Vec` (the scores); `score` allocates nothing.
+//! - With no eligible device: [`RouteError::NoHealthyDevice`] if no device
+//!   is healthy, else [`RouteError::PromptTooLong`] with the longest prompt
+//!   a healthy device supports.
+//!
+//! # Tunables ([`RouterConfig`])
+//! `policy` (cost), `slo` (TTFT 2000 ms, TPOT 100 ms, p95),
+//! `prefix_min_match` (0.5), `prefix_balance_tokens` (16,384),
+//! `prefill_heavy_ratio` (4.0), `decode_heavy_ratio` (1.0),
+//! `output_ewma_alpha` (0.1).
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+mod policy;
+mod score;
+mod shape;
+#[cfg(test)]
+mod tests;
+
+pub use policy::{PolicyKind, UnknownPolicy};
+pub use score::{DeviceScore, DeviceView};
+pub use shape::{ContextBucket, OutputEstimator, Shape, ShapeClass, CONTEXT_BUCKET_BOUNDS};
+
+use policy::PrefixParams;
+use score::Budgets;
+
+/// A device of the fleet.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct DeviceId(pub u32);
+
+impl fmt::Display for DeviceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "dev-{}", self.0)
+    }
+}
+
+impl From<u32> for DeviceId {
+    fn from(n: u32) -> Self {
+        Self(n)
+    }
+}
+
+/// A number of milliseconds, integer or float, for [`Slo::from_ms`].
+pub trait Millis: Copy {
+    /// The value in milliseconds.
+    fn to_millis_f64(self) -> f64;
+}
+
+macro_rules! millis_as_f64 {
+    ($($t:ty),*) => {$(
+        impl Millis for $t {
+            fn to_millis_f64(self) -> f64 {
+                self as f64
+            }
+        }
+    )*};
+}
+millis_as_f64!(u8, u16, u32, u64, usize, i32, i64, f32, f64);
+
+/// A latency objective: time to first token and time per output token at a percentile.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Slo {
+    /// Time-to-first-token target.
+    #[serde(rename = "ttft_ms", with = "serde_ms")]
+    pub ttft: Duration,
+    /// Time-per-output-token target.
+    #[serde(rename = "tpot_ms", with = "serde_ms")]
+    pub tpot: Duration,
+    /// Percentile the targets apply to, in (0, 1) (0.95 = p95).
+    pub percentile: f64,
+}
+
+impl Slo {
+    /// Headroom curve: (percentile, factor on the targets), ascending.
+    pub const HEADROOM_POINTS: [(f64, f64); 5] = [
+        (0.50, 1.00),
+        (0.90, 0.85),
+        (0.95, 0.80),
+        (0.99, 0.65),
+        (0.999, 0.50),
+    ];
+
+    /// An SLO from millisecond targets (negative or non-finite values become 0).
+    pub fn from_ms(ttft_ms: impl Millis, tpot_ms: impl Millis, percentile: f64) -> Self {
+        let ms = |v: f64| Duration::try_from_secs_f64(v / 1e3).unwrap_or(Duration::ZERO);
+        Self {
+            ttft: ms(ttft_ms.to_millis_f64()),
+            tpot: ms(tpot_ms.to_millis_f64()),
+            percentile,
+        }
+    }
+
+    /// Factor in (0, 1] applied to both targets before comparing medians against them.
+    pub fn headroom(&self) -> f64 {
+        let pts = Self::HEADROOM_POINTS;
+        let p = self.percentile;
+        if p.is_nan() || p <= pts[0].0 {
+            return pts[0].1;
+        }
+        for w in pts.windows(2) {
+            let ((p0, h0), (p1, h1)) = (w[0], w[1]);
+            if p <= p1 {
+                return h0 + (h1 - h0) * (p - p0) / (p1 - p0);
+            }
+        }
+        pts[pts.len() - 1].1
+    }
+
+    /// The targets scaled by [`Slo::headroom`].
+    fn budgets(&self) -> Budgets {
+        let h = self.headroom();
+        Budgets {
+            ttft: self.ttft.mul_f64(h),
+            tpot: self.tpot.mul_f64(h),
+        }
+    }
+}
+
+impl Default for Slo {
+    fn default() -> Self {
+        Self::from_ms(2000, 100, 0.95)
+    }
+}
+
+/// Every tunable of the router (defaults in the module doc).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouterConfig {
+    /// How to pick among eligible devices.
+    pub policy: PolicyKind,
+    /// Latency objective of the `cost` policy.
+    pub slo: Slo,
+    /// `prefix`: least fraction of the prompt the cached prefix must cover.
+    pub prefix_min_match: f64,
+    /// `prefix`: most outstanding tokens the cache holder may exceed the least-loaded device by.
+    pub prefix_balance_tokens: u64,
+    /// Prefill-heavy when prompt ≥ this × expected output.
+    pub prefill_heavy_ratio: f64,
+    /// Decode-heavy when expected output ≥ this × prompt (and not prefill-heavy).
+    pub decode_heavy_ratio: f64,
+    /// EWMA weight of a new observation in the output-length estimator, in (0, 1].
+    pub output_ewma_alpha: f64,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            policy: PolicyKind::Cost,
+            slo: Slo::default(),
+            prefix_min_match: 0.5,
+            prefix_balance_tokens: 16_384,
+            prefill_heavy_ratio: 4.0,
+            decode_heavy_ratio: 1.0,
+            output_ewma_alpha: OutputEstimator::DEFAULT_ALPHA,
+        }
+    }
+}
+
+/// What the router needs to know of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RouteRequest {
+    /// Prompt tokens.
+    pub prompt_tokens: u32,
+    /// Most tokens to generate.
+    pub max_tokens: u32,
+}
+
+/// Why a device was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecisionReason {
+    /// `cost`: the cheapest device predicted to meet the SLO.
+    CheapestMeetingSlo,
+    /// `cost`: no device is predicted to meet the SLO; the fastest one.
+    NoDeviceMeetsSloLowestLatency,
+    /// `latency`: the lowest predicted end-to-end latency.
+    LowestLatency,
+    /// `round-robin`: the next eligible device in turn.
+    RoundRobin,
+    /// `least-loaded` (or `prefix` with no usable cache hit): fewest outstanding tokens.
+    LeastLoaded,
+    /// `prefix`: the longest cached prefix, within the balance threshold.
+    LongestPrefix,
+    /// `prefix`: a long enough cached prefix, but its device is too busy; fewest outstanding tokens.
+    PrefixImbalancedLeastLoaded,
+}
+
+/// A routing decision and its evidence.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Decision {
+    /// The chosen device.
+    pub device: DeviceId,
+    /// The policy that chose it.
+    pub policy: PolicyKind,
+    /// The request's shape.
+    pub shape: Shape,
+    /// Why it was chosen.
+    pub reason: DecisionReason,
+    /// Every device's score, in fleet order.
+    pub scores: Vec<DeviceScore>,
+}
+
+impl Decision {
+    /// The chosen device's score.
+    pub fn chosen(&self) -> &DeviceScore {
+        self.scores
+            .iter()
+            .find(|s| s.device == self.device)
+            .expect("the chosen device is scored")
+    }
+}
+
+/// Why no device could be chosen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// The fleet is empty or every device is unhealthy.
+    #[error("no healthy device")]
+    NoHealthyDevice,
+    /// The prompt fits no healthy device.
+    #[error("prompt of {prompt_tokens} tokens fits no healthy device: the longest supported prompt is {max_supported} tokens")]
+    PromptTooLong {
+        /// Prompt tokens.
+        prompt_tokens: u32,
+        /// Longest prompt any healthy device accepts.
+        max_supported: u32,
+    },
+}
+
+/// The router for one model's fleet: its config, output-length estimate and round-robin cursor.
+#[derive(Debug, Clone)]
+pub struct Router {
+    config: RouterConfig,
+    budgets: Budgets,
+    estimator: OutputEstimator,
+    last_round_robin: Option<DeviceId>,
+}
+
+impl Router {
+    /// A router with no observations.
+    pub fn new(config: RouterConfig) -> Self {
+        Self {
+            budgets: config.slo.budgets(),
+            estimator: OutputEstimator::new(config.output_ewma_alpha),
+            config,
+            last_round_robin: None,
+        }
+    }
+
+    /// The current config.
+    pub fn config(&self) -> &RouterConfig {
+        &self.config
+    }
+
+    /// Replaces the config, keeping the output estimate and round-robin cursor.
+    pub fn set_config(&mut self, config: RouterConfig) {
+        self.budgets = config.slo.budgets();
+        self.estimator.set_alpha(config.output_ewma_alpha);
+        self.config = config;
+    }
+
+    /// The output-length estimator.
+    pub fn estimator(&self) -> &OutputEstimator {
+        &self.estimator
+    }
+
+    /// The request's shape under the current estimate.
+    pub fn shape(&self, req: &RouteRequest) -> Shape {
+        let expected = self.estimator.expected(req.max_tokens);
+        Shape {
+            prompt_tokens: req.prompt_tokens,
+            max_tokens: req.max_tokens,
+            expected_output_tokens: expected,
+            class: ShapeClass::classify(
+                req.prompt_tokens,
+                expected,
+                self.config.prefill_heavy_ratio,
+                self.config.decode_heavy_ratio,
+            ),
+            context_bucket: ContextBucket::of(u64::from(req.prompt_tokens) + u64::from(expected)),
+        }
+    }
+
+    /// Predicts serving `shape` on `device` (pure; formulas in the module doc).
+    pub fn score(&self, shape: &Shape, device: &DeviceView<'_>) -> DeviceScore {
+        score::score(shape, device, self.budgets)
+    }
+
+    /// Scores every device, picks one by the configured policy, and advances round-robin.
+    pub fn route(
+        &mut self,
+        req: &RouteRequest,
+        fleet: &[DeviceView<'_>],
+    ) -> Result<Decision, RouteError> {
+        let shape = self.shape(req);
+        let mut scores = Vec::with_capacity(fleet.len());
+        scores.extend(fleet.iter().map(|d| score::score(&shape, d, self.budgets)));
+        let policy = self.config.policy;
+        let picked = match policy {
+            PolicyKind::Cost => policy::cost(&scores),
+            PolicyKind::Latency => policy::latency(&scores),
+            PolicyKind::RoundRobin => policy::round_robin(&scores, self.last_round_robin),
+            PolicyKind::LeastLoaded => policy::least_loaded(&scores),
+            PolicyKind::Prefix => policy::prefix(
+                &scores,
+                PrefixParams {
+                    prompt_tokens: req.prompt_tokens,
+                    min_match: self.config.prefix_min_match,
+                    balance_tokens: self.config.prefix_balance_tokens,
+                },
+            ),
+        };
+        let Some((index, reason)) = picked else {
+            return Err(no_eligible_device(req, fleet));
+        };
+        let device = scores[index].device;
+        if policy == PolicyKind::RoundRobin {
+            self.last_round_robin = Some(device);
+        }
+        Ok(Decision {
+            device,
+            policy,
+            shape,
+            reason,
+            scores,
+        })
+    }
+
+    /// Folds a finished request's output length into the estimate.
+    pub fn observe_output(&mut self, max_tokens: u32, output_tokens: u32) {
+        self.estimator.observe(max_tokens, output_tokens);
+    }
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        Self::new(RouterConfig::default())
+    }
+}
+
+fn no_eligible_device(req: &RouteRequest, fleet: &[DeviceView<'_>]) -> RouteError {
+    match fleet
+        .iter()
+        .filter(|d| d.healthy)
+        .map(|d| d.max_seq_tokens.saturating_sub(1))
+        .max()
+    {
+        None => RouteError::NoHealthyDevice,
+        Some(max_supported) => RouteError::PromptTooLong {
+            prompt_tokens: req.prompt_tokens,
+            max_supported,
+        },
+    }
+}
+
+/// `Duration` as (de)serialized milliseconds (`f64`).
+pub(crate) mod serde_ms {
+    use std::time::Duration;
+
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    /// Serializes a duration as milliseconds.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64() * 1e3)
+    }
+
+    /// Deserializes non-negative finite milliseconds.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let ms = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(ms / 1e3)
+            .map_err(|_| D::Error::custom(format!("expected milliseconds ≥ 0, got {ms}")))
+    }
+}

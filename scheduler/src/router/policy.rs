@@ -1,0 +1,219 @@
+//! Picking: choosing one device from already computed [`DeviceScore`]s.
+//! Every policy considers eligible devices only and breaks exact ties by the
+//! lowest [`DeviceId`], so a decision is a pure function of its inputs (and,
+//! for round-robin, of the previous pick).
+
+use std::cmp::Ordering;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::score::DeviceScore;
+use super::{DecisionReason, DeviceId};
+
+/// How the router picks among eligible devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PolicyKind {
+    /// Cheapest device meeting the SLO; lowest end-to-end latency if none does.
+    #[default]
+    Cost,
+    /// Lowest predicted end-to-end latency.
+    Latency,
+    /// Eligible devices in turn, by ascending id.
+    RoundRobin,
+    /// Fewest outstanding tokens.
+    LeastLoaded,
+    /// Longest cached prefix unless that device is too busy, else least loaded.
+    Prefix,
+}
+
+impl PolicyKind {
+    /// Every policy, in declaration order.
+    pub const ALL: [PolicyKind; 5] = [
+        Self::Cost,
+        Self::Latency,
+        Self::RoundRobin,
+        Self::LeastLoaded,
+        Self::Prefix,
+    ];
+
+    /// Kebab-case name, as accepted by `FromStr` and serde.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cost => "cost",
+            Self::Latency => "latency",
+            Self::RoundRobin => "round-robin",
+            Self::LeastLoaded => "least-loaded",
+            Self::Prefix => "prefix",
+        }
+    }
+}
+
+impl fmt::Display for PolicyKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A policy name that is not one of [`PolicyKind::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown routing policy `{0}`; valid policies: cost, latency, round-robin, least-loaded, prefix")]
+pub struct UnknownPolicy(pub String);
+
+impl FromStr for PolicyKind {
+    type Err = UnknownPolicy;
+
+    /// Parses a kebab-case name; case and `_` for `-` are tolerated.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let wanted = s.trim();
+        Self::ALL
+            .into_iter()
+            .find(|p| {
+                let name = p.as_str();
+                name.len() == wanted.len()
+                    && name
+                        .bytes()
+                        .zip(wanted.bytes())
+                        .all(|(a, b)| a == b.to_ascii_lowercase() || (a == b'-' && b == b'_'))
+            })
+            .ok_or_else(|| UnknownPolicy(s.to_string()))
+    }
+}
+
+/// Tunables of the prefix policy.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PrefixParams {
+    pub prompt_tokens: u32,
+    pub min_match: f64,
+    pub balance_tokens: u64,
+}
+
+/// Index of the eligible score minimising `cmp`, exact ties to the lowest id.
+fn best(
+    scores: &[DeviceScore],
+    keep: impl Fn(&DeviceScore) -> bool,
+    cmp: impl Fn(&DeviceScore, &DeviceScore) -> Ordering,
+) -> Option<usize> {
+    let mut best: Option<usize> = None;
+    for (i, s) in scores.iter().enumerate() {
+        if !s.eligible || !keep(s) {
+            continue;
+        }
+        best = match best {
+            Some(b)
+                if cmp(s, &scores[b])
+                    .then(s.device.cmp(&scores[b].device))
+                    .is_ge() =>
+            {
+                Some(b)
+            }
+            _ => Some(i),
+        };
+    }
+    best
+}
+
+fn by_e2e(a: &DeviceScore, b: &DeviceScore) -> Ordering {
+    a.e2e.cmp(&b.e2e)
+}
+
+fn by_outstanding(a: &DeviceScore, b: &DeviceScore) -> Ordering {
+    a.outstanding_tokens.cmp(&b.outstanding_tokens)
+}
+
+/// Cheapest device meeting the SLO (tie: lower e2e), else lowest e2e.
+pub(crate) fn cost(scores: &[DeviceScore]) -> Option<(usize, DecisionReason)> {
+    best(
+        scores,
+        |s| s.meets_slo,
+        |a, b| a.cost_usd.total_cmp(&b.cost_usd).then_with(|| by_e2e(a, b)),
+    )
+    .map(|i| (i, DecisionReason::CheapestMeetingSlo))
+    .or_else(|| {
+        best(scores, |_| true, by_e2e).map(|i| (i, DecisionReason::NoDeviceMeetsSloLowestLatency))
+    })
+}
+
+/// Lowest predicted end-to-end latency.
+pub(crate) fn latency(scores: &[DeviceScore]) -> Option<(usize, DecisionReason)> {
+    best(scores, |_| true, by_e2e).map(|i| (i, DecisionReason::LowestLatency))
+}
+
+/// The eligible device with the smallest id above `last`, wrapping to the smallest.
+pub(crate) fn round_robin(
+    scores: &[DeviceScore],
+    last: Option<DeviceId>,
+) -> Option<(usize, DecisionReason)> {
+    let after = |s: &DeviceScore| !matches!(last, Some(l) if s.device <= l);
+    best(scores, after, |_, _| Ordering::Equal)
+        .or_else(|| best(scores, |_| true, |_, _| Ordering::Equal))
+        .map(|i| (i, DecisionReason::RoundRobin))
+}
+
+/// Fewest outstanding tokens.
+pub(crate) fn least_loaded(scores: &[DeviceScore]) -> Option<(usize, DecisionReason)> {
+    best(scores, |_| true, by_outstanding).map(|i| (i, DecisionReason::LeastLoaded))
+}
+
+/// Longest cached prefix if long enough and not too busy, else least loaded.
+pub(crate) fn prefix(scores: &[DeviceScore], p: PrefixParams) -> Option<(usize, DecisionReason)> {
+    let (least, _) = least_loaded(scores)?;
+    let longest = best(
+        scores,
+        |s| s.cached_prefix_tokens > 0,
+        |a, b| {
+            b.cached_prefix_tokens
+                .cmp(&a.cached_prefix_tokens)
+                .then_with(|| by_outstanding(a, b))
+        },
+    );
+    let Some(hit) = longest else {
+        return Some((least, DecisionReason::LeastLoaded));
+    };
+    let matched = f64::from(scores[hit].cached_prefix_tokens);
+    if matched < p.min_match * f64::from(p.prompt_tokens) {
+        return Some((least, DecisionReason::LeastLoaded));
+    }
+    let excess = scores[hit]
+        .outstanding_tokens
+        .saturating_sub(scores[least].outstanding_tokens);
+    if excess <= p.balance_tokens {
+        Some((hit, DecisionReason::LongestPrefix))
+    } else {
+        Some((least, DecisionReason::PrefixImbalancedLeastLoaded))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_display_round_trip() {
+        for p in PolicyKind::ALL {
+            assert_eq!(p.to_string().parse::<PolicyKind>(), Ok(p));
+            assert_eq!(
+                serde_json::to_string(&p).unwrap(),
+                format!("\"{}\"", p.as_str())
+            );
+            let back: PolicyKind = serde_json::from_str(&format!("\"{p}\"")).unwrap();
+            assert_eq!(back, p);
+        }
+        assert_eq!(" Least_Loaded ".parse(), Ok(PolicyKind::LeastLoaded));
+        assert_eq!(PolicyKind::default(), PolicyKind::Cost);
+    }
+
+    #[test]
+    fn unknown_policy_lists_valid_names() {
+        let err = "cheapest".parse::<PolicyKind>().unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("`cheapest`"), "{msg}");
+        for p in PolicyKind::ALL {
+            assert!(msg.contains(p.as_str()), "{msg}");
+        }
+        assert!("".parse::<PolicyKind>().is_err());
+        assert!("round-robin-x".parse::<PolicyKind>().is_err());
+    }
+}

@@ -1,0 +1,417 @@
+//! Scoring: what placing one request on one device would cost and how fast
+//! it would be served, from the device's [`CostModel`] and [`Load`] snapshot.
+//! The formulas are stated in the [module doc](super).
+
+use std::time::Duration;
+
+use serde::Serialize;
+use switchyard_backends::{CostModel, SeqWork, StepShape};
+
+use super::shape::Shape;
+use super::{serde_ms, DeviceId};
+use crate::engine::{Engine, Load};
+
+/// What the router sees of one device for one routing decision.
+#[derive(Debug, Clone, Copy)]
+pub struct DeviceView<'a> {
+    /// The device.
+    pub id: DeviceId,
+    /// Its cost model (device profile × model spec).
+    pub cost: &'a CostModel,
+    /// Its engine's load snapshot.
+    pub load: Load,
+    /// Whether it accepts work.
+    pub healthy: bool,
+    /// Longest sequence (prompt + output) it holds, tokens; a prompt fits if `prompt + 1 ≤` this.
+    pub max_seq_tokens: u32,
+    /// Most sequences it runs at once.
+    pub max_num_seqs: u32,
+    /// Token budget of one of its steps.
+    pub max_batched_tokens: u32,
+    /// Leading prompt tokens already in its prefix cache.
+    pub cached_prefix_tokens: u32,
+}
+
+impl<'a> DeviceView<'a> {
+    /// A healthy view of `engine` with its current load and no cached prefix
+    /// (set `cached_prefix_tokens` from `engine.blocks().cached_prefix_len(prompt)`).
+    pub fn from_engine(id: DeviceId, engine: &'a Engine) -> Self {
+        let config = engine.config();
+        Self {
+            id,
+            cost: engine.cost_model(),
+            load: engine.load(),
+            healthy: true,
+            max_seq_tokens: engine.max_seq_tokens(),
+            max_num_seqs: config.max_num_seqs,
+            max_batched_tokens: config.max_batched_tokens,
+            cached_prefix_tokens: 0,
+        }
+    }
+
+    /// Whether a prompt of `prompt_tokens` fits this device (`prompt + 1 ≤ max_seq_tokens`).
+    pub fn fits(&self, prompt_tokens: u32) -> bool {
+        u64::from(prompt_tokens) < u64::from(self.max_seq_tokens)
+    }
+
+    /// Whether this device may take a prompt of `prompt_tokens`: healthy and it fits.
+    pub fn eligible(&self, prompt_tokens: u32) -> bool {
+        self.healthy && self.fits(prompt_tokens)
+    }
+
+    /// Queued prefill tokens plus outstanding decode tokens.
+    pub fn outstanding_tokens(&self) -> u64 {
+        self.load
+            .queued_prefill_tokens
+            .saturating_add(self.load.outstanding_decode_tokens)
+    }
+}
+
+/// One device's predicted service of one request.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct DeviceScore {
+    /// The device.
+    pub device: DeviceId,
+    /// Healthy and the prompt fits.
+    pub eligible: bool,
+    /// Predicted wait before the first prefill step.
+    #[serde(rename = "queue_delay_ms", with = "serde_ms")]
+    pub queue_delay: Duration,
+    /// Predicted time to first token: queue delay + chunked prefill.
+    #[serde(rename = "ttft_ms", with = "serde_ms")]
+    pub ttft: Duration,
+    /// Predicted time per output token after the first.
+    #[serde(rename = "tpot_ms", with = "serde_ms")]
+    pub tpot: Duration,
+    /// Predicted end-to-end latency: `ttft + tpot·(expected_output − 1)`.
+    #[serde(rename = "e2e_ms", with = "serde_ms")]
+    pub e2e: Duration,
+    /// The request's share of device time, seconds.
+    pub device_seconds: f64,
+    /// `device_seconds · usd_per_second`.
+    pub cost_usd: f64,
+    /// Eligible, and the predicted TTFT and TPOT are within the SLO scaled by its headroom.
+    pub meets_slo: bool,
+    /// Leading prompt tokens served from this device's prefix cache.
+    pub cached_prefix_tokens: u32,
+    /// Queued prefill tokens plus outstanding decode tokens before this request.
+    pub outstanding_tokens: u64,
+}
+
+/// SLO budgets already scaled by the percentile headroom.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Budgets {
+    pub ttft: Duration,
+    pub tpot: Duration,
+}
+
+/// Scores `shape` on `dev` (pure; see the module doc for every formula).
+pub(crate) fn score(shape: &Shape, dev: &DeviceView<'_>, budgets: Budgets) -> DeviceScore {
+    let cost = dev.cost;
+    let load = &dev.load;
+    let prompt = shape.prompt_tokens;
+    let expected = shape.expected_output_tokens;
+    let eligible = dev.eligible(prompt);
+
+    // Prefill: the uncached suffix, in chunks of what the step budget leaves
+    // after the running decodes, each chunk co-running those decodes.
+    let cached = dev.cached_prefix_tokens.min(prompt);
+    let uncached = (prompt - cached).max(1);
+    let start = prompt - uncached;
+    // Sequences decoding beside this one once it is admitted (a full batch
+    // first loses one; that wait is in the queue delay).
+    let batch = load.running.saturating_add(1).min(dev.max_num_seqs).max(1);
+    let others = batch - 1;
+    let decodes = others.min(dev.max_batched_tokens);
+    let chunk = dev.max_batched_tokens.saturating_sub(decodes).max(1);
+    // Scale context to the decodes that actually co-run (fewer when the batch is capped).
+    let decode_ctx = scale_context(load.running_context_tokens, load.running, decodes);
+    let co_run = StepShape {
+        seqs: decodes,
+        tokens: u64::from(decodes),
+        context_tokens: decode_ctx,
+        attention_pairs: decode_ctx as f64 + f64::from(decodes),
+    };
+    let prefill_s = chunked_prefill_seconds(cost, co_run, start, uncached, chunk);
+    let prefill_alone_s =
+        chunked_prefill_seconds(cost, StepShape::default(), start, uncached, chunk);
+
+    // Decode: one more sequence in the batch, at half its expected output.
+    let others_ctx = scale_context(load.running_context_tokens, load.running, others);
+    let own_ctx = u64::from(prompt) + u64::from(expected / 2);
+    let tpot_s = cost
+        .decode_step_time(batch, others_ctx.saturating_add(own_ctx))
+        .as_secs_f64();
+
+    let queue_delay = load.predicted_queue_delay;
+    let decode_steps = f64::from(expected.saturating_sub(1));
+    let ttft = queue_delay.saturating_add(secs(prefill_s));
+    let tpot = secs(tpot_s);
+    let e2e = ttft.saturating_add(secs(tpot_s * decode_steps));
+    let device_seconds = prefill_alone_s + decode_steps * tpot_s / f64::from(batch);
+    let cost_usd = device_seconds * cost.usd_per_second();
+    let meets_slo = eligible && ttft <= budgets.ttft && (expected <= 1 || tpot <= budgets.tpot);
+
+    DeviceScore {
+        device: dev.id,
+        eligible,
+        queue_delay,
+        ttft,
+        tpot,
+        e2e,
+        device_seconds,
+        cost_usd,
+        meets_slo,
+        cached_prefix_tokens: cached,
+        outstanding_tokens: dev.outstanding_tokens(),
+    }
+}
+
+/// `total · part / whole` context tokens (`total` when `part ≥ whole`).
+fn scale_context(total: u64, whole: u32, part: u32) -> u64 {
+    if part >= whole {
+        total
+    } else {
+        // part < whole, so no overflow in u128 and the result is ≤ total.
+        (u128::from(total) * u128::from(part) / u128::from(whole)) as u64
+    }
+}
+
+/// Seconds to a duration, saturating at zero and `Duration::MAX`.
+fn secs(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s).unwrap_or(if s > 0.0 {
+        Duration::MAX
+    } else {
+        Duration::ZERO
+    })
+}
+
+/// Total time of prefilling `tokens` tokens after `start` cached ones, in
+/// chunks of `chunk`, each chunk a step with `base` (the co-running decodes).
+///
+/// O(1) whatever the chunk count: a full chunk's compute and memory times
+/// are affine in its index (its context grows by `chunk` per chunk), so the
+/// sum of their maximum (the roofline) is the sum of at most two arithmetic
+/// series split at the crossover. The last partial chunk is priced alone.
+pub(crate) fn chunked_prefill_seconds(
+    cost: &CostModel,
+    base: StepShape,
+    start: u32,
+    tokens: u32,
+    chunk: u32,
+) -> f64 {
+    let chunk = chunk.max(1);
+    let full = tokens / chunk;
+    let rest = tokens % chunk;
+    let with_chunk = |new_tokens: u32, context: u64| {
+        let mut s = base;
+        // Contexts past u32::MAX cannot occur for real prompts; saturate.
+        let context = u32::try_from(context).unwrap_or(u32::MAX);
+        s.push(SeqWork {
+            new_tokens,
+            context,
+        });
+        cost.step_cost(&s)
+    };
+    let mut total = 0.0;
+    if full > 0 {
+        let n = u64::from(full);
+        let first = with_chunk(chunk, u64::from(start));
+        let overhead = first.overhead_s;
+        if n == 1 {
+            total += first.seconds();
+        } else {
+            let last = with_chunk(chunk, u64::from(start) + (n - 1) * u64::from(chunk));
+            total += sum_max_affine(
+                n,
+                (first.compute_s, last.compute_s),
+                (first.memory_s, last.memory_s),
+            ) + overhead * n as f64;
+        }
+    }
+    if rest > 0 {
+        let context = u64::from(start) + u64::from(full) * u64::from(chunk);
+        total += with_chunk(rest, context).seconds();
+    }
+    total
+}
+
+/// `Σ_{i=0}^{n-1} max(a(i), m(i))` for affine `a`, `m` given by their values at `0` and `n − 1` (`n ≥ 2`).
+fn sum_max_affine(n: u64, a: (f64, f64), m: (f64, f64)) -> f64 {
+    let last = (n - 1) as f64;
+    // Sum of an affine function over integers lo..=hi, from its endpoint values.
+    let series = |(v0, v1): (f64, f64), lo: f64, hi: f64| {
+        let at = |i: f64| v0 + (v1 - v0) * i / last;
+        (hi - lo + 1.0) * (at(lo) + at(hi)) / 2.0
+    };
+    let d0 = a.0 - m.0;
+    let d1 = a.1 - m.1;
+    if d0 >= 0.0 && d1 >= 0.0 {
+        return series(a, 0.0, last);
+    }
+    if d0 <= 0.0 && d1 <= 0.0 {
+        return series(m, 0.0, last);
+    }
+    // One crossover at i* = d0 / (d0 − d1) · (n − 1), strictly inside (0, n − 1).
+    let k = (d0 / (d0 - d1) * last).floor().clamp(0.0, last - 1.0);
+    let (head, tail) = if d0 > 0.0 { (a, m) } else { (m, a) };
+    series(head, 0.0, k) + series(tail, k + 1.0, last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::tests::{catalog_cost, view};
+
+    fn brute_force(cost: &CostModel, base: StepShape, start: u32, tokens: u32, chunk: u32) -> f64 {
+        let mut done = 0;
+        let mut total = 0.0;
+        while done < tokens {
+            let q = chunk.min(tokens - done);
+            let mut s = base;
+            s.push(SeqWork {
+                new_tokens: q,
+                context: start + done,
+            });
+            total += cost.step_cost(&s).seconds();
+            done += q;
+        }
+        total
+    }
+
+    #[test]
+    fn closed_form_prefill_matches_chunk_loop() {
+        for device in ["h100-sxm", "l4", "mi300x", "cpu"] {
+            for model in ["llama-3.1-8b", "mixtral-8x7b", "deepseek-v2-lite"] {
+                let cost = catalog_cost(device, model);
+                for (running, ctx) in [(0u32, 0u64), (8, 8 * 2000), (200, 200 * 30_000)] {
+                    let base = StepShape {
+                        seqs: running,
+                        tokens: u64::from(running),
+                        context_tokens: ctx,
+                        attention_pairs: ctx as f64 + f64::from(running),
+                    };
+                    for (start, tokens, chunk) in [
+                        (0u32, 1u32, 2048u32),
+                        (0, 2048, 2048),
+                        (0, 8000, 2048),
+                        (4096, 100_000, 1848),
+                        (0, 60_000, 16),
+                        (512, 30_001, 7),
+                    ] {
+                        let want = brute_force(&cost, base, start, tokens, chunk);
+                        let got = chunked_prefill_seconds(&cost, base, start, tokens, chunk);
+                        assert!(
+                            (got - want).abs() <= 1e-9 * want,
+                            "{device}/{model} running {running} start {start} tokens {tokens} chunk {chunk}: {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ttft_grows_with_queued_load() {
+        let cost = catalog_cost("h100-sxm", "llama-3.1-8b");
+        let shape = crate::router::Router::default().shape(&crate::router::RouteRequest {
+            prompt_tokens: 2000,
+            max_tokens: 200,
+        });
+        let budgets = Budgets {
+            ttft: Duration::MAX,
+            tpot: Duration::MAX,
+        };
+        let mut last = Duration::ZERO;
+        for (running, queued, delay_ms) in [
+            (0u32, 0u64, 0u64),
+            (16, 0, 0),
+            (64, 4000, 30),
+            (200, 50_000, 400),
+        ] {
+            let mut d = view(0, &cost);
+            d.load.running = running;
+            d.load.running_context_tokens = u64::from(running) * 1500;
+            d.load.queued_prefill_tokens = queued;
+            d.load.predicted_queue_delay = Duration::from_millis(delay_ms);
+            let s = score(&shape, &d, budgets);
+            assert!(s.ttft > last, "running {running}: {:?} ≤ {last:?}", s.ttft);
+            assert!(s.ttft >= s.queue_delay);
+            last = s.ttft;
+        }
+    }
+
+    #[test]
+    fn cached_prefix_lowers_ttft_and_cost() {
+        let cost = catalog_cost("h100-sxm", "llama-3.1-8b");
+        let shape = crate::router::Router::default().shape(&crate::router::RouteRequest {
+            prompt_tokens: 6000,
+            max_tokens: 100,
+        });
+        let budgets = Budgets {
+            ttft: Duration::MAX,
+            tpot: Duration::MAX,
+        };
+        let cold = view(0, &cost);
+        let mut warm = cold;
+        warm.cached_prefix_tokens = 5000;
+        let mut all = cold;
+        all.cached_prefix_tokens = 9000; // more than the prompt: clamped, one token recomputed
+        let (c, w, a) = (
+            score(&shape, &cold, budgets),
+            score(&shape, &warm, budgets),
+            score(&shape, &all, budgets),
+        );
+        assert!(w.ttft < c.ttft && w.cost_usd < c.cost_usd);
+        assert!(a.ttft < w.ttft && a.ttft > Duration::ZERO);
+        assert_eq!(a.cached_prefix_tokens, 6000);
+        // Decode is unaffected by the cache.
+        assert_eq!(w.tpot, c.tpot);
+    }
+
+    #[test]
+    fn e2e_and_cost_follow_the_formulas() {
+        let cost = catalog_cost("mi300x", "llama-3.1-8b");
+        let shape = crate::router::Router::default().shape(&crate::router::RouteRequest {
+            prompt_tokens: 100,
+            max_tokens: 1000,
+        });
+        let budgets = Budgets {
+            ttft: Duration::MAX,
+            tpot: Duration::MAX,
+        };
+        let mut d = view(3, &cost);
+        d.load.running = 9;
+        d.load.running_context_tokens = 9 * 1000;
+        let s = score(&shape, &d, budgets);
+        let tpot = cost.decode_step_time(10, 9000 + 100 + 500);
+        assert_eq!(s.tpot, tpot);
+        let e2e = s.ttft.as_secs_f64() + 999.0 * tpot.as_secs_f64();
+        assert!((s.e2e.as_secs_f64() - e2e).abs() < 1e-6);
+        let alone = cost.prefill_time(100, 0).as_secs_f64();
+        let share = alone + 999.0 * tpot.as_secs_f64() / 10.0;
+        assert!((s.device_seconds - share).abs() < 1e-9);
+        assert!((s.cost_usd - share * cost.usd_per_second()).abs() < 1e-12);
+        assert!(s.meets_slo);
+    }
+
+    #[test]
+    fn full_batch_caps_decode_batch() {
+        let cost = catalog_cost("h100-sxm", "llama-3.1-8b");
+        let shape = crate::router::Router::default().shape(&crate::router::RouteRequest {
+            prompt_tokens: 100,
+            max_tokens: 100,
+        });
+        let budgets = Budgets {
+            ttft: Duration::MAX,
+            tpot: Duration::MAX,
+        };
+        let mut d = view(0, &cost);
+        d.max_num_seqs = 4;
+        d.load.running = 4;
+        d.load.running_context_tokens = 4 * 1000;
+        let s = score(&shape, &d, budgets);
+        // Batch of 4: three others (3/4 of the running context) plus this request.
+        assert_eq!(s.tpot, cost.decode_step_time(4, 3000 + 100 + 50));
+    }
+}

@@ -1,0 +1,647 @@
+//! Router tests over the shipped profiles (`profiles/`).
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use proptest::prelude::*;
+use switchyard_backends::{Catalog, CostModel};
+
+use super::*;
+use crate::engine::Load;
+
+pub(crate) fn catalog_cost(device: &str, model: &str) -> CostModel {
+    let catalog = Catalog::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles"));
+    CostModel::new(
+        catalog.device(device).expect("device profile"),
+        catalog.model(model).expect("model spec"),
+    )
+}
+
+/// An idle, healthy device with vLLM-like limits.
+pub(crate) fn view(id: u32, cost: &CostModel) -> DeviceView<'_> {
+    DeviceView {
+        id: DeviceId(id),
+        cost,
+        load: Load::default(),
+        healthy: true,
+        max_seq_tokens: 32_768,
+        max_num_seqs: 256,
+        max_batched_tokens: 2048,
+        cached_prefix_tokens: 0,
+    }
+}
+
+fn llama(devices: &[&str]) -> Vec<CostModel> {
+    devices
+        .iter()
+        .map(|d| catalog_cost(d, "llama-3.1-8b"))
+        .collect()
+}
+
+fn idle_fleet(costs: &[CostModel]) -> Vec<DeviceView<'_>> {
+    costs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| view(i as u32, c))
+        .collect()
+}
+
+fn router(policy: PolicyKind) -> Router {
+    Router::new(RouterConfig {
+        policy,
+        ..RouterConfig::default()
+    })
+}
+
+/// A loose SLO: one minute to first token, one second per token, at the median.
+fn loose() -> RouterConfig {
+    RouterConfig {
+        slo: Slo::from_ms(60_000, 1_000, 0.5),
+        ..RouterConfig::default()
+    }
+}
+
+const PREFILL_HEAVY: RouteRequest = RouteRequest {
+    prompt_tokens: 8000,
+    max_tokens: 50,
+};
+const DECODE_HEAVY: RouteRequest = RouteRequest {
+    prompt_tokens: 100,
+    max_tokens: 1000,
+};
+
+fn req(prompt_tokens: u32, max_tokens: u32) -> RouteRequest {
+    RouteRequest {
+        prompt_tokens,
+        max_tokens,
+    }
+}
+
+#[test]
+fn shapes_of_the_reference_requests() {
+    let r = Router::default();
+    let p = r.shape(&PREFILL_HEAVY);
+    assert_eq!(p.class, ShapeClass::PrefillHeavy);
+    assert_eq!(p.context_bucket, ContextBucket::Medium);
+    assert_eq!(p.expected_output_tokens, 50);
+    let d = r.shape(&DECODE_HEAVY);
+    assert_eq!(d.class, ShapeClass::DecodeHeavy);
+    assert_eq!(d.context_bucket, ContextBucket::Short);
+    assert_eq!(r.shape(&req(300, 200)).class, ShapeClass::Balanced);
+    assert_eq!(
+        r.shape(&req(30_000, 3000)).context_bucket,
+        ContextBucket::XLong
+    );
+}
+
+#[test]
+fn observed_outputs_shrink_expected_output() {
+    let mut r = Router::default();
+    assert_eq!(r.shape(&req(100, 1000)).class, ShapeClass::DecodeHeavy);
+    for _ in 0..10 {
+        r.observe_output(1000, 20);
+    }
+    let s = r.shape(&req(100, 1000));
+    assert_eq!(s.expected_output_tokens, 20);
+    assert_eq!(s.class, ShapeClass::PrefillHeavy);
+    assert_eq!(r.shape(&req(100, 5)).expected_output_tokens, 5);
+    // A config change keeps what was learned.
+    r.set_config(RouterConfig {
+        policy: PolicyKind::Latency,
+        output_ewma_alpha: 0.5,
+        ..RouterConfig::default()
+    });
+    assert_eq!(r.config().policy, PolicyKind::Latency);
+    assert_eq!(r.estimator().observations(), 10);
+    assert_eq!(r.estimator().alpha(), 0.5);
+    assert_eq!(r.shape(&req(100, 1000)).expected_output_tokens, 20);
+}
+
+/// The brief's fleet. With the shipped profiles the MI300X is the cheapest
+/// per effective FLOP (2.50 $/h for 523 TFLOP/s vs 5.49 m$ and 13.3 m$ per
+/// TFLOP/s·h for the H100 and L4) *and* per effective byte/s (0.67 vs 1.12
+/// and 3.58 $/h per TB/s), so it is cheapest for both shapes: on this fleet
+/// the cost policy does NOT split the two shapes across device types. See
+/// `cost_policy_splits_shapes_when_the_cheapest_devices_differ` for a fleet
+/// where it does.
+#[test]
+fn cost_policy_on_h100_mi300x_l4_picks_mi300x_for_both_shapes() {
+    let names = ["h100-sxm", "mi300x", "l4"];
+    let costs = llama(&names);
+    let fleet = idle_fleet(&costs);
+    let mut r = Router::new(loose());
+    let p = r.route(&PREFILL_HEAVY, &fleet).unwrap();
+    let d = r.route(&DECODE_HEAVY, &fleet).unwrap();
+    assert_eq!(names[p.device.0 as usize], "mi300x");
+    assert_eq!(names[d.device.0 as usize], "mi300x");
+    assert_eq!(p.reason, DecisionReason::CheapestMeetingSlo);
+    assert_eq!(d.reason, DecisionReason::CheapestMeetingSlo);
+    for dec in [&p, &d] {
+        let usd: Vec<f64> = dec.scores.iter().map(|s| s.cost_usd).collect();
+        // Cheapest MI300X, then H100, then L4, for both shapes.
+        assert!(usd[1] < usd[0] && usd[0] < usd[2], "{usd:?}");
+    }
+    // The L4 is slowest at everything, but a prefill-heavy request costs
+    // relatively less there than a decode-heavy one (compute is its strength).
+    let ratio = |dec: &Decision| dec.scores[2].cost_usd / dec.scores[1].cost_usd;
+    assert!(ratio(&p) < ratio(&d), "{} vs {}", ratio(&p), ratio(&d));
+}
+
+/// The MI250X has the lowest price per byte/s (0.56 $/h per TB/s) but not
+/// per FLOP/s, so decode-heavy work goes there and prefill-heavy to the MI300X.
+#[test]
+fn cost_policy_splits_shapes_when_the_cheapest_devices_differ() {
+    let names = ["h100-sxm", "mi300x", "l4", "mi250x"];
+    let costs = llama(&names);
+    let mut fleet = idle_fleet(&costs);
+    let mut r = Router::new(loose());
+    for running in [0u32, 32] {
+        for d in &mut fleet {
+            d.load.running = running;
+            d.load.running_context_tokens = u64::from(running) * 1000;
+        }
+        let p = r.route(&PREFILL_HEAVY, &fleet).unwrap();
+        let d = r.route(&DECODE_HEAVY, &fleet).unwrap();
+        assert_eq!(names[p.device.0 as usize], "mi300x", "running {running}");
+        assert_eq!(names[d.device.0 as usize], "mi250x", "running {running}");
+    }
+}
+
+#[test]
+fn cost_policy_skips_cheap_devices_that_miss_the_slo() {
+    let names = ["mi250x", "h200"];
+    let costs = llama(&names);
+    let fleet = idle_fleet(&costs);
+    // Predicted TPOT: MI250X ≈ 7.8 ms, H200 ≈ 4.4 ms.
+    let mut r = Router::new(RouterConfig {
+        slo: Slo::from_ms(2000, 8, 0.5),
+        ..RouterConfig::default()
+    });
+    let d = r.route(&DECODE_HEAVY, &fleet).unwrap();
+    assert_eq!(names[d.device.0 as usize], "mi250x");
+    // At p95 the 8 ms target leaves 6.4 ms of median: the MI250X misses it.
+    r.set_config(RouterConfig {
+        slo: Slo::from_ms(2000, 8, 0.95),
+        ..RouterConfig::default()
+    });
+    let d = r.route(&DECODE_HEAVY, &fleet).unwrap();
+    assert_eq!(names[d.device.0 as usize], "h200");
+    assert_eq!(d.reason, DecisionReason::CheapestMeetingSlo);
+    assert!(!d.scores[0].meets_slo && d.scores[1].meets_slo);
+}
+
+#[test]
+fn cost_falls_back_to_lowest_latency_when_slo_is_impossible() {
+    let names = ["h100-sxm", "mi300x", "l4", "h200"];
+    let costs = llama(&names);
+    let fleet = idle_fleet(&costs);
+    let mut r = Router::new(RouterConfig {
+        slo: Slo::from_ms(1, 1, 0.99),
+        ..RouterConfig::default()
+    });
+    let mut latency = router(PolicyKind::Latency);
+    for request in [PREFILL_HEAVY, DECODE_HEAVY] {
+        let d = r.route(&request, &fleet).unwrap();
+        assert_eq!(d.reason, DecisionReason::NoDeviceMeetsSloLowestLatency);
+        assert!(d.scores.iter().all(|s| !s.meets_slo));
+        let fastest = d.scores.iter().min_by_key(|s| s.e2e).unwrap().device;
+        assert_eq!(d.device, fastest);
+        let l = latency.route(&request, &fleet).unwrap();
+        assert_eq!(l.device, fastest);
+        assert_eq!(l.reason, DecisionReason::LowestLatency);
+    }
+}
+
+#[test]
+fn latency_avoids_a_long_queue() {
+    let costs = llama(&["h200", "h200"]);
+    let mut fleet = idle_fleet(&costs);
+    fleet[0].load.predicted_queue_delay = Duration::from_secs(5);
+    let d = router(PolicyKind::Latency)
+        .route(&DECODE_HEAVY, &fleet)
+        .unwrap();
+    assert_eq!(d.device, DeviceId(1));
+    assert!(d.scores[0].ttft > Duration::from_secs(5));
+}
+
+#[test]
+fn round_robin_cycles_over_eligible_devices() {
+    let costs = llama(&["l4", "h100-sxm", "mi300x", "l4"]);
+    let mut fleet = idle_fleet(&costs);
+    // Fleet order is not id order; the cycle follows ids.
+    fleet[0].id = DeviceId(7);
+    fleet[3].id = DeviceId(3);
+    let mut r = router(PolicyKind::RoundRobin);
+    let mut picks = Vec::new();
+    for _ in 0..8 {
+        let d = r.route(&DECODE_HEAVY, &fleet).unwrap();
+        assert_eq!(d.reason, DecisionReason::RoundRobin);
+        picks.push(d.device.0);
+    }
+    assert_eq!(picks, [1, 2, 3, 7, 1, 2, 3, 7]);
+    // Device 2 goes unhealthy, device 3 cannot hold the prompt: skipped.
+    fleet[2].healthy = false;
+    fleet[3].max_seq_tokens = 64;
+    let picks: Vec<u32> = (0..4)
+        .map(|_| r.route(&DECODE_HEAVY, &fleet).unwrap().device.0)
+        .collect();
+    assert_eq!(picks, [1, 7, 1, 7]);
+    // Other policies leave the cursor alone.
+    r.set_config(RouterConfig::default());
+    r.route(&DECODE_HEAVY, &fleet).unwrap();
+    r.set_config(RouterConfig {
+        policy: PolicyKind::RoundRobin,
+        ..RouterConfig::default()
+    });
+    assert_eq!(r.route(&DECODE_HEAVY, &fleet).unwrap().device.0, 1);
+}
+
+#[test]
+fn least_loaded_picks_fewest_outstanding_tokens() {
+    let costs = llama(&["mi300x", "l4", "h100-sxm"]);
+    let mut fleet = idle_fleet(&costs);
+    fleet[0].load.queued_prefill_tokens = 5000;
+    fleet[1].load.outstanding_decode_tokens = 3000;
+    fleet[2].load.queued_prefill_tokens = 1000;
+    fleet[2].load.outstanding_decode_tokens = 1500;
+    let mut r = router(PolicyKind::LeastLoaded);
+    let d = r.route(&PREFILL_HEAVY, &fleet).unwrap();
+    assert_eq!(
+        (d.device, d.reason),
+        (DeviceId(2), DecisionReason::LeastLoaded)
+    );
+    assert_eq!(d.scores[2].outstanding_tokens, 2500);
+    fleet[1].load.outstanding_decode_tokens = 2500;
+    // Tie on 2500: lowest id.
+    assert_eq!(r.route(&PREFILL_HEAVY, &fleet).unwrap().device, DeviceId(1));
+}
+
+#[test]
+fn prefix_prefers_the_cache_unless_imbalanced() {
+    let costs = llama(&["h100-sxm", "h100-sxm", "h100-sxm"]);
+    let mut fleet = idle_fleet(&costs);
+    let request = req(5000, 100);
+    fleet[1].cached_prefix_tokens = 4096;
+    fleet[1].load.queued_prefill_tokens = 10_000;
+    fleet[2].cached_prefix_tokens = 1024;
+    fleet[2].load.outstanding_decode_tokens = 500;
+    let mut r = router(PolicyKind::Prefix);
+    let d = r.route(&request, &fleet).unwrap();
+    assert_eq!(
+        (d.device, d.reason),
+        (DeviceId(1), DecisionReason::LongestPrefix)
+    );
+    assert_eq!(d.scores[1].cached_prefix_tokens, 4096);
+    // The cache holder is 20,000 tokens busier than device 0: over the 16,384 threshold.
+    fleet[1].load.queued_prefill_tokens = 20_000;
+    let d = r.route(&request, &fleet).unwrap();
+    assert_eq!(
+        (d.device, d.reason),
+        (DeviceId(0), DecisionReason::PrefixImbalancedLeastLoaded)
+    );
+    // A looser threshold keeps it on the cache.
+    r.set_config(RouterConfig {
+        policy: PolicyKind::Prefix,
+        prefix_balance_tokens: 20_000,
+        ..RouterConfig::default()
+    });
+    assert_eq!(r.route(&request, &fleet).unwrap().device, DeviceId(1));
+    // A match below half the prompt is not worth it.
+    fleet[1].cached_prefix_tokens = 2048;
+    let d = r.route(&request, &fleet).unwrap();
+    assert_eq!(
+        (d.device, d.reason),
+        (DeviceId(0), DecisionReason::LeastLoaded)
+    );
+    // No cache anywhere: least loaded.
+    fleet[1].cached_prefix_tokens = 0;
+    fleet[2].cached_prefix_tokens = 0;
+    let d = r.route(&request, &fleet).unwrap();
+    assert_eq!(
+        (d.device, d.reason),
+        (DeviceId(0), DecisionReason::LeastLoaded)
+    );
+}
+
+#[test]
+fn cached_prefix_makes_the_cost_policy_prefer_the_cache() {
+    let costs = llama(&["mi300x", "mi300x"]);
+    let mut fleet = idle_fleet(&costs);
+    fleet[1].cached_prefix_tokens = 7900;
+    let d = Router::new(loose()).route(&PREFILL_HEAVY, &fleet).unwrap();
+    assert_eq!(d.device, DeviceId(1));
+    assert!(d.scores[1].ttft < d.scores[0].ttft);
+}
+
+#[test]
+fn unhealthy_devices_are_never_chosen() {
+    let names = ["h100-sxm", "mi300x", "l4", "mi250x"];
+    let costs = llama(&names);
+    for policy in PolicyKind::ALL {
+        let mut fleet = idle_fleet(&costs);
+        fleet[1].healthy = false;
+        fleet[3].healthy = false;
+        fleet[1].cached_prefix_tokens = 8000;
+        fleet[2].load.outstanding_decode_tokens = 1_000_000;
+        let mut r = router(policy);
+        for request in [PREFILL_HEAVY, DECODE_HEAVY, PREFILL_HEAVY, DECODE_HEAVY] {
+            let d = r.route(&request, &fleet).unwrap();
+            assert!(
+                d.device == DeviceId(0) || d.device == DeviceId(2),
+                "{policy} chose {}",
+                d.device
+            );
+            assert!(d.chosen().eligible);
+            assert!(!d.scores[1].eligible && !d.scores[1].meets_slo);
+        }
+    }
+}
+
+#[test]
+fn ties_go_to_the_lowest_id() {
+    let costs = llama(&["h100-sxm", "h100-sxm", "h100-sxm"]);
+    let mut fleet = idle_fleet(&costs);
+    fleet[0].id = DeviceId(9);
+    fleet[1].id = DeviceId(4);
+    fleet[2].id = DeviceId(6);
+    for policy in PolicyKind::ALL {
+        let d = router(policy).route(&DECODE_HEAVY, &fleet).unwrap();
+        assert_eq!(d.device, DeviceId(4), "{policy}");
+    }
+}
+
+#[test]
+fn errors_name_the_problem() {
+    let costs = llama(&["h100-sxm", "l4"]);
+    let mut r = Router::default();
+    assert_eq!(
+        r.route(&DECODE_HEAVY, &[]),
+        Err(RouteError::NoHealthyDevice)
+    );
+    let mut fleet = idle_fleet(&costs);
+    fleet[0].healthy = false;
+    fleet[1].healthy = false;
+    assert_eq!(
+        r.route(&DECODE_HEAVY, &fleet),
+        Err(RouteError::NoHealthyDevice)
+    );
+    // Fits only the unhealthy device: too long for every healthy one.
+    fleet[0].max_seq_tokens = 131_072;
+    fleet[1].healthy = true;
+    fleet[1].max_seq_tokens = 16_384;
+    let err = r.route(&req(20_000, 10), &fleet).unwrap_err();
+    assert_eq!(
+        err,
+        RouteError::PromptTooLong {
+            prompt_tokens: 20_000,
+            max_supported: 16_383
+        }
+    );
+    assert!(err.to_string().contains("16383"), "{err}");
+    // The limit is exact: prompt + 1 ≤ max_seq_tokens.
+    assert!(r.route(&req(16_383, 10), &fleet).is_ok());
+    assert!(r.route(&req(16_384, 10), &fleet).is_err());
+    for policy in PolicyKind::ALL {
+        r.set_config(RouterConfig {
+            policy,
+            ..RouterConfig::default()
+        });
+        assert!(matches!(
+            r.route(&req(16_384, 10), &fleet),
+            Err(RouteError::PromptTooLong { .. })
+        ));
+    }
+}
+
+#[test]
+fn headroom_interpolates_the_percentile() {
+    let h = |p| Slo::from_ms(1, 1, p).headroom();
+    assert_eq!(h(0.1), 1.0);
+    assert_eq!(h(0.5), 1.0);
+    assert!((h(0.9) - 0.85).abs() < 1e-12);
+    assert!((h(0.95) - 0.8).abs() < 1e-12);
+    assert!((h(0.925) - 0.825).abs() < 1e-12);
+    assert!((h(0.99) - 0.65).abs() < 1e-12);
+    assert_eq!(h(1.0), 0.5);
+    assert_eq!(h(f64::NAN), 1.0);
+    let mut last = 1.0;
+    for i in 0..=1000 {
+        let v = h(f64::from(i) / 1000.0);
+        assert!(v <= last && v > 0.0);
+        last = v;
+    }
+}
+
+#[test]
+fn slo_from_ms_takes_integers_and_floats() {
+    let a = Slo::from_ms(2000, 100, 0.95);
+    let b = Slo::from_ms(2000.0, 100.0, 0.95);
+    let c = Slo::from_ms(2000u64, 100u32, 0.95);
+    assert_eq!(a, b);
+    assert_eq!(a, c);
+    assert_eq!(a, Slo::default());
+    assert_eq!(a.ttft, Duration::from_millis(2000));
+    assert_eq!(Slo::from_ms(-5, f64::NAN, 0.5).ttft, Duration::ZERO);
+    assert_eq!(Slo::from_ms(0.5, 1, 0.5).ttft, Duration::from_micros(500));
+}
+
+#[test]
+fn decision_serializes_for_explanations() {
+    let costs = llama(&["h100-sxm", "mi300x"]);
+    let fleet = idle_fleet(&costs);
+    let d = Router::default().route(&PREFILL_HEAVY, &fleet).unwrap();
+    let v = serde_json::to_value(&d).unwrap();
+    assert_eq!(v["device"], 1);
+    assert_eq!(v["policy"], "cost");
+    assert_eq!(v["reason"], "cheapest_meeting_slo");
+    assert_eq!(v["shape"]["class"], "prefill-heavy");
+    assert_eq!(v["shape"]["context_bucket"], "medium");
+    assert_eq!(v["shape"]["expected_output_tokens"], 50);
+    let s = &v["scores"][1];
+    let ttft_ms = s["ttft_ms"].as_f64().unwrap();
+    assert!((ttft_ms - d.scores[1].ttft.as_secs_f64() * 1e3).abs() < 1e-9);
+    for key in [
+        "device",
+        "eligible",
+        "queue_delay_ms",
+        "ttft_ms",
+        "tpot_ms",
+        "e2e_ms",
+        "device_seconds",
+        "cost_usd",
+        "meets_slo",
+        "cached_prefix_tokens",
+        "outstanding_tokens",
+    ] {
+        assert!(s.get(key).is_some(), "missing {key}: {s}");
+    }
+    assert_eq!(DeviceId(3).to_string(), "dev-3");
+}
+
+#[test]
+fn config_round_trips_through_serde_with_defaults() {
+    let c: RouterConfig = serde_json::from_str(
+        r#"{"policy":"prefix","slo":{"ttft_ms":500,"tpot_ms":50.5,"percentile":0.99}}"#,
+    )
+    .unwrap();
+    assert_eq!(c.policy, PolicyKind::Prefix);
+    assert_eq!(c.slo.tpot, Duration::from_micros(50_500));
+    assert_eq!(
+        c.prefix_balance_tokens,
+        RouterConfig::default().prefix_balance_tokens
+    );
+    let back: RouterConfig = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+    assert_eq!(back, c);
+    assert!(serde_json::from_str::<RouterConfig>(r#"{"polcy":"cost"}"#).is_err());
+    assert!(serde_json::from_str::<RouterConfig>(
+        r#"{"slo":{"ttft_ms":-1,"tpot_ms":1,"percentile":0.5}}"#
+    )
+    .is_err());
+}
+
+#[test]
+fn view_of_an_engine_carries_its_limits() {
+    let cost = catalog_cost("h100-sxm", "llama-3.1-8b");
+    let config = crate::engine::EngineConfig::default();
+    let engine = crate::engine::Engine::new(config, cost, 4096, 16);
+    let v = DeviceView::from_engine(DeviceId(2), &engine);
+    assert_eq!(v.max_seq_tokens, engine.max_seq_tokens());
+    assert_eq!(v.max_num_seqs, config.max_num_seqs);
+    assert_eq!(v.max_batched_tokens, config.max_batched_tokens);
+    assert!(v.healthy && v.eligible(100));
+    let d = Router::default().route(&DECODE_HEAVY, &[v]).unwrap();
+    assert_eq!(d.device, DeviceId(2));
+}
+
+fn costs_for_props() -> &'static [CostModel] {
+    static COSTS: OnceLock<Vec<CostModel>> = OnceLock::new();
+    COSTS.get_or_init(|| {
+        let mut v = llama(&["h100-sxm", "mi300x", "l4", "mi250x", "cpu"]);
+        v.push(catalog_cost("mi300x", "mixtral-8x7b"));
+        v
+    })
+}
+
+#[derive(Debug, Clone)]
+struct DeviceSpec {
+    profile: usize,
+    healthy: bool,
+    max_seq_tokens: u32,
+    max_num_seqs: u32,
+    max_batched_tokens: u32,
+    cached: u32,
+    running: u32,
+    ctx_per_seq: u32,
+    queued: u64,
+    decode: u64,
+    delay_ms: u64,
+}
+
+fn device_spec() -> impl Strategy<Value = DeviceSpec> {
+    (
+        (
+            0..6usize,
+            prop::bool::weighted(0.8),
+            1u32..140_000,
+            0u32..300,
+        ),
+        (0u32..20_000, 0u32..40_000, 0u32..400, 0u32..20_000),
+        (0u64..500_000, 0u64..500_000, 0u64..60_000),
+    )
+        .prop_map(
+            |(
+                (profile, healthy, max_seq_tokens, max_num_seqs),
+                (max_batched_tokens, cached, running, ctx_per_seq),
+                (queued, decode, delay_ms),
+            )| DeviceSpec {
+                profile,
+                healthy,
+                max_seq_tokens,
+                max_num_seqs,
+                max_batched_tokens,
+                cached,
+                running,
+                ctx_per_seq,
+                queued,
+                decode,
+                delay_ms,
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Whatever the fleet, request and policy, a chosen device is eligible,
+    /// and an error means no device was.
+    #[test]
+    fn chosen_device_is_always_eligible(
+        specs in prop::collection::vec(device_spec(), 0..10),
+        prompt in 0u32..150_000,
+        max_tokens in 0u32..20_000,
+        policy in prop::sample::select(PolicyKind::ALL.to_vec()),
+        observed in prop::option::of((1u32..20_000, 0u32..20_000)),
+        percentile in 0.0f64..1.0,
+        routes in 1usize..4,
+    ) {
+        let costs = costs_for_props();
+        let fleet: Vec<DeviceView<'_>> = specs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| DeviceView {
+                id: DeviceId((i as u32 * 7) % 11),
+                cost: &costs[s.profile],
+                load: Load {
+                    running: s.running,
+                    running_context_tokens: u64::from(s.running) * u64::from(s.ctx_per_seq),
+                    queued_prefill_tokens: s.queued,
+                    outstanding_decode_tokens: s.decode,
+                    predicted_queue_delay: Duration::from_millis(s.delay_ms),
+                    ..Load::default()
+                },
+                healthy: s.healthy,
+                max_seq_tokens: s.max_seq_tokens,
+                max_num_seqs: s.max_num_seqs,
+                max_batched_tokens: s.max_batched_tokens,
+                cached_prefix_tokens: s.cached,
+            })
+            .collect();
+        let mut r = Router::new(RouterConfig {
+            policy,
+            slo: Slo::from_ms(2000, 50, percentile),
+            ..RouterConfig::default()
+        });
+        if let Some((max, actual)) = observed {
+            r.observe_output(max, actual);
+        }
+        let request = req(prompt, max_tokens);
+        let any_eligible = fleet.iter().any(|d| d.eligible(prompt));
+        for _ in 0..routes {
+            match r.route(&request, &fleet) {
+                Ok(d) => {
+                    prop_assert!(any_eligible);
+                    prop_assert_eq!(d.scores.len(), fleet.len());
+                    for (s, v) in d.scores.iter().zip(&fleet) {
+                        prop_assert_eq!(s.device, v.id);
+                        prop_assert_eq!(s.eligible, v.eligible(prompt));
+                        prop_assert!(s.ttft >= s.queue_delay && s.e2e >= s.ttft);
+                        prop_assert!(s.cost_usd.is_finite() && s.cost_usd >= 0.0);
+                        prop_assert!(!s.meets_slo || s.eligible);
+                    }
+                    let chosen = fleet.iter().find(|v| v.id == d.device).unwrap();
+                    prop_assert!(chosen.healthy && chosen.eligible(prompt));
+                    prop_assert!(d.chosen().eligible);
+                    prop_assert!(d.shape.expected_output_tokens <= max_tokens);
+                }
+                Err(RouteError::NoHealthyDevice) => {
+                    prop_assert!(fleet.iter().all(|v| !v.healthy));
+                }
+                Err(RouteError::PromptTooLong { prompt_tokens, max_supported }) => {
+                    prop_assert!(!any_eligible);
+                    prop_assert_eq!(prompt_tokens, prompt);
+                    prop_assert!(max_supported < prompt);
+                }
+            }
+        }
+    }
+}

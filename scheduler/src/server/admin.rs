@@ -1,0 +1,142 @@
+//! Admin endpoints: device inventory, routing explanations and hot reload.
+//! They require the admin key when one is configured.
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use switchyard_backends::BackendKind;
+
+use super::api::ApiError;
+use super::config::Config;
+use super::generate::route_error;
+use super::http::{authorize, SharedState};
+
+/// The admin routes.
+pub fn routes() -> Router<SharedState> {
+    Router::new()
+        .route("/admin/devices", get(devices))
+        .route("/admin/route", get(explain))
+        .route("/admin/reload", post(reload))
+}
+
+fn check_admin(state: &SharedState, headers: &HeaderMap) -> Result<(), ApiError> {
+    match &state.admin_key {
+        Some(key) => authorize(std::slice::from_ref(key), headers),
+        None => Ok(()),
+    }
+}
+
+/// How far each backend kind has been validated, stated plainly for operators.
+fn validation(kind: BackendKind) -> &'static str {
+    match kind {
+        BackendKind::Sim => "simulated: step times predicted by the cost model",
+        BackendKind::Onnx => "runs on this host's CPU through ONNX Runtime",
+        BackendKind::Cuda => "kernels compile-tested with NVRTC; not yet run on a GPU in CI",
+        BackendKind::Rocm => "kernels compile-tested with hiprtc; never run on AMD hardware",
+    }
+}
+
+async fn devices(State(state): State<SharedState>, headers: HeaderMap) -> Response {
+    if let Err(e) = check_admin(&state, &headers) {
+        return e.into_response();
+    }
+    let list: Vec<Value> = state
+        .fleet
+        .devices()
+        .iter()
+        .map(|d| {
+            let load = d.load();
+            let kv_usage = if load.total_blocks == 0 {
+                0.0
+            } else {
+                1.0 - f64::from(load.free_blocks) / f64::from(load.total_blocks)
+            };
+            let cost = d.cost();
+            json!({
+                "id": d.id,
+                "index": d.index.0,
+                "backend": d.backend,
+                "profile": d.profile,
+                "state": d.state(),
+                "healthy": d.state() == super::worker::DeviceState::Ready,
+                "last_error": d.last_error(),
+                "info": d.info,
+                "limits": d.limits,
+                "load": load,
+                "kv_usage": kv_usage,
+                "cached_prefix_blocks": d.cached.len(),
+                "price_usd_per_hour": cost.device().price_usd_per_hour,
+                "validation": validation(d.backend),
+            })
+        })
+        .collect();
+    Json(json!({ "model": state.fleet.served_name(), "devices": list })).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct RouteQuery {
+    prompt_tokens: u32,
+    max_tokens: u32,
+}
+
+async fn explain(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    query: Result<Query<RouteQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if let Err(e) = check_admin(&state, &headers) {
+        return e.into_response();
+    }
+    let Ok(Query(q)) = query else {
+        return ApiError::invalid(
+            "prompt_tokens",
+            "query needs prompt_tokens and max_tokens as non-negative integers",
+        )
+        .into_response();
+    };
+    let decision = match state.fleet.explain(q.prompt_tokens, q.max_tokens) {
+        Ok(d) => d,
+        Err(e) => return route_error(e).into_response(),
+    };
+    let devices = state.fleet.devices();
+    let name = |i: u32| devices.get(i as usize).map(|d| d.id.clone());
+    let mut value = serde_json::to_value(&decision).unwrap_or(Value::Null);
+    if let Some(scores) = value.get_mut("scores").and_then(Value::as_array_mut) {
+        for (s, score) in scores.iter_mut().zip(&decision.scores) {
+            s["device"] = json!(name(score.device.0));
+            s["profile"] = json!(devices
+                .get(score.device.0 as usize)
+                .map(|d| d.profile.clone()));
+        }
+    }
+    value["device"] = json!(name(decision.device.0));
+    Json(value).into_response()
+}
+
+async fn reload(State(state): State<SharedState>, headers: HeaderMap) -> Response {
+    if let Err(e) = check_admin(&state, &headers) {
+        return e.into_response();
+    }
+    let Some(path) = &state.config_path else {
+        return ApiError::new(
+            StatusCode::CONFLICT,
+            "invalid_request_error",
+            "server was started without a config file",
+        )
+        .into_response();
+    };
+    let applied = Config::load(path).and_then(|c| state.fleet.reload(&c));
+    match applied {
+        Ok(()) => Json(json!({ "reloaded": path })).into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            format!("reload rejected, previous configuration kept: {e}"),
+        )
+        .into_response(),
+    }
+}

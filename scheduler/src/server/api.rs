@@ -1,0 +1,426 @@
+//! OpenAI-compatible request and response bodies, validation, and the one
+//! mapping from errors to an HTTP status and an OpenAI error body.
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use switchyard_backends::SamplingParams;
+
+use super::tokenizer::ChatMessage;
+
+/// An error as the API reports it: `{"error": {message, type, param, code}}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Human-readable message.
+    pub message: String,
+    /// OpenAI error type (`invalid_request_error`, ...).
+    pub kind: &'static str,
+    /// Offending parameter, if any.
+    pub param: Option<&'static str>,
+    /// Machine-readable code, if any.
+    pub code: Option<&'static str>,
+    /// Seconds for `Retry-After`, on 429/503.
+    pub retry_after: Option<u32>,
+}
+
+impl ApiError {
+    /// 400 for an invalid parameter.
+    pub fn invalid(param: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            kind: "invalid_request_error",
+            param: Some(param),
+            code: None,
+            retry_after: None,
+        }
+    }
+
+    /// An error of any status.
+    pub fn new(status: StatusCode, kind: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+            kind,
+            param: None,
+            code: None,
+            retry_after: None,
+        }
+    }
+
+    /// Sets the machine-readable code.
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
+    }
+
+    /// Sets `Retry-After`.
+    pub fn retry_after(mut self, secs: u32) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> Value {
+        serde_json::json!({
+            "error": {
+                "message": self.message,
+                "type": self.kind,
+                "param": self.param,
+                "code": self.code,
+            }
+        })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, axum::Json(self.body())).into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert("retry-after", HeaderValue::from(secs));
+        }
+        resp
+    }
+}
+
+/// `prompt`: a string, one-element list of strings, token ids, or one-element list of token-id lists.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum PromptInput {
+    /// Text.
+    Text(String),
+    /// Token ids.
+    Tokens(Vec<u32>),
+    /// A batch of texts (only one supported).
+    Texts(Vec<String>),
+    /// A batch of token-id lists (only one supported).
+    TokenBatch(Vec<Vec<u32>>),
+}
+
+/// `stop`: one string or a list.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum StopInput {
+    /// One stop string.
+    One(String),
+    /// Several stop strings.
+    Many(Vec<String>),
+}
+
+impl StopInput {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            StopInput::One(s) => vec![s],
+            StopInput::Many(v) => v,
+        }
+    }
+}
+
+/// `stream_options`.
+#[derive(Debug, Clone, Copy, Deserialize, Default, PartialEq)]
+pub struct StreamOptions {
+    /// Send a final chunk with `usage`.
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+/// Parameters shared by completions and chat completions.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct CommonParams {
+    /// Model name.
+    pub model: Option<String>,
+    /// Most tokens to generate.
+    pub max_tokens: Option<u32>,
+    /// Chat alias of `max_tokens`.
+    pub max_completion_tokens: Option<u32>,
+    /// Sampling temperature, 0–2.
+    pub temperature: Option<f32>,
+    /// Nucleus mass, (0, 1].
+    pub top_p: Option<f32>,
+    /// Top-k (0 or −1 disables).
+    pub top_k: Option<i64>,
+    /// Sampling seed.
+    pub seed: Option<u64>,
+    /// Stop strings.
+    pub stop: Option<StopInput>,
+    /// Extra stop token ids.
+    #[serde(default)]
+    pub stop_token_ids: Vec<u32>,
+    /// Stream with SSE.
+    #[serde(default)]
+    pub stream: bool,
+    /// Streaming options.
+    pub stream_options: Option<StreamOptions>,
+    /// Generate past EOS.
+    #[serde(default)]
+    pub ignore_eos: bool,
+    /// Choices per prompt (only 1 supported).
+    pub n: Option<u32>,
+    /// Log probabilities (not supported).
+    pub logprobs: Option<Value>,
+    /// Chat: top log probabilities (not supported).
+    pub top_logprobs: Option<u32>,
+    /// Best-of sampling (not supported).
+    pub best_of: Option<u32>,
+}
+
+/// `POST /v1/completions` body.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CompletionRequest {
+    /// The prompt.
+    pub prompt: PromptInput,
+    /// Echo the prompt (not supported when true).
+    #[serde(default)]
+    pub echo: bool,
+    /// Everything else.
+    #[serde(flatten)]
+    pub params: CommonParams,
+}
+
+/// Chat message content: a string or a list of parts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ChatContent {
+    /// Plain text.
+    Text(String),
+    /// Content parts; only `text` parts are supported.
+    Parts(Vec<ContentPart>),
+}
+
+/// One content part.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ContentPart {
+    /// Part type (`text`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Text, for `text` parts.
+    pub text: Option<String>,
+}
+
+/// One incoming chat message.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChatMessageIn {
+    /// Role.
+    pub role: String,
+    /// Content (absent for tool-call-only assistant turns).
+    pub content: Option<ChatContent>,
+}
+
+/// `POST /v1/chat/completions` body.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChatRequest {
+    /// Conversation so far.
+    pub messages: Vec<ChatMessageIn>,
+    /// Everything else.
+    #[serde(flatten)]
+    pub params: CommonParams,
+}
+
+/// Validated generation settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationSettings {
+    /// Most tokens to generate (`None`: fill the context).
+    pub max_tokens: Option<u32>,
+    /// Sampling.
+    pub sampling: SamplingParams,
+    /// Stop strings.
+    pub stop: Vec<String>,
+    /// Extra stop token ids.
+    pub stop_token_ids: Vec<u32>,
+    /// Generate past EOS.
+    pub ignore_eos: bool,
+    /// Stream with SSE.
+    pub stream: bool,
+    /// Final usage chunk when streaming.
+    pub include_usage: bool,
+}
+
+impl CommonParams {
+    /// Checks ranges and unsupported options.
+    pub fn validate(self) -> Result<GenerationSettings, ApiError> {
+        if self.n.is_some_and(|n| n != 1) {
+            return Err(ApiError::invalid("n", "only n = 1 is supported"));
+        }
+        if self.best_of.is_some_and(|n| n != 1) {
+            return Err(ApiError::invalid(
+                "best_of",
+                "only best_of = 1 is supported",
+            ));
+        }
+        let logprobs_requested = match &self.logprobs {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => false,
+            Some(_) => true,
+        };
+        if logprobs_requested || self.top_logprobs.is_some_and(|k| k > 0) {
+            return Err(ApiError::invalid("logprobs", "logprobs are not supported"));
+        }
+        let temperature = self.temperature.unwrap_or(1.0);
+        if !(0.0..=2.0).contains(&temperature) {
+            return Err(ApiError::invalid(
+                "temperature",
+                "temperature must be between 0 and 2",
+            ));
+        }
+        let top_p = self.top_p.unwrap_or(1.0);
+        if !(top_p > 0.0 && top_p <= 1.0) {
+            return Err(ApiError::invalid("top_p", "top_p must be in (0, 1]"));
+        }
+        let top_k = match self.top_k {
+            None | Some(-1) | Some(0) => 0,
+            Some(k) if k > 0 => u32::try_from(k).unwrap_or(u32::MAX),
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    "top_k",
+                    "top_k must be -1, 0 or positive",
+                ))
+            }
+        };
+        let max_tokens = self.max_completion_tokens.or(self.max_tokens);
+        if max_tokens == Some(0) {
+            return Err(ApiError::invalid(
+                "max_tokens",
+                "max_tokens must be at least 1",
+            ));
+        }
+        let stop = self.stop.map(StopInput::into_vec).unwrap_or_default();
+        if stop.len() > 16 || stop.iter().any(String::is_empty) {
+            return Err(ApiError::invalid("stop", "up to 16 non-empty stop strings"));
+        }
+        Ok(GenerationSettings {
+            max_tokens,
+            sampling: SamplingParams {
+                temperature,
+                top_p,
+                top_k,
+                seed: self.seed,
+            },
+            stop,
+            stop_token_ids: self.stop_token_ids,
+            ignore_eos: self.ignore_eos,
+            stream: self.stream,
+            include_usage: self.stream_options.is_some_and(|o| o.include_usage),
+        })
+    }
+}
+
+impl ChatRequest {
+    /// Messages as plain text, rejecting non-text parts.
+    pub fn text_messages(&self) -> Result<Vec<ChatMessage>, ApiError> {
+        if self.messages.is_empty() {
+            return Err(ApiError::invalid("messages", "messages must not be empty"));
+        }
+        self.messages
+            .iter()
+            .map(|m| {
+                let content = match &m.content {
+                    None => String::new(),
+                    Some(ChatContent::Text(t)) => t.clone(),
+                    Some(ChatContent::Parts(parts)) => {
+                        let mut text = String::new();
+                        for p in parts {
+                            match (p.kind.as_str(), &p.text) {
+                                ("text", Some(t)) => text.push_str(t),
+                                _ => {
+                                    return Err(ApiError::invalid(
+                                        "messages",
+                                        format!("content part type `{}` is not supported", p.kind),
+                                    ))
+                                }
+                            }
+                        }
+                        text
+                    }
+                };
+                Ok(ChatMessage {
+                    role: m.role.clone(),
+                    content,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Token usage of a request.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq, Default)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub prompt_tokens: u32,
+    /// Generated tokens.
+    pub completion_tokens: u32,
+    /// Sum of both.
+    pub total_tokens: u32,
+}
+
+impl Usage {
+    /// Usage of `prompt` + `completion` tokens.
+    pub fn new(prompt: u32, completion: u32) -> Self {
+        Self {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: prompt + completion,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(json: &str) -> CommonParams {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn accepts_defaults_and_aliases() {
+        let s = params(r#"{"max_completion_tokens": 5, "temperature": 0}"#)
+            .validate()
+            .unwrap();
+        assert_eq!(s.max_tokens, Some(5));
+        assert_eq!(s.sampling.temperature, 0.0);
+    }
+
+    #[test]
+    fn rejects_bad_parameters_naming_them() {
+        for (json, param) in [
+            (r#"{"n": 2}"#, "n"),
+            (r#"{"logprobs": 3}"#, "logprobs"),
+            (r#"{"temperature": 3.5}"#, "temperature"),
+            (r#"{"top_p": 0}"#, "top_p"),
+            (r#"{"top_k": -5}"#, "top_k"),
+            (r#"{"max_tokens": 0}"#, "max_tokens"),
+        ] {
+            let err = params(json).validate().unwrap_err();
+            assert_eq!(err.param, Some(param), "{json}");
+            assert_eq!(err.status, StatusCode::BAD_REQUEST);
+        }
+    }
+
+    #[test]
+    fn prompt_forms_parse() {
+        let r: CompletionRequest = serde_json::from_str(r#"{"prompt": [1, 2, 3]}"#).unwrap();
+        assert_eq!(r.prompt, PromptInput::Tokens(vec![1, 2, 3]));
+        let r: CompletionRequest = serde_json::from_str(r#"{"prompt": "hi"}"#).unwrap();
+        assert_eq!(r.prompt, PromptInput::Text("hi".into()));
+    }
+
+    #[test]
+    fn chat_parts_flatten_to_text() {
+        let r: ChatRequest = serde_json::from_str(
+            r#"{"messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]}"#,
+        )
+        .unwrap();
+        assert_eq!(r.text_messages().unwrap()[0].content, "ab");
+    }
+
+    #[test]
+    fn error_body_follows_openai_shape() {
+        let body = ApiError::invalid("n", "x").body();
+        assert_eq!(body["error"]["param"], "n");
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        assert!(body["error"]["code"].is_null());
+    }
+}

@@ -1,0 +1,307 @@
+//! `switchyard.toml`: server limits, model, engine sizing, router objective
+//! and the device list. Parsed strictly (`deny_unknown_fields`); CLI flags
+//! override the address.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use switchyard_backends::BackendKind;
+
+use crate::engine::EngineConfig;
+use crate::router::{PolicyKind, RouterConfig, Slo};
+
+use super::ServerError;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Directory holding `devices/` and `models/` profiles (relative to the config file).
+    #[serde(default = "default_profiles")]
+    pub profiles_dir: PathBuf,
+    /// HTTP server settings.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The model every device serves.
+    pub model: ModelConfig,
+    /// Engine sizing, shared by every device.
+    #[serde(default)]
+    pub engine: EngineSection,
+    /// Routing policy and objective.
+    #[serde(default)]
+    pub router: RouterSection,
+    /// The fleet.
+    pub devices: Vec<DeviceConfig>,
+}
+
+fn default_profiles() -> PathBuf {
+    PathBuf::from("profiles")
+}
+
+/// HTTP server settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Listen address.
+    pub addr: SocketAddr,
+    /// Bearer keys accepted on the API; empty means no authentication.
+    pub api_keys: Vec<String>,
+    /// Key required on `/admin/*` when set.
+    pub admin_key: Option<String>,
+    /// Largest request body accepted, bytes (413 beyond).
+    pub max_body_bytes: usize,
+    /// Requests admitted but not finished before new ones get 429.
+    pub max_pending_requests: usize,
+    /// How long SIGTERM waits for in-flight requests, seconds.
+    pub drain_timeout_s: f64,
+    /// A device step running longer than this is declared hung, seconds.
+    pub step_timeout_s: f64,
+    /// Times a request is re-routed after device failures before it fails.
+    pub max_reroutes: u32,
+    /// First back-off of a failed device before it is probed, milliseconds.
+    pub unhealthy_backoff_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            api_keys: Vec::new(),
+            admin_key: None,
+            max_body_bytes: 4 << 20,
+            max_pending_requests: 4096,
+            drain_timeout_s: 30.0,
+            step_timeout_s: 60.0,
+            max_reroutes: 3,
+            unhealthy_backoff_ms: 500,
+        }
+    }
+}
+
+/// The served model.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Model spec in `profiles/models/` (prices the cost model).
+    pub spec: String,
+    /// Name clients pass as `model` (defaults to `spec`).
+    pub served_name: Option<String>,
+    /// Model directory (weights, `tokenizer.json`, `tokenizer_config.json`) for real backends.
+    pub path: Option<PathBuf>,
+}
+
+impl ModelConfig {
+    /// The name clients use.
+    pub fn served_name(&self) -> &str {
+        self.served_name.as_deref().unwrap_or(&self.spec)
+    }
+}
+
+/// Engine sizing (see [`EngineConfig`]).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSection {
+    /// Tokens per KV block.
+    pub block_size: u32,
+    /// Most sequences running at once per device.
+    pub max_num_seqs: u32,
+    /// Token budget of one step.
+    pub max_batched_tokens: u32,
+    /// Reuse KV blocks of identical prompt prefixes.
+    pub enable_prefix_caching: bool,
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        Self {
+            block_size: 16,
+            max_num_seqs: 256,
+            max_batched_tokens: 2048,
+            enable_prefix_caching: true,
+        }
+    }
+}
+
+impl EngineSection {
+    /// Engine limits for a model with `max_context` tokens.
+    pub fn engine_config(&self, max_context: u32) -> EngineConfig {
+        EngineConfig {
+            max_num_seqs: self.max_num_seqs,
+            max_batched_tokens: self.max_batched_tokens,
+            max_model_len: max_context,
+            enable_prefix_caching: self.enable_prefix_caching,
+        }
+    }
+}
+
+/// Router policy and SLO objective.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouterSection {
+    /// `cost`, `latency`, `round-robin`, `least-loaded` or `prefix`.
+    pub policy: PolicyKind,
+    /// Service-level objective for the `cost` policy.
+    pub slo: SloSection,
+}
+
+impl Default for RouterSection {
+    fn default() -> Self {
+        Self {
+            policy: PolicyKind::Cost,
+            slo: SloSection::default(),
+        }
+    }
+}
+
+/// SLO targets.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SloSection {
+    /// Time-to-first-token target, milliseconds.
+    pub ttft_ms: f64,
+    /// Time-per-output-token target, milliseconds.
+    pub tpot_ms: f64,
+    /// Percentile the targets apply to, in (0, 1).
+    pub percentile: f64,
+}
+
+impl Default for SloSection {
+    fn default() -> Self {
+        let slo = Slo::default();
+        Self {
+            ttft_ms: slo.ttft.as_secs_f64() * 1e3,
+            tpot_ms: slo.tpot.as_secs_f64() * 1e3,
+            percentile: slo.percentile,
+        }
+    }
+}
+
+impl RouterSection {
+    /// The router's configuration.
+    pub fn router_config(&self) -> RouterConfig {
+        RouterConfig {
+            policy: self.policy,
+            slo: Slo::from_ms(self.slo.ttft_ms, self.slo.tpot_ms, self.slo.percentile),
+            ..RouterConfig::default()
+        }
+    }
+}
+
+/// Injected faults for testing fault tolerance (never set in production).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FaultConfig {
+    /// Probability that a step fails.
+    #[serde(default)]
+    pub fail_rate: f64,
+    /// Probability that a step hangs for `hang_s` seconds.
+    #[serde(default)]
+    pub hang_rate: f64,
+    /// How long a hung step blocks, seconds.
+    #[serde(default = "default_hang")]
+    pub hang_s: f64,
+    /// Seed of the fault sequence.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_hang() -> f64 {
+    5.0
+}
+
+/// One device of the fleet.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConfig {
+    /// Unique name (`h100-0`).
+    pub id: String,
+    /// Which backend executes steps.
+    pub backend: BackendKind,
+    /// Device profile in `profiles/devices/`.
+    pub profile: String,
+    /// Device ordinal for GPU backends.
+    #[serde(default)]
+    pub ordinal: u32,
+    /// Sim only: how much of the predicted step time to wait out (1 = real time, 0 = instant).
+    #[serde(default = "one")]
+    pub time_scale: f64,
+    /// Overrides the KV capacity (blocks) the cost model computes.
+    pub kv_blocks: Option<u32>,
+    /// Test-only fault injection.
+    pub fault: Option<FaultConfig>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+impl Config {
+    /// Parses a config; `path` names the source in errors and anchors relative paths.
+    pub fn from_toml(path: &Path, text: &str) -> Result<Self, ServerError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ServerError::Config {
+            path: path.to_path_buf(),
+            message: e.message().to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        if config.profiles_dir.is_relative() {
+            config.profiles_dir = base.join(&config.profiles_dir);
+        }
+        if let Some(p) = config.model.path.as_mut() {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> Result<Self, ServerError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ServerError::Config {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Self::from_toml(path, &text)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ServerError> {
+        let bad = |message: String| ServerError::Config {
+            path: path.to_path_buf(),
+            message,
+        };
+        if self.devices.is_empty() {
+            return Err(bad("`devices` lists no device".into()));
+        }
+        let mut ids: Vec<&str> = self.devices.iter().map(|d| d.id.as_str()).collect();
+        ids.sort_unstable();
+        if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
+            return Err(bad(format!("device id `{}` appears twice", w[0])));
+        }
+        let e = &self.engine;
+        if e.block_size == 0 || e.max_num_seqs == 0 || e.max_batched_tokens == 0 {
+            return Err(bad(
+                "engine.block_size, max_num_seqs and max_batched_tokens must be at least 1".into(),
+            ));
+        }
+        let slo = &self.router.slo;
+        if !(slo.ttft_ms > 0.0 && slo.tpot_ms > 0.0 && slo.percentile > 0.0 && slo.percentile < 1.0)
+        {
+            return Err(bad(
+                "router.slo needs ttft_ms > 0, tpot_ms > 0 and 0 < percentile < 1".into(),
+            ));
+        }
+        for d in &self.devices {
+            if !(d.time_scale >= 0.0 && d.time_scale.is_finite()) {
+                return Err(bad(format!("devices.{}.time_scale must be >= 0", d.id)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Step-hang timeout.
+    pub fn step_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.server.step_timeout_s.max(0.001))
+    }
+}

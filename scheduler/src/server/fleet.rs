@@ -1,0 +1,371 @@
+//! The fleet: every configured device (started or unavailable), the router
+//! over them, the tokenizer, admission control and the hang watchdog.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use switchyard_backends::fault::{FaultPlan, FaultyBackend};
+use switchyard_backends::{
+    Backend, BackendError, BackendKind, Catalog, CostModel, ModelSpec, SeqId, SimBackend, SimConfig,
+};
+
+use super::config::{Config, DeviceConfig};
+use super::tokenizer::{SharedTokenizer, SyntheticTokenizer};
+use super::worker::{
+    self, Command, DeviceIdentity, DeviceShared, DeviceState, Limits, WorkerOptions,
+};
+use super::ServerError;
+use crate::engine::Engine;
+use crate::kv::prefix_hashes;
+use crate::router::{Decision, DeviceId, DeviceView, RouteError, RouteRequest, Router};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Every device, the router and the shared request state.
+pub struct Fleet {
+    devices: Vec<Arc<DeviceShared>>,
+    router: Mutex<Router>,
+    model: ModelSpec,
+    served_name: String,
+    tokenizer: SharedTokenizer,
+    block_size: u32,
+    pending: AtomicUsize,
+    max_pending: usize,
+    max_reroutes: u32,
+    next_id: AtomicU64,
+    epoch: Instant,
+    stopping: AtomicBool,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// A device chosen for a request, with the router's reasoning.
+pub struct Routed {
+    /// The device.
+    pub device: Arc<DeviceShared>,
+    /// The decision (scores of every device).
+    pub decision: Decision,
+}
+
+impl Fleet {
+    /// Starts every device that can start; fails only if none can.
+    pub fn start(config: &Config) -> Result<Arc<Fleet>, ServerError> {
+        let catalog = Catalog::new(&config.profiles_dir);
+        let model = catalog.model(&config.model.spec)?;
+        let engine_config = config.engine.engine_config(model.max_context);
+        let epoch = Instant::now();
+        let mut devices = Vec::new();
+        let mut threads = Vec::new();
+        for (i, dc) in config.devices.iter().enumerate() {
+            let index = DeviceId(i as u32);
+            let profile = catalog.device(&dc.profile)?;
+            let cost = CostModel::new(profile, model.clone());
+            let started = build_backend(dc, &cost, config);
+            let (backend, error) = match started {
+                Ok(b) => (Some(b), None),
+                Err(e) => {
+                    tracing::warn!(device = %dc.id, error = %e, "device unavailable");
+                    (None, Some(e.to_string()))
+                }
+            };
+            let info = backend.as_ref().map(|b| b.info().clone());
+            let (kv_blocks, block_size) = info
+                .as_ref()
+                .map(|i| (i.kv_blocks, i.block_size))
+                .unwrap_or((0, config.engine.block_size));
+            let engine = Engine::new(engine_config, cost.clone(), kv_blocks, block_size);
+            let limits = Limits {
+                max_seq_tokens: if info.is_some() {
+                    engine.max_seq_tokens()
+                } else {
+                    0
+                },
+                max_num_seqs: engine_config.max_num_seqs,
+                max_batched_tokens: engine_config.max_batched_tokens,
+                block_size,
+            };
+            let who = DeviceIdentity {
+                index,
+                id: dc.id.clone(),
+                backend: dc.backend,
+                profile: dc.profile.clone(),
+            };
+            let shared = Arc::new(DeviceShared::new(who, cost, limits, info, error));
+            if let Some(backend) = backend {
+                let opts = WorkerOptions {
+                    time_scale: dc.time_scale,
+                    unhealthy_backoff: Duration::from_millis(config.server.unhealthy_backoff_ms),
+                    epoch,
+                };
+                let handle = worker::spawn(shared.clone(), engine, backend, opts)
+                    .map_err(|e| ServerError::Io(e.to_string()))?;
+                tracing::info!(device = %dc.id, backend = %dc.backend, profile = %dc.profile,
+                    kv_blocks, "device ready");
+                threads.push(handle);
+            }
+            devices.push(shared);
+        }
+        if !devices.iter().any(|d| d.state() == DeviceState::Ready) {
+            let reasons: Vec<String> = devices
+                .iter()
+                .map(|d| format!("{}: {}", d.id, d.last_error().unwrap_or_default()))
+                .collect();
+            return Err(ServerError::NoUsableDevice(reasons.join("; ")));
+        }
+        let tokenizer: SharedTokenizer = Arc::new(SyntheticTokenizer::new(
+            model.vocab_size,
+            model
+                .eos_token_ids
+                .iter()
+                .max()
+                .map_or(0, |m| m + 1)
+                .min(16),
+        ));
+        let fleet = Arc::new(Fleet {
+            devices,
+            router: Mutex::new(Router::new(config.router.router_config())),
+            served_name: config.model.served_name().to_string(),
+            model,
+            tokenizer,
+            block_size: config.engine.block_size,
+            pending: AtomicUsize::new(0),
+            max_pending: config.server.max_pending_requests,
+            max_reroutes: config.server.max_reroutes,
+            next_id: AtomicU64::new(1),
+            epoch,
+            stopping: AtomicBool::new(false),
+            threads: Mutex::new(threads),
+        });
+        fleet.spawn_watchdog(config.step_timeout())?;
+        Ok(fleet)
+    }
+
+    fn spawn_watchdog(self: &Arc<Self>, timeout: Duration) -> Result<(), ServerError> {
+        let weak = Arc::downgrade(self);
+        let handle = std::thread::Builder::new()
+            .name("watchdog".into())
+            .spawn(move || loop {
+                std::thread::sleep(Duration::from_millis(20));
+                let Some(fleet) = weak.upgrade() else {
+                    return;
+                };
+                if fleet.stopping.load(Ordering::Acquire) {
+                    return;
+                }
+                let now_us = fleet.epoch.elapsed().as_micros() as u64;
+                for d in &fleet.devices {
+                    if d.check_hang(now_us, timeout) {
+                        tracing::warn!(device = %d.id, "step hung; sequences re-routed");
+                    }
+                }
+            })
+            .map_err(|e| ServerError::Io(e.to_string()))?;
+        lock(&self.threads).push(handle);
+        Ok(())
+    }
+
+    /// Every device, in config order.
+    pub fn devices(&self) -> &[Arc<DeviceShared>] {
+        &self.devices
+    }
+
+    /// The served model's spec.
+    pub fn model(&self) -> &ModelSpec {
+        &self.model
+    }
+
+    /// The name clients use for the model.
+    pub fn served_name(&self) -> &str {
+        &self.served_name
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &SharedTokenizer {
+        &self.tokenizer
+    }
+
+    /// Whether any device can take work.
+    pub fn ready(&self) -> bool {
+        self.devices.iter().any(|d| d.state() == DeviceState::Ready)
+    }
+
+    /// A fresh sequence id.
+    pub fn next_seq_id(&self) -> SeqId {
+        SeqId(self.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// Reserves an admission slot; `None` when the queue is full.
+    pub fn admit(self: &Arc<Self>) -> Option<AdmissionPermit> {
+        let prev = self.pending.fetch_add(1, Ordering::AcqRel);
+        if prev >= self.max_pending {
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(AdmissionPermit {
+            fleet: self.clone(),
+        })
+    }
+
+    /// Times a request may be re-routed after failures.
+    pub fn max_reroutes(&self) -> u32 {
+        self.max_reroutes
+    }
+
+    /// Requests admitted and not yet finished.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// Scores every device for a prompt and picks one, skipping `exclude`.
+    pub fn route(
+        &self,
+        prompt: &[u32],
+        max_tokens: u32,
+        exclude: &[DeviceId],
+    ) -> Result<Routed, RouteError> {
+        let req = RouteRequest {
+            prompt_tokens: prompt.len().min(u32::MAX as usize) as u32,
+            max_tokens,
+        };
+        let hashes = prefix_hashes(prompt, self.block_size);
+        let costs: Vec<Arc<CostModel>> = self.devices.iter().map(|d| d.cost()).collect();
+        let views = self.views(&costs, &hashes, exclude);
+        let decision = lock(&self.router).route(&req, &views)?;
+        let device = self.devices[decision.device.0 as usize].clone();
+        Ok(Routed { device, decision })
+    }
+
+    /// What the router would decide for a request of this size, without
+    /// sending anything or advancing round-robin state.
+    pub fn explain(&self, prompt_tokens: u32, max_tokens: u32) -> Result<Decision, RouteError> {
+        let req = RouteRequest {
+            prompt_tokens,
+            max_tokens,
+        };
+        let costs: Vec<Arc<CostModel>> = self.devices.iter().map(|d| d.cost()).collect();
+        let views = self.views(&costs, &[], &[]);
+        let mut router = lock(&self.router).clone();
+        router.route(&req, &views)
+    }
+
+    fn views<'a>(
+        &self,
+        costs: &'a [Arc<CostModel>],
+        hashes: &[u64],
+        exclude: &[DeviceId],
+    ) -> Vec<DeviceView<'a>> {
+        self.devices
+            .iter()
+            .zip(costs)
+            .map(|(d, cost)| {
+                let cached = hashes.iter().take_while(|h| d.cached.contains(*h)).count() as u32;
+                DeviceView {
+                    id: d.index,
+                    cost,
+                    load: d.load(),
+                    healthy: d.state() == DeviceState::Ready && !exclude.contains(&d.index),
+                    max_seq_tokens: d.limits.max_seq_tokens,
+                    max_num_seqs: d.limits.max_num_seqs,
+                    max_batched_tokens: d.limits.max_batched_tokens,
+                    cached_prefix_tokens: cached * d.limits.block_size,
+                }
+            })
+            .collect()
+    }
+
+    /// Feeds an observed output length to the router's estimator.
+    pub fn observe_output(&self, max_tokens: u32, output_tokens: u32) {
+        lock(&self.router).observe_output(max_tokens, output_tokens);
+    }
+
+    /// Applies reloaded profiles and router settings.
+    pub fn reload(&self, config: &Config) -> Result<(), ServerError> {
+        let catalog = Catalog::new(&config.profiles_dir);
+        let model = catalog.model(&config.model.spec)?;
+        if model.name != self.model.name {
+            return Err(ServerError::Reload(
+                "changing the served model needs a restart".into(),
+            ));
+        }
+        let mut costs = Vec::new();
+        for d in &self.devices {
+            let dc = config
+                .devices
+                .iter()
+                .find(|c| c.id == d.id)
+                .ok_or_else(|| {
+                    ServerError::Reload(format!(
+                        "device `{}` missing; devices change on restart",
+                        d.id
+                    ))
+                })?;
+            costs.push(CostModel::new(catalog.device(&dc.profile)?, model.clone()));
+        }
+        for (d, cost) in self.devices.iter().zip(costs) {
+            d.set_cost(cost);
+        }
+        lock(&self.router).set_config(config.router.router_config());
+        Ok(())
+    }
+
+    /// Stops every worker and the watchdog.
+    pub fn shutdown(&self) {
+        self.stopping.store(true, Ordering::Release);
+        for d in &self.devices {
+            d.send(Command::Shutdown);
+        }
+        for t in lock(&self.threads).drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// An admitted request; releases its slot when dropped.
+pub struct AdmissionPermit {
+    fleet: Arc<Fleet>,
+}
+
+impl Drop for AdmissionPermit {
+    fn drop(&mut self) {
+        self.fleet.pending.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Starts the backend a device config asks for.
+fn build_backend(
+    dc: &DeviceConfig,
+    cost: &CostModel,
+    config: &Config,
+) -> Result<Box<dyn Backend>, BackendError> {
+    let backend: Box<dyn Backend> = match dc.backend {
+        BackendKind::Sim => Box::new(SimBackend::new(
+            cost.clone(),
+            SimConfig {
+                block_size: config.engine.block_size,
+                max_num_seqs: config.engine.max_num_seqs,
+                max_batched_tokens: config.engine.max_batched_tokens,
+                kv_blocks: dc.kv_blocks,
+            },
+        )?),
+        kind => {
+            return Err(BackendError::Unavailable(format!(
+                "the {kind} backend is not part of this build"
+            )))
+        }
+    };
+    Ok(match dc.fault {
+        Some(f) => Box::new(FaultyBackend::new(
+            backend,
+            FaultPlan {
+                fail_rate: f.fail_rate,
+                hang_rate: f.hang_rate,
+                hang: Duration::from_secs_f64(f.hang_s.max(0.0)),
+                seed: f.seed,
+            },
+        )),
+        None => backend,
+    })
+}

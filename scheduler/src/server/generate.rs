@@ -1,0 +1,427 @@
+//! One request's life: route it, hand it to a device, relay tokens as text
+//! deltas, enforce stop strings, and when a device fails, re-route what is
+//! left (prompt + tokens generated so far) to another device.
+//!
+//! The task ends when the client goes away (its receiver is dropped): the
+//! [`AbortOnDrop`] guard then aborts the sequence so its KV blocks are freed.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use metrics::{counter, histogram};
+use switchyard_backends::SeqId;
+use tokio::sync::mpsc;
+
+use super::api::{ApiError, GenerationSettings};
+use super::fleet::{AdmissionPermit, Fleet};
+use super::metrics as m;
+use super::tokenizer::IncrementalDecoder;
+use super::worker::{Command, DeviceShared, SeqEvent, Submission};
+use crate::engine::{FinishReason, Request};
+use crate::router::{DeviceId, RouteError};
+use axum::http::StatusCode;
+
+/// What the HTTP layer receives from a generation task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamItem {
+    /// New text (may be empty when a token completes no character yet).
+    Text(String),
+    /// Generation ended.
+    Done(Completion),
+    /// Generation failed.
+    Error(ApiError),
+}
+
+/// How a generation ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Completion {
+    /// `length` or `stop`.
+    pub finish_reason: &'static str,
+    /// Prompt tokens.
+    pub prompt_tokens: u32,
+    /// Generated tokens.
+    pub completion_tokens: u32,
+    /// Device that produced the last token.
+    pub device: String,
+}
+
+/// A validated request ready to run.
+#[derive(Debug, Clone)]
+pub struct Generation {
+    /// Prompt token ids.
+    pub prompt: Vec<u32>,
+    /// Validated settings.
+    pub settings: GenerationSettings,
+}
+
+/// Maps a routing failure to the API.
+pub fn route_error(e: RouteError) -> ApiError {
+    match e {
+        RouteError::PromptTooLong {
+            prompt_tokens,
+            max_supported,
+        } => ApiError::invalid(
+            "prompt",
+            format!(
+                "prompt of {prompt_tokens} tokens exceeds the longest context any device supports ({max_supported})"
+            ),
+        )
+        .with_code("context_length_exceeded"),
+        RouteError::NoHealthyDevice => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "no healthy device can serve this request",
+        )
+        .retry_after(1),
+    }
+}
+
+/// Admits and starts a generation; the receiver yields its items.
+pub fn start(fleet: &Arc<Fleet>, gen: Generation) -> Result<mpsc::Receiver<StreamItem>, ApiError> {
+    if gen.prompt.is_empty() {
+        return Err(ApiError::invalid("prompt", "prompt must not be empty"));
+    }
+    let Some(permit) = fleet.admit() else {
+        counter!(m::REJECTED).increment(1);
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            "too many requests in flight; retry later",
+        )
+        .retry_after(1));
+    };
+    // Reject impossible prompts before streaming starts, so they get a 400.
+    let longest = fleet
+        .devices()
+        .iter()
+        .map(|d| d.limits.max_seq_tokens)
+        .max()
+        .unwrap_or(0);
+    if gen.prompt.len() as u64 >= u64::from(longest) {
+        return Err(route_error(RouteError::PromptTooLong {
+            prompt_tokens: gen.prompt.len().min(u32::MAX as usize) as u32,
+            max_supported: longest.saturating_sub(1),
+        }));
+    }
+    let (tx, rx) = mpsc::channel(256);
+    tokio::spawn(run(fleet.clone(), gen, tx, permit));
+    Ok(rx)
+}
+
+/// Aborts a sequence on its device unless disarmed.
+struct AbortOnDrop {
+    device: Arc<DeviceShared>,
+    seq: SeqId,
+    armed: bool,
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            self.device.send(Command::Abort(self.seq));
+        }
+    }
+}
+
+enum Attempt {
+    Done,
+    ClientGone,
+    Failed(ApiError),
+    Reroute { device: DeviceId, reason: String },
+}
+
+enum TokenFlow {
+    Continue,
+    StopString,
+    ClientGone,
+}
+
+struct Task {
+    fleet: Arc<Fleet>,
+    gen: Generation,
+    out: mpsc::Sender<StreamItem>,
+    generated: Vec<u32>,
+    decoder: IncrementalDecoder,
+    /// Text so far and how much of it was sent (only kept when stop strings are set).
+    text: String,
+    emitted: usize,
+    arrival: Instant,
+    last_token: Option<Instant>,
+    shape: &'static str,
+}
+
+async fn run(
+    fleet: Arc<Fleet>,
+    gen: Generation,
+    out: mpsc::Sender<StreamItem>,
+    _permit: AdmissionPermit,
+) {
+    let max_reroutes = fleet.max_reroutes() as usize;
+    let mut task = Task {
+        fleet,
+        gen,
+        out,
+        generated: Vec::new(),
+        decoder: IncrementalDecoder::default(),
+        text: String::new(),
+        emitted: 0,
+        arrival: Instant::now(),
+        last_token: None,
+        shape: "unknown",
+    };
+    let mut excluded: Vec<DeviceId> = Vec::new();
+    loop {
+        match task.attempt(&excluded).await {
+            Attempt::Done | Attempt::ClientGone => return,
+            Attempt::Failed(err) => {
+                task.count_outcome("unknown", "error");
+                let _ = task.out.send(StreamItem::Error(err)).await;
+                return;
+            }
+            Attempt::Reroute { device, reason } => {
+                let name = task.fleet.devices()[device.0 as usize].id.clone();
+                tracing::warn!(device = %name, %reason, "re-routing request");
+                counter!(m::REROUTES, "from" => name).increment(1);
+                excluded.push(device);
+                if excluded.len() > max_reroutes {
+                    task.count_outcome("unknown", "error");
+                    let err = ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "server_error",
+                        format!(
+                            "request failed on {} devices; last error: {reason}",
+                            excluded.len()
+                        ),
+                    )
+                    .retry_after(1);
+                    let _ = task.out.send(StreamItem::Error(err)).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+impl Task {
+    async fn attempt(&mut self, excluded: &[DeviceId]) -> Attempt {
+        let max_tokens = self.gen.settings.max_tokens.unwrap_or(u32::MAX);
+        let remaining = max_tokens.saturating_sub(self.generated.len() as u32);
+        let mut prompt = self.gen.prompt.clone();
+        prompt.extend_from_slice(&self.generated);
+        let routed = match self.fleet.route(&prompt, remaining, excluded) {
+            Ok(r) => r,
+            Err(e) => return Attempt::Failed(route_error(e)),
+        };
+        let device = routed.device;
+        let decision = routed.decision;
+        self.shape = decision.shape.class.as_str();
+        counter!(m::ROUTING_DECISIONS,
+            "policy" => decision.policy.to_string(),
+            "device" => device.id.clone(),
+            "shape" => self.shape,
+        )
+        .increment(1);
+        let predicted_ttft = decision
+            .scores
+            .iter()
+            .find(|s| s.device == device.index)
+            .map(|s| s.ttft);
+        let seq = self.fleet.next_seq_id();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let s = &self.gen.settings;
+        let request = Request {
+            id: seq,
+            prompt,
+            max_tokens: remaining,
+            sampling: s.sampling,
+            ignore_eos: s.ignore_eos,
+            stop_token_ids: s.stop_token_ids.clone(),
+        };
+        if !device.send(Command::Add(Submission { request, sink: tx })) {
+            return Attempt::Reroute {
+                device: device.index,
+                reason: "device worker stopped".into(),
+            };
+        }
+        let mut guard = AbortOnDrop {
+            device: device.clone(),
+            seq,
+            armed: true,
+        };
+        let predicted_ttft = if self.generated.is_empty() {
+            predicted_ttft
+        } else {
+            None
+        };
+        loop {
+            let ev = tokio::select! {
+                ev = rx.recv() => ev,
+                _ = self.out.closed() => return Attempt::ClientGone,
+            };
+            match ev {
+                Some(SeqEvent::Token(t)) => {
+                    match self.on_token(t, &device.id, predicted_ttft).await {
+                        TokenFlow::Continue => {}
+                        TokenFlow::StopString => {
+                            self.finish("stop", &device.id).await;
+                            return Attempt::Done;
+                        }
+                        TokenFlow::ClientGone => return Attempt::ClientGone,
+                    }
+                }
+                Some(SeqEvent::Finished(reason, _stats)) => {
+                    guard.armed = false;
+                    let reason = match reason {
+                        FinishReason::Length => "length",
+                        FinishReason::Stop => "stop",
+                        FinishReason::Abort => {
+                            return Attempt::Reroute {
+                                device: device.index,
+                                reason: "sequence aborted by the device".into(),
+                            }
+                        }
+                    };
+                    self.fleet
+                        .observe_output(max_tokens.min(remaining), self.generated.len() as u32);
+                    self.finish(reason, &device.id).await;
+                    return Attempt::Done;
+                }
+                Some(SeqEvent::Failed(reason)) => {
+                    guard.armed = false;
+                    return Attempt::Reroute {
+                        device: device.index,
+                        reason,
+                    };
+                }
+                Some(SeqEvent::Rejected(e)) => {
+                    guard.armed = false;
+                    return Attempt::Failed(ApiError::invalid("prompt", e.to_string()));
+                }
+                None => {
+                    guard.armed = false;
+                    return Attempt::Reroute {
+                        device: device.index,
+                        reason: "device worker stopped".into(),
+                    };
+                }
+            }
+        }
+    }
+
+    async fn on_token(
+        &mut self,
+        token: u32,
+        device: &str,
+        predicted: Option<std::time::Duration>,
+    ) -> TokenFlow {
+        let now = Instant::now();
+        match self.last_token {
+            None => {
+                let ttft = now - self.arrival;
+                histogram!(m::TTFT, "device" => device.to_string(), "shape" => self.shape)
+                    .record(ttft.as_secs_f64());
+                if let Some(p) = predicted.filter(|p| !p.is_zero()) {
+                    let err = (ttft.as_secs_f64() - p.as_secs_f64()) / p.as_secs_f64();
+                    histogram!(m::TTFT_PREDICTION_ERROR, "device" => device.to_string())
+                        .record(err);
+                }
+            }
+            Some(prev) => {
+                histogram!(m::ITL, "device" => device.to_string())
+                    .record((now - prev).as_secs_f64());
+            }
+        }
+        self.last_token = Some(now);
+        self.generated.push(token);
+        let delta = self.decoder.push(self.fleet.tokenizer().as_ref(), token);
+        let stops = &self.gen.settings.stop;
+        if stops.is_empty() {
+            return self.send_text(delta).await;
+        }
+        self.text.push_str(&delta);
+        let window = self
+            .emitted
+            .saturating_sub(stops.iter().map(String::len).max().unwrap_or(0));
+        let window = (0..=window)
+            .rev()
+            .find(|&i| self.text.is_char_boundary(i))
+            .unwrap_or(0);
+        if let Some(pos) = stops
+            .iter()
+            .filter_map(|s| self.text[window..].find(s.as_str()))
+            .min()
+        {
+            let cut = window + pos;
+            let piece = self
+                .text
+                .get(self.emitted..cut)
+                .unwrap_or_default()
+                .to_string();
+            self.text.truncate(cut);
+            self.emitted = cut;
+            if !piece.is_empty() {
+                if let TokenFlow::ClientGone = self.send_text(piece).await {
+                    return TokenFlow::ClientGone;
+                }
+            }
+            return TokenFlow::StopString;
+        }
+        // Hold back a tail that could still grow into a stop string.
+        let held = stops
+            .iter()
+            .flat_map(|s| {
+                (1..s.len())
+                    .filter(move |&k| s.is_char_boundary(k))
+                    .map(move |k| &s[..k])
+            })
+            .filter(|prefix| self.text.ends_with(prefix))
+            .map(str::len)
+            .max()
+            .unwrap_or(0);
+        let safe = self.text.len() - held;
+        if safe > self.emitted {
+            let piece = self.text[self.emitted..safe].to_string();
+            self.emitted = safe;
+            return self.send_text(piece).await;
+        }
+        TokenFlow::Continue
+    }
+
+    async fn send_text(&self, text: String) -> TokenFlow {
+        match self.out.send(StreamItem::Text(text)).await {
+            Ok(()) => TokenFlow::Continue,
+            Err(_) => TokenFlow::ClientGone,
+        }
+    }
+
+    async fn finish(&mut self, reason: &'static str, device: &str) {
+        if self.emitted < self.text.len() {
+            let rest = self.text[self.emitted..].to_string();
+            self.emitted = self.text.len();
+            let _ = self.out.send(StreamItem::Text(rest)).await;
+        }
+        let e2e = self.arrival.elapsed().as_secs_f64();
+        histogram!(m::E2E, "device" => device.to_string(), "shape" => self.shape).record(e2e);
+        histogram!(m::PROMPT_LEN, "device" => device.to_string())
+            .record(self.gen.prompt.len() as f64);
+        histogram!(m::OUTPUT_LEN, "device" => device.to_string())
+            .record(self.generated.len() as f64);
+        self.count_outcome(device, reason);
+        let done = Completion {
+            finish_reason: reason,
+            prompt_tokens: self.gen.prompt.len() as u32,
+            completion_tokens: self.generated.len() as u32,
+            device: device.to_string(),
+        };
+        let _ = self.out.send(StreamItem::Done(done)).await;
+    }
+
+    fn count_outcome(&self, device: &str, outcome: &'static str) {
+        counter!(m::REQUESTS,
+            "device" => device.to_string(),
+            "shape" => self.shape,
+            "outcome" => outcome,
+        )
+        .increment(1);
+    }
+}

@@ -1,0 +1,471 @@
+//! The HTTP API: OpenAI-compatible completions and chat completions
+//! (streaming over SSE and not), models, health, readiness and metrics.
+//! Admin endpoints live in `admin.rs`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::stream;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use subtle::ConstantTimeEq;
+use tokio::sync::mpsc;
+
+use super::api::{ApiError, ChatRequest, CommonParams, CompletionRequest, PromptInput, Usage};
+use super::fleet::Fleet;
+use super::generate::{self, Completion, Generation, StreamItem};
+use super::metrics as m;
+use super::tokenizer::render_chat;
+use super::worker::DeviceState;
+
+/// What every handler can reach.
+pub struct AppState {
+    /// The fleet.
+    pub fleet: Arc<Fleet>,
+    /// Renders `/metrics`.
+    pub prometheus: PrometheusHandle,
+    /// Accepted API keys (empty: open).
+    pub api_keys: Vec<String>,
+    /// Admin key (absent: admin open).
+    pub admin_key: Option<String>,
+    /// Config file, for `/admin/reload`.
+    pub config_path: Option<std::path::PathBuf>,
+}
+
+/// Shared state handle.
+pub type SharedState = Arc<AppState>;
+
+/// Builds the router of every endpoint.
+pub fn app(state: SharedState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/v1/completions", post(completions))
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/models", get(models))
+        .route("/health", get(|| async { "ok" }))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .merge(super::admin::routes())
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "no such endpoint",
+            )
+        })
+        .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+/// True when `presented` equals one of `keys`, compared in constant time.
+fn key_matches(keys: &[String], presented: &str) -> bool {
+    keys.iter().fold(false, |ok, k| {
+        ok | bool::from(k.as_bytes().ct_eq(presented.as_bytes()))
+    })
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+/// Checks `Authorization: Bearer` against `keys` (no keys: open).
+pub fn authorize(keys: &[String], headers: &HeaderMap) -> Result<(), ApiError> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    match bearer(headers) {
+        Some(k) if key_matches(keys, k) => Ok(()),
+        _ => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "missing or invalid API key",
+        )
+        .with_code("invalid_api_key")),
+    }
+}
+
+/// Parses a JSON body, mapping size and syntax problems to API errors.
+fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+    let bytes = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                "request body too large",
+            )
+        } else {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                e.body_text(),
+            )
+        }
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            format!("invalid JSON body: {e}"),
+        )
+    })
+}
+
+fn check_model(fleet: &Fleet, params: &CommonParams) -> Result<(), ApiError> {
+    match &params.model {
+        Some(name) if name != fleet.served_name() => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            format!(
+                "model `{name}` does not exist; this server serves `{}`",
+                fleet.served_name()
+            ),
+        )
+        .with_code("model_not_found")),
+        _ => Ok(()),
+    }
+}
+
+fn prompt_ids(fleet: &Fleet, prompt: PromptInput) -> Result<Vec<u32>, ApiError> {
+    let vocab = fleet.model().vocab_size;
+    let ids = match prompt {
+        PromptInput::Text(t) => fleet.tokenizer().encode(&t),
+        PromptInput::Tokens(ids) => ids,
+        PromptInput::Texts(mut v) if v.len() == 1 => fleet.tokenizer().encode(&v.remove(0)),
+        PromptInput::TokenBatch(mut v) if v.len() == 1 => v.remove(0),
+        _ => {
+            return Err(ApiError::invalid(
+                "prompt",
+                "batched prompts are not supported; send one prompt per request",
+            ))
+        }
+    };
+    if let Some(bad) = ids.iter().find(|&&t| t >= vocab) {
+        return Err(ApiError::invalid(
+            "prompt",
+            format!("token id {bad} is outside the vocabulary ({vocab})"),
+        ));
+    }
+    if ids.is_empty() {
+        return Err(ApiError::invalid("prompt", "prompt must not be empty"));
+    }
+    Ok(ids)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Flavor {
+    Completion,
+    Chat,
+}
+
+async fn completions(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let run = || -> Result<(Generation, bool), ApiError> {
+        authorize(&state.api_keys, &headers)?;
+        let req: CompletionRequest = parse_body(body)?;
+        check_model(&state.fleet, &req.params)?;
+        if req.echo {
+            return Err(ApiError::invalid("echo", "echo is not supported"));
+        }
+        let prompt = prompt_ids(&state.fleet, req.prompt)?;
+        let settings = req.params.validate()?;
+        let include_usage = settings.include_usage;
+        Ok((Generation { prompt, settings }, include_usage))
+    };
+    match run() {
+        Ok((gen, include_usage)) => respond(&state, gen, Flavor::Completion, include_usage).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn chat_completions(
+    State(state): State<SharedState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let run = || -> Result<(Generation, bool), ApiError> {
+        authorize(&state.api_keys, &headers)?;
+        let req: ChatRequest = parse_body(body)?;
+        check_model(&state.fleet, &req.params)?;
+        let messages = req.text_messages()?;
+        let tok = state.fleet.tokenizer();
+        let text = render_chat(tok.as_ref(), &messages)
+            .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+        let prompt = tok.encode(&text);
+        let settings = req.params.validate()?;
+        let include_usage = settings.include_usage;
+        Ok((Generation { prompt, settings }, include_usage))
+    };
+    match run() {
+        Ok((gen, include_usage)) => respond(&state, gen, Flavor::Chat, include_usage).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Identity shared by every chunk of one response.
+struct Envelope {
+    id: String,
+    created: u64,
+    model: String,
+    flavor: Flavor,
+}
+
+impl Envelope {
+    fn new(fleet: &Fleet, flavor: Flavor) -> Self {
+        let prefix = if flavor == Flavor::Chat {
+            "chatcmpl"
+        } else {
+            "cmpl"
+        };
+        Self {
+            id: format!(
+                "{prefix}-{:016x}",
+                fleet.next_seq_id().0 ^ unix_now().rotate_left(32)
+            ),
+            created: unix_now(),
+            model: fleet.served_name().to_string(),
+            flavor,
+        }
+    }
+
+    fn chunk(&self, text: Option<&str>, finish: Option<&str>, first: bool) -> Value {
+        let choice = match self.flavor {
+            Flavor::Completion => json!({
+                "index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish,
+            }),
+            Flavor::Chat => {
+                let mut delta = serde_json::Map::new();
+                if first {
+                    delta.insert("role".into(), json!("assistant"));
+                }
+                if let Some(t) = text {
+                    delta.insert("content".into(), json!(t));
+                }
+                json!({ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish })
+            }
+        };
+        json!({
+            "id": self.id, "object": self.object(true), "created": self.created,
+            "model": self.model, "choices": [choice],
+        })
+    }
+
+    fn usage_chunk(&self, usage: Usage) -> Value {
+        json!({
+            "id": self.id, "object": self.object(true), "created": self.created,
+            "model": self.model, "choices": [], "usage": usage,
+        })
+    }
+
+    fn object(&self, chunk: bool) -> &'static str {
+        match (self.flavor, chunk) {
+            (Flavor::Completion, _) => "text_completion",
+            (Flavor::Chat, true) => "chat.completion.chunk",
+            (Flavor::Chat, false) => "chat.completion",
+        }
+    }
+
+    fn full(&self, text: String, done: &Completion) -> Value {
+        let choice = match self.flavor {
+            Flavor::Completion => json!({
+                "index": 0, "text": text, "logprobs": null, "finish_reason": done.finish_reason,
+            }),
+            Flavor::Chat => json!({
+                "index": 0, "message": {"role": "assistant", "content": text},
+                "logprobs": null, "finish_reason": done.finish_reason,
+            }),
+        };
+        json!({
+            "id": self.id, "object": self.object(false), "created": self.created,
+            "model": self.model, "choices": [choice],
+            "usage": Usage::new(done.prompt_tokens, done.completion_tokens),
+        })
+    }
+}
+
+async fn respond(
+    state: &SharedState,
+    gen: Generation,
+    flavor: Flavor,
+    include_usage: bool,
+) -> Response {
+    let stream = gen.settings.stream;
+    let rx = match generate::start(&state.fleet, gen) {
+        Ok(rx) => rx,
+        Err(e) => return e.into_response(),
+    };
+    let env = Envelope::new(&state.fleet, flavor);
+    if stream {
+        sse(env, rx, include_usage)
+    } else {
+        collect(env, rx).await
+    }
+}
+
+async fn collect(env: Envelope, mut rx: mpsc::Receiver<StreamItem>) -> Response {
+    let mut text = String::new();
+    while let Some(item) = rx.recv().await {
+        match item {
+            StreamItem::Text(t) => text.push_str(&t),
+            StreamItem::Done(done) => return Json(env.full(text, &done)).into_response(),
+            StreamItem::Error(e) => return e.into_response(),
+        }
+    }
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "server_error",
+        "generation ended without a result",
+    )
+    .into_response()
+}
+
+fn sse_event(v: &Value) -> Bytes {
+    Bytes::from(format!("data: {v}\n\n"))
+}
+
+struct SseState {
+    env: Envelope,
+    rx: mpsc::Receiver<StreamItem>,
+    include_usage: bool,
+    first: bool,
+    done: bool,
+}
+
+fn sse(env: Envelope, rx: mpsc::Receiver<StreamItem>, include_usage: bool) -> Response {
+    let init = SseState {
+        env,
+        rx,
+        include_usage,
+        first: true,
+        done: false,
+    };
+    let body = stream::unfold(init, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        loop {
+            let Some(item) = st.rx.recv().await else {
+                st.done = true;
+                return Some((
+                    Ok::<Bytes, Infallible>(Bytes::from_static(b"data: [DONE]\n\n")),
+                    st,
+                ));
+            };
+            let bytes = match item {
+                StreamItem::Text(t) if t.is_empty() && !st.first => continue,
+                StreamItem::Text(t) => {
+                    let b = sse_event(&st.env.chunk(Some(&t), None, st.first));
+                    st.first = false;
+                    b
+                }
+                StreamItem::Done(done) => {
+                    let mut out = Vec::new();
+                    if st.first && st.env.flavor == Flavor::Chat {
+                        out.extend_from_slice(&sse_event(&st.env.chunk(Some(""), None, true)));
+                    }
+                    out.extend_from_slice(&sse_event(&st.env.chunk(
+                        None,
+                        Some(done.finish_reason),
+                        false,
+                    )));
+                    if st.include_usage {
+                        let usage = Usage::new(done.prompt_tokens, done.completion_tokens);
+                        out.extend_from_slice(&sse_event(&st.env.usage_chunk(usage)));
+                    }
+                    out.extend_from_slice(b"data: [DONE]\n\n");
+                    st.done = true;
+                    Bytes::from(out)
+                }
+                StreamItem::Error(e) => {
+                    st.done = true;
+                    let mut out = sse_event(&e.body()).to_vec();
+                    out.extend_from_slice(b"data: [DONE]\n\n");
+                    Bytes::from(out)
+                }
+            };
+            return Some((Ok(bytes), st));
+        }
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(body))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+async fn models(State(state): State<SharedState>, headers: HeaderMap) -> Response {
+    if let Err(e) = authorize(&state.api_keys, &headers) {
+        return e.into_response();
+    }
+    let model = state.fleet.model();
+    Json(json!({
+        "object": "list",
+        "data": [{
+            "id": state.fleet.served_name(),
+            "object": "model",
+            "created": 0,
+            "owned_by": "switchyard",
+            "max_model_len": model.max_context,
+        }],
+    }))
+    .into_response()
+}
+
+async fn ready(State(state): State<SharedState>) -> Response {
+    if state.fleet.ready() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "no device ready").into_response()
+    }
+}
+
+async fn metrics(State(state): State<SharedState>) -> Response {
+    let fleet = &state.fleet;
+    let (mut waiting, mut running, mut used, mut total) = (0u64, 0u64, 0u64, 0u64);
+    for d in fleet.devices() {
+        if d.state() == DeviceState::Unavailable {
+            continue;
+        }
+        let l = d.load();
+        waiting += u64::from(l.waiting);
+        running += u64::from(l.running);
+        used += u64::from(l.total_blocks - l.free_blocks.min(l.total_blocks));
+        total += u64::from(l.total_blocks);
+    }
+    let name = fleet.served_name().to_string();
+    metrics::gauge!(m::GIE_WAITING, "model_name" => name.clone()).set(waiting as f64);
+    metrics::gauge!(m::GIE_RUNNING, "model_name" => name.clone()).set(running as f64);
+    let usage = if total == 0 {
+        0.0
+    } else {
+        used as f64 / total as f64
+    };
+    metrics::gauge!(m::GIE_KV_USAGE, "model_name" => name).set(usage);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.prometheus.render(),
+    )
+        .into_response()
+}

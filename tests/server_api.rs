@@ -1,0 +1,421 @@
+//! End-to-end tests of the HTTP API: the real binary on port 0, real HTTP.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::{sim_config, sse_data, Server};
+use serde_json::{json, Value};
+
+fn fast_fleet() -> Server {
+    Server::start(&sim_config(
+        &[("h100-0", "h100-sxm"), ("l4-0", "l4")],
+        "time_scale = 0.0",
+        "",
+    ))
+}
+
+#[test]
+fn completions_chat_and_streaming_follow_openai_schema() {
+    let s = fast_fleet();
+    let (code, body) = s.post(
+        "/v1/completions",
+        &json!({"model": "llama-3.1-8b", "prompt": "Say hello to the world", "max_tokens": 7, "ignore_eos": true}),
+    );
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["object"], "text_completion");
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+    assert_eq!(v["usage"]["completion_tokens"], 7);
+    assert_eq!(v["usage"]["prompt_tokens"], 5);
+    assert_eq!(v["usage"]["total_tokens"], 12);
+
+    // Token-id prompts are taken as they are.
+    let (code, body) = s.post(
+        "/v1/completions",
+        &json!({"prompt": [5, 6, 7, 8], "max_tokens": 2}),
+    );
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["usage"]["prompt_tokens"], 4);
+
+    let (code, body) = s.post(
+        "/v1/chat/completions",
+        &json!({"model": "llama-3.1-8b", "messages": [{"role": "user", "content": "hi"}],
+                "max_completion_tokens": 4, "stream": true, "stream_options": {"include_usage": true}}),
+    );
+    assert_eq!(code, 200);
+    let data = sse_data(&body);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert_eq!(chunks[0]["object"], "chat.completion.chunk");
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let finish = chunks
+        .iter()
+        .find(|c| c["choices"][0]["finish_reason"].is_string())
+        .unwrap();
+    assert_eq!(finish["choices"][0]["finish_reason"], "length");
+    let usage = chunks.last().unwrap();
+    assert_eq!(usage["choices"].as_array().unwrap().len(), 0);
+    assert_eq!(usage["usage"]["completion_tokens"], 4);
+
+    let (code, body) = s.post(
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}], "max_tokens": 3}),
+    );
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["choices"][0]["message"]["role"], "assistant");
+    assert!(
+        v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .len()
+            > 0
+    );
+}
+
+#[test]
+fn stop_strings_truncate_output() {
+    let s = fast_fleet();
+    let (_, body) = s.post(
+        "/v1/completions",
+        &json!({"prompt": "abc", "max_tokens": 6, "temperature": 0}),
+    );
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let text = v["choices"][0]["text"].as_str().unwrap().to_string();
+    // Stop at the third generated word: same prompt, same (deterministic) tokens.
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let stop = format!(" {}", words[2]);
+    let (_, body) = s.post(
+        "/v1/completions",
+        &json!({"prompt": "abc", "max_tokens": 6, "stop": stop}),
+    );
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    let cut = v["choices"][0]["text"].as_str().unwrap();
+    assert_eq!(cut, format!(" {} {}", words[0], words[1]));
+}
+
+#[test]
+fn bad_input_gets_openai_errors() {
+    let cfg = sim_config(
+        &[("l4-0", "l4")],
+        "time_scale = 0.0\nkv_blocks = 64",
+        "[server]\nmax_body_bytes = 20000\n",
+    );
+    let s = Server::start(&cfg);
+    let raw = |body: &str| match ureq::post(&s.url("/v1/completions"))
+        .set("content-type", "application/json")
+        .send_string(body)
+    {
+        Ok(r) => (r.status(), r.into_string().unwrap()),
+        Err(ureq::Error::Status(c, r)) => (c, r.into_string().unwrap()),
+        Err(e) => panic!("{e}"),
+    };
+    let check = |(code, body): (u16, String), want: u16, param: Option<&str>| {
+        assert_eq!(code, want, "{body}");
+        let v: Value = serde_json::from_str(&body).expect("JSON error body");
+        assert!(v["error"]["message"].is_string(), "{body}");
+        assert!(v["error"]["type"].is_string(), "{body}");
+        if let Some(p) = param {
+            assert_eq!(v["error"]["param"], p, "{body}");
+        }
+        v
+    };
+    check(raw("{not json"), 400, None);
+    check(raw(r#"{"prompt": "x", "n": 2}"#), 400, Some("n"));
+    check(
+        raw(r#"{"prompt": "x", "logprobs": 2}"#),
+        400,
+        Some("logprobs"),
+    );
+    check(
+        raw(r#"{"prompt": "x", "temperature": -1}"#),
+        400,
+        Some("temperature"),
+    );
+    check(raw(r#"{"prompt": ""}"#), 400, Some("prompt"));
+    check(raw(r#"{"prompt": [999999999]}"#), 400, Some("prompt"));
+    let v = check(raw(r#"{"model": "gpt-4", "prompt": "x"}"#), 404, None);
+    assert_eq!(v["error"]["code"], "model_not_found");
+    let long: Vec<u32> = (0..2000).map(|i| 10 + i % 1000).collect();
+    let v = check(
+        raw(&json!({"prompt": long}).to_string()),
+        400,
+        Some("prompt"),
+    );
+    assert_eq!(v["error"]["code"], "context_length_exceeded");
+    // Over the limit: 413 with an OpenAI error body (the body may be cut short).
+    let mut tcp = TcpStream::connect(s.addr()).unwrap();
+    let huge = json!({"prompt": "word ".repeat(10_000)}).to_string();
+    let _ = write!(
+        tcp,
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{huge}",
+        huge.len()
+    );
+    let mut resp = String::new();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = tcp.read_to_string(&mut resp);
+    assert!(resp.starts_with("HTTP/1.1 413"), "{resp}");
+    let body = resp.split("\r\n\r\n").nth(1).unwrap_or_default();
+    assert!(body.contains("\"error\""), "{resp}");
+    let (code, _) = match ureq::get(&s.url("/v2/nothing")).call() {
+        Ok(r) => (r.status(), ()),
+        Err(ureq::Error::Status(c, _)) => (c, ()),
+        Err(e) => panic!("{e}"),
+    };
+    assert_eq!(code, 404);
+}
+
+#[test]
+fn health_ready_models_and_metrics() {
+    let s = fast_fleet();
+    assert_eq!(ureq::get(&s.url("/health")).call().unwrap().status(), 200);
+    assert_eq!(ureq::get(&s.url("/ready")).call().unwrap().status(), 200);
+    let models = s.get_json("/v1/models");
+    assert_eq!(models["data"][0]["id"], "llama-3.1-8b");
+    s.post(
+        "/v1/completions",
+        &json!({"prompt": "hello", "max_tokens": 3}),
+    );
+    let text = ureq::get(&s.url("/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    for name in [
+        "switchyard_requests_total",
+        "switchyard_time_to_first_token_seconds_bucket",
+        "switchyard_step_duration_seconds_bucket",
+        "switchyard_routing_decisions_total",
+        "switchyard_kv_cache_usage_ratio",
+        "vllm:num_requests_waiting",
+        "vllm:num_requests_running",
+        "vllm:kv_cache_usage_perc",
+    ] {
+        assert!(text.contains(name), "missing {name} in\n{text}");
+    }
+}
+
+#[test]
+fn api_and_admin_keys_are_enforced() {
+    let cfg = sim_config(
+        &[("l4-0", "l4")],
+        "time_scale = 0.0",
+        "[server]\napi_keys = [\"sk-test\"]\nadmin_key = \"adm\"\n",
+    );
+    let s = Server::start(&cfg);
+    let status = |r: Result<ureq::Response, ureq::Error>| match r {
+        Ok(r) => r.status(),
+        Err(ureq::Error::Status(c, _)) => c,
+        Err(e) => panic!("{e}"),
+    };
+    let body = json!({"prompt": "hi", "max_tokens": 1});
+    assert_eq!(
+        status(ureq::post(&s.url("/v1/completions")).send_json(body.clone())),
+        401
+    );
+    assert_eq!(
+        status(
+            ureq::post(&s.url("/v1/completions"))
+                .set("Authorization", "Bearer sk-wrong")
+                .send_json(body.clone())
+        ),
+        401
+    );
+    assert_eq!(
+        status(
+            ureq::post(&s.url("/v1/completions"))
+                .set("Authorization", "Bearer sk-test")
+                .send_json(body)
+        ),
+        200
+    );
+    assert_eq!(status(ureq::get(&s.url("/admin/devices")).call()), 401);
+    assert_eq!(
+        status(
+            ureq::get(&s.url("/admin/devices"))
+                .set("Authorization", "Bearer adm")
+                .call()
+        ),
+        200
+    );
+}
+
+#[test]
+fn unavailable_backend_is_reported_and_server_still_serves() {
+    let mut cfg = sim_config(&[("l4-0", "l4")], "time_scale = 0.0", "");
+    cfg.push_str("[[devices]]\nid = \"gpu-0\"\nbackend = \"rocm\"\nprofile = \"mi300x\"\n");
+    let s = Server::start(&cfg);
+    let devices = s.get_json("/admin/devices");
+    let gpu = devices["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == "gpu-0")
+        .unwrap();
+    assert_eq!(gpu["state"], "unavailable");
+    assert!(gpu["last_error"].as_str().unwrap().len() > 0);
+    let (code, _) = s.post("/v1/completions", &json!({"prompt": "hi", "max_tokens": 2}));
+    assert_eq!(code, 200);
+}
+
+#[test]
+fn admin_route_sends_shapes_to_different_device_types() {
+    let s = Server::start(&sim_config(
+        &[
+            ("h100-0", "h100-sxm"),
+            ("mi250x-0", "mi250x"),
+            ("l4-0", "l4"),
+        ],
+        "time_scale = 0.0",
+        "",
+    ));
+    let prefill = s.get_json("/admin/route?prompt_tokens=8000&max_tokens=50");
+    let decode = s.get_json("/admin/route?prompt_tokens=100&max_tokens=1000");
+    assert_eq!(prefill["shape"]["class"], "prefill-heavy", "{prefill}");
+    assert_eq!(decode["shape"]["class"], "decode-heavy", "{decode}");
+    let profile = |v: &Value| -> String {
+        let dev = v["device"].as_str().unwrap();
+        v["scores"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["device"] == dev)
+            .unwrap()["profile"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_ne!(profile(&prefill), profile(&decode), "{prefill}\n{decode}");
+    for v in [&prefill, &decode] {
+        assert_eq!(v["scores"].as_array().unwrap().len(), 3);
+        for key in ["ttft_ms", "tpot_ms", "cost_usd"] {
+            assert!(v["scores"][0][key].is_number(), "{key} in {v}");
+        }
+    }
+}
+
+#[test]
+fn reload_applies_good_config_and_keeps_old_on_bad() {
+    let cfg = sim_config(
+        &[("l4-0", "l4")],
+        "time_scale = 0.0",
+        "[router]\npolicy = \"cost\"\n",
+    );
+    let s = Server::start(&cfg);
+    assert_eq!(
+        s.get_json("/admin/route?prompt_tokens=10&max_tokens=10")["policy"],
+        "cost"
+    );
+    std::fs::write(s.config_path(), cfg.replace("\"cost\"", "\"latency\"")).unwrap();
+    let (code, body) = s.post("/admin/reload", &json!({}));
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        s.get_json("/admin/route?prompt_tokens=10&max_tokens=10")["policy"],
+        "latency"
+    );
+    std::fs::write(s.config_path(), cfg.replace("\"cost\"", "\"fastest\"")).unwrap();
+    let (code, body) = s.post("/admin/reload", &json!({}));
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("previous configuration kept"), "{body}");
+    assert_eq!(
+        s.get_json("/admin/route?prompt_tokens=10&max_tokens=10")["policy"],
+        "latency"
+    );
+}
+
+/// A single L4 that takes real (predicted) time per step, with a small pool.
+fn slow_device(extra: &str) -> Server {
+    Server::start(&sim_config(
+        &[("l4-0", "l4")],
+        "time_scale = 1.0\nkv_blocks = 256",
+        extra,
+    ))
+}
+
+fn open_stream(s: &Server, max_tokens: u32) -> TcpStream {
+    let body = json!({"prompt": "tell me a long story", "max_tokens": max_tokens, "stream": true, "ignore_eos": true}).to_string();
+    let mut tcp = TcpStream::connect(s.addr()).unwrap();
+    write!(
+        tcp,
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut buf = [0u8; 4096];
+    let mut seen = String::new();
+    while !seen.contains("data: ") {
+        let n = tcp.read(&mut buf).unwrap();
+        assert!(n > 0, "stream closed early: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+    tcp
+}
+
+fn running(v: &Value) -> u64 {
+    v["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["load"]["running"].as_u64().unwrap())
+        .sum()
+}
+
+#[test]
+fn client_disconnect_aborts_and_frees_kv_blocks() {
+    let s = slow_device("");
+    let tcp = open_stream(&s, 2000);
+    s.wait_devices(Duration::from_secs(5), |v| running(v) == 1);
+    drop(tcp);
+    s.wait_devices(Duration::from_secs(10), |v| {
+        let d = &v["devices"][0];
+        running(v) == 0 && d["load"]["free_blocks"] == d["load"]["total_blocks"]
+    });
+}
+
+#[test]
+fn full_admission_queue_answers_429_with_retry_after() {
+    let s = slow_device("[server]\nmax_pending_requests = 2\n");
+    let _a = open_stream(&s, 2000);
+    let _b = open_stream(&s, 2000);
+    match ureq::post(&s.url("/v1/completions")).send_json(json!({"prompt": "x", "max_tokens": 1})) {
+        Err(ureq::Error::Status(429, r)) => {
+            assert!(r.header("retry-after").is_some());
+            let v: Value = r.into_json().unwrap();
+            assert_eq!(v["error"]["type"], "rate_limit_error");
+        }
+        other => panic!("expected 429, got {other:?}"),
+    }
+}
+
+#[test]
+fn sigterm_drains_in_flight_requests_then_exits_zero() {
+    let mut s = slow_device("");
+    let base = s.url("/v1/completions");
+    let client = std::thread::spawn(move || {
+        ureq::post(&base)
+            .send_json(json!({"prompt": "x", "max_tokens": 20, "stream": true, "ignore_eos": true}))
+            .map(|r| r.into_string().unwrap())
+    });
+    s.wait_devices(Duration::from_secs(5), |v| running(v) == 1);
+    let status = s.terminate();
+    assert!(status.success(), "{status:?}");
+    let body = client.join().unwrap().expect("in-flight request completed");
+    let data = sse_data(&body);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let tokens = data
+        .iter()
+        .filter(|d| d.contains("\"text\"") && !d.contains("finish_reason\":\""))
+        .count();
+    assert!(tokens >= 19, "{body}");
+}
