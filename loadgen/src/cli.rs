@@ -187,7 +187,7 @@ pub fn run_loadgen(args: LoadgenArgs) -> Result<(), LoadgenError> {
     let mut runs = Vec::new();
     if let Some(fleet_text) = args.target.strip_prefix("sim:") {
         let spec = FleetSpec::parse_target(fleet_text)?;
-        let catalog = Catalog::new(&args.profiles);
+        let catalog = Catalog::new(spec.profiles_dir.clone().unwrap_or(args.profiles.clone()));
         let model_name = args
             .model
             .clone()
@@ -197,11 +197,7 @@ pub fn run_loadgen(args: LoadgenArgs) -> Result<(), LoadgenError> {
         let fleet = Fleet::build(&catalog, &spec, &model)?;
         let slo = match (&args.slo, spec.router.slo) {
             (Some(s), _) => s.parse()?,
-            (None, Some(t)) => SloSpec {
-                ttft_ms: t.ttft_ms,
-                tpot_ms: t.tpot_ms,
-                percentile: t.percentile.unwrap_or(95.0),
-            },
+            (None, Some(t)) => SloSpec::from_table(t.ttft_ms, t.tpot_ms, t.percentile),
             (None, None) => SloSpec::default(),
         };
         let policies: Vec<PolicyKind> = if args.policy.is_empty() {
@@ -366,6 +362,7 @@ pub fn run_plan(args: PlanArgs) -> Result<(), LoadgenError> {
         policy_name: args.policy.clone(),
         rate: args.rate,
         progress: !args.quiet,
+        profiles_dir: catalog.root().to_path_buf(),
     };
     let result = plan(&catalog, &model, &workload, &opts)?;
     result.write(&args.out, &opts)?;

@@ -14,8 +14,14 @@
 //! max_num_seqs = 256
 //! max_batched_tokens = 8192
 //! ```
-//! The `switchyard.toml` that `plan` writes is itself a valid fleet file.
-//! Unknown fields are rejected with the file and line.
+//! A server configuration (`switchyard.toml`, recognised by its `[model]`
+//! table) is also a fleet file: its devices are simulated by profile
+//! whatever their backend, with its model, engine sizing, router settings
+//! and `profiles_dir` — so `plan`'s output and the live server's own config
+//! can both be simulated. Unknown fields are rejected with the file and line.
+//! Engine defaults match the server's (`block_size` 16, `max_num_seqs` 256,
+//! `max_batched_tokens` 2048). An SLO `percentile` below 1 is a fraction
+//! (0.95), otherwise a percentage (95).
 
 use std::path::{Path, PathBuf};
 
@@ -114,6 +120,8 @@ pub struct FleetSpec {
     pub engine: EngineTable,
     /// Where it came from (file path or the inline text).
     pub source: String,
+    /// Profiles directory named by a server config.
+    pub profiles_dir: Option<PathBuf>,
 }
 
 impl FleetSpec {
@@ -165,6 +173,9 @@ impl FleetSpec {
 
     /// Parses fleet TOML text; `path` names it in errors.
     pub fn from_toml(path: &Path, text: &str) -> Result<Self, LoadgenError> {
+        if text.lines().any(|l| l.trim_start().starts_with("[model]")) {
+            return Self::from_server_config(path, text);
+        }
         let f: FleetFile = toml::from_str(text).map_err(|e| LoadgenError::Fleet {
             path: path.to_path_buf(),
             line: e
@@ -200,6 +211,49 @@ impl FleetSpec {
             router: f.router,
             engine: f.engine,
             source: path.display().to_string(),
+            profiles_dir: None,
+        })
+    }
+
+    /// Reads a server configuration as a fleet.
+    fn from_server_config(path: &Path, text: &str) -> Result<Self, LoadgenError> {
+        let c =
+            switchyard_scheduler::server::config::Config::from_toml(path, text).map_err(|e| {
+                LoadgenError::Fleet {
+                    path: path.to_path_buf(),
+                    line: None,
+                    reason: e.to_string(),
+                }
+            })?;
+        let mut devices: Vec<(String, u32)> = Vec::new();
+        for d in &c.devices {
+            match devices.iter_mut().find(|x| x.0 == d.profile) {
+                Some(x) => x.1 += 1,
+                None => devices.push((d.profile.clone(), 1)),
+            }
+        }
+        let slo = c.router.slo;
+        Ok(Self {
+            devices,
+            model: Some(c.model.spec.clone()),
+            router: RouterTable {
+                policy: Some(c.router.policy.as_str().to_string()),
+                slo: Some(SloTable {
+                    ttft_ms: slo.ttft_ms,
+                    tpot_ms: slo.tpot_ms,
+                    percentile: Some(slo.percentile),
+                }),
+                prefix_min_match: None,
+                prefix_balance_tokens: None,
+            },
+            engine: EngineTable {
+                max_num_seqs: Some(c.engine.max_num_seqs),
+                max_batched_tokens: Some(c.engine.max_batched_tokens),
+                block_size: Some(c.engine.block_size),
+                enable_prefix_caching: None,
+            },
+            source: path.display().to_string(),
+            profiles_dir: Some(c.profiles_dir.clone()),
         })
     }
 
@@ -249,7 +303,7 @@ impl DeviceType {
         let sim = SimConfig {
             block_size: engine.block_size.unwrap_or(16),
             max_num_seqs: engine.max_num_seqs.unwrap_or(256),
-            max_batched_tokens: engine.max_batched_tokens.unwrap_or(8192),
+            max_batched_tokens: engine.max_batched_tokens.unwrap_or(2048),
             kv_blocks: None,
         };
         let kv_blocks = cost
@@ -348,6 +402,16 @@ mod tests {
         let f = FleetSpec::from_toml(Path::new("f.toml"), text).unwrap();
         assert_eq!(f.devices, vec![("l4".into(), 4)]);
         assert_eq!(f.router.policy.as_deref(), Some("cost"));
+    }
+
+    #[test]
+    fn server_config_is_a_fleet() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../switchyard.toml");
+        let f = FleetSpec::load(&path).unwrap();
+        assert!(f.num_devices() >= 3, "{f:?}");
+        assert_eq!(f.model.as_deref(), Some("llama-3.1-8b"));
+        assert!(f.profiles_dir.is_some());
+        assert_eq!(f.router.slo.unwrap().percentile, Some(0.95));
     }
 
     #[test]

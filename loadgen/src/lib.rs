@@ -23,11 +23,7 @@ pub mod sim;
 pub mod slo;
 pub mod workload;
 
-mod router_standin;
-
-/// The router the simulator drives (re-exported so callers name one path).
-pub mod router {
-    pub use crate::router_standin::*;
-}
+/// The router the simulator drives: Switchyard's real one.
+pub use switchyard_scheduler::router;
 
 pub use error::LoadgenError;

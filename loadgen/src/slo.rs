@@ -90,6 +90,16 @@ impl SloSpec {
         ttft_s * 1e3 <= self.ttft_ms && tpot_s.is_none_or(|t| t * 1e3 <= self.tpot_ms)
     }
 
+    /// From fleet-file targets; a percentile below 1 is a fraction.
+    pub fn from_table(ttft_ms: f64, tpot_ms: f64, percentile: Option<f64>) -> Self {
+        let p = percentile.unwrap_or(95.0);
+        Self {
+            ttft_ms,
+            tpot_ms,
+            percentile: if p < 1.0 { p * 100.0 } else { p },
+        }
+    }
+
     /// Compact text form, `ttft_ms=..,tpot_ms=..,percentile=..`.
     pub fn to_spec_string(&self) -> String {
         format!(

@@ -259,19 +259,12 @@ pub fn simulate(fleet: &Fleet, workload: &Workload, opts: &SimOptions) -> SimRes
         let views: Vec<DeviceView<'_>> = devices
             .iter()
             .enumerate()
-            .map(|(i, dv)| DeviceView {
-                id: DeviceId(i as u32),
-                cost: dv.engine.cost_model(),
-                load: dv.engine.load(),
-                healthy: true,
-                max_seq_tokens: dv.engine.max_seq_tokens(),
-                max_num_seqs: dv.engine.config().max_num_seqs,
-                max_batched_tokens: dv.engine.config().max_batched_tokens,
-                cached_prefix_tokens: if prefix {
-                    dv.engine.blocks().cached_prefix_len(&prompt)
-                } else {
-                    0
-                },
+            .map(|(i, dv)| {
+                let mut view = DeviceView::from_engine(DeviceId(i as u32), &dv.engine);
+                if prefix {
+                    view.cached_prefix_tokens = dv.engine.blocks().cached_prefix_len(&prompt);
+                }
+                view
             })
             .collect();
         let decision = router.route(
