@@ -115,21 +115,20 @@ pub fn render(runs: &[Run], workload: &[String], title: &str) -> String {
 fn summary_table(h: &mut String, runs: &[Run]) {
     h.push_str("<h2>Summary</h2><table><tr><th>run</th><th>requests</th><th>completed</th><th>failed</th><th>req/s</th><th>out tok/s</th>\
         <th>TTFT p50 ms</th><th>TTFT p95</th><th>TPOT p50 ms</th><th>TPOT p95</th><th>E2E p95 s</th><th>goodput req/s</th>\
-        <th>SLO attain.</th><th>SLO met</th><th>dispatch p99 ms</th><th>USD/h</th><th>USD/M tok</th><th>good req/USD</th></tr>");
+        <th>SLO attain.</th><th>SLO met</th><th>dispatch p99 ms</th><th>USD/h</th><th>USD/M tok</th><th>good req/USD</th><th>good req/busy-USD</th></tr>");
     for r in runs {
         let s = &r.summary;
-        let (usd_h, usd_m, gpd) =
-            s.cost
-                .map_or((String::new(), String::new(), String::new()), |c| {
-                    (
-                        format!("{:.2}", c.usd_per_hour),
-                        format!("{:.3}", c.usd_per_million_output_tokens),
-                        format!("{:.1}", c.goodput_requests_per_usd),
-                    )
-                });
+        let (usd_h, usd_m, gpd, gpb) = s.cost.map_or(Default::default(), |c| {
+            (
+                format!("{:.2}", c.usd_per_hour),
+                format!("{:.3}", c.usd_per_million_output_tokens),
+                format!("{:.1}", c.goodput_requests_per_usd),
+                format!("{:.1}", c.goodput_requests_per_busy_usd),
+            )
+        });
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{:.0}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{:.2}</td><td>{:.1}%</td><td class=\"{}\">{}</td><td>{}</td><td>{usd_h}</td><td>{usd_m}</td><td>{gpd}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{:.0}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>{:.2}</td><td>{:.1}%</td><td class=\"{}\">{}</td><td>{}</td><td>{usd_h}</td><td>{usd_m}</td><td>{gpd}</td><td>{gpb}</td></tr>",
             esc(&s.label), s.requests, s.completed, s.failed, s.throughput.requests_per_s, s.throughput.output_tokens_per_s,
             ms(s.ttft_s.p50), ms(s.ttft_s.p95), ms(s.tpot_s.p50), ms(s.tpot_s.p95), s.e2e_s.p95, s.goodput.requests_per_s,
             s.slo_attainment * 100.0, if s.slo_met { "ok" } else { "miss" }, if s.slo_met { "yes" } else { "no" }, ms(s.dispatch_delay_s.p99)
@@ -236,6 +235,24 @@ fn comparison(h: &mut String, runs: &[Run]) {
         },
         &bars,
     ));
+    if costed {
+        let busy: Vec<(String, f64)> = runs
+            .iter()
+            .map(|r| {
+                (
+                    r.summary.label.clone(),
+                    r.summary
+                        .cost
+                        .map_or(0.0, |c| c.goodput_requests_per_busy_usd),
+                )
+            })
+            .collect();
+        h.push_str(&bar_chart(
+            "Goodput per dollar of busy device time",
+            "good requests per busy USD",
+            &busy,
+        ));
+    }
     h.push_str("</div>");
 }
 

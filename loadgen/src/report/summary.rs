@@ -33,8 +33,12 @@ pub struct CostSummary {
     pub usd_per_hour: f64,
     /// USD per million output tokens at the run's throughput.
     pub usd_per_million_output_tokens: f64,
-    /// Good requests per USD (goodput per dollar).
+    /// Good requests per USD (goodput per dollar) of the whole fleet.
     pub goodput_requests_per_usd: f64,
+    /// Σ utilisation × price: what the run costs if idle device time is not paid (autoscaling), USD/h.
+    pub busy_usd_per_hour: f64,
+    /// Good requests per USD of busy device time.
+    pub goodput_requests_per_busy_usd: f64,
 }
 
 /// One device's share of a simulated run.
@@ -214,19 +218,6 @@ impl RunSummary {
         let hours = self.duration_s / 3600.0;
         let out_tokens = self.throughput.output_tokens_per_s * self.duration_s;
         let good = self.goodput.requests_per_s * self.duration_s;
-        self.cost = Some(CostSummary {
-            usd_per_hour,
-            usd_per_million_output_tokens: if out_tokens > 0.0 {
-                usd_per_hour * hours / out_tokens * 1e6
-            } else {
-                0.0
-            },
-            goodput_requests_per_usd: if hours > 0.0 && usd_per_hour > 0.0 {
-                good / (usd_per_hour * hours)
-            } else {
-                0.0
-            },
-        });
         let span = sim.end_s.max(self.duration_s).max(1e-9);
         self.devices = (0..fleet.devices.len())
             .map(|i| DeviceSummary {
@@ -236,6 +227,30 @@ impl RunSummary {
                 requests: sim.routed[i],
             })
             .collect();
+        let busy_usd_per_hour: f64 = self
+            .devices
+            .iter()
+            .zip(&fleet.devices)
+            .map(|(d, &t)| d.utilization * fleet.types[t].usd_per_hour())
+            .sum();
+        let per_usd = |usd_h: f64| {
+            if hours > 0.0 && usd_h > 0.0 {
+                good / (usd_h * hours)
+            } else {
+                0.0
+            }
+        };
+        self.cost = Some(CostSummary {
+            usd_per_hour,
+            usd_per_million_output_tokens: if out_tokens > 0.0 {
+                usd_per_hour * hours / out_tokens * 1e6
+            } else {
+                0.0
+            },
+            goodput_requests_per_usd: per_usd(usd_per_hour),
+            busy_usd_per_hour,
+            goodput_requests_per_busy_usd: per_usd(busy_usd_per_hour),
+        });
         self.sim = Some(SimStats {
             steps: sim.steps,
             preemptions: sim.preemptions,
