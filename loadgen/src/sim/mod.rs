@@ -104,26 +104,34 @@ struct Live {
 }
 
 /// Synthetic prompt ids: a shared prefix per source, then unique per request.
-fn prompt_ids(r: &ReqSpec, vocab: u32) -> Vec<u32> {
+/// With `hashed` false (no engine caches prefixes) contents cannot matter,
+/// so the prompt is one repeated id, written at memset speed. Capacity
+/// covers the output too, so generation never reallocates.
+fn prompt_ids(r: &ReqSpec, vocab: u32, hashed: bool) -> Vec<u32> {
     let range = u64::from(vocab.max(3) - 2);
+    let mut v = Vec::with_capacity(r.prompt_tokens as usize + r.output_tokens as usize);
+    if !hashed {
+        v.resize(r.prompt_tokens as usize, (r.id % range) as u32 + 1);
+        return v;
+    }
     let prefix_key = mix64(0xA11CE ^ u64::from(r.source));
     let own_key = mix64(0xB0B ^ r.id.wrapping_mul(0x9E37_79B9));
-    (0..r.prompt_tokens)
-        .map(|i| {
-            let key = if i < r.shared_prefix {
-                prefix_key
-            } else {
-                own_key
-            };
-            (mix64(key ^ u64::from(i)) % range) as u32 + 1
-        })
-        .collect()
+    v.extend((0..r.prompt_tokens).map(|i| {
+        let key = if i < r.shared_prefix {
+            prefix_key
+        } else {
+            own_key
+        };
+        (mix64(key ^ u64::from(i)) % range) as u32 + 1
+    }));
+    v
 }
 
 /// Runs `workload` on `fleet` and returns one record per request.
 pub fn simulate(fleet: &Fleet, workload: &Workload, opts: &SimOptions) -> SimResult {
     let prefix = opts.router.policy == PolicyKind::Prefix;
     let shared = prefix || workload.requests.iter().any(|r| r.shared_prefix > 0);
+    let hashed = shared || fleet.types.iter().any(|t| t.prefix_caching == Some(true));
     let mut devices: Vec<Device> = fleet
         .devices
         .iter()
@@ -255,7 +263,7 @@ pub fn simulate(fleet: &Fleet, workload: &Workload, opts: &SimOptions) -> SimRes
         records[k].scheduled_s = t.as_secs_f64();
         records[k].sent_s = t.as_secs_f64();
         live[k].arrival = t;
-        let prompt = prompt_ids(r, vocab);
+        let prompt = prompt_ids(r, vocab, hashed);
         let views: Vec<DeviceView<'_>> = devices
             .iter()
             .enumerate()

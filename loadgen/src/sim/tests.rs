@@ -140,8 +140,9 @@ fn prompts_too_long_for_every_device_are_rejected() {
 #[test]
 fn shared_prefix_prompts_share_leading_ids() {
     let w = workload("fixed:prompt=100,output=1,prefix=64", open(1.0, 2));
-    let a = prompt_ids(&w.requests[0], 1000);
-    let b = prompt_ids(&w.requests[1], 1000);
+    let a = prompt_ids(&w.requests[0], 1000, true);
+    let b = prompt_ids(&w.requests[1], 1000, true);
+    assert_eq!(prompt_ids(&w.requests[0], 1000, false).len(), 100);
     assert_eq!(a[..64], b[..64]);
     assert_ne!(a[64..], b[64..]);
     assert!(a.iter().all(|&t| t >= 1 && t < 1000));
