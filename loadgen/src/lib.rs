@@ -10,6 +10,8 @@
 //! [`sim`]); the live driver and the simulator produce the same
 //! [`metrics::RequestRecord`]s, so one report format serves both.
 
+#![warn(missing_docs)]
+
 pub mod cli;
 pub mod error;
 pub mod fleet;

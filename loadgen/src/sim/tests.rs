@@ -145,5 +145,5 @@ fn shared_prefix_prompts_share_leading_ids() {
     assert_eq!(prompt_ids(&w.requests[0], 1000, false).len(), 100);
     assert_eq!(a[..64], b[..64]);
     assert_ne!(a[64..], b[64..]);
-    assert!(a.iter().all(|&t| t >= 1 && t < 1000));
+    assert!(a.iter().all(|&t| (1..1000).contains(&t)));
 }

@@ -168,7 +168,7 @@ mod tests {
                 let p = d.prompt.sample(&mut rng);
                 let o = d.output.sample(&mut rng);
                 assert!(
-                    p >= 1 && p <= 28_672 && o >= 1 && o <= 2048,
+                    (1..=28_672).contains(&p) && (1..=2048).contains(&o),
                     "{name} {p} {o}"
                 );
             }
