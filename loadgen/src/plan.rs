@@ -7,7 +7,9 @@
 //!    search on the count of a homogeneous fleet gives `nₜ`, the fewest
 //!    devices of that type that meet the SLO (or none within
 //!    `max_devices`). That is the cheapest homogeneous fleet per type, and
-//!    `cₜ = rate / nₜ` estimates one device's capacity.
+//!    `cₜ = rate / nₜ` estimates one device's capacity (a type that never
+//!    meets the SLO alone is credited with the best goodput per device its
+//!    fleets reached, so it can still join a mix).
 //! 2. **Local search** from the cheapest homogeneous fleet: neighbours drop
 //!    a device, swap one type for another, or trade two devices for one (and
 //!    back); only neighbours cheaper than the incumbent whose estimated
@@ -277,8 +279,16 @@ pub fn plan(
             continue;
         }
         let found = s.min_count(t);
+        // An infeasible type may still help in a mix: credit it with the
+        // best goodput per device any of its homogeneous fleets reached.
+        capacity[t] = s
+            .cache
+            .iter()
+            .filter(|(x, _)| x.iter().enumerate().all(|(i, n)| (i == t) == (*n > 0)))
+            .map(|(x, c)| c.goodput_requests_per_s / f64::from(x[t]))
+            .fold(0.0, f64::max);
         if let Some((n, c)) = &found {
-            capacity[t] = opts.rate / f64::from(*n);
+            capacity[t] = capacity[t].max(opts.rate / f64::from(*n));
             let mut x = vec![0; k];
             x[t] = *n;
             if best.as_ref().is_none_or(|b| c.usd_per_hour < b.1) {
