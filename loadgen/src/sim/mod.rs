@@ -96,6 +96,40 @@ impl Device {
     }
 }
 
+/// Step completions, one slot per device (a device has at most one step in
+/// flight). A linear scan over a fleet's few dozen devices beats a binary
+/// heap here; ties go to the lowest device index.
+struct StepQueue {
+    ends: Vec<Duration>,
+}
+
+impl StepQueue {
+    fn new(devices: usize) -> Self {
+        Self {
+            ends: vec![Duration::MAX; devices],
+        }
+    }
+
+    fn push(&mut self, end: Duration, device: u32) {
+        self.ends[device as usize] = end;
+    }
+
+    /// The earliest completion, if any device is busy.
+    fn peek(&self) -> Option<(Duration, u32)> {
+        let mut best = (Duration::MAX, 0u32);
+        for (i, &t) in self.ends.iter().enumerate() {
+            if t < best.0 {
+                best = (t, i as u32);
+            }
+        }
+        (best.0 != Duration::MAX).then_some(best)
+    }
+
+    fn clear(&mut self, device: u32) {
+        self.ends[device as usize] = Duration::MAX;
+    }
+}
+
 /// Per-request bookkeeping during the run.
 #[derive(Clone, Copy, Default)]
 struct Live {
@@ -164,7 +198,7 @@ pub fn simulate(fleet: &Fleet, workload: &Workload, opts: &SimOptions) -> SimRes
         .types
         .first()
         .map_or(32_000, |t| t.cost.model().vocab_size);
-    let mut steps: BinaryHeap<Reverse<(Duration, u32)>> = BinaryHeap::new();
+    let mut steps = StepQueue::new(devices.len());
     // Closed loop: times at which a client slot frees up.
     let mut slots: BinaryHeap<Reverse<Duration>> = BinaryHeap::new();
     if let Some(c) = workload.concurrency {
@@ -186,7 +220,8 @@ pub fn simulate(fleet: &Fleet, workload: &Workload, opts: &SimOptions) -> SimRes
         } else {
             Some(reqs[next].arrival)
         };
-        let t_step = steps.peek().map(|s| s.0 .0);
+        let next_step = steps.peek();
+        let t_step = next_step.map(|s| s.0);
         let step_first = match (t_step, t_arr) {
             (Some(s), Some(a)) => s <= a,
             (Some(_), None) => true,
@@ -194,7 +229,8 @@ pub fn simulate(fleet: &Fleet, workload: &Workload, opts: &SimOptions) -> SimRes
             (None, None) => break,
         };
         if step_first {
-            let Reverse((t, d)) = steps.pop().expect("peeked");
+            let (t, d) = next_step.expect("peeked");
+            steps.clear(d);
             if t > horizon {
                 break;
             }
@@ -243,7 +279,7 @@ pub fn simulate(fleet: &Fleet, workload: &Workload, opts: &SimOptions) -> SimRes
                 }
             }
             if let Some(end) = dev.start(t) {
-                steps.push(Reverse((end, d)));
+                steps.push(end, d);
             }
             if finished & 1023 == 0 {
                 progress.set(finished);
@@ -309,7 +345,7 @@ pub fn simulate(fleet: &Fleet, workload: &Workload, opts: &SimOptions) -> SimRes
         }
         if !dev.running_step {
             if let Some(end) = dev.start(t) {
-                steps.push(Reverse((end, d)));
+                steps.push(end, d);
             }
         }
     }
