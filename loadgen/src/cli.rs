@@ -86,6 +86,9 @@ pub struct LoadgenArgs {
     /// Output directory for results.json, requests.csv and report.html.
     #[arg(long)]
     pub out: PathBuf,
+    /// Write every inter-token latency into requests.csv (large for long runs).
+    #[arg(long)]
+    pub csv_itls: bool,
     /// Never draw a progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -252,7 +255,7 @@ pub fn run_loadgen(args: LoadgenArgs) -> Result<(), LoadgenError> {
             "Switchyard loadgen — sim {} ({model_name})",
             fleet.spec.label()
         );
-        report::write_all(&args.out, &runs, &source.labels(), &title)?;
+        report::write_all(&args.out, &runs, &source.labels(), &title, args.csv_itls)?;
     } else {
         let slo: SloSpec = args
             .slo
@@ -286,6 +289,7 @@ pub fn run_loadgen(args: LoadgenArgs) -> Result<(), LoadgenError> {
             &runs,
             &source.labels(),
             &format!("Switchyard loadgen — {}", args.target),
+            args.csv_itls,
         )?;
     }
     eprintln!(

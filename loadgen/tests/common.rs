@@ -41,6 +41,7 @@ pub fn args(target: &str, workloads: &[&str], out: PathBuf) -> LoadgenArgs {
         api_model: None,
         max_inflight: 64,
         out,
+        csv_itls: true,
         quiet: true,
     }
 }
