@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use super::svg::{bar_chart, cdf_points, esc, line_chart, Series};
+use super::svg::{bar_chart, cdf_points, esc, line_chart, Scale, Series};
 use super::Run;
 
 fn ms(s: f64) -> String {
@@ -68,7 +68,7 @@ pub fn render(runs: &[Run], workload: &[String], title: &str) -> String {
             &format!("{name} (ms, log scale)"),
             "fraction of requests",
             &series,
-            true,
+            Scale::LOG_X,
         ));
     }
     h.push_str("</div><h2>Over time</h2><div class=\"charts\">");
@@ -87,21 +87,21 @@ pub fn render(runs: &[Run], workload: &[String], title: &str) -> String {
         "time (s)",
         "completed requests/s",
         &over(&|b| b.requests_per_s),
-        false,
+        Scale::LINEAR,
     ));
     h.push_str(&line_chart(
         "Output token throughput",
         "time (s)",
         "tokens/s",
         &over(&|b| b.output_tokens_per_s),
-        false,
+        Scale::LINEAR,
     ));
     h.push_str(&line_chart(
         "SLO attainment",
         "time (s)",
         "fraction meeting SLO",
         &over(&|b| b.slo_attainment),
-        false,
+        Scale::LINEAR,
     ));
     h.push_str("</div>");
     comparison(&mut h, runs);
@@ -174,18 +174,18 @@ fn comparison(h: &mut String, runs: &[Run]) {
         h.push_str(&line_chart(
             "TTFT vs rate",
             "offered rate (req/s)",
-            "TTFT (ms)",
+            "TTFT (ms, log scale)",
             &ttft,
-            false,
+            Scale::LOG_Y,
         ));
         let mut tpot = mk(&|r| r.summary.tpot_s.p50 * 1e3, "p50");
         tpot.extend(mk(&|r| r.summary.tpot_s.p95 * 1e3, "p95"));
         h.push_str(&line_chart(
             "TPOT vs rate",
             "offered rate (req/s)",
-            "TPOT (ms)",
+            "TPOT (ms, log scale)",
             &tpot,
-            false,
+            Scale::LOG_Y,
         ));
         if runs.iter().all(|r| r.summary.cost.is_some()) {
             h.push_str(&line_chart(
@@ -196,7 +196,7 @@ fn comparison(h: &mut String, runs: &[Run]) {
                     &|r| r.summary.cost.map_or(0.0, |c| c.goodput_requests_per_usd),
                     "",
                 ),
-                false,
+                Scale::LINEAR,
             ));
         } else {
             h.push_str(&line_chart(
@@ -204,7 +204,7 @@ fn comparison(h: &mut String, runs: &[Run]) {
                 "offered rate (req/s)",
                 "good requests/s",
                 &mk(&|r| r.summary.goodput.requests_per_s, ""),
-                false,
+                Scale::LINEAR,
             ));
         }
     }

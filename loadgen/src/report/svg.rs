@@ -9,9 +9,37 @@ const L: f64 = 64.0;
 const R: f64 = 150.0;
 const T: f64 = 30.0;
 const B: f64 = 44.0;
-const COLORS: [&str; 8] = [
+const COLORS: [&str; 12] = [
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+    "#7f7f7f", "#bcbd22", "#393b79", "#ad494a",
 ];
+
+/// Which axes are logarithmic (non-positive values are dropped on a log axis).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Scale {
+    /// log10 x axis.
+    pub log_x: bool,
+    /// log10 y axis.
+    pub log_y: bool,
+}
+
+impl Scale {
+    /// Linear both ways.
+    pub const LINEAR: Scale = Scale {
+        log_x: false,
+        log_y: false,
+    };
+    /// Log x, linear y (CDFs of latencies).
+    pub const LOG_X: Scale = Scale {
+        log_x: true,
+        log_y: false,
+    };
+    /// Linear x, log y (latency vs rate).
+    pub const LOG_Y: Scale = Scale {
+        log_x: false,
+        log_y: true,
+    };
+}
 
 /// A named series of (x, y) points.
 pub type Series = (String, Vec<(f64, f64)>);
@@ -65,20 +93,25 @@ fn ticks(lo: f64, hi: f64) -> Vec<f64> {
     out
 }
 
-/// A line chart; `log_x` plots x on a log10 axis (non-positive x dropped).
+/// A line chart on the given axis scales.
 pub fn line_chart(
     title: &str,
     xlabel: &str,
     ylabel: &str,
     series: &[Series],
-    log_x: bool,
+    scale: Scale,
 ) -> String {
+    let Scale { log_x, log_y } = scale;
     let fx = |x: f64| if log_x { x.log10() } else { x };
+    let fy = |y: f64| if log_y { y.log10() } else { y };
+    let keep = |&(x, y): &(f64, f64)| {
+        x.is_finite() && y.is_finite() && (!log_x || x > 0.0) && (!log_y || y > 0.0)
+    };
     let pts: Vec<(f64, f64)> = series
         .iter()
         .flat_map(|s| s.1.iter().copied())
-        .filter(|(x, y)| x.is_finite() && y.is_finite() && (!log_x || *x > 0.0))
-        .map(|(x, y)| (fx(x), y))
+        .filter(keep)
+        .map(|(x, y)| (fx(x), fy(y)))
         .collect();
     let mut s = header(title);
     if pts.is_empty() {
@@ -94,8 +127,20 @@ pub fn line_chart(
         .iter()
         .fold((f64::MAX, f64::MIN), |a, p| (a.0.min(p.0), a.1.max(p.0)));
     let y1 = pts.iter().fold(f64::MIN, |a, p| a.max(p.1));
-    let y0 = pts.iter().fold(f64::MAX, |a, p| a.min(p.1)).min(0.0);
-    let y1 = if y1 <= y0 { y0 + 1.0 } else { y1 * 1.05 };
+    let y0 = pts.iter().fold(f64::MAX, |a, p| a.min(p.1));
+    let (y0, y1) = if log_y {
+        (
+            y0.floor(),
+            if y1.ceil() <= y0.floor() {
+                y0.floor() + 1.0
+            } else {
+                y1.ceil()
+            },
+        )
+    } else {
+        let y0 = y0.min(0.0);
+        (y0, if y1 <= y0 { y0 + 1.0 } else { y1 * 1.05 })
+    };
     if x1 <= x0 {
         x0 -= 0.5;
         x1 += 0.5;
@@ -127,7 +172,17 @@ pub fn line_chart(
             label
         );
     }
-    for t in ticks(y0, y1) {
+    let yt: Vec<f64> = if log_y {
+        (y0 as i32..=y1 as i32).map(f64::from).collect()
+    } else {
+        ticks(y0, y1)
+    };
+    for t in yt {
+        let label = if log_y {
+            fmt_num(10f64.powf(t))
+        } else {
+            fmt_num(t)
+        };
         let _ = write!(
             s,
             r##"<line x1="{1}" x2="{2}" y1="{0:.1}" y2="{0:.1}" stroke="#ddd"/><text x="{3}" y="{0:.1}" text-anchor="end" dy="4">{4}</text>"##,
@@ -135,15 +190,20 @@ pub fn line_chart(
             L,
             W - R,
             L - 4.0,
-            fmt_num(t)
+            label
         );
     }
     for (i, (name, points)) in series.iter().enumerate() {
         let c = COLORS[i % COLORS.len()];
+        let dash = if i >= COLORS.len() {
+            r#" stroke-dasharray="5,3""#
+        } else {
+            ""
+        };
         let path: Vec<String> = points
             .iter()
-            .filter(|(x, y)| x.is_finite() && y.is_finite() && (!log_x || *x > 0.0))
-            .map(|&(x, y)| format!("{:.1},{:.1}", px(fx(x)), py(y)))
+            .filter(|p| keep(p))
+            .map(|&(x, y)| format!("{:.1},{:.1}", px(fx(x)), py(fy(y))))
             .collect();
         if path.len() == 1 {
             let _ = write!(
@@ -155,7 +215,7 @@ pub fn line_chart(
         }
         let _ = write!(
             s,
-            r#"<polyline fill="none" stroke="{c}" stroke-width="1.8" points="{}"/>"#,
+            r#"<polyline fill="none" stroke="{c}" stroke-width="1.8"{dash} points="{}"/>"#,
             path.join(" ")
         );
         if points.len() <= 12 {
@@ -267,12 +327,20 @@ mod tests {
             "x",
             "y",
             &[("a".into(), vec![(1.0, 2.0), (10.0, 3.0)])],
-            true,
+            Scale::LOG_X,
         );
         assert!(s.starts_with("<svg") && s.ends_with("</svg>") && s.contains("t&lt;1&gt;"));
         let b = bar_chart("b", "y", &[("p".into(), 3.0), ("q".into(), 1.0)]);
         assert_eq!(b.matches("<rect").count(), 4);
-        assert!(line_chart("e", "x", "y", &[], false).contains("no data"));
+        assert!(line_chart("e", "x", "y", &[], Scale::LINEAR).contains("no data"));
+        let log = line_chart(
+            "l",
+            "x",
+            "y",
+            &[("a".into(), vec![(1.0, 0.5), (2.0, 5000.0)])],
+            Scale::LOG_Y,
+        );
+        assert!(log.contains(">1000<") && log.contains(">0.1<"), "{log}");
         assert_eq!(cdf_points(&[1.0, 2.0, 3.0], 2).last(), Some(&(3.0, 1.0)));
     }
 }
