@@ -101,7 +101,7 @@ pub fn prompt_value(r: &ReqSpec, token_ids: bool, seed: u64) -> serde_json::Valu
             .collect();
         return serde_json::json!(ids);
     }
-    let mut s = format!("{}:", r.id);
+    let mut s = r.id.to_string();
     for i in 1..r.prompt_tokens {
         s.push_str(WORDS[(mix64(key ^ u64::from(i)) % WORDS.len() as u64) as usize]);
     }

@@ -329,8 +329,9 @@ impl WorkloadSource {
                         .iter()
                         .filter(|r| r.t >= o.start && end.is_none_or(|e| r.t < e))
                     {
+                        // Closed loop keeps trace time only as the merge order.
                         let t = if closed {
-                            0.0
+                            r.t - o.start
                         } else {
                             (r.t - o.start) / o.speedup * trace_scale
                         };
@@ -375,6 +376,11 @@ impl WorkloadSource {
         all.sort_by(|a, b| a.arrival.cmp(&b.arrival).then(a.source.cmp(&b.source)));
         if let Some(n) = o.requests {
             all.truncate(n.min(usize::MAX as u64) as usize);
+        }
+        if closed {
+            for r in &mut all {
+                r.arrival = Duration::ZERO;
+            }
         }
         for (k, r) in all.iter_mut().enumerate() {
             r.id = k as u64;
@@ -458,13 +464,9 @@ fn gen_synthetic(
             break;
         }
         let (p, q, prefix) = shape(rng);
-        out.push(req(
-            if o.concurrency.is_some() { 0.0 } else { t },
-            p,
-            q,
-            prefix,
-            src,
-        ));
+        // Closed loop: the index is the merge key, so workloads interleave.
+        let key = if o.concurrency.is_some() { n as f64 } else { t };
+        out.push(req(key, p, q, prefix, src));
         n += 1;
     }
 }

@@ -135,6 +135,13 @@ fn closed_loop_has_no_arrival_times() {
     assert_eq!(w.requests.len(), 10);
     assert!(w.requests.iter().all(|r| r.arrival == Duration::ZERO));
     assert_eq!(w.concurrency, Some(4));
+    let two = build(&["fixed:prompt=1,output=1", "fixed:prompt=2,output=2"], &o).unwrap();
+    let sources: Vec<u16> = two.requests.iter().map(|r| r.source).take(4).collect();
+    assert_eq!(
+        sources,
+        vec![0, 1, 0, 1],
+        "closed-loop workloads interleave"
+    );
 }
 
 #[test]
