@@ -24,14 +24,14 @@
 //! eligible     = healthy ∧ P + 1 ≤ max_seq_tokens
 //! batch        = clamp(running + 1, 1, max_num_seqs)          decode batch once admitted
 //! decodes      = min(batch − 1, max_batched_tokens)           decodes co-running the prefill
-//! ctx_others   = running_context_tokens · (batch − 1) / running
+//! ctx(n)       = running_context_tokens · min(n, running) / running   context of n running seqs
 //! uncached     = max(P − min(cached_prefix_tokens, P), 1)    starting at context P − uncached
 //! chunk        = max(max_batched_tokens − decodes, 1)
-//! prefill      = Σ over chunks of step_time(decodes over ctx_others ⊕ chunk at its context)
+//! prefill      = Σ over chunks of step_time(decodes over ctx(decodes) ⊕ chunk at its context)
 //! prefill₀     = the same chunks without the decodes (the request's own device time)
 //! queue_delay  = load.predicted_queue_delay
 //! TTFT         = queue_delay + prefill
-//! TPOT         = decode_step_time(batch, ctx_others + P + E/2)   mid-generation context
+//! TPOT         = decode_step_time(batch, ctx(batch − 1) + P + E/2)   at mid-generation
 //! e2e          = TTFT + TPOT · (E − 1)
 //! device_s     = prefill₀ + (E − 1) · TPOT / batch               share of a shared decode step
 //! cost_usd     = device_s · usd_per_second
@@ -41,7 +41,11 @@
 //! The chunk sum is computed in O(1): a full chunk's compute and memory
 //! times are affine in its index, so the roofline sum splits into two
 //! arithmetic series at their crossover. The first output token comes out
-//! of the last prefill step, hence `E − 1` decode steps.
+//! of the last prefill step, hence `E − 1` decode steps. Contexts are
+//! clamped at 2⁴⁸ tokens and durations saturate, so no input panics.
+//! Modelling limits: the running sequences' contexts are frozen at the
+//! snapshot, and `device_s` charges the request an equal share of each
+//! shared decode step.
 //!
 //! **Headroom `h`** ([`Slo::headroom`]): predictions are medians, so a tail
 //! target needs margin. `h` interpolates linearly between (percentile, h)
@@ -76,6 +80,8 @@
 //! `prefix_min_match` (0.5), `prefix_balance_tokens` (16,384),
 //! `prefill_heavy_ratio` (4.0), `decode_heavy_ratio` (1.0),
 //! `output_ewma_alpha` (0.1).
+
+#![warn(missing_docs)]
 
 use std::fmt;
 use std::time::Duration;
@@ -155,9 +161,15 @@ impl Slo {
         (0.999, 0.50),
     ];
 
-    /// An SLO from millisecond targets (negative or non-finite values become 0).
+    /// An SLO from millisecond targets (negative or NaN become 0, too large `Duration::MAX`).
     pub fn from_ms(ttft_ms: impl Millis, tpot_ms: impl Millis, percentile: f64) -> Self {
-        let ms = |v: f64| Duration::try_from_secs_f64(v / 1e3).unwrap_or(Duration::ZERO);
+        let ms = |v: f64| {
+            Duration::try_from_secs_f64(v / 1e3).unwrap_or(if v > 0.0 {
+                Duration::MAX
+            } else {
+                Duration::ZERO
+            })
+        };
         Self {
             ttft: ms(ttft_ms.to_millis_f64()),
             tpot: ms(tpot_ms.to_millis_f64()),

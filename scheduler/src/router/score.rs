@@ -117,7 +117,7 @@ pub(crate) fn score(shape: &Shape, dev: &DeviceView<'_>, budgets: Budgets) -> De
     // after the running decodes, each chunk co-running those decodes.
     let cached = dev.cached_prefix_tokens.min(prompt);
     let uncached = (prompt - cached).max(1);
-    let start = prompt - uncached;
+    let start = prompt.saturating_sub(uncached);
     // Sequences decoding beside this one once it is admitted (a full batch
     // first loses one; that wait is in the queue delay).
     let batch = load.running.saturating_add(1).min(dev.max_num_seqs).max(1);
@@ -133,15 +133,25 @@ pub(crate) fn score(shape: &Shape, dev: &DeviceView<'_>, budgets: Budgets) -> De
         attention_pairs: decode_ctx as f64 + f64::from(decodes),
     };
     let prefill_s = chunked_prefill_seconds(cost, co_run, start, uncached, chunk);
-    let prefill_alone_s =
-        chunked_prefill_seconds(cost, StepShape::default(), start, uncached, chunk);
+    let prefill_alone_s = if decodes == 0 {
+        prefill_s
+    } else {
+        chunked_prefill_seconds(cost, StepShape::default(), start, uncached, chunk)
+    };
 
     // Decode: one more sequence in the batch, at half its expected output.
     let others_ctx = scale_context(load.running_context_tokens, load.running, others);
     let own_ctx = u64::from(prompt) + u64::from(expected / 2);
+    // As `CostModel::decode_step_time`, without its round trip through `Duration`.
+    let decode_ctx = others_ctx.saturating_add(own_ctx);
     let tpot_s = cost
-        .decode_step_time(batch, others_ctx.saturating_add(own_ctx))
-        .as_secs_f64();
+        .step_cost(&StepShape {
+            seqs: batch,
+            tokens: u64::from(batch),
+            context_tokens: decode_ctx,
+            attention_pairs: decode_ctx as f64 + f64::from(batch),
+        })
+        .seconds();
 
     let queue_delay = load.predicted_queue_delay;
     let decode_steps = f64::from(expected.saturating_sub(1));
@@ -167,23 +177,28 @@ pub(crate) fn score(shape: &Shape, dev: &DeviceView<'_>, budgets: Budgets) -> De
     }
 }
 
-/// `total · part / whole` context tokens (`total` when `part ≥ whole`).
+/// Context tokens beyond any real load; larger snapshots are clamped so
+/// the step arithmetic cannot overflow.
+const MAX_CONTEXT_TOKENS: u64 = 1 << 48;
+
+/// `total · part / whole` context tokens (`total` when `part ≥ whole`), at most [`MAX_CONTEXT_TOKENS`].
 fn scale_context(total: u64, whole: u32, part: u32) -> u64 {
+    let total = total.min(MAX_CONTEXT_TOKENS);
     if part >= whole {
         total
     } else {
-        // part < whole, so no overflow in u128 and the result is ≤ total.
+        // part < whole, so the result is ≤ total; u128 cannot overflow.
         (u128::from(total) * u128::from(part) / u128::from(whole)) as u64
     }
 }
 
-/// Seconds to a duration, saturating at zero and `Duration::MAX`.
+/// Seconds to a duration rounded to the nanosecond, saturating at zero
+/// (also for NaN) and `u64::MAX` ns (584 years); a dozen instructions where
+/// `Duration::try_from_secs_f64` takes five times as many.
+#[inline]
 fn secs(s: f64) -> Duration {
-    Duration::try_from_secs_f64(s).unwrap_or(if s > 0.0 {
-        Duration::MAX
-    } else {
-        Duration::ZERO
-    })
+    // `as` saturates and maps NaN to 0.
+    Duration::from_nanos((s * 1e9 + 0.5) as u64)
 }
 
 /// Total time of prefilling `tokens` tokens after `start` cached ones, in
@@ -277,6 +292,17 @@ mod tests {
             done += q;
         }
         total
+    }
+
+    /// `CostModel::decode_step_time` in seconds, before rounding to a `Duration`.
+    fn decode_seconds(cost: &CostModel, batch: u32, context: u64) -> f64 {
+        cost.step_cost(&StepShape {
+            seqs: batch,
+            tokens: u64::from(batch),
+            context_tokens: context,
+            attention_pairs: context as f64 + f64::from(batch),
+        })
+        .seconds()
     }
 
     #[test]
@@ -385,12 +411,13 @@ mod tests {
         d.load.running_context_tokens = 9 * 1000;
         let s = score(&shape, &d, budgets);
         let tpot = cost.decode_step_time(10, 9000 + 100 + 500);
-        assert_eq!(s.tpot, tpot);
-        let e2e = s.ttft.as_secs_f64() + 999.0 * tpot.as_secs_f64();
-        assert!((s.e2e.as_secs_f64() - e2e).abs() < 1e-6);
+        assert!(s.tpot.max(tpot) - s.tpot.min(tpot) <= Duration::from_nanos(1));
+        let tpot_s = decode_seconds(&cost, 10, 9000 + 100 + 500);
+        let e2e = s.ttft.as_secs_f64() + 999.0 * tpot_s;
+        assert!((s.e2e.as_secs_f64() - e2e).abs() < 2e-9);
         let alone = cost.prefill_time(100, 0).as_secs_f64();
-        let share = alone + 999.0 * tpot.as_secs_f64() / 10.0;
-        assert!((s.device_seconds - share).abs() < 1e-9);
+        let share = alone + 999.0 * tpot_s / 10.0;
+        assert!((s.device_seconds - share).abs() < 2e-9);
         assert!((s.cost_usd - share * cost.usd_per_second()).abs() < 1e-12);
         assert!(s.meets_slo);
     }
@@ -412,6 +439,7 @@ mod tests {
         d.load.running_context_tokens = 4 * 1000;
         let s = score(&shape, &d, budgets);
         // Batch of 4: three others (3/4 of the running context) plus this request.
-        assert_eq!(s.tpot, cost.decode_step_time(4, 3000 + 100 + 50));
+        let tpot = cost.decode_step_time(4, 3000 + 100 + 50);
+        assert!(s.tpot.max(tpot) - s.tpot.min(tpot) <= Duration::from_nanos(1));
     }
 }

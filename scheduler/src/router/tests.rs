@@ -414,6 +414,26 @@ fn errors_name_the_problem() {
 }
 
 #[test]
+fn degenerate_requests_do_not_panic() {
+    let costs = llama(&["h100-sxm", "mi300x"]);
+    let mut fleet = idle_fleet(&costs);
+    fleet[0].max_num_seqs = 0;
+    fleet[0].max_batched_tokens = 0;
+    fleet[1].load.running = 10;
+    fleet[1].max_num_seqs = 4;
+    fleet[1].load.running_context_tokens = u64::MAX;
+    fleet[1].cached_prefix_tokens = u32::MAX;
+    for policy in PolicyKind::ALL {
+        let mut r = router(policy);
+        for (p, m) in [(0, 0), (0, 1), (1, 0), (32_767, u32::MAX)] {
+            let d = r.route(&req(p, m), &fleet).unwrap();
+            assert!(d.chosen().eligible);
+            assert!(d.scores.iter().all(|s| s.cost_usd.is_finite()));
+        }
+    }
+}
+
+#[test]
 fn headroom_interpolates_the_percentile() {
     let h = |p| Slo::from_ms(1, 1, p).headroom();
     assert_eq!(h(0.1), 1.0);
@@ -443,6 +463,7 @@ fn slo_from_ms_takes_integers_and_floats() {
     assert_eq!(a.ttft, Duration::from_millis(2000));
     assert_eq!(Slo::from_ms(-5, f64::NAN, 0.5).ttft, Duration::ZERO);
     assert_eq!(Slo::from_ms(0.5, 1, 0.5).ttft, Duration::from_micros(500));
+    assert_eq!(Slo::from_ms(f64::INFINITY, 1, 0.5).ttft, Duration::MAX);
 }
 
 #[test]
@@ -542,7 +563,7 @@ fn device_spec() -> impl Strategy<Value = DeviceSpec> {
         (
             0..6usize,
             prop::bool::weighted(0.8),
-            1u32..140_000,
+            0u32..140_000,
             0u32..300,
         ),
         (0u32..20_000, 0u32..40_000, 0u32..400, 0u32..20_000),
@@ -577,7 +598,7 @@ proptest! {
     #[test]
     fn chosen_device_is_always_eligible(
         specs in prop::collection::vec(device_spec(), 0..10),
-        prompt in 0u32..150_000,
+        prompt in prop_oneof![0u32..4, 0u32..150_000],
         max_tokens in 0u32..20_000,
         policy in prop::sample::select(PolicyKind::ALL.to_vec()),
         observed in prop::option::of((1u32..20_000, 0u32..20_000)),

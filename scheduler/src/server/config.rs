@@ -62,6 +62,8 @@ pub struct ServerConfig {
     pub max_reroutes: u32,
     /// First back-off of a failed device before it is probed, milliseconds.
     pub unhealthy_backoff_ms: u64,
+    /// How long a request waits for some device to recover when none is healthy, seconds.
+    pub unavailable_wait_s: f64,
 }
 
 impl Default for ServerConfig {
@@ -76,6 +78,7 @@ impl Default for ServerConfig {
             step_timeout_s: 60.0,
             max_reroutes: 3,
             unhealthy_backoff_ms: 500,
+            unavailable_wait_s: 10.0,
         }
     }
 }

@@ -36,6 +36,7 @@ pub struct Fleet {
     pending: AtomicUsize,
     max_pending: usize,
     max_reroutes: u32,
+    unavailable_wait: Duration,
     next_id: AtomicU64,
     epoch: Instant,
     stopping: AtomicBool,
@@ -134,13 +135,29 @@ impl Fleet {
             pending: AtomicUsize::new(0),
             max_pending: config.server.max_pending_requests,
             max_reroutes: config.server.max_reroutes,
+            unavailable_wait: Duration::from_secs_f64(config.server.unavailable_wait_s.max(0.0)),
             next_id: AtomicU64::new(1),
             epoch,
             stopping: AtomicBool::new(false),
             threads: Mutex::new(threads),
         });
+        fleet.register_metrics();
         fleet.spawn_watchdog(config.step_timeout())?;
         Ok(fleet)
+    }
+
+    /// Registers counters that only move on rare events, so dashboards and
+    /// alerts see them (at zero) from the first scrape.
+    fn register_metrics(&self) {
+        use super::metrics as m;
+        metrics::counter!(m::REJECTED).absolute(0);
+        for d in &self.devices {
+            metrics::counter!(m::REROUTES, "from" => d.id.clone()).absolute(0);
+            metrics::counter!(m::STEP_FAILURES, "device" => d.id.clone(), "kind" => "hang")
+                .absolute(0);
+            metrics::gauge!(m::DEVICE_HEALTHY, "device" => d.id.clone(), "backend" => d.backend.to_string())
+                .set(if d.state() == DeviceState::Ready { 1.0 } else { 0.0 });
+        }
     }
 
     fn spawn_watchdog(self: &Arc<Self>, timeout: Duration) -> Result<(), ServerError> {
@@ -212,6 +229,11 @@ impl Fleet {
     /// Times a request may be re-routed after failures.
     pub fn max_reroutes(&self) -> u32 {
         self.max_reroutes
+    }
+
+    /// How long a request waits for a device to recover when none is healthy.
+    pub fn unavailable_wait(&self) -> Duration {
+        self.unavailable_wait
     }
 
     /// Requests admitted and not yet finished.

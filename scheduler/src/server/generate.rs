@@ -6,7 +6,7 @@
 //! [`AbortOnDrop`] guard then aborts the sequence so its KV blocks are freed.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use metrics::{counter, histogram};
 use switchyard_backends::SeqId;
@@ -127,6 +127,7 @@ enum Attempt {
     Done,
     ClientGone,
     Failed(ApiError),
+    NoDevice(ApiError),
     Reroute { device: DeviceId, reason: String },
 }
 
@@ -169,29 +170,44 @@ async fn run(
         last_token: None,
         shape: "unknown",
     };
+    // Devices that failed this request; cleared when no other device is left,
+    // so a recovered device can take it again.
     let mut excluded: Vec<DeviceId> = Vec::new();
+    let mut reroutes = 0usize;
+    let wait_limit = task.fleet.unavailable_wait();
+    let mut waited = Duration::ZERO;
     loop {
         match task.attempt(&excluded).await {
             Attempt::Done | Attempt::ClientGone => return,
-            Attempt::Failed(err) => {
+            Attempt::NoDevice(err) if waited < wait_limit => {
+                // Every device is down or already failed this request: wait for
+                // one to recover instead of failing at once.
+                excluded.clear();
+                let pause = Duration::from_millis(25);
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = task.out.closed() => return,
+                }
+                waited += pause;
+                tracing::debug!(error = %err.message, "no device available; waiting");
+            }
+            Attempt::NoDevice(err) | Attempt::Failed(err) => {
                 task.count_outcome("unknown", "error");
                 let _ = task.out.send(StreamItem::Error(err)).await;
                 return;
             }
             Attempt::Reroute { device, reason } => {
                 let name = task.fleet.devices()[device.0 as usize].id.clone();
-                tracing::warn!(device = %name, %reason, "re-routing request");
+                tracing::debug!(device = %name, %reason, "re-routing request");
                 counter!(m::REROUTES, "from" => name).increment(1);
                 excluded.push(device);
-                if excluded.len() > max_reroutes {
+                reroutes += 1;
+                if reroutes > max_reroutes {
                     task.count_outcome("unknown", "error");
                     let err = ApiError::new(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "server_error",
-                        format!(
-                            "request failed on {} devices; last error: {reason}",
-                            excluded.len()
-                        ),
+                        format!("request failed {reroutes} times on devices; last error: {reason}"),
                     )
                     .retry_after(1);
                     let _ = task.out.send(StreamItem::Error(err)).await;
@@ -210,6 +226,7 @@ impl Task {
         prompt.extend_from_slice(&self.generated);
         let routed = match self.fleet.route(&prompt, remaining, excluded) {
             Ok(r) => r,
+            Err(e @ RouteError::NoHealthyDevice) => return Attempt::NoDevice(route_error(e)),
             Err(e) => return Attempt::Failed(route_error(e)),
         };
         let device = routed.device;

@@ -366,14 +366,16 @@ impl Worker {
 
     fn run(&mut self) {
         loop {
-            if let Flow::Stop = self.drain_commands() {
-                break;
-            }
+            // Recover before waiting for commands: an idle unhealthy device
+            // would otherwise never probe, and the router never picks it.
             if self.shared.state() == DeviceState::Unhealthy {
                 if let Flow::Stop = self.recover() {
                     break;
                 }
                 continue;
+            }
+            if let Flow::Stop = self.drain_commands() {
+                break;
             }
             self.step();
         }

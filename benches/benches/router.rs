@@ -1,0 +1,117 @@
+//! Criterion benches of `Router::route` over a 16-device fleet of mixed
+//! profiles (llama-3.1-8b on H100, H200, MI300X, MI250X, A100, L40S, L4)
+//! with seeded, non-trivial loads and cached prefixes, for every policy and
+//! for a prefill-heavy and a decode-heavy request.
+
+use std::path::Path;
+use std::time::Duration;
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use switchyard_backends::{Catalog, CostModel};
+use switchyard_scheduler::router::{
+    DeviceId, DeviceView, PolicyKind, RouteRequest, Router, RouterConfig,
+};
+use switchyard_scheduler::Load;
+
+const PROFILES: [&str; 7] = [
+    "h100-sxm", "h200", "mi300x", "mi250x", "a100-80g", "l40s", "l4",
+];
+
+/// SplitMix64: a seeded, dependency-free generator for the loads.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn costs() -> Vec<CostModel> {
+    let catalog = Catalog::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles"));
+    let model = catalog.model("llama-3.1-8b").expect("model spec");
+    PROFILES
+        .iter()
+        .map(|d| CostModel::new(catalog.device(d).expect("device profile"), model.clone()))
+        .collect()
+}
+
+fn fleet(costs: &[CostModel]) -> Vec<DeviceView<'_>> {
+    let mut rng = SplitMix(0x5EED);
+    (0..16u32)
+        .map(|i| {
+            let running = rng.below(200) as u32;
+            let waiting = rng.below(20) as u32;
+            DeviceView {
+                id: DeviceId(i),
+                cost: &costs[i as usize % costs.len()],
+                load: Load {
+                    waiting,
+                    running,
+                    queued_prefill_tokens: u64::from(waiting) * rng.below(4000),
+                    outstanding_decode_tokens: u64::from(running + waiting) * rng.below(800),
+                    running_context_tokens: u64::from(running) * rng.below(3000),
+                    free_blocks: 1000,
+                    total_blocks: 20_000,
+                    predicted_queue_delay: Duration::from_micros(rng.below(200_000)),
+                },
+                healthy: i != 5,
+                max_seq_tokens: 32_768,
+                max_num_seqs: 256,
+                max_batched_tokens: 2048,
+                cached_prefix_tokens: (rng.below(4) * 2048) as u32,
+            }
+        })
+        .collect()
+}
+
+fn route(c: &mut Criterion) {
+    let costs = costs();
+    let fleet = fleet(&costs);
+    let requests = [
+        (
+            "prefill_heavy",
+            RouteRequest {
+                prompt_tokens: 8000,
+                max_tokens: 50,
+            },
+        ),
+        (
+            "decode_heavy",
+            RouteRequest {
+                prompt_tokens: 100,
+                max_tokens: 1000,
+            },
+        ),
+    ];
+    for policy in PolicyKind::ALL {
+        let mut router = Router::new(RouterConfig {
+            policy,
+            ..RouterConfig::default()
+        });
+        for (name, req) in &requests {
+            c.bench_function(&format!("route_16_devices/{policy}/{name}"), |b| {
+                b.iter(|| {
+                    router
+                        .route(black_box(req), black_box(&fleet))
+                        .expect("route")
+                })
+            });
+        }
+    }
+    let router = Router::default();
+    let shape = router.shape(&requests[0].1);
+    c.bench_function("score_one_device/prefill_heavy", |b| {
+        b.iter(|| router.score(black_box(&shape), black_box(&fleet[2])))
+    });
+}
+
+criterion_group!(benches, route);
+criterion_main!(benches);
