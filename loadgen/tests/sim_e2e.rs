@@ -90,6 +90,9 @@ fn sweep_and_closed_loop_runs() {
         .map(|r| r["rate"].as_f64().unwrap())
         .collect();
     assert_eq!(rates, vec![1.0, 4.0]);
+    let cap = doc["slo_capacity"].as_array().unwrap();
+    assert_eq!(cap.len(), 1);
+    assert_eq!(cap[0]["policy"], "least-loaded");
     assert!(std::fs::read_to_string(out.join("report.html"))
         .unwrap()
         .contains("TTFT vs rate"));

@@ -150,7 +150,25 @@ fn comparison(h: &mut String, runs: &[Run]) {
             None => groups.push((key, vec![r])),
         }
     }
-    h.push_str("<h2>Comparison</h2><div class=\"charts\">");
+    h.push_str("<h2>Comparison</h2>");
+    let cap = super::slo_capacity(runs);
+    if !cap.is_empty() {
+        h.push_str("<table><tr><th>policy</th><th>highest rate meeting SLO</th><th>goodput req/s</th><th>good req/USD</th></tr>");
+        for c in &cap {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{:.2}</td><td>{}</td></tr>",
+                esc(&c.policy),
+                c.max_rate_meeting_slo
+                    .map_or("none".into(), |r| format!("{r}")),
+                c.goodput_requests_per_s,
+                c.goodput_requests_per_usd
+                    .map_or(String::new(), |g| format!("{g:.1}"))
+            );
+        }
+        h.push_str("</table>");
+    }
+    h.push_str("<div class=\"charts\">");
     let by_rate = groups.iter().any(|g| g.1.len() > 1);
     if by_rate {
         let rate = |r: &Run| {

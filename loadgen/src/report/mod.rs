@@ -7,6 +7,8 @@
 //! `ttft_s`/`tpot_s`/`itl_s`/`e2e_s` (each `mean,p50,p90,p95,p99`), `slo`,
 //! `goodput.requests_per_s`, `slo_attainment`, and for sim targets
 //! `cost.{usd_per_hour,usd_per_million_output_tokens}` and `devices[].utilization`.
+//! With a sweep, `slo_capacity` lists per policy the highest rate that met
+//! the SLO and its goodput per dollar (capacity at the SLO).
 //! `requests.csv` has one row per request per run (with the largest ITL;
 //! every ITL in whole microseconds, `;`-separated, in column `itl_us` when
 //! asked for: an hour of traffic has millions).
@@ -67,12 +69,62 @@ pub fn write_all(
     std::fs::write(&p, html).map_err(|e| LoadgenError::io(&p, e))
 }
 
+/// One policy's capacity at the SLO across a sweep.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SloCapacity {
+    /// Policy (or `run` for live targets).
+    pub policy: String,
+    /// Highest swept rate whose run met the SLO (percentiles within target, nothing failed).
+    pub max_rate_meeting_slo: Option<f64>,
+    /// Goodput at that rate, requests per second.
+    pub goodput_requests_per_s: f64,
+    /// Good requests per fleet USD at that rate (sim).
+    pub goodput_requests_per_usd: Option<f64>,
+}
+
+/// Per policy, the highest swept rate that met the SLO (empty unless some policy ran at several rates).
+pub fn slo_capacity(runs: &[Run]) -> Vec<SloCapacity> {
+    let mut policies: Vec<String> = Vec::new();
+    for r in runs {
+        let p = r.summary.policy.clone().unwrap_or_else(|| "run".into());
+        if !policies.contains(&p) {
+            policies.push(p);
+        }
+    }
+    fn of<'a>(runs: &'a [Run], p: &'a str) -> impl Iterator<Item = &'a Run> {
+        runs.iter()
+            .filter(move |r| r.summary.policy.as_deref().unwrap_or("run") == p)
+    }
+    if policies.iter().all(|p| of(runs, p).count() < 2) {
+        return Vec::new();
+    }
+    policies
+        .iter()
+        .map(|p| {
+            let best = of(runs, p).filter(|r| r.summary.slo_met).max_by(|a, b| {
+                a.summary
+                    .rate
+                    .unwrap_or(0.0)
+                    .total_cmp(&b.summary.rate.unwrap_or(0.0))
+            });
+            SloCapacity {
+                policy: p.clone(),
+                max_rate_meeting_slo: best.and_then(|r| r.summary.rate),
+                goodput_requests_per_s: best.map_or(0.0, |r| r.summary.goodput.requests_per_s),
+                goodput_requests_per_usd: best
+                    .and_then(|r| r.summary.cost.map(|c| c.goodput_requests_per_usd)),
+            }
+        })
+        .collect()
+}
+
 /// Writes `results.json`.
 pub fn write_json(path: &Path, runs: &[Run], workload: &[String]) -> Result<(), LoadgenError> {
     let doc = serde_json::json!({
         "generated_by": concat!("switchyard-loadgen ", env!("CARGO_PKG_VERSION")),
         "workload": workload,
         "runs": runs.iter().map(|r| &r.summary).collect::<Vec<_>>(),
+        "slo_capacity": slo_capacity(runs),
     });
     let text = serde_json::to_string_pretty(&doc).expect("summaries serialise");
     std::fs::write(path, text).map_err(|e| LoadgenError::io(path, e))
