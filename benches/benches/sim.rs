@@ -1,9 +1,11 @@
 //! Simulation speed: simulated requests per wall-clock second.
 //!
-//! - `sim/conv_trace_16dev`: the first 10 minutes of the Azure conversation
-//!   trace (read from `SWITCHYARD_TRACE_DIR`, default `../shared/traces`;
-//!   a seeded synthetic stand-in of the same shape when absent) on the
-//!   16-device `examples/fleets/mixed.toml`, least-loaded routing.
+//! - `sim/conv_trace_16dev_{cost,least-loaded}`: the first 10 minutes of the
+//!   Azure conversation trace (read from `SWITCHYARD_TRACE_DIR`, default
+//!   `../shared/traces`; a seeded synthetic stand-in of the same shape when
+//!   absent) on the 16-device `examples/fleets/mixed.toml`. Cost routing
+//!   packs work onto few devices (fewer, larger steps); least-loaded spreads
+//!   it (one step per device per token: the slow case).
 //! - `sim/synthetic_16dev`: 2,000 seeded `mix:balanced` requests at 20 req/s
 //!   on the same fleet.
 //!
@@ -66,34 +68,43 @@ fn conv_trace() -> Workload {
 
 fn bench(c: &mut Criterion) {
     let fleet = fleet();
-    let opts = SimOptions {
+    let opts = |policy| SimOptions {
         router: RouterConfig {
-            policy: PolicyKind::LeastLoaded,
+            policy,
             ..RouterConfig::default()
         },
         timeout: Duration::from_secs(600),
         progress: false,
     };
+    let conv = conv_trace();
+    let synthetic = workload(
+        "mix:balanced",
+        WorkloadOptions {
+            rate: Some(20.0),
+            requests: Some(2000),
+            seed: 1,
+            ..WorkloadOptions::default()
+        },
+    );
     let mut g = c.benchmark_group("sim");
     g.sample_size(10).measurement_time(Duration::from_secs(10));
-    for (name, w) in [
-        ("conv_trace_16dev", conv_trace()),
+    for (name, w, policy) in [
+        ("conv_trace_16dev_cost", &conv, PolicyKind::Cost),
         (
-            "synthetic_16dev",
-            workload(
-                "mix:balanced",
-                WorkloadOptions {
-                    rate: Some(20.0),
-                    requests: Some(2000),
-                    seed: 1,
-                    ..WorkloadOptions::default()
-                },
-            ),
+            "conv_trace_16dev_least-loaded",
+            &conv,
+            PolicyKind::LeastLoaded,
+        ),
+        (
+            "synthetic_16dev_least-loaded",
+            &synthetic,
+            PolicyKind::LeastLoaded,
         ),
     ] {
+        let o = opts(policy);
         g.throughput(Throughput::Elements(w.requests.len() as u64));
-        g.bench_with_input(BenchmarkId::from_parameter(name), &w, |b, w| {
-            b.iter(|| simulate(&fleet, w, &opts))
+        g.bench_with_input(BenchmarkId::from_parameter(name), w, |b, w| {
+            b.iter(|| simulate(&fleet, w, &o))
         });
     }
     g.finish();
