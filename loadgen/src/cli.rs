@@ -236,14 +236,15 @@ pub fn run_loadgen(args: LoadgenArgs) -> Result<(), LoadgenError> {
                     progress: !args.quiet,
                 };
                 let started = Instant::now();
-                let result = simulate(&fleet, &workload, &opts);
+                let mut result = simulate(&fleet, &workload, &opts);
                 let wall = started.elapsed().as_secs_f64();
                 let pname =
                     &args.policy.get(pi).cloned().unwrap_or_else(|| {
                         spec.router.policy.clone().unwrap_or_else(|| "cost".into())
                     });
                 let label = run_label(Some(pname), *rate, rates.len() > 1, policies.len() > 1);
-                let mut run = Run::new(label, args.target.clone(), result.records.clone(), slo);
+                let records = std::mem::take(&mut result.records);
+                let mut run = Run::new(label, args.target.clone(), records, slo);
                 run.summary = run.summary.with_sim(&fleet, &result, wall);
                 run.summary.policy = Some(pname.trim().to_string());
                 run.summary.rate = rate.or(Some(workload.offered_rate())).filter(|r| *r > 0.0);

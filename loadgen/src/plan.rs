@@ -164,7 +164,7 @@ impl Search<'_> {
             slo: crate::cli::router_slo(&self.opts.slo),
             ..RouterConfig::default()
         };
-        let sim = simulate(
+        let mut sim = simulate(
             &fleet,
             self.workload,
             &SimOptions {
@@ -173,12 +173,8 @@ impl Search<'_> {
                 progress: false,
             },
         );
-        let mut run = Run::new(
-            String::new(),
-            String::new(),
-            sim.records.clone(),
-            self.opts.slo,
-        );
+        let records = std::mem::take(&mut sim.records);
+        let mut run = Run::new(String::new(), String::new(), records, self.opts.slo);
         run.summary = run.summary.with_sim(&fleet, &sim, 0.0);
         let s = &run.summary;
         let p = self.opts.slo.percentile;
