@@ -25,6 +25,10 @@ enum Command {
         #[arg(long)]
         addr: Option<std::net::SocketAddr>,
     },
+    /// Replay a workload against a live server or a simulated fleet and report.
+    Loadgen(switchyard_loadgen::cli::LoadgenArgs),
+    /// Search fleet compositions for the cheapest fleet that meets the SLOs.
+    Plan(switchyard_loadgen::cli::PlanArgs),
     /// Calibrate a device: sweep step shapes on its real backend, fit the
     /// cost model's coefficients, and write the calibrated profile.
     Profile {
@@ -74,6 +78,8 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config, addr } => serve(config, addr),
+        Command::Loadgen(args) => Ok(switchyard_loadgen::cli::run_loadgen(args)?),
+        Command::Plan(args) => Ok(switchyard_loadgen::cli::run_plan(args)?),
         Command::Profile {
             device,
             config,

@@ -3,4 +3,29 @@
 //! OpenAI-compatible server or an in-process simulated fleet, and reports.
 //!
 //! Depends on the scheduler and backends crates; nothing depends on it but
-//! the `switchyard` binary.
+//! the `switchyard` binary, which only adds the `loadgen` and `plan`
+//! subcommands around [`cli::run_loadgen`] and [`cli::run_plan`].
+//!
+//! Invariant: the simulator drives the real router and engines (see
+//! [`sim`]); the live driver and the simulator produce the same
+//! [`metrics::RequestRecord`]s, so one report format serves both.
+
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod error;
+pub mod fleet;
+pub mod http;
+pub mod metrics;
+pub mod plan;
+pub mod progress;
+pub mod report;
+pub mod rng;
+pub mod sim;
+pub mod slo;
+pub mod workload;
+
+/// The router the simulator drives: Switchyard's real one.
+pub use switchyard_scheduler::router;
+
+pub use error::LoadgenError;

@@ -1,0 +1,433 @@
+//! Fleets for the simulator: a TOML file or an inline `PROFILE=COUNT,...`.
+//!
+//! ```toml
+//! model = "llama-3.1-8b"            # optional; --model overrides
+//! [[devices]]
+//! profile = "h100-sxm"
+//! count = 2                         # default 1; `id`/`backend` are accepted
+//! [router]                          # optional; flags override
+//! policy = "cost"
+//! [router.slo]
+//! ttft_ms = 2000
+//! tpot_ms = 100
+//! [engine]                          # optional engine limits
+//! max_num_seqs = 256
+//! max_batched_tokens = 8192
+//! ```
+//! A server configuration (`switchyard.toml`, recognised by its `[model]`
+//! table) is also a fleet file: its devices are simulated by profile
+//! whatever their backend, with its model, engine sizing, router settings
+//! and `profiles_dir` — so `plan`'s output and the live server's own config
+//! can both be simulated. Unknown fields are rejected with the file and line.
+//! Engine defaults match the server's (`block_size` 16, `max_num_seqs` 256,
+//! `max_batched_tokens` 2048). An SLO `percentile` below 1 is a fraction
+//! (0.95), otherwise a percentage (95).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use switchyard_backends::{Catalog, CostModel, ModelSpec, SimConfig};
+use switchyard_scheduler::EngineConfig;
+
+use crate::error::LoadgenError;
+
+/// `[[devices]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeviceEntry {
+    profile: String,
+    #[serde(default = "one")]
+    count: u32,
+    #[serde(default)]
+    #[allow(dead_code)]
+    id: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    backend: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// `[router.slo]` table.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SloTable {
+    /// TTFT target, ms.
+    pub ttft_ms: f64,
+    /// TPOT target, ms.
+    pub tpot_ms: f64,
+    /// Percentile (0–100).
+    #[serde(default)]
+    pub percentile: Option<f64>,
+}
+
+/// `[router]` table.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouterTable {
+    /// Policy name.
+    #[serde(default)]
+    pub policy: Option<String>,
+    /// SLO targets.
+    #[serde(default)]
+    pub slo: Option<SloTable>,
+    /// Prefix policy: least fraction of the prompt cached to prefer a device.
+    #[serde(default)]
+    pub prefix_min_match: Option<f64>,
+    /// Prefix policy: queued-token slack before balancing wins.
+    #[serde(default)]
+    pub prefix_balance_tokens: Option<u64>,
+}
+
+/// `[engine]` table.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EngineTable {
+    /// Most running sequences per device.
+    pub max_num_seqs: Option<u32>,
+    /// Token budget per step.
+    pub max_batched_tokens: Option<u32>,
+    /// KV block size, tokens.
+    pub block_size: Option<u32>,
+    /// Prefix caching on/off.
+    pub enable_prefix_caching: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FleetFile {
+    #[serde(default)]
+    model: Option<String>,
+    devices: Vec<DeviceEntry>,
+    #[serde(default)]
+    router: RouterTable,
+    #[serde(default)]
+    engine: EngineTable,
+}
+
+/// A fleet as written: device types with counts, plus settings.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FleetSpec {
+    /// (profile, count) in file order; counts ≥ 1.
+    pub devices: Vec<(String, u32)>,
+    /// Model named by the file.
+    pub model: Option<String>,
+    /// Router settings.
+    pub router: RouterTable,
+    /// Engine limits.
+    pub engine: EngineTable,
+    /// Where it came from (file path or the inline text).
+    pub source: String,
+    /// Profiles directory named by a server config.
+    pub profiles_dir: Option<PathBuf>,
+}
+
+impl FleetSpec {
+    /// Parses `sim:` target text: a TOML path, or `PROFILE=COUNT,...`.
+    pub fn parse_target(text: &str) -> Result<Self, LoadgenError> {
+        let path = Path::new(text);
+        if text.ends_with(".toml") || path.exists() {
+            return Self::load(path);
+        }
+        Self::inline(text)
+    }
+
+    /// Parses `PROFILE=COUNT,...` (a bare `PROFILE` counts 1).
+    pub fn inline(text: &str) -> Result<Self, LoadgenError> {
+        let err = |reason: String| LoadgenError::Fleet {
+            path: PathBuf::from(text),
+            line: None,
+            reason,
+        };
+        let mut devices = Vec::new();
+        for part in text.split(',').filter(|p| !p.trim().is_empty()) {
+            let (name, n) = part.split_once('=').unwrap_or((part, "1"));
+            let n: u32 = n.trim().parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                err(format!(
+                    "count of `{name}`: `{n}` is not a positive integer"
+                ))
+            })?;
+            devices.push((name.trim().to_string(), n));
+        }
+        if devices.is_empty() {
+            return Err(err("no devices".into()));
+        }
+        Ok(Self {
+            devices,
+            source: text.to_string(),
+            ..Self::default()
+        })
+    }
+
+    /// Reads a fleet TOML file.
+    pub fn load(path: &Path) -> Result<Self, LoadgenError> {
+        let text = std::fs::read_to_string(path).map_err(|e| LoadgenError::Fleet {
+            path: path.to_path_buf(),
+            line: None,
+            reason: format!("cannot read: {e}"),
+        })?;
+        Self::from_toml(path, &text)
+    }
+
+    /// Parses fleet TOML text; `path` names it in errors.
+    pub fn from_toml(path: &Path, text: &str) -> Result<Self, LoadgenError> {
+        if text.lines().any(|l| l.trim_start().starts_with("[model]")) {
+            return Self::from_server_config(path, text);
+        }
+        let f: FleetFile = toml::from_str(text).map_err(|e| LoadgenError::Fleet {
+            path: path.to_path_buf(),
+            line: e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1),
+            reason: e.message().to_string(),
+        })?;
+        if f.devices.is_empty() {
+            return Err(LoadgenError::Fleet {
+                path: path.to_path_buf(),
+                line: None,
+                reason: "`devices` is empty".into(),
+            });
+        }
+        // Merge repeated profiles (a server config lists one entry per device).
+        let mut devices: Vec<(String, u32)> = Vec::new();
+        for d in f.devices {
+            if d.count == 0 {
+                return Err(LoadgenError::Fleet {
+                    path: path.to_path_buf(),
+                    line: None,
+                    reason: format!("devices.count of `{}` must be at least 1", d.profile),
+                });
+            }
+            match devices.iter_mut().find(|x| x.0 == d.profile) {
+                Some(x) => x.1 += d.count,
+                None => devices.push((d.profile, d.count)),
+            }
+        }
+        Ok(Self {
+            devices,
+            model: f.model,
+            router: f.router,
+            engine: f.engine,
+            source: path.display().to_string(),
+            profiles_dir: None,
+        })
+    }
+
+    /// Reads a server configuration as a fleet.
+    fn from_server_config(path: &Path, text: &str) -> Result<Self, LoadgenError> {
+        let c =
+            switchyard_scheduler::server::config::Config::from_toml(path, text).map_err(|e| {
+                LoadgenError::Fleet {
+                    path: path.to_path_buf(),
+                    line: None,
+                    reason: e.to_string(),
+                }
+            })?;
+        let mut devices: Vec<(String, u32)> = Vec::new();
+        for d in &c.devices {
+            match devices.iter_mut().find(|x| x.0 == d.profile) {
+                Some(x) => x.1 += 1,
+                None => devices.push((d.profile.clone(), 1)),
+            }
+        }
+        let slo = c.router.slo;
+        Ok(Self {
+            devices,
+            model: Some(c.model.spec.clone()),
+            router: RouterTable {
+                policy: Some(c.router.policy.as_str().to_string()),
+                slo: Some(SloTable {
+                    ttft_ms: slo.ttft_ms,
+                    tpot_ms: slo.tpot_ms,
+                    percentile: Some(slo.percentile),
+                }),
+                prefix_min_match: None,
+                prefix_balance_tokens: None,
+            },
+            engine: EngineTable {
+                max_num_seqs: Some(c.engine.max_num_seqs),
+                max_batched_tokens: Some(c.engine.max_batched_tokens),
+                block_size: Some(c.engine.block_size),
+                enable_prefix_caching: None,
+            },
+            source: path.display().to_string(),
+            profiles_dir: Some(c.profiles_dir.clone()),
+        })
+    }
+
+    /// Total devices.
+    pub fn num_devices(&self) -> u32 {
+        self.devices.iter().map(|d| d.1).sum()
+    }
+
+    /// Compact label, `h100-sxm=2,l4=4`.
+    pub fn label(&self) -> String {
+        self.devices
+            .iter()
+            .map(|(p, n)| format!("{p}={n}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// One device type, ready to instantiate engines and backends.
+#[derive(Debug, Clone)]
+pub struct DeviceType {
+    /// Profile name.
+    pub profile: String,
+    /// Cost model for the fleet's model.
+    pub cost: CostModel,
+    /// KV blocks per device.
+    pub kv_blocks: u32,
+    /// Engine limits.
+    pub engine: EngineConfig,
+    /// Simulated backend sizing.
+    pub sim: SimConfig,
+    /// Prefix caching as the fleet file sets it; `None` lets the simulator decide.
+    pub prefix_caching: Option<bool>,
+}
+
+impl DeviceType {
+    /// Loads `profile` from the catalog and sizes it for `model`.
+    pub fn new(
+        catalog: &Catalog,
+        profile: &str,
+        model: &ModelSpec,
+        engine: &EngineTable,
+    ) -> Result<Self, LoadgenError> {
+        let prefix_caching = engine.enable_prefix_caching;
+        let device = catalog.device(profile)?;
+        let cost = CostModel::new(device, model.clone());
+        let sim = SimConfig {
+            block_size: engine.block_size.unwrap_or(16),
+            max_num_seqs: engine.max_num_seqs.unwrap_or(256),
+            max_batched_tokens: engine.max_batched_tokens.unwrap_or(2048),
+            kv_blocks: None,
+        };
+        let kv_blocks = cost
+            .kv_blocks(sim.block_size, sim.max_num_seqs, sim.max_batched_tokens)
+            .map_err(|e| LoadgenError::Device {
+                device: profile.to_string(),
+                reason: e.to_string(),
+            })?;
+        let engine = EngineConfig {
+            max_num_seqs: sim.max_num_seqs,
+            max_batched_tokens: sim.max_batched_tokens,
+            max_model_len: model.max_context,
+            enable_prefix_caching: engine.enable_prefix_caching.unwrap_or(true),
+        };
+        Ok(Self {
+            profile: profile.to_string(),
+            cost,
+            kv_blocks,
+            engine,
+            sim: SimConfig {
+                kv_blocks: Some(kv_blocks),
+                ..sim
+            },
+            prefix_caching,
+        })
+    }
+
+    /// Hourly price of one device, USD.
+    pub fn usd_per_hour(&self) -> f64 {
+        self.cost.device().price_usd_per_hour
+    }
+}
+
+/// A resolved fleet: one entry per device (types repeated by count).
+#[derive(Debug, Clone)]
+pub struct Fleet {
+    /// Device types in spec order.
+    pub types: Vec<DeviceType>,
+    /// Per device: index into `types`.
+    pub devices: Vec<usize>,
+    /// The spec it was built from.
+    pub spec: FleetSpec,
+}
+
+impl Fleet {
+    /// Resolves every profile of `spec` for `model`.
+    pub fn build(
+        catalog: &Catalog,
+        spec: &FleetSpec,
+        model: &ModelSpec,
+    ) -> Result<Self, LoadgenError> {
+        let mut types = Vec::new();
+        let mut devices = Vec::new();
+        for (i, (profile, count)) in spec.devices.iter().enumerate() {
+            types.push(DeviceType::new(catalog, profile, model, &spec.engine)?);
+            devices.extend(std::iter::repeat_n(i, *count as usize));
+        }
+        Ok(Self {
+            types,
+            devices,
+            spec: spec.clone(),
+        })
+    }
+
+    /// Hourly price of the whole fleet, USD.
+    pub fn usd_per_hour(&self) -> f64 {
+        self.devices
+            .iter()
+            .map(|&t| self.types[t].usd_per_hour())
+            .sum()
+    }
+
+    /// Profile name of device `i`.
+    pub fn profile(&self, i: usize) -> &str {
+        &self.types[self.devices[i]].profile
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inline_and_toml() {
+        let f = FleetSpec::inline("h100-sxm=2,mi300x=1,l4").unwrap();
+        assert_eq!(
+            f.devices,
+            vec![
+                ("h100-sxm".into(), 2),
+                ("mi300x".into(), 1),
+                ("l4".into(), 1)
+            ]
+        );
+        assert_eq!(f.num_devices(), 4);
+        let text = "[[devices]]\nprofile = \"l4\"\ncount = 3\n[[devices]]\nid = \"d1\"\nbackend = \"sim\"\nprofile = \"l4\"\n[router]\npolicy = \"cost\"\n[router.slo]\nttft_ms = 100\ntpot_ms = 10\n";
+        let f = FleetSpec::from_toml(Path::new("f.toml"), text).unwrap();
+        assert_eq!(f.devices, vec![("l4".into(), 4)]);
+        assert_eq!(f.router.policy.as_deref(), Some("cost"));
+    }
+
+    #[test]
+    fn server_config_is_a_fleet() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../switchyard.toml");
+        let f = FleetSpec::load(&path).unwrap();
+        assert!(f.num_devices() >= 3, "{f:?}");
+        assert_eq!(f.model.as_deref(), Some("llama-3.1-8b"));
+        assert!(f.profiles_dir.is_some());
+        assert_eq!(f.router.slo.unwrap().percentile, Some(0.95));
+    }
+
+    #[test]
+    fn bad_fleets_name_file_and_line() {
+        let e = FleetSpec::from_toml(
+            Path::new("f.toml"),
+            "[[devices]]\nprofile = \"l4\"\ncolour = 1\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("f.toml:3") && e.contains("colour"), "{e}");
+        let e = FleetSpec::inline("l4=x").unwrap_err().to_string();
+        assert!(e.contains("l4"), "{e}");
+        let e = FleetSpec::load(Path::new("/nonexistent/fleet.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/fleet.toml"), "{e}");
+    }
+}

@@ -1,0 +1,149 @@
+use std::path::Path;
+use std::time::Duration;
+
+use switchyard_backends::Catalog;
+
+use super::*;
+use crate::fleet::{Fleet, FleetSpec};
+use crate::metrics::Outcome;
+use crate::router::{PolicyKind, RouterConfig};
+use crate::workload::{WorkloadOptions, WorkloadSource};
+
+fn catalog() -> Catalog {
+    Catalog::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles"))
+}
+
+fn fleet(spec: &str) -> Fleet {
+    let c = catalog();
+    let model = c.model("llama-3.1-8b").unwrap();
+    Fleet::build(&c, &FleetSpec::inline(spec).unwrap(), &model).unwrap()
+}
+
+fn workload(spec: &str, o: WorkloadOptions) -> Workload {
+    WorkloadSource::new(&[spec.to_string()])
+        .unwrap()
+        .build(&o)
+        .unwrap()
+}
+
+fn opts(policy: PolicyKind) -> SimOptions {
+    SimOptions {
+        router: RouterConfig {
+            policy,
+            ..RouterConfig::default()
+        },
+        timeout: Duration::from_secs(600),
+        progress: false,
+    }
+}
+
+fn open(rate: f64, n: u64) -> WorkloadOptions {
+    WorkloadOptions {
+        rate: Some(rate),
+        requests: Some(n),
+        seed: 1,
+        ..WorkloadOptions::default()
+    }
+}
+
+#[test]
+fn light_load_completes_every_request_exactly_once() {
+    let f = fleet("h100-sxm=1,l4=2");
+    let w = workload(
+        "fixed:prompt=uniform:50:500,output=uniform:1:40",
+        open(5.0, 200),
+    );
+    let r = simulate(&f, &w, &opts(PolicyKind::LeastLoaded));
+    assert_eq!(r.records.len(), 200);
+    for (i, rec) in r.records.iter().enumerate() {
+        assert_eq!(rec.id, i as u64);
+        assert_eq!(rec.outcome, Outcome::Ok, "{rec:?}");
+        assert_eq!(rec.output_tokens, rec.max_tokens);
+        assert_eq!(rec.itl_s.len() as u32, rec.output_tokens - 1);
+        let (ttft, e2e) = (rec.ttft_s.unwrap(), rec.e2e_s.unwrap());
+        assert!(ttft > 0.0 && e2e >= ttft);
+        let itl_sum: f64 = rec.itl_s.iter().map(|&x| f64::from(x)).sum();
+        assert!(
+            (ttft + itl_sum - e2e).abs() < 1e-3,
+            "{ttft} + {itl_sum} vs {e2e}"
+        );
+    }
+    assert_eq!(r.routed.iter().sum::<u64>(), 200);
+    assert!(r.busy_s.iter().all(|b| *b > 0.0));
+}
+
+#[test]
+fn simulation_is_deterministic() {
+    let f = fleet("h100-sxm=2");
+    let w = workload("mix:balanced=1,prefill-heavy=1", open(20.0, 300));
+    let a = simulate(&f, &w, &opts(PolicyKind::Cost));
+    let b = simulate(&f, &w, &opts(PolicyKind::Cost));
+    assert_eq!(a.records, b.records);
+    assert_eq!(a.steps, b.steps);
+}
+
+#[test]
+fn round_robin_spreads_evenly_over_identical_devices() {
+    let f = fleet("l4=4");
+    let w = workload("fixed:prompt=64,output=4", open(10.0, 400));
+    let r = simulate(&f, &w, &opts(PolicyKind::RoundRobin));
+    assert!(r.routed.iter().all(|&n| n == 100), "{:?}", r.routed);
+}
+
+#[test]
+fn overload_times_out_but_terminates() {
+    let f = fleet("l4=1");
+    let w = workload("fixed:prompt=4000,output=200", open(50.0, 300));
+    let mut o = opts(PolicyKind::LeastLoaded);
+    o.timeout = Duration::from_secs(5);
+    let r = simulate(&f, &w, &o);
+    assert_eq!(r.records.len(), 300);
+    let timeouts = r
+        .records
+        .iter()
+        .filter(|x| x.outcome == Outcome::Timeout)
+        .count();
+    assert!(timeouts > 100, "{timeouts}");
+    assert!(r.preemptions > 0 || timeouts > 0);
+}
+
+#[test]
+fn closed_loop_keeps_concurrency_bounded() {
+    let f = fleet("h100-sxm=1");
+    let o = WorkloadOptions {
+        concurrency: Some(3),
+        requests: Some(60),
+        ..WorkloadOptions::default()
+    };
+    let w = workload("fixed:prompt=128,output=16", o);
+    let r = simulate(&f, &w, &opts(PolicyKind::LeastLoaded));
+    assert_eq!(r.records.len(), 60);
+    for rec in &r.records {
+        let t = rec.sent_s;
+        let inflight = r
+            .records
+            .iter()
+            .filter(|x| x.sent_s <= t && x.finish_s().unwrap() > t + 1e-9)
+            .count();
+        assert!(inflight <= 3, "{inflight} in flight at {t}");
+    }
+}
+
+#[test]
+fn prompts_too_long_for_every_device_are_rejected() {
+    let f = fleet("l4=1");
+    let w = workload("fixed:prompt=100000,output=4", open(1.0, 3));
+    let r = simulate(&f, &w, &opts(PolicyKind::Cost));
+    assert!(r.records.iter().all(|x| x.outcome == Outcome::Rejected));
+}
+
+#[test]
+fn shared_prefix_prompts_share_leading_ids() {
+    let w = workload("fixed:prompt=100,output=1,prefix=64", open(1.0, 2));
+    let a = prompt_ids(&w.requests[0], 1000, true);
+    let b = prompt_ids(&w.requests[1], 1000, true);
+    assert_eq!(prompt_ids(&w.requests[0], 1000, false).len(), 100);
+    assert_eq!(a[..64], b[..64]);
+    assert_ne!(a[64..], b[64..]);
+    assert!(a.iter().all(|&t| (1..1000).contains(&t)));
+}

@@ -1,0 +1,180 @@
+//! Azure LLM inference trace reader (`TIMESTAMP,ContextTokens,GeneratedTokens`).
+//!
+//! Columns are found by header name (any order, case-insensitive); without a
+//! header the order above is assumed. `TIMESTAMP` is `YYYY-MM-DD
+//! HH:MM:SS[.fffffff]` or plain seconds. Rows are returned sorted by time,
+//! relative to the first row. Token counts of 0 are raised to 1 (an engine
+//! refuses an empty prompt). Every malformed row is an error naming the
+//! file, the 1-based line and the column.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::LoadgenError;
+
+/// One trace row: seconds since the trace's first row, prompt and output tokens.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TraceRow {
+    /// Seconds since the first row.
+    pub t: f64,
+    /// Prompt tokens.
+    pub prompt_tokens: u32,
+    /// Output tokens.
+    pub output_tokens: u32,
+}
+
+/// Reads and parses a trace file.
+pub fn read_trace(path: &Path) -> Result<Vec<TraceRow>, LoadgenError> {
+    let text = std::fs::read_to_string(path).map_err(|e| LoadgenError::io(path, e))?;
+    parse_trace(path, &text)
+}
+
+/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Parses `YYYY-MM-DD HH:MM:SS[.f]` (or `T` separator) or plain seconds.
+pub fn parse_timestamp(s: &str) -> Option<f64> {
+    let s = s.trim();
+    if let Ok(v) = s.parse::<f64>() {
+        return v.is_finite().then_some(v);
+    }
+    let (date, time) = s.split_once([' ', 'T'])?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
+    let (y, mo, day) = (d.next()??, d.next()??, d.next()??);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&day) {
+        return None;
+    }
+    let mut t = time.trim_end_matches('Z').split(':');
+    let (h, mi) = (
+        t.next()?.parse::<f64>().ok()?,
+        t.next()?.parse::<f64>().ok()?,
+    );
+    let sec = t.next()?.parse::<f64>().ok()?;
+    if h >= 24.0 || mi >= 60.0 || !(0.0..61.0).contains(&sec) {
+        return None;
+    }
+    Some(days_from_civil(y, mo, day) as f64 * 86_400.0 + h * 3600.0 + mi * 60.0 + sec)
+}
+
+/// Parses trace text; `path` names the source in errors.
+pub fn parse_trace(path: &Path, text: &str) -> Result<Vec<TraceRow>, LoadgenError> {
+    let row_err = |line: usize, field: &'static str, reason: String| LoadgenError::TraceRow {
+        path: PathBuf::from(path),
+        line,
+        field,
+        reason,
+    };
+    const FIELDS: [&str; 3] = ["TIMESTAMP", "ContextTokens", "GeneratedTokens"];
+    let mut cols = [0usize, 1, 2];
+    let mut rows = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let cells: Vec<&str> = line.split(',').map(str::trim).collect();
+        if rows.is_empty() && i == 0 && cells.iter().any(|c| c.eq_ignore_ascii_case("TIMESTAMP")) {
+            for (k, name) in FIELDS.iter().enumerate() {
+                cols[k] = cells
+                    .iter()
+                    .position(|c| c.eq_ignore_ascii_case(name))
+                    .ok_or_else(|| row_err(1, FIELDS[k], "header has no such column".into()))?;
+            }
+            continue;
+        }
+        let cell = |k: usize| -> Result<&str, LoadgenError> {
+            cells
+                .get(cols[k])
+                .copied()
+                .filter(|c| !c.is_empty())
+                .ok_or_else(|| row_err(i + 1, FIELDS[k], "missing".into()))
+        };
+        let t = parse_timestamp(cell(0)?).ok_or_else(|| {
+            row_err(
+                i + 1,
+                FIELDS[0],
+                format!("`{}` is not a timestamp", cells[cols[0]]),
+            )
+        })?;
+        let tokens = |k: usize| -> Result<u32, LoadgenError> {
+            let c = cell(k)?;
+            c.parse::<u32>()
+                .map(|v| v.max(1))
+                .map_err(|_| row_err(i + 1, FIELDS[k], format!("`{c}` is not a token count")))
+        };
+        rows.push(TraceRow {
+            t,
+            prompt_tokens: tokens(1)?,
+            output_tokens: tokens(2)?,
+        });
+    }
+    rows.sort_by(|a, b| a.t.total_cmp(&b.t));
+    if let Some(t0) = rows.first().map(|r| r.t) {
+        for r in &mut rows {
+            r.t -= t0;
+        }
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_azure_rows_relative_to_first() {
+        let text = "TIMESTAMP,ContextTokens,GeneratedTokens\n\
+            2023-11-16 18:15:46.6805900,374,44\n\
+            2023-11-16 18:15:50.9951690,396,0\n";
+        let rows = parse_trace(Path::new("t.csv"), text).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].t, 0.0);
+        assert!((rows[1].t - 4.314579).abs() < 1e-6, "{}", rows[1].t);
+        assert_eq!(rows[1].output_tokens, 1);
+    }
+
+    #[test]
+    fn timestamps_cross_midnight() {
+        let a = parse_timestamp("2023-12-31 23:59:59.5").unwrap();
+        let b = parse_timestamp("2024-01-01 00:00:00.5").unwrap();
+        assert!((b - a - 1.0).abs() < 1e-9);
+        assert!(parse_timestamp("2023-13-01 00:00:00").is_none());
+    }
+
+    #[test]
+    fn malformed_row_names_file_line_and_field() {
+        let text = "TIMESTAMP,ContextTokens,GeneratedTokens\n\
+            2023-11-16 18:15:46.68,374,44\n\
+            2023-11-16 18:15:47.68,abc,44\n";
+        let err = parse_trace(Path::new("x.csv"), text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("x.csv:3") && err.contains("ContextTokens"),
+            "{err}"
+        );
+        let err = parse_trace(
+            Path::new("x.csv"),
+            "TIMESTAMP,ContextTokens,GeneratedTokens\nyesterday,1,2\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("x.csv:2") && err.contains("TIMESTAMP"),
+            "{err}"
+        );
+        let err = parse_trace(Path::new("x.csv"), "1.0,5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("GeneratedTokens") && err.contains("missing"),
+            "{err}"
+        );
+    }
+}
