@@ -22,6 +22,18 @@
 //! space: a coarse grid, grids zooming in on the best point, then
 //! Nelder–Mead to polish.
 //!
+//! # Limits (measured on the ONNX backend)
+//! The roofline charges cached KV bytes at the same efficiency as weight
+//! bytes. On the ONNX backend a cached KV byte is moved about six times per
+//! step (gathered from the pool, copied past → present by the graph's
+//! `Concat`, read by QKᵀ and by PV), so a fit over short and long contexts
+//! over-predicts short-context decode and under-predicts long-context
+//! decode (−30…−50 % for 16–32 sequences at 384 tokens of context with the
+//! ~100 M `bench` model). A separate KV bandwidth efficiency would remove
+//! most of that (4–6 % median in offline fits of the same samples) but
+//! changes the step-time formula that `scheduler/src/router/score.rs` sums
+//! in closed form, so it is left to a coordinated change.
+//!
 //! # Invariants
 //! Synthetic plans use token ids below [`SweepConfig::token_limit`] and
 //! distinct blocks of the pool; a shape that does not fit the pool or

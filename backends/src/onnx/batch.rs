@@ -167,7 +167,7 @@ impl Inputs {
 }
 
 /// Past K/V bytes from which a run's gather is split over threads.
-const PARALLEL_GATHER_BYTES: usize = 8 << 20;
+pub const PARALLEL_GATHER_BYTES: usize = 8 << 20;
 
 /// Fills `past[..]`, the buffers of layers `first..`, from the pool.
 fn gather_layers(

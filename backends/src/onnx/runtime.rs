@@ -92,7 +92,8 @@ pub fn environment(path: &Path) -> Result<Environment, BackendError> {
     Ok(env)
 }
 
-/// Opens `model` in `env` with `threads` intra-op threads (0 = ONNX Runtime's default).
+/// Opens `model` in `env` with `threads` intra-op threads (0 = ONNX Runtime's
+/// default) that spin between operators when `spinning`.
 ///
 /// Memory patterns are off: input shapes change every step, so a pattern
 /// cached per shape would rarely be reused.
@@ -100,6 +101,7 @@ pub fn open_session(
     env: &Environment,
     model: &Path,
     threads: usize,
+    spinning: bool,
 ) -> Result<Session, BackendError> {
     let bad = |e: String| BackendError::InvalidModel(format!("{}: {e}", model.display()));
     if !model.is_file() {
@@ -112,6 +114,8 @@ pub fn open_session(
         .with_intra_threads(threads)
         .map_err(|e| bad(e.to_string()))?
         .with_memory_pattern(false)
+        .map_err(|e| bad(e.to_string()))?
+        .with_intra_op_spinning(spinning)
         .map_err(|e| bad(e.to_string()))?
         .commit_from_file(model)
         .map_err(|e| bad(e.to_string()))
