@@ -64,15 +64,16 @@ fn steady_engine() -> (Engine, SimBackend) {
     (engine, sim)
 }
 
-/// Times `iters` cycles, restarting from the steady state every 64 cycles
-/// so contexts stay near 1,000 tokens whatever the iteration count.
+/// Times `iters` cycles, restarting from the steady state every 256 cycles
+/// so contexts stay between 1,000 and 1,256 tokens whatever the iteration
+/// count (the untimed clone is rare enough not to leave caches cold).
 fn cycles(base: &Engine, sim: &SimBackend, iters: u64, execute: bool) -> Duration {
     let mut sim = sim.clone();
     let mut total = Duration::ZERO;
     let mut done = 0;
     while done < iters {
         let mut e = base.clone();
-        let n = (iters - done).min(64);
+        let n = (iters - done).min(256);
         let out = {
             let plan = e.schedule(Duration::ZERO).expect("plan");
             sim.execute(&plan).expect("execute")

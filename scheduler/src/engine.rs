@@ -587,7 +587,8 @@ impl Engine {
                 got: out.tokens.iter().filter(|t| t.is_some()).count(),
             });
         }
-        let mut events = std::mem::take(&mut self.pending);
+        let mut events = Vec::with_capacity(self.pending.len() + self.scheduled.len() * 2);
+        events.append(&mut self.pending);
         let limit = self.max_seq_tokens();
         let mut any_finished = false;
         for k in 0..self.scheduled.len() {
