@@ -262,7 +262,7 @@ fn unavailable_backend_is_reported_and_server_still_serves() {
         .find(|d| d["id"] == "gpu-0")
         .unwrap();
     assert_eq!(gpu["state"], "unavailable");
-    assert!(gpu["last_error"].as_str().unwrap().len() > 0);
+    assert!(!gpu["last_error"].as_str().unwrap().is_empty());
     let (code, _) = s.post("/v1/completions", &json!({"prompt": "hi", "max_tokens": 2}));
     assert_eq!(code, 200);
 }
