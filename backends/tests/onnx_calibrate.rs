@@ -1,7 +1,7 @@
 //! A real calibration sweep of the ONNX backend on the tiny model: every
 //! shape that fits is measured and the fit yields a valid profile. Timing
 //! on a shared CI host is noisy, so the fit error is printed, not asserted
-//! (`cargo run --release --example onnx_calibrate` reports it properly).
+//! (`switchyard profile` reports it properly).
 
 use std::path::Path;
 
