@@ -408,8 +408,8 @@ mod tests {
     fn server_config_is_a_fleet() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../switchyard.toml");
         let f = FleetSpec::load(&path).unwrap();
-        assert!(f.num_devices() >= 3, "{f:?}");
-        assert_eq!(f.model.as_deref(), Some("llama-3.1-8b"));
+        assert!(f.num_devices() >= 1, "{f:?}");
+        assert_eq!(f.model.as_deref(), Some("tiny-llama"));
         assert!(f.profiles_dir.is_some());
         assert_eq!(f.router.slo.unwrap().percentile, Some(0.95));
     }
