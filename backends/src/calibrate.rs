@@ -573,49 +573,15 @@ pub fn profile(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::{AttentionSpec, Vendor};
+
     use crate::sim::{SimBackend, SimConfig};
 
     fn device(cal: (f64, f64, f64, f64)) -> DeviceProfile {
-        DeviceProfile {
-            name: "d".into(),
-            vendor: Vendor::Nvidia,
-            description: "test".into(),
-            peak_tflops: 400.0,
-            memory_gb: 80.0,
-            memory_bandwidth_gbps: 2000.0,
-            price_usd_per_hour: 2.0,
-            calibration: Calibration {
-                compute_efficiency: cal.0,
-                bandwidth_efficiency: cal.1,
-                step_overhead_us: cal.2,
-                per_sequence_overhead_us: cal.3,
-                memory_utilization: 0.9,
-                fit_median_rel_error: None,
-                fit_max_rel_error: None,
-            },
-        }
+        crate::fixtures::device(400.0, 2000.0, [cal.0, cal.1, cal.2, cal.3])
     }
 
     fn model() -> ModelSpec {
-        ModelSpec {
-            name: "m".into(),
-            description: "test".into(),
-            num_layers: 32,
-            hidden_size: 4096,
-            num_attention_heads: 32,
-            num_kv_heads: 8,
-            head_dim: 128,
-            vocab_size: 128_000,
-            max_context: 8192,
-            total_params_b: 8.0,
-            active_params_b: 8.0,
-            weight_bytes: 2,
-            kv_bytes: 2,
-            eos_token_ids: vec![1],
-            attention: AttentionSpec::Gqa,
-            moe: None,
-        }
+        crate::fixtures::dense_8b(8192)
     }
 
     fn sweep_config() -> SweepConfig {

@@ -317,48 +317,14 @@ impl CostModel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::{Calibration, MoeSpec, Vendor};
+    use crate::profile::MoeSpec;
 
     fn device(bw_gbps: f64) -> DeviceProfile {
-        DeviceProfile {
-            name: "d".into(),
-            vendor: Vendor::Nvidia,
-            description: "test".into(),
-            peak_tflops: 1000.0,
-            memory_gb: 80.0,
-            memory_bandwidth_gbps: bw_gbps,
-            price_usd_per_hour: 3.6,
-            calibration: Calibration {
-                compute_efficiency: 0.5,
-                bandwidth_efficiency: 0.5,
-                step_overhead_us: 100.0,
-                per_sequence_overhead_us: 10.0,
-                memory_utilization: 0.9,
-                fit_median_rel_error: None,
-                fit_max_rel_error: None,
-            },
-        }
+        crate::fixtures::device(1000.0, bw_gbps, [0.5, 0.5, 100.0, 10.0])
     }
 
     fn model() -> ModelSpec {
-        ModelSpec {
-            name: "m".into(),
-            description: "test".into(),
-            num_layers: 32,
-            hidden_size: 4096,
-            num_attention_heads: 32,
-            num_kv_heads: 8,
-            head_dim: 128,
-            vocab_size: 128_000,
-            max_context: 131_072,
-            total_params_b: 8.0,
-            active_params_b: 8.0,
-            weight_bytes: 2,
-            kv_bytes: 2,
-            eos_token_ids: vec![1],
-            attention: AttentionSpec::Gqa,
-            moe: None,
-        }
+        crate::fixtures::dense_8b(131_072)
     }
 
     fn close(a: f64, b: f64) -> bool {

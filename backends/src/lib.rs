@@ -9,6 +9,8 @@ pub mod contract;
 pub mod cost;
 pub mod error;
 pub mod fault;
+#[cfg(test)]
+mod fixtures;
 #[cfg(feature = "onnx")]
 pub mod onnx;
 pub mod profile;

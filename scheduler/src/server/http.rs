@@ -175,22 +175,20 @@ async fn completions(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let run = || -> Result<(Generation, bool), ApiError> {
-        authorize(&state.api_keys, &headers)?;
-        let req: CompletionRequest = parse_body(body)?;
-        check_model(&state.fleet, &req.params)?;
-        if req.echo {
-            return Err(ApiError::invalid("echo", "echo is not supported"));
-        }
-        let prompt = prompt_ids(&state.fleet, req.prompt)?;
-        let settings = req.params.validate()?;
-        let include_usage = settings.include_usage;
-        Ok((Generation { prompt, settings }, include_usage))
-    };
-    match run() {
-        Ok((gen, include_usage)) => respond(&state, gen, Flavor::Completion, include_usage).await,
-        Err(e) => e.into_response(),
-    }
+    let gen = authorize(&state.api_keys, &headers)
+        .and_then(|()| parse_body(body))
+        .and_then(|req: CompletionRequest| {
+            check_model(&state.fleet, &req.params)?;
+            if req.echo {
+                return Err(ApiError::invalid("echo", "echo is not supported"));
+            }
+            let prompt = prompt_ids(&state.fleet, req.prompt)?;
+            Ok(Generation {
+                prompt,
+                settings: req.params.validate()?,
+            })
+        });
+    respond(&state, gen, Flavor::Completion).await
 }
 
 async fn chat_completions(
@@ -198,23 +196,20 @@ async fn chat_completions(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let run = || -> Result<(Generation, bool), ApiError> {
-        authorize(&state.api_keys, &headers)?;
-        let req: ChatRequest = parse_body(body)?;
-        check_model(&state.fleet, &req.params)?;
-        let messages = req.text_messages()?;
-        let tok = state.fleet.tokenizer();
-        let text = render_chat(tok.as_ref(), &messages)
-            .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
-        let prompt = tok.encode(&text);
-        let settings = req.params.validate()?;
-        let include_usage = settings.include_usage;
-        Ok((Generation { prompt, settings }, include_usage))
-    };
-    match run() {
-        Ok((gen, include_usage)) => respond(&state, gen, Flavor::Chat, include_usage).await,
-        Err(e) => e.into_response(),
-    }
+    let gen = authorize(&state.api_keys, &headers)
+        .and_then(|()| parse_body(body))
+        .and_then(|req: ChatRequest| {
+            check_model(&state.fleet, &req.params)?;
+            let messages = req.text_messages()?;
+            let tok = state.fleet.tokenizer();
+            let text = render_chat(tok.as_ref(), &messages)
+                .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+            Ok(Generation {
+                prompt: tok.encode(&text),
+                settings: req.params.validate()?,
+            })
+        });
+    respond(&state, gen, Flavor::Chat).await
 }
 
 fn unix_now() -> u64 {
@@ -305,13 +300,18 @@ impl Envelope {
     }
 }
 
+/// Starts a validated generation and answers with SSE or one JSON body.
 async fn respond(
     state: &SharedState,
-    gen: Generation,
+    gen: Result<Generation, ApiError>,
     flavor: Flavor,
-    include_usage: bool,
 ) -> Response {
+    let gen = match gen {
+        Ok(g) => g,
+        Err(e) => return e.into_response(),
+    };
     let stream = gen.settings.stream;
+    let include_usage = gen.settings.include_usage;
     let rx = match generate::start(&state.fleet, gen) {
         Ok(rx) => rx,
         Err(e) => return e.into_response(),

@@ -1,0 +1,49 @@
+//! Shared test fixtures: a device profile and a dense 8B-class model spec
+//! with every field spelled out, so tests read as hand computations.
+
+use crate::profile::{AttentionSpec, Calibration, DeviceProfile, ModelSpec, Vendor};
+
+/// A device of `peak_tflops` and `bandwidth_gbps` with calibration
+/// `[compute_eff, bandwidth_eff, step_overhead_us, per_sequence_overhead_us]`.
+pub(crate) fn device(peak_tflops: f64, bandwidth_gbps: f64, cal: [f64; 4]) -> DeviceProfile {
+    DeviceProfile {
+        name: "d".into(),
+        vendor: Vendor::Nvidia,
+        description: "test".into(),
+        peak_tflops,
+        memory_gb: 80.0,
+        memory_bandwidth_gbps: bandwidth_gbps,
+        price_usd_per_hour: 3.6,
+        calibration: Calibration {
+            compute_efficiency: cal[0],
+            bandwidth_efficiency: cal[1],
+            step_overhead_us: cal[2],
+            per_sequence_overhead_us: cal[3],
+            memory_utilization: 0.9,
+            fit_median_rel_error: None,
+            fit_max_rel_error: None,
+        },
+    }
+}
+
+/// A dense GQA model of 8 B parameters (Llama-3-8B-like), BF16.
+pub(crate) fn dense_8b(max_context: u32) -> ModelSpec {
+    ModelSpec {
+        name: "m".into(),
+        description: "test".into(),
+        num_layers: 32,
+        hidden_size: 4096,
+        num_attention_heads: 32,
+        num_kv_heads: 8,
+        head_dim: 128,
+        vocab_size: 128_000,
+        max_context,
+        total_params_b: 8.0,
+        active_params_b: 8.0,
+        weight_bytes: 2,
+        kv_bytes: 2,
+        eos_token_ids: vec![1],
+        attention: AttentionSpec::Gqa,
+        moe: None,
+    }
+}
