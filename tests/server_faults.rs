@@ -129,3 +129,34 @@ fn thousand_requests_with_injected_failures_are_all_accounted_for() {
             .all(|d| d["load"]["running"] == 0 && d["load"]["waiting"] == 0)
     });
 }
+
+#[test]
+fn a_panicking_backend_stops_its_device_and_requests_move_on() {
+    let base = sim_config(&[("good-0", "h100-sxm")], "time_scale = 0.0", "");
+    let bad =
+        "[[devices]]\nid = \"bad-0\"\nbackend = \"sim\"\nprofile = \"mi300x\"\ntime_scale = 0.0\n\
+               fault = { panic_rate = 1.0 }\n";
+    let s = Server::start(&format!("{base}{bad}"));
+    for i in 0..20 {
+        let (code, body) = s.post(
+            "/v1/completions",
+            &json!({"prompt": format!("request {i}"), "max_tokens": 4, "ignore_eos": true}),
+        );
+        assert_eq!(code, 200, "{body}");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["usage"]["completion_tokens"], 4);
+    }
+    let devices = s.get_json("/admin/devices");
+    let bad = devices["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == "bad-0")
+        .unwrap();
+    assert_eq!(bad["state"], "stopped", "{devices}");
+    assert!(
+        bad["last_error"].as_str().unwrap().contains("panicked"),
+        "{devices}"
+    );
+    assert_eq!(ureq::get(&s.url("/ready")).call().unwrap().status(), 200);
+}

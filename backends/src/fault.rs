@@ -16,6 +16,8 @@ pub struct FaultPlan {
     pub hang_rate: f64,
     /// How long a hung step blocks.
     pub hang: Duration,
+    /// Probability that a step panics (a backend bug or driver abort).
+    pub panic_rate: f64,
     /// Seed of the fault sequence.
     pub seed: u64,
 }
@@ -56,6 +58,8 @@ impl Backend for FaultyBackend {
         }
         if u < self.plan.fail_rate + self.plan.hang_rate {
             std::thread::sleep(self.plan.hang);
+        } else if u < self.plan.fail_rate + self.plan.hang_rate + self.plan.panic_rate {
+            panic!("injected backend panic");
         }
         self.inner.execute(plan)
     }
@@ -95,6 +99,7 @@ mod tests {
             fail_rate: 0.1,
             hang_rate: 0.0,
             hang: Duration::ZERO,
+            panic_rate: 0.0,
             seed: 7,
         };
         let run = || {

@@ -205,6 +205,9 @@ pub struct FaultConfig {
     /// How long a hung step blocks, seconds.
     #[serde(default = "default_hang")]
     pub hang_s: f64,
+    /// Probability that a step panics.
+    #[serde(default)]
+    pub panic_rate: f64,
     /// Seed of the fault sequence.
     #[serde(default)]
     pub seed: u64,

@@ -417,6 +417,7 @@ pub fn build_backend(
                 fail_rate: f.fail_rate,
                 hang_rate: f.hang_rate,
                 hang: Duration::from_secs_f64(f.hang_s.max(0.0)),
+                panic_rate: f.panic_rate,
                 seed: f.seed,
             },
         )),

@@ -325,6 +325,7 @@ pub fn spawn(
     let name = format!("device-{}", shared.id);
     std::thread::Builder::new().name(name).spawn(move || {
         let metrics = WorkerMetrics::new(&shared.id, shared.backend);
+        let watch = shared.clone();
         let mut w = Worker {
             shared,
             engine,
@@ -337,7 +338,20 @@ pub fn spawn(
             prefix_seen: (0, 0),
             preempt_seen: 0,
         };
-        w.run();
+        // A backend that panics takes its device out of service, never the
+        // server: its sequences go back to their tasks for re-routing.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.run()));
+        if let Err(panic) = outcome {
+            let what = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("unknown panic");
+            tracing::error!(device = %watch.id, %what, "device worker panicked; device stopped");
+            lock(&watch.commands).take();
+            watch.fail_all(&format!("device {} worker panicked: {what}", watch.id));
+            watch.set_state(DeviceState::Stopped);
+        }
     })
 }
 
