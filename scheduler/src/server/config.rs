@@ -262,21 +262,17 @@ impl Config {
             path: path.to_path_buf(),
             message: e.message().to_string(),
         })?;
+        // Relative paths in the file are relative to the file, not the cwd.
         let base = path.parent().unwrap_or(Path::new("."));
-        if config.profiles_dir.is_relative() {
-            config.profiles_dir = base.join(&config.profiles_dir);
-        }
-        if let Some(p) = config.model.path.as_mut() {
+        let anchor = |p: &mut PathBuf| {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
-        }
+        };
+        anchor(&mut config.profiles_dir);
+        config.model.path.iter_mut().for_each(anchor);
         for d in &mut config.devices {
-            if let Some(p) = d.library.as_mut() {
-                if p.is_relative() {
-                    *p = base.join(&*p);
-                }
-            }
+            d.library.iter_mut().for_each(anchor);
         }
         config.validate(path)?;
         Ok(config)

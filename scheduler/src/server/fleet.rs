@@ -2,7 +2,7 @@
 //! over them, the tokenizer, admission control and the hang watchdog.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -15,16 +15,12 @@ use switchyard_backends::{
 use super::config::{Config, DeviceConfig};
 use super::tokenizer::{SharedTokenizer, SyntheticTokenizer};
 use super::worker::{
-    self, Command, DeviceIdentity, DeviceShared, DeviceState, Limits, WorkerOptions,
+    self, lock, Command, DeviceIdentity, DeviceShared, DeviceState, Limits, WorkerOptions,
 };
 use super::ServerError;
 use crate::engine::Engine;
 use crate::kv::prefix_hashes;
 use crate::router::{Decision, DeviceId, DeviceView, RouteError, RouteRequest, Router};
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Every device, the router and the shared request state.
 pub struct Fleet {

@@ -148,7 +148,8 @@ pub struct DeviceShared {
     commands: Mutex<Option<Sender<Command>>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Locks plain data, recovering from poisoning.
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A poisoned lock only means another thread panicked mid-update of plain data.
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
