@@ -38,9 +38,24 @@ if [ -z "$ORT_DYLIB_PATH" ]; then
 fi
 export ORT_DYLIB_PATH
 
+# NVRTC 13.0 from PyPI: compiles the CUDA kernels (tests compile them to PTX
+# on hosts with no GPU). 13.0, not newer: driver 580 (CUDA 13.0) cannot JIT
+# the PTX ISA that later NVRTC releases emit. cudarc opens it by name, so its
+# folder goes on LD_LIBRARY_PATH.
+NVRTC_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/switchyard/nvrtc-13.0"
+if [ ! -e "$NVRTC_DIR/nvidia/cu13/lib/libnvrtc.so.13" ]; then
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+    --no-deps --target "$NVRTC_DIR" "nvidia-cuda-nvrtc==13.0.*"
+fi
+export LD_LIBRARY_PATH="$NVRTC_DIR/nvidia/cu13/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
 # Debian packages: Prometheus (scraped by the observability test).
+# libamdhip64-dev: HIP headers + runtime for the ROCm backend (feature
+# `rocm`; hip-sys builds against it with HIP_PATH=/usr, and its hiprtc
+# compiles the kernels for AMD targets without a GPU).
 apt_need=()
 command -v prometheus >/dev/null 2>&1 || apt_need+=(prometheus)
+[ -e /usr/include/hip/hip_runtime_api.h ] || apt_need+=(libamdhip64-dev)
 if [ ${#apt_need[@]} -gt 0 ]; then
   sudo_cmd=""
   [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
@@ -49,6 +64,8 @@ if [ ${#apt_need[@]} -gt 0 ]; then
     || { $sudo_cmd apt-get update -q >/dev/null && \
          $sudo_cmd apt-get install -y -q --no-install-recommends "${apt_need[@]}" >/dev/null; }
 fi
+
+export HIP_PATH="${HIP_PATH:-/usr}"
 
 # Python packages: the official OpenAI client (API compatibility test).
 python3 -c "import openai" >/dev/null 2>&1 \

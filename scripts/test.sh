@@ -5,5 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/setup.sh
 source scripts/setup.sh
-cargo build --workspace --locked
-cargo test --workspace --locked "$@"
+# `rocm` adds the AMD backend and its hiprtc compile tests; CUDA is always built.
+cargo build --workspace --locked --features rocm
+cargo test --workspace --locked --features rocm "$@"

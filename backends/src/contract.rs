@@ -175,6 +175,59 @@ pub trait Backend: Send {
     fn release(&mut self, _seq: SeqId) {}
 }
 
+/// Checks that every copy stays inside a pool of `num_blocks` blocks.
+pub fn check_copies(copies: &[BlockCopy], num_blocks: usize) -> Result<(), BackendError> {
+    match copies
+        .iter()
+        .find(|c| c.src.0 as usize >= num_blocks || c.dst.0 as usize >= num_blocks)
+    {
+        Some(c) => Err(BackendError::InvalidPlan(format!(
+            "copy {} -> {} outside pool of {num_blocks}",
+            c.src.0, c.dst.0
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// Checks that every sequence has new tokens inside the vocabulary and a
+/// block table covering its positions inside a pool of `num_blocks`.
+pub fn check_seqs(
+    seqs: &[ScheduledSeq<'_>],
+    block_size: u32,
+    num_blocks: usize,
+    vocab: u32,
+) -> Result<(), BackendError> {
+    let bs = block_size as usize;
+    for s in seqs {
+        let need = (s.end_pos() as usize).div_ceil(bs);
+        if s.tokens.is_empty() || s.block_table.len() < need {
+            return Err(BackendError::InvalidPlan(format!(
+                "{}: {} new tokens, {} blocks for {} positions",
+                s.seq,
+                s.tokens.len(),
+                s.block_table.len(),
+                s.end_pos()
+            )));
+        }
+        if let Some(b) = s.block_table[..need]
+            .iter()
+            .find(|b| b.0 as usize >= num_blocks)
+        {
+            return Err(BackendError::InvalidPlan(format!(
+                "{}: block {} outside pool of {num_blocks}",
+                s.seq, b.0
+            )));
+        }
+        if let Some(t) = s.tokens.iter().find(|&&t| t >= vocab) {
+            return Err(BackendError::InvalidPlan(format!(
+                "{}: token {t} outside vocabulary of {vocab}",
+                s.seq
+            )));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,8 @@ pub mod error;
 pub mod fault;
 #[cfg(test)]
 mod fixtures;
+pub mod gpu;
+pub mod model_config;
 #[cfg(feature = "onnx")]
 pub mod onnx;
 pub mod profile;

@@ -67,9 +67,14 @@ pub fn argmax(logits: &[f32]) -> Option<u32> {
     best.map(|(i, _)| i as u32)
 }
 
+/// Whether `params` pick the most likely token (so a device may take the argmax itself).
+pub fn is_greedy(params: &SamplingParams) -> bool {
+    params.temperature <= GREEDY_TEMPERATURE || params.top_k == 1
+}
+
 /// Picks the next token of `seq` at `position` from `logits`; `None` if every logit is NaN or there are none.
 pub fn sample(logits: &[f32], params: &SamplingParams, seq: SeqId, position: u32) -> Option<u32> {
-    if params.temperature <= GREEDY_TEMPERATURE || params.top_k == 1 {
+    if is_greedy(params) {
         return argmax(logits);
     }
     let mut cand: Vec<(f32, u32)> = logits

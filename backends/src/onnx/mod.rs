@@ -33,7 +33,6 @@
 //! `intra_spinning`, `max_padding_ratio`.
 
 pub mod batch;
-pub mod config;
 pub mod kv;
 pub mod runtime;
 pub mod tokenizer;
@@ -45,13 +44,13 @@ use std::time::Instant;
 use ort::session::{Session, SessionInputValue};
 use ort::value::TensorRef;
 
-use crate::contract::{Backend, BackendKind, DeviceInfo, ScheduledSeq, StepOutput, StepPlan};
+use crate::contract::{self, Backend, BackendKind, DeviceInfo, ScheduledSeq, StepOutput, StepPlan};
 use crate::error::BackendError;
 use crate::profile::{ModelSpec, Vendor};
 use crate::sampling;
 
+pub use crate::model_config::ModelConfig;
 use batch::{Inputs, RunShape};
-pub use config::ModelConfig;
 use kv::{Kv, KvPool, KvShape};
 pub use runtime::{GraphIo, INSTALL_HINT};
 pub use tokenizer::{Tokenizer, TokenizerError};
@@ -180,41 +179,6 @@ impl OnnxBackend {
     }
 
     /// Checks block tables and token ids before anything runs.
-    fn validate(&self, seqs: &[ScheduledSeq<'_>]) -> Result<(), BackendError> {
-        let bs = self.info.block_size as usize;
-        let vocab = self.model.vocab_size;
-        for s in seqs {
-            let need = (s.end_pos() as usize).div_ceil(bs);
-            if s.tokens.is_empty() || s.block_table.len() < need {
-                return Err(BackendError::InvalidPlan(format!(
-                    "{}: {} new tokens, {} blocks for {} positions",
-                    s.seq,
-                    s.tokens.len(),
-                    s.block_table.len(),
-                    s.end_pos()
-                )));
-            }
-            if let Some(b) = s.block_table[..need]
-                .iter()
-                .find(|b| b.0 as usize >= self.pool.num_blocks())
-            {
-                return Err(BackendError::InvalidPlan(format!(
-                    "{}: block {} outside pool of {}",
-                    s.seq,
-                    b.0,
-                    self.pool.num_blocks()
-                )));
-            }
-            if let Some(t) = s.tokens.iter().find(|&&t| t >= vocab) {
-                return Err(BackendError::InvalidPlan(format!(
-                    "{}: token {t} outside vocabulary of {vocab}",
-                    s.seq
-                )));
-            }
-        }
-        Ok(())
-    }
-
     /// Runs the graph for the sequences `members` and records their sampled tokens in `out`.
     fn run_group(
         &mut self,
@@ -293,17 +257,16 @@ impl Backend for OnnxBackend {
     fn execute(&mut self, plan: &StepPlan<'_>) -> Result<StepOutput, BackendError> {
         let started = Instant::now();
         // Copies first: a retried step is planned without them.
+        contract::check_copies(&plan.copies, self.pool.num_blocks())?;
         for c in &plan.copies {
-            let n = self.pool.num_blocks();
-            if c.src.0 as usize >= n || c.dst.0 as usize >= n {
-                return Err(BackendError::InvalidPlan(format!(
-                    "copy {} -> {} outside pool of {n}",
-                    c.src.0, c.dst.0
-                )));
-            }
             self.pool.copy_block(c.src, c.dst);
         }
-        self.validate(&plan.seqs)?;
+        contract::check_seqs(
+            &plan.seqs,
+            self.info.block_size,
+            self.pool.num_blocks(),
+            self.model.vocab_size,
+        )?;
         let mut tokens = vec![None; plan.seqs.len()];
         for members in batch::group_by_length(&plan.seqs, self.max_padding_ratio) {
             self.run_group(&plan.seqs, &members, &mut tokens)?;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::config::ModelConfig;
+use crate::model_config::ModelConfig;
 
 /// Why a tokenizer could not be loaded or could not encode/decode.
 #[derive(Debug, thiserror::Error)]

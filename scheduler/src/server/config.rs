@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use switchyard_backends::gpu::ops::StoreType;
 use switchyard_backends::BackendKind;
 
 use crate::engine::EngineConfig;
@@ -243,8 +244,22 @@ pub struct DeviceConfig {
     pub threads: usize,
     /// ONNX only: the ONNX Runtime shared library (default: `ORT_DYLIB_PATH`).
     pub library: Option<PathBuf>,
+    /// CUDA/ROCm only: element type of weights and KV cache (`bf16` or `f32`).
+    #[serde(default = "default_dtype")]
+    pub dtype: StoreType,
+    /// CUDA/ROCm only: share of device memory for weights, KV cache and activations.
+    #[serde(default = "default_memory_fraction")]
+    pub memory_fraction: f64,
     /// Test-only fault injection.
     pub fault: Option<FaultConfig>,
+}
+
+fn default_dtype() -> StoreType {
+    StoreType::Bf16
+}
+
+fn default_memory_fraction() -> f64 {
+    0.9
 }
 
 fn default_kv_mib() -> u64 {
@@ -316,6 +331,12 @@ impl Config {
         for d in &self.devices {
             if !(d.time_scale >= 0.0 && d.time_scale.is_finite()) {
                 return Err(bad(format!("devices.{}.time_scale must be >= 0", d.id)));
+            }
+            if !(d.memory_fraction > 0.0 && d.memory_fraction <= 1.0) {
+                return Err(bad(format!(
+                    "devices.{}.memory_fraction must be in (0, 1]",
+                    d.id
+                )));
             }
         }
         Ok(())

@@ -7,6 +7,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use switchyard_backends::fault::{FaultPlan, FaultyBackend};
+use switchyard_backends::gpu::GpuConfig;
 use switchyard_backends::{
     Backend, BackendError, BackendKind, Catalog, CostModel, ModelSpec, OnnxBackend, OnnxConfig,
     SeqId, SimBackend, SimConfig,
@@ -369,6 +370,26 @@ fn load_tokenizer(config: &Config, model: &ModelSpec) -> Result<SharedTokenizer,
     }
 }
 
+/// The GPU backend settings of a device config.
+fn gpu_config(dc: &DeviceConfig, config: &Config) -> Result<GpuConfig, BackendError> {
+    let dir = config.model.path.clone().ok_or_else(|| {
+        BackendError::Unavailable(format!(
+            "the {} backend needs [model] path = \"<model directory>\" (config.json + model.safetensors)",
+            dc.backend
+        ))
+    })?;
+    Ok(GpuConfig {
+        ordinal: dc.ordinal,
+        store: dc.dtype,
+        block_size: config.engine.block_size,
+        kv_blocks: dc.kv_blocks,
+        memory_fraction: dc.memory_fraction,
+        max_batched_tokens: config.engine.max_batched_tokens,
+        max_num_seqs: config.engine.max_num_seqs,
+        ..GpuConfig::new(dir)
+    })
+}
+
 /// Starts the backend a device config asks for (also used by `switchyard profile`).
 pub fn build_backend(
     dc: &DeviceConfig,
@@ -400,10 +421,18 @@ pub fn build_backend(
                 ..OnnxConfig::new(dir)
             })?)
         }
-        kind => {
-            return Err(BackendError::Unavailable(format!(
-                "the {kind} backend is not part of this build"
-            )))
+        BackendKind::Cuda => Box::new(switchyard_backends::gpu::cuda::open(&gpu_config(
+            dc, config,
+        )?)?),
+        #[cfg(feature = "rocm")]
+        BackendKind::Rocm => Box::new(switchyard_backends::gpu::rocm::open(&gpu_config(
+            dc, config,
+        )?)?),
+        #[cfg(not(feature = "rocm"))]
+        BackendKind::Rocm => {
+            return Err(BackendError::Unavailable(
+                "the rocm backend is not part of this build (build with `--features rocm`)".into(),
+            ))
         }
     };
     Ok(match dc.fault {

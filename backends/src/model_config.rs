@@ -64,6 +64,41 @@ pub struct ModelConfig {
     /// End-of-sequence token(s).
     #[serde(default)]
     pub eos_token_id: Option<TokenIds>,
+    /// RoPE frequency scaling (Llama 3.x long-context checkpoints).
+    #[serde(default)]
+    pub rope_scaling: Option<RopeScaling>,
+}
+
+/// The `rope_scaling` block of a Hugging Face config.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct RopeScaling {
+    /// `llama3` is applied; `default` (or absent) means none; others are refused.
+    #[serde(alias = "type")]
+    pub rope_type: String,
+    /// How much longer the context became.
+    #[serde(default = "one")]
+    pub factor: f64,
+    /// Wavelengths above `original / low_freq_factor` are divided by `factor`.
+    #[serde(default = "one")]
+    pub low_freq_factor: f64,
+    /// Wavelengths below `original / high_freq_factor` are kept.
+    #[serde(default = "four")]
+    pub high_freq_factor: f64,
+    /// Context the frequencies were trained for.
+    #[serde(default = "default_original_context")]
+    pub original_max_position_embeddings: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn four() -> f64 {
+    4.0
+}
+
+fn default_original_context() -> f64 {
+    8192.0
 }
 
 impl ModelConfig {
@@ -97,7 +132,44 @@ impl ModelConfig {
         if !self.num_attention_heads.is_multiple_of(self.kv_heads()) {
             return Err("field `num_key_value_heads` must divide num_attention_heads".into());
         }
+        if let Some(r) = &self.rope_scaling {
+            if !matches!(r.rope_type.as_str(), "default" | "llama3") {
+                return Err(format!(
+                    "field `rope_scaling.rope_type` = {:?} is not supported (default, llama3)",
+                    r.rope_type
+                ));
+            }
+            if r.factor <= 0.0
+                || r.low_freq_factor <= 0.0
+                || r.high_freq_factor <= r.low_freq_factor
+            {
+                return Err("field `rope_scaling` needs factor > 0 and high_freq_factor > low_freq_factor > 0".into());
+            }
+        }
         Ok(())
+    }
+
+    /// RMSNorm epsilon (Llama default 1e-5 when absent).
+    pub fn norm_eps(&self) -> f32 {
+        self.rms_norm_eps.unwrap_or(1e-5) as f32
+    }
+
+    /// Rotary inverse frequencies, one per pair of head dimensions: computed
+    /// in f64 and rounded once, as the ONNX export and PyTorch do, with
+    /// Llama 3 frequency scaling applied when the config asks for it.
+    pub fn rope_inv_freq(&self) -> Vec<f32> {
+        let hd = f64::from(self.head_dim());
+        let theta = self.rope_theta.unwrap_or(10_000.0);
+        (0..self.head_dim() / 2)
+            .map(|i| {
+                let f = 1.0 / theta.powf(f64::from(2 * i) / hd);
+                match &self.rope_scaling {
+                    Some(r) if r.rope_type == "llama3" => llama3_scale(f, r),
+                    _ => f,
+                }
+            })
+            .map(|f| f as f32)
+            .collect()
     }
 
     /// KV heads per layer.
@@ -156,6 +228,23 @@ impl ModelConfig {
     }
 }
 
+/// Llama 3 frequency scaling: long wavelengths slowed by `factor`, short ones
+/// kept, a smooth blend between.
+fn llama3_scale(freq: f64, r: &RopeScaling) -> f64 {
+    let wavelen = 2.0 * std::f64::consts::PI / freq;
+    let low_wavelen = r.original_max_position_embeddings / r.low_freq_factor;
+    let high_wavelen = r.original_max_position_embeddings / r.high_freq_factor;
+    if wavelen < high_wavelen {
+        freq
+    } else if wavelen > low_wavelen {
+        freq / r.factor
+    } else {
+        let smooth = (r.original_max_position_embeddings / wavelen - r.low_freq_factor)
+            / (r.high_freq_factor - r.low_freq_factor);
+        (1.0 - smooth) * freq / r.factor + smooth * freq
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,5 +275,30 @@ mod tests {
         )
         .unwrap();
         assert!(c.validate().unwrap_err().contains("num_key_value_heads"));
+    }
+
+    #[test]
+    fn rope_frequencies_plain_and_llama3() {
+        let c: ModelConfig = serde_json::from_str(TINY).unwrap();
+        let f = c.rope_inv_freq();
+        assert_eq!(f.len(), 8);
+        assert_eq!(f[0], 1.0);
+        assert!((f[1] - (1.0 / 10_000f64.powf(2.0 / 16.0)) as f32).abs() < 1e-9);
+        let scaled = TINY.replace(
+            "\"model_type\"",
+            r#""rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+               "rope_theta": 500000.0, "model_type""#,
+        );
+        let c: ModelConfig = serde_json::from_str(&scaled).unwrap();
+        c.validate().unwrap();
+        let f = c.rope_inv_freq();
+        // Highest frequency (short wavelength) untouched, lowest slowed 8x.
+        assert_eq!(f[0], 1.0);
+        let plain = 1.0 / 500_000f64.powf(14.0 / 16.0);
+        assert!((f64::from(f[7]) - plain / 8.0).abs() < 1e-12);
+        let bad = scaled.replace("llama3", "yarn");
+        let c: ModelConfig = serde_json::from_str(&bad).unwrap();
+        assert!(c.validate().unwrap_err().contains("rope_type"));
     }
 }
