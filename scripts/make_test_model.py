@@ -24,7 +24,7 @@ greedy generation is not degenerate. Needs only `numpy` and `onnx`; with
 `onnxruntime` installed it also checks the graph against a NumPy forward pass of the
 safetensors weights.
 
-Usage: python3 scripts/make_test_model.py --size tiny|bench [--out DIR] [--seed N]
+Usage: python3 scripts/make_test_model.py --size tiny|bench [--out DIR] [--seed N] [--weights-only]
 """
 
 import argparse
@@ -34,8 +34,12 @@ import struct
 import sys
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
+
+try:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+except ImportError:  # --weights-only needs numpy alone (GPU hosts without the onnx package)
+    onnx = None
 
 SIZES = {
     # Must match profiles/models/tiny-llama.toml.
@@ -370,14 +374,19 @@ def main():
     ap.add_argument("--size", choices=sorted(SIZES), default="tiny")
     ap.add_argument("--out", help="output directory (default models/<size>)")
     ap.add_argument("--seed", type=int, default=20240607)
+    ap.add_argument("--weights-only", action="store_true",
+                    help="write config, tokenizer and model.safetensors, no model.onnx (numpy only)")
     args = ap.parse_args()
+    if onnx is None and not args.weights_only:
+        sys.exit("the onnx package is missing: pip install onnx, or pass --weights-only")
     cfg = SIZES[args.size]
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = args.out or os.path.join(root, "models", args.size)
     os.makedirs(out, exist_ok=True)
     w = make_weights(cfg, args.seed)
     model_path = os.path.join(out, "model.onnx")
-    onnx.save(build_model(cfg, w), model_path)
+    if not args.weights_only:
+        onnx.save(build_model(cfg, w), model_path)
     write_safetensors(os.path.join(out, "model.safetensors"), w)
     docs = {
         "config.json": config_json(cfg),
@@ -394,7 +403,8 @@ def main():
             f.write("\n")
     params = sum(a.size for a in w.values())
     print(f"wrote {out}: {params} parameters ({params / 1e6:.3f} M)")
-    self_check(model_path, cfg, w)
+    if not args.weights_only:
+        self_check(model_path, cfg, w)
 
 
 if __name__ == "__main__":

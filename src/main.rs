@@ -4,7 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use switchyard_backends::{Catalog, CostModel};
+use switchyard_backends::model_config::ModelConfig;
+use switchyard_backends::{BackendKind, Catalog, CostModel};
+
+mod gpu_check;
 
 /// Hardware-aware LLM serving scheduler for mixed NVIDIA, AMD and CPU fleets.
 #[derive(Debug, Parser)]
@@ -66,6 +69,8 @@ enum Command {
         #[arg(long, default_value = "profiles")]
         profiles: PathBuf,
     },
+    /// Check a GPU against the CPU reference: kernels, generation, decode timing.
+    GpuCheck(gpu_check::GpuCheckArgs),
     /// Parse and validate every device profile and model spec.
     CheckProfiles {
         /// Profiles directory.
@@ -94,6 +99,7 @@ fn main() -> Result<()> {
             context,
             profiles,
         } => cost_table(&Catalog::new(profiles), &model, devices, prefill, context),
+        Command::GpuCheck(args) => gpu_check::run(args),
         Command::CheckProfiles { profiles } => check_profiles(&Catalog::new(profiles)),
     }
 }
@@ -139,7 +145,18 @@ fn profile(
         .find(|d| d.id == device)
         .with_context(|| format!("no device `{device}` in {}", config.display()))?;
     let catalog = Catalog::new(&cfg.profiles_dir);
-    let model = catalog.model(&cfg.model.spec)?;
+    // Price the model actually being measured: from its config.json when the
+    // model directory has one (weights and KV at the device's element size).
+    let model = match cfg.model.path.as_deref().map(ModelConfig::load) {
+        Some(Ok(mc)) => {
+            let bytes = match dc.backend {
+                BackendKind::Cuda | BackendKind::Rocm => dc.dtype.bytes() as u32,
+                _ => 4,
+            };
+            mc.to_model_spec(&cfg.model.spec, bytes)
+        }
+        _ => catalog.model(&cfg.model.spec)?,
+    };
     let base = catalog.device(&dc.profile)?;
     let cost = CostModel::new(base.clone(), model.clone());
     let mut backend = fleet::build_backend(dc, &cost, &cfg)

@@ -68,3 +68,53 @@ fn malformed_profile_names_file_and_field() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `gpu-check` on the host reference runs every check and writes one JSON
+/// file; on a host without a GPU the CUDA check fails with a clear error.
+#[test]
+fn gpu_check_dry_run_and_no_gpu() {
+    let out = std::env::temp_dir().join(format!("sy-gpu-check-{}.json", std::process::id()));
+    let run = switchyard()
+        .args([
+            "gpu-check",
+            "--backend",
+            "host",
+            "--models",
+            "models/tiny",
+            "--tokens",
+            "6",
+        ])
+        .args([
+            "--timing-model",
+            "models/tiny",
+            "--batches",
+            "2",
+            "--contexts",
+            "32",
+        ])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(report["kernels"].as_array().unwrap().len(), 2);
+    assert_eq!(report["generation"][0]["identical"], true);
+    assert!(report["decode"][0]["timing"]["step_s"].as_f64().unwrap() > 0.0);
+    std::fs::remove_file(&out).ok();
+    let cuda = switchyard()
+        .args(["gpu-check", "--backend", "cuda", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    if !std::path::Path::new("/dev/nvidia0").exists() {
+        assert!(!cuda.status.success());
+        let err = String::from_utf8_lossy(&cuda.stderr);
+        assert!(err.contains("cuda:"), "{err}");
+    }
+}

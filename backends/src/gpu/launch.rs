@@ -167,6 +167,23 @@ impl<R: KernelRuntime> GpuOps for KernelOps<R> {
         Ok(())
     }
 
+    fn download_store(&mut self, src: &Self::Buf, out: &mut [f32]) -> Result<(), BackendError> {
+        if src.kind != BufKind::Store || out.len() > src.len {
+            return Err(misuse("download_store source too small or not store"));
+        }
+        let elem = self.0.store_type().bytes();
+        let mut bytes = vec![0u8; out.len() * elem];
+        self.0.read(&src.mem, &mut bytes)?;
+        for (o, b) in out.iter_mut().zip(bytes.chunks_exact(elem)) {
+            *o = match b {
+                [lo, hi] => f32::from_bits(u32::from(u16::from_le_bytes([*lo, *hi])) << 16),
+                [a, b, c, d] => f32::from_le_bytes([*a, *b, *c, *d]),
+                _ => 0.0,
+            };
+        }
+        Ok(())
+    }
+
     fn download_i32(&mut self, src: &Self::Buf, out: &mut [i32]) -> Result<(), BackendError> {
         let words = self.read_words(src, out.len(), BufKind::I32)?;
         for (o, w) in out.iter_mut().zip(words) {

@@ -19,6 +19,7 @@
 //!   is seeded per (sequence, position).
 //! - No device, no driver, no library: a typed `Unavailable` error, never a panic.
 
+pub mod check;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 pub mod kernels;

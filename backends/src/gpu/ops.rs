@@ -136,6 +136,9 @@ pub trait GpuOps: Send {
     /// Waits for the device and copies the first `out.len()` values of an `F32` buffer.
     fn download_f32(&mut self, src: &Self::Buf, out: &mut [f32]) -> Result<(), BackendError>;
 
+    /// Waits for the device and copies the first `out.len()` values of a `Store` buffer, widened.
+    fn download_store(&mut self, src: &Self::Buf, out: &mut [f32]) -> Result<(), BackendError>;
+
     /// Waits for the device and copies the first `out.len()` values of an `I32` buffer.
     fn download_i32(&mut self, src: &Self::Buf, out: &mut [i32]) -> Result<(), BackendError>;
 

@@ -360,6 +360,19 @@ impl GpuOps for HostOps {
         Ok(())
     }
 
+    fn download_store(&mut self, src: &HostBuf, out: &mut [f32]) -> Result<(), BackendError> {
+        match src {
+            HostBuf::F32(v) => out.copy_from_slice(&v[..out.len()]),
+            HostBuf::Bf16(v) => {
+                for (o, b) in out.iter_mut().zip(v) {
+                    *o = b.load();
+                }
+            }
+            HostBuf::I32(_) => return Err(kind_err("download_store source")),
+        }
+        Ok(())
+    }
+
     fn download_i32(&mut self, src: &HostBuf, out: &mut [i32]) -> Result<(), BackendError> {
         let s = i32s(src, "download_i32 source")?;
         out.copy_from_slice(&s[..out.len()]);

@@ -370,6 +370,25 @@ fn memory_plan_fills_budget_and_refuses_what_does_not_fit() {
     assert!(plan_kv_blocks(&fixed, &model, StoreType::F32, 8 * gib, 8 * gib).is_err());
 }
 
+/// The kernel comparison harness finds no difference between two
+/// reference devices and a real one when inputs differ.
+#[test]
+fn kernel_comparison_harness() {
+    for store in [StoreType::F32, StoreType::Bf16] {
+        let mut a = HostOps::new(store, 1 << 30);
+        let mut b = HostOps::new(store, 1 << 30);
+        let same = super::check::compare_kernels(&mut a, &mut b, 7).unwrap();
+        assert_eq!(same.len(), 11);
+        assert!(
+            same.iter().all(|e| e.max_abs == 0.0 && e.elements > 0),
+            "{same:?}"
+        );
+        let x = super::check::kernel_outputs(&mut a, 7).unwrap();
+        let y = super::check::kernel_outputs(&mut b, 8).unwrap();
+        assert!(x.iter().zip(&y).any(|(p, q)| p.1 != q.1));
+    }
+}
+
 #[test]
 fn host_ops_check_buffer_kinds() {
     let mut ops = HostOps::new(StoreType::Bf16, 1 << 20);
