@@ -168,6 +168,10 @@ fn concurrent(
         e.add(request(i, p), Duration::ZERO).unwrap();
     }
     let (out, stats) = run(&mut e, &mut b);
+    assert!(
+        b.resident_runs() > 0,
+        "some decode runs continue the previous one without a gather"
+    );
     (out, stats, e.preemptions())
 }
 

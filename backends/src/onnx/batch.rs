@@ -23,6 +23,15 @@
 //! Gathering the past is a copy of every cached token of every sequence, so
 //! above [`PARALLEL_GATHER_BYTES`] it is split by layer over the host's cores
 //! (ONNX Runtime is idle meanwhile).
+//!
+//! # Resident decode batch
+//! When a step's decode run has exactly the members of the previous step's
+//! decode run, in the same order, each one token further, the previous run's
+//! `present` outputs are fed back as this run's `past` ([`Resident`]) instead
+//! of gathering every cached token again: the rows and their mask carry over
+//! unchanged (stale padding rows stay masked) and one column is appended.
+//! The pool is still written every step, so any other step shape simply
+//! gathers from it.
 
 use crate::contract::ScheduledSeq;
 
@@ -109,6 +118,30 @@ impl Inputs {
         shape
     }
 
+    /// Fills the tokens of a run that continues `resident` (its past is the
+    /// resident `present`); returns the run's shape.
+    pub fn fill_continuing(
+        &mut self,
+        seqs: &[ScheduledSeq<'_>],
+        members: &[usize],
+        resident: &Resident,
+    ) -> RunShape {
+        let shape = RunShape {
+            batch: members.len(),
+            new: 1,
+            past: resident.total,
+        };
+        self.fill_tokens(seqs, members, shape);
+        // Rows keep their mask (real keys and masked padding alike); fill_tokens
+        // marked the new column.
+        let (t, p) = (shape.total(), shape.past);
+        for row in 0..shape.batch {
+            self.attention_mask[row * t..row * t + p]
+                .copy_from_slice(&resident.mask[row * p..(row + 1) * p]);
+        }
+        shape
+    }
+
     fn fill_tokens(&mut self, seqs: &[ScheduledSeq<'_>], members: &[usize], shape: RunShape) {
         let (s, t) = (shape.new, shape.total());
         self.input_ids.clear();
@@ -163,6 +196,35 @@ impl Inputs {
                 });
             }
         });
+    }
+}
+
+/// The previous decode run's outputs, kept to be the next run's past.
+pub struct Resident {
+    /// (sequence, cache length after the run) per row.
+    pub members: Vec<(crate::contract::SeqId, u32)>,
+    /// `present.{layer}.{key,value}` of the run, `[B, kv_heads, total, head_dim]`.
+    pub present: Vec<[ort::value::DynValue; 2]>,
+    /// The run's `attention_mask`, `[B, total]`.
+    pub mask: Vec<i64>,
+    /// Keys per row (`past + new` of the run).
+    pub total: usize,
+}
+
+impl Resident {
+    /// Whether the run of `members` continues this one: same sequences, same
+    /// order, one new token each, right after the cached ones.
+    pub fn continues(&self, seqs: &[ScheduledSeq<'_>], members: &[usize]) -> bool {
+        self.members.len() == members.len()
+            && members.iter().zip(&self.members).all(|(&i, &(id, end))| {
+                let s = &seqs[i];
+                s.seq == id && s.tokens.len() == 1 && s.start_pos == end
+            })
+    }
+
+    /// Whether `seq` is one of the rows.
+    pub fn holds(&self, seq: crate::contract::SeqId) -> bool {
+        self.members.iter().any(|&(id, _)| id == seq)
     }
 }
 

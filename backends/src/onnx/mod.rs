@@ -17,7 +17,9 @@
 //!    blocks into a padded `past_key_values` batch, run the graph, scatter
 //!    the new K/V (`present` rows past the padded past) back into the
 //!    sequences' blocks, and sample each sampling sequence's token from the
-//!    logits of its last new token ([`crate::sampling`]).
+//!    logits of its last new token ([`crate::sampling`]). A decode run that
+//!    continues the previous one takes that run's `present` outputs as its
+//!    past instead of gathering ([`batch`], "Resident decode batch").
 //!
 //! `elapsed` is the step's measured wall time.
 //!
@@ -50,7 +52,7 @@ use crate::profile::{ModelSpec, Vendor};
 use crate::sampling;
 
 pub use crate::model_config::ModelConfig;
-use batch::{Inputs, RunShape};
+use batch::{Inputs, Resident, RunShape};
 use kv::{Kv, KvPool, KvShape};
 pub use runtime::{GraphIo, INSTALL_HINT};
 pub use tokenizer::{Tokenizer, TokenizerError};
@@ -104,6 +106,10 @@ pub struct OnnxBackend {
     tokenizer: Tokenizer,
     pool: KvPool,
     inputs: Inputs,
+    /// The last decode run's outputs, reused as the next one's past ([`batch`]).
+    resident: Option<Resident>,
+    /// Decode runs that continued the resident one (no gather).
+    resident_runs: u64,
     info: DeviceInfo,
     max_padding_ratio: f64,
 }
@@ -153,6 +159,8 @@ impl OnnxBackend {
             tokenizer,
             pool: KvPool::new(shape),
             inputs: Inputs::default(),
+            resident: None,
+            resident_runs: 0,
             info,
             max_padding_ratio: config.max_padding_ratio,
         })
@@ -168,6 +176,11 @@ impl OnnxBackend {
         self.model.to_model_spec(&self.name, 4)
     }
 
+    /// Decode runs so far that reused the previous run's outputs instead of gathering.
+    pub fn resident_runs(&self) -> u64 {
+        self.resident_runs
+    }
+
     /// The model's tokenizer.
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
@@ -178,7 +191,6 @@ impl OnnxBackend {
         &self.io
     }
 
-    /// Checks block tables and token ids before anything runs.
     /// Runs the graph for the sequences `members` and records their sampled tokens in `out`.
     fn run_group(
         &mut self,
@@ -192,11 +204,35 @@ impl OnnxBackend {
             pool,
             inputs,
             model,
+            resident,
+            resident_runs,
             ..
         } = self;
-        let shape = inputs.fill(seqs, members, pool);
-        let feed = feed(io, inputs, pool.shape(), shape).map_err(step_failed)?;
-        let outputs = session.run(feed).map_err(step_failed)?;
+        let decode = members.iter().all(|&i| seqs[i].tokens.len() == 1);
+        // Whatever happens next, the resident run is either continued here
+        // or no longer the latest state of its sequences' caches.
+        let previous = match resident.take() {
+            Some(r) if decode && r.continues(seqs, members) => Some(r),
+            Some(r) if members.iter().all(|&i| !r.holds(seqs[i].seq)) => {
+                *resident = Some(r);
+                None
+            }
+            _ => None,
+        };
+        let shape = match &previous {
+            Some(r) => {
+                *resident_runs += 1;
+                inputs.fill_continuing(seqs, members, r)
+            }
+            None => inputs.fill(seqs, members, pool),
+        };
+        let past = match &previous {
+            Some(r) => Past::Resident(&r.present),
+            None => Past::Gathered(&inputs.past),
+        };
+        let feed = feed(io, inputs, past, pool.shape(), shape).map_err(step_failed)?;
+        let mut outputs = session.run(feed).map_err(step_failed)?;
+        drop(previous);
         for (layer, names) in io.present_names.iter().enumerate() {
             for (which, name) in [Kv::Key, Kv::Value].into_iter().zip(names) {
                 let value = outputs
@@ -245,6 +281,26 @@ impl OnnxBackend {
                 })?;
             out[i] = Some(token);
         }
+        if decode {
+            let mut present = Vec::with_capacity(io.present_names.len());
+            for names in &io.present_names {
+                let mut take = |name: &String| {
+                    outputs
+                        .remove(name)
+                        .ok_or_else(|| BackendError::StepFailed(format!("no `{name}` output")))
+                };
+                present.push([take(&names[0])?, take(&names[1])?]);
+            }
+            *resident = Some(Resident {
+                members: members
+                    .iter()
+                    .map(|&i| (seqs[i].seq, seqs[i].end_pos()))
+                    .collect(),
+                present,
+                mask: inputs.attention_mask.clone(),
+                total: shape.total(),
+            });
+        }
         Ok(())
     }
 }
@@ -278,10 +334,19 @@ impl Backend for OnnxBackend {
     }
 }
 
+/// Where a run's `past_key_values` come from.
+enum Past<'a> {
+    /// Gathered from the pool into the input buffers.
+    Gathered(&'a [[Vec<f32>; 2]]),
+    /// The previous decode run's `present` outputs.
+    Resident(&'a [[ort::value::DynValue; 2]]),
+}
+
 /// The named input tensors of one run, borrowing the filled buffers.
 fn feed<'a>(
     io: &'a GraphIo,
     inputs: &'a Inputs,
+    past: Past<'a>,
     kv: &KvShape,
     shape: RunShape,
 ) -> ort::Result<Vec<(Cow<'a, str>, SessionInputValue<'a>)>> {
@@ -303,12 +368,15 @@ fn feed<'a>(
         ));
     }
     let dims = [b, kv.kv_heads, shape.past, kv.head_dim];
-    for (names, bufs) in io.past_names.iter().zip(&inputs.past) {
-        for (name, buf) in names.iter().zip(bufs) {
-            feed.push((
-                name.as_str().into(),
-                TensorRef::from_array_view((dims, &buf[..]))?.into(),
-            ));
+    for (layer, names) in io.past_names.iter().enumerate() {
+        for (k, name) in names.iter().enumerate() {
+            let value: SessionInputValue<'a> = match past {
+                Past::Gathered(bufs) => {
+                    TensorRef::from_array_view((dims, &bufs[layer][k][..]))?.into()
+                }
+                Past::Resident(values) => (&values[layer][k]).into(),
+            };
+            feed.push((name.as_str().into(), value));
         }
     }
     Ok(feed)
