@@ -24,7 +24,7 @@ greedy generation is not degenerate. Needs only `numpy` and `onnx`; with
 `onnxruntime` installed it also checks the graph against a NumPy forward pass of the
 safetensors weights.
 
-Usage: python3 scripts/make_test_model.py --size tiny|bench [--out DIR] [--seed N] [--weights-only]
+Usage: python3 scripts/make_test_model.py --size tiny|bench|gpu1b [--out DIR] [--seed N] [--weights-only]
 """
 
 import argparse
@@ -46,6 +46,9 @@ SIZES = {
     "tiny": dict(hidden=64, intermediate=172, heads=4, kv_heads=2, layers=2, max_pos=512),
     # ~101 M parameters: 16 x (attention 1.57 M + MLP 4.72 M) + embeddings.
     "bench": dict(hidden=768, intermediate=2048, heads=12, kv_heads=4, layers=16, max_pos=2048),
+    # ~0.97 B parameters (TinyLlama-1.1B's shape, byte vocabulary): GPU decode
+    # bandwidth where weights, not kernel launches, dominate. Use --weights-only.
+    "gpu1b": dict(hidden=2048, intermediate=5632, heads=32, kv_heads=4, layers=22, max_pos=4096),
 }
 VOCAB = 259  # 3 specials + 256 bytes
 PAD, BOS, EOS = 0, 1, 2

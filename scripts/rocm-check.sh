@@ -47,6 +47,15 @@ if [ -f models/bench/model.safetensors ]; then
   MODELS="models/tiny,models/bench"
   TIMING=(--timing-model models/bench)
 fi
+# A ~1 B model too: at 100 M parameters a batch-1 decode step reads 0.2 GB
+# of weights, which a large GPU streams in less time than its ~180 kernel
+# launches take, so bandwidth is only meaningful on a bigger model.
+if [ ! -f models/gpu1b/model.safetensors ]; then
+  timeout 150 python3 scripts/make_test_model.py --size gpu1b --weights-only || true
+fi
+if [ -f models/gpu1b/model.safetensors ] && [ ${#TIMING[@]} -gt 0 ]; then
+  TIMING=(--timing-model models/bench,models/gpu1b)
+fi
 
 timeout "$(left)" "$BIN" gpu-check --backend rocm --models "$MODELS" --tokens 32 \
   "${TIMING[@]}" --peak-gbps "$PEAK" \

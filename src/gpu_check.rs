@@ -22,9 +22,9 @@ pub struct GpuCheckArgs {
     /// Model directories for the generation check (config.json + model.safetensors).
     #[arg(long, value_delimiter = ',', default_value = "models/tiny")]
     models: Vec<PathBuf>,
-    /// Model for the decode timings (the `bench` model on a GPU).
-    #[arg(long)]
-    timing_model: Option<PathBuf>,
+    /// Models for the decode timings (the `bench` and `gpu1b` models on a GPU).
+    #[arg(long, value_delimiter = ',')]
+    timing_model: Vec<PathBuf>,
     /// Decode batch sizes to time.
     #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
     batches: Vec<usize>,
@@ -199,7 +199,7 @@ fn check<D: Device>(dev: &D, args: &GpuCheckArgs) -> Result<Value> {
         }
     }
     let mut decode = Vec::new();
-    if let Some(dir) = &args.timing_model {
+    for dir in &args.timing_model {
         let model = ModelConfig::load(dir)?;
         let cfg = GpuConfig {
             ordinal: args.ordinal,
@@ -220,7 +220,8 @@ fn check<D: Device>(dev: &D, args: &GpuCheckArgs) -> Result<Value> {
                     Ok(t) => {
                         let frac = args.peak_gbps.map(|p| t.achieved_bytes_per_s / (p * 1e9));
                         eprintln!(
-                            "decode batch {batch:>3} context {ctx:>5}: {:.3} ms, {:.0} GB/s{}",
+                            "decode {} batch {batch:>3} context {ctx:>5}: {:.3} ms, {:.0} GB/s{}",
+                            dir.display(),
                             t.step_s * 1e3,
                             t.achieved_bytes_per_s / 1e9,
                             frac.map(|f| format!(" ({:.0}% of peak)", f * 100.0))

@@ -12,7 +12,7 @@ use super::ops::{AttnShape, BufKind, GpuOps, StepMeta, StoreType};
 use crate::error::BackendError;
 
 /// An element of a store-typed buffer.
-pub trait Elem: Copy + Default + Send + 'static {
+pub trait Elem: Copy + Default + Send + Sync + 'static {
     /// Widens to f32.
     fn load(self) -> f32;
     /// Rounds an f32 to this type.
@@ -72,9 +72,10 @@ pub fn rms_norm<S: Elem>(out: &mut [S], x: &[f32], w: &[S], rows: usize, dim: us
     }
 }
 
-/// `sy_gemm`: `y[m, n] (+)= x[m, k] · w[n, k]ᵀ`.
+/// `sy_gemm`: `y[m, n] (+)= x[m, k] · w[n, k]ᵀ`. Large products split the
+/// output columns over the host's cores (each thread owns a column range).
 #[allow(clippy::too_many_arguments)]
-pub fn gemm<S: Elem>(
+pub fn gemm<S: Elem + Sync>(
     y: &mut [f32],
     x: &[S],
     w: &[S],
@@ -83,16 +84,52 @@ pub fn gemm<S: Elem>(
     k: usize,
     accumulate: bool,
 ) {
-    let mut xrow = vec![0f32; k];
-    for i in 0..m {
-        for (d, s) in xrow.iter_mut().zip(&x[i * k..][..k]) {
-            *d = s.load();
+    let xf: Vec<f32> = x[..m * k].iter().map(|v| v.load()).collect();
+    let threads = if m * n * k < 1 << 22 {
+        1
+    } else {
+        std::thread::available_parallelism()
+            .map_or(1, |t| t.get())
+            .min(n)
+    };
+    let cols = n.div_ceil(threads.max(1));
+    // Column block [j0, j1) of the product, row-major [m, j1 - j0].
+    let block = |j0: usize, j1: usize| -> Vec<f32> {
+        let mut out = vec![0f32; m * (j1 - j0)];
+        for j in j0..j1 {
+            let wr: Vec<f32> = w[j * k..][..k].iter().map(|v| v.load()).collect();
+            for i in 0..m {
+                out[i * (j1 - j0) + j - j0] =
+                    xf[i * k..][..k].iter().zip(&wr).map(|(a, b)| a * b).sum();
+            }
         }
-        for j in 0..n {
-            let wr = &w[j * k..][..k];
-            let acc: f32 = xrow.iter().zip(wr).map(|(a, b)| a * b.load()).sum();
-            let dst = &mut y[i * n + j];
-            *dst = if accumulate { *dst + acc } else { acc };
+        out
+    };
+    let ranges: Vec<(usize, usize)> = (0..n)
+        .step_by(cols.max(1))
+        .map(|j0| (j0, (j0 + cols).min(n)))
+        .collect();
+    let blocks: Vec<Vec<f32>> = if ranges.len() <= 1 {
+        ranges.iter().map(|&(a, b)| block(a, b)).collect()
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = ranges
+                .iter()
+                .map(|&(a, b)| scope.spawn(move || block(a, b)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_default())
+                .collect()
+        })
+    };
+    for (&(j0, j1), b) in ranges.iter().zip(&blocks) {
+        for i in 0..m {
+            for j in j0..j1 {
+                let acc = b.get(i * (j1 - j0) + j - j0).copied().unwrap_or(f32::NAN);
+                let dst = &mut y[i * n + j];
+                *dst = if accumulate { *dst + acc } else { acc };
+            }
         }
     }
 }
