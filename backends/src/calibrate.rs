@@ -8,31 +8,51 @@
 //!   backend's KV pool, and returns one [`Sample`] per shape: its
 //!   [`StepShape`] and the median measured seconds over the repetitions.
 //! - [`fit`]: fits `compute_efficiency`, `bandwidth_efficiency`,
-//!   `step_overhead_us` and `per_sequence_overhead_us` of a
-//!   [`DeviceProfile`] for a [`ModelSpec`] so that
+//!   `kv_bandwidth_efficiency`, `step_overhead_us`,
+//!   `per_sequence_overhead_us`, `kv_overhead_us_per_mb` and
+//!   `split_mixed_steps` of a [`DeviceProfile`] for a [`ModelSpec`] so that
 //!   `CostModel::step_cost(shape).seconds()` matches the samples, and fills
 //!   `fit_median_rel_error` / `fit_max_rel_error`.
 //! - [`profile`]: both, for `switchyard profile`.
 //!
 //! # Fit
 //! Minimises Σ ((predicted − measured) / measured)², i.e. relative error.
-//! With the efficiencies fixed, a prediction is linear in the two overheads,
-//! so they are solved exactly (non-negative least squares on two unknowns);
-//! the efficiencies, kept in [`MIN_EFFICIENCY`, 1], are searched in log
-//! space: a coarse grid, grids zooming in on the best point, then
-//! Nelder–Mead to polish.
+//! With the efficiencies fixed, a prediction is linear in the three
+//! overheads (per pass, per sequence, per KV MB), so they are solved
+//! exactly (non-negative least squares: every subset of the three by its
+//! normal equations, the best non-negative one kept). The efficiencies,
+//! kept in [`MIN_EFFICIENCY`, 1], are searched in log space as
+//! `(ln compute, ln bandwidth, ln(kv / bandwidth))`: a coarse grid, grids
+//! zooming in on the best point, then Nelder–Mead to polish. A vanishing
+//! penalty on `ln(kv / bandwidth)` settles the KV efficiency at the
+//! bandwidth efficiency (and leaves it out of the profile) when no sample
+//! tells them apart. If the sweep has mixed steps, the whole search runs
+//! twice, with mixed steps as one pass and as two, and the better fit sets
+//! `split_mixed_steps` (a tie keeps one pass).
 //!
 //! # Limits (measured on the ONNX backend)
-//! The roofline charges cached KV bytes at the same efficiency as weight
-//! bytes. On the ONNX backend a cached KV byte is moved about six times per
-//! step (gathered from the pool, copied past → present by the graph's
-//! `Concat`, read by QKᵀ and by PV), so a fit over short and long contexts
-//! over-predicts short-context decode and under-predicts long-context
-//! decode (−30…−50 % for 16–32 sequences at 384 tokens of context with the
-//! ~100 M `bench` model). A separate KV bandwidth efficiency would remove
-//! most of that (4–6 % median in offline fits of the same samples) but
-//! changes the step-time formula that `scheduler/src/router/score.rs` sums
-//! in closed form, so it is left to a coordinated change.
+//! On the ONNX backend a cached KV byte is moved several times per step:
+//! gathered from the pool into the graph's inputs on the host (before the
+//! graph runs, so it overlaps with nothing: `kv_overhead_us_per_mb`, fitted
+//! at 250–300 µs/MB, about 3.5 GB/s, for both generated models), then
+//! copied past → present by the graph's `Concat` and read by QKᵀ and PV
+//! (`kv_bandwidth_efficiency`, fitted 4–18× below `bandwidth_efficiency`).
+//! A mixed step runs as two graph runs (the batch is padded to its longest
+//! sequence, so decodes and a chunk are grouped apart), each with its own
+//! weight stream and ~20 ms fixed cost on the ~100 M `bench` model:
+//! `split_mixed_steps` is fitted true. With one shared efficiency, one pass
+//! and no KV overhead, the same sweeps fitted at 9.6–10.6 % median and
+//! 55 % max (long-context decode under-predicted by half, mixed steps by a
+//! third); with this model, 1.9–4.4 % median and 6–14 % max over three
+//! runs (default sweep, nine repetitions, minimum, on a shared two-core
+//! host), 2.9 % median with 25 repetitions. The 2-layer `tiny` model, whose
+//! steps take 0.2–3 ms, fits at 4.6–6.7 % median with nine repetitions and
+//! 1.7–3.4 % with 25. The same shape measured in two runs differs by 3.4 %
+//! (median) and up to 13 % on that host, so most of what remains is timing
+//! noise. What structure remains: prefill over a long context grows
+//! faster than its attention FLOPs at `compute_efficiency` (the graph
+//! materialises the attention scores); a separate attention efficiency
+//! gained at most half a point in offline fits, so it is not modelled.
 //!
 //! # Invariants
 //! Synthetic plans use token ids below [`SweepConfig::token_limit`] and
@@ -41,13 +61,17 @@
 //! whatever the pool holds: timing does not depend on them.
 
 use crate::contract::{Backend, BlockId, SamplingParams, ScheduledSeq, SeqId, StepPlan};
-use crate::cost::{CostModel, SeqWork, StepShape};
+use crate::cost::{CostModel, PassCost, SeqWork, StepShape};
 use crate::error::BackendError;
 use crate::profile::{Calibration, DeviceProfile, ModelSpec};
 use crate::sampling::SplitMix64;
 
 /// Smallest efficiency the fit will report.
 pub const MIN_EFFICIENCY: f64 = 1e-6;
+
+/// Weight of the tie-breaking penalty `ln(kv_eff / bandwidth_eff)²` added to
+/// the sum of squared relative errors: far below any measurement's error.
+const KV_RATIO_PENALTY: f64 = 1e-12;
 
 /// Why calibration failed.
 #[derive(Debug, thiserror::Error)]
@@ -338,89 +362,211 @@ pub struct FitReport {
     pub evaluations: u32,
 }
 
+/// One pass's roofline seconds at unit efficiencies: compute, weight and
+/// state traffic, KV-cache traffic.
+#[derive(Debug, Clone, Copy)]
+struct UnitPass {
+    compute: f64,
+    memory: f64,
+    kv: f64,
+}
+
+impl UnitPass {
+    fn of(c: &PassCost, bytes_per_s: f64) -> Self {
+        Self {
+            compute: c.compute_s,
+            memory: (c.bytes - c.kv_bytes) / bytes_per_s,
+            kv: c.kv_bytes / bytes_per_s,
+        }
+    }
+
+    /// Roofline seconds at efficiencies `e`.
+    fn seconds(&self, e: Effs) -> f64 {
+        (self.compute / e.compute).max(self.memory / e.bandwidth + self.kv / e.kv)
+    }
+}
+
 /// Per-sample terms at unit efficiency and zero overhead.
 struct Terms {
-    compute: Vec<f64>,
-    memory: Vec<f64>,
-    seqs: Vec<f64>,
+    main: Vec<UnitPass>,
+    decode_pass: Vec<Option<UnitPass>>,
+    /// Regressors of the overheads: passes, sequences, KV MB.
+    regressors: Vec<[f64; OVERHEADS]>,
     measured: Vec<f64>,
 }
 
+/// Overhead coefficients solved exactly: step (per pass), per sequence, per KV MB.
+const OVERHEADS: usize = 3;
+
+/// Efficiencies of one candidate: compute, bandwidth, KV bandwidth.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Effs {
+    compute: f64,
+    bandwidth: f64,
+    kv: f64,
+}
+
 impl Terms {
-    fn new(device: &DeviceProfile, model: &ModelSpec, samples: &[Sample]) -> Self {
+    /// Terms of `samples` with mixed steps run as one pass or, if `split`, two.
+    fn new(device: &DeviceProfile, model: &ModelSpec, samples: &[Sample], split: bool) -> Self {
         let mut unit = device.clone();
         unit.calibration = Calibration {
             compute_efficiency: 1.0,
             bandwidth_efficiency: 1.0,
+            kv_bandwidth_efficiency: None,
             step_overhead_us: 0.0,
             per_sequence_overhead_us: 0.0,
+            kv_overhead_us_per_mb: 0.0,
+            split_mixed_steps: split,
             ..device.calibration.clone()
         };
+        let bw = unit.bandwidth_bytes_per_s();
         let cm = CostModel::new(unit, model.clone());
         let costs: Vec<_> = samples.iter().map(|s| cm.step_cost(&s.shape)).collect();
         Self {
-            compute: costs.iter().map(|c| c.compute_s).collect(),
-            memory: costs.iter().map(|c| c.memory_s).collect(),
-            seqs: samples.iter().map(|s| f64::from(s.shape.seqs)).collect(),
+            main: costs.iter().map(|c| UnitPass::of(&c.main, bw)).collect(),
+            decode_pass: costs
+                .iter()
+                .map(|c| c.decode_pass.map(|p| UnitPass::of(&p, bw)))
+                .collect(),
+            regressors: costs
+                .iter()
+                .zip(samples)
+                .map(|(c, s)| {
+                    [
+                        f64::from(c.passes),
+                        f64::from(s.shape.seqs()),
+                        c.kv_bytes() / 1e6,
+                    ]
+                })
+                .collect(),
             measured: samples.iter().map(|s| s.seconds).collect(),
         }
     }
 
-    /// Roofline seconds of sample `i` at efficiencies `(ce, be)`.
-    fn roofline(&self, i: usize, ce: f64, be: f64) -> f64 {
-        (self.compute[i] / ce).max(self.memory[i] / be)
+    /// Roofline seconds of sample `i` at efficiencies `e`.
+    fn roofline(&self, i: usize, e: Effs) -> f64 {
+        self.main[i].seconds(e) + self.decode_pass[i].map_or(0.0, |p| p.seconds(e))
     }
 
-    /// Best non-negative (step, per-seq) overheads in seconds at `(ce, be)`, and the objective.
-    fn overheads(&self, ce: f64, be: f64) -> ((f64, f64), f64) {
-        // Minimise Σ w (st + ps·S − r)², w = 1/m², r = m − roofline.
-        let (mut sw, mut sws, mut swss, mut swr, mut swsr) = (0.0, 0.0, 0.0, 0.0, 0.0);
-        for i in 0..self.measured.len() {
-            let m = self.measured[i];
-            let (w, s, r) = (1.0 / (m * m), self.seqs[i], m - self.roofline(i, ce, be));
-            sw += w;
-            sws += w * s;
-            swss += w * s * s;
-            swr += w * r;
-            swsr += w * s * r;
-        }
-        let det = sw * swss - sws * sws;
-        let mut cands = vec![(0.0, 0.0)];
-        if sw > 0.0 {
-            cands.push(((swr / sw).max(0.0), 0.0));
-        }
-        if swss > 0.0 {
-            cands.push((0.0, (swsr / swss).max(0.0)));
-        }
-        if det.abs() > 1e-12 * sw * swss {
-            let st = (swr * swss - swsr * sws) / det;
-            let ps = (swsr * sw - swr * sws) / det;
-            if st >= 0.0 && ps >= 0.0 {
-                cands.push((st, ps));
+    /// Best non-negative overheads in seconds (per pass, per sequence, per
+    /// KV MB) at `e`, and the objective.
+    ///
+    /// Minimises Σ w (x·aᵢ − rᵢ)², w = 1/m², r = m − roofline: every subset
+    /// of the three overheads is solved by its normal equations, and the
+    /// best candidate with no negative coefficient wins.
+    fn overheads(&self, e: Effs) -> ([f64; OVERHEADS], f64) {
+        let mut g = [[0.0; OVERHEADS]; OVERHEADS];
+        let mut b = [0.0; OVERHEADS];
+        let mut c = 0.0;
+        for (i, (a, &m)) in self.regressors.iter().zip(&self.measured).enumerate() {
+            let (w, r) = (1.0 / (m * m), m - self.roofline(i, e));
+            c += w * r * r;
+            for j in 0..OVERHEADS {
+                b[j] += w * a[j] * r;
+                for k in 0..OVERHEADS {
+                    g[j][k] += w * a[j] * a[k];
+                }
             }
         }
-        cands
-            .into_iter()
-            .map(|c| (c, self.objective(ce, be, c)))
-            .min_by(|a, b| a.1.total_cmp(&b.1))
-            .unwrap_or(((0.0, 0.0), f64::INFINITY))
+        // The objective of x from the sums: c − 2 x·b + xᵀ G x.
+        let quadratic = |x: &[f64; OVERHEADS]| {
+            let mut v = c;
+            for j in 0..OVERHEADS {
+                v -= 2.0 * x[j] * b[j];
+                for k in 0..OVERHEADS {
+                    v += x[j] * g[j][k] * x[k];
+                }
+            }
+            v
+        };
+        let mut best = ([0.0; OVERHEADS], c);
+        for mask in 1..(1u32 << OVERHEADS) {
+            if let Some(x) = solve_subset(&g, &b, mask) {
+                let v = quadratic(&x);
+                if v < best.1 {
+                    best = (x, v);
+                }
+            }
+        }
+        let x = best.0;
+        (x, self.objective(e, &x))
     }
 
-    fn objective(&self, ce: f64, be: f64, (st, ps): (f64, f64)) -> f64 {
+    fn objective(&self, e: Effs, x: &[f64; OVERHEADS]) -> f64 {
         (0..self.measured.len())
             .map(|i| {
-                let pred = self.roofline(i, ce, be) + st + ps * self.seqs[i];
-                let e = pred / self.measured[i] - 1.0;
-                e * e
+                let a = &self.regressors[i];
+                let over: f64 = (0..OVERHEADS).map(|j| x[j] * a[j]).sum();
+                let err = (self.roofline(i, e) + over) / self.measured[i] - 1.0;
+                err * err
             })
             .sum()
     }
 }
 
-/// Efficiencies from log-space coordinates, clamped to [MIN_EFFICIENCY, 1].
-fn effs(x: [f64; 2]) -> (f64, f64) {
+/// Solves `G x = b` restricted to the unknowns in `mask` (the others 0) by
+/// Gaussian elimination; `None` if that system is singular or a
+/// coefficient comes out negative.
+fn solve_subset(
+    g: &[[f64; OVERHEADS]; OVERHEADS],
+    b: &[f64; OVERHEADS],
+    mask: u32,
+) -> Option<[f64; OVERHEADS]> {
+    let mut idx = [0usize; OVERHEADS];
+    let mut n = 0;
+    for j in (0..OVERHEADS).filter(|&j| mask & (1 << j) != 0) {
+        idx[n] = j;
+        n += 1;
+    }
+    // Augmented matrix [G_sub | b_sub].
+    let mut a = [[0.0; OVERHEADS + 1]; OVERHEADS];
+    for r in 0..n {
+        for c in 0..n {
+            a[r][c] = g[idx[r]][idx[c]];
+        }
+        a[r][n] = b[idx[r]];
+    }
+    for col in 0..n {
+        let pivot = (col..n).max_by(|&p, &q| a[p][col].abs().total_cmp(&a[q][col].abs()))?;
+        // Relative to the unknown's own scale: collinear regressors are singular.
+        let size = a[pivot][col].abs();
+        if size.is_nan() || size <= 1e-12 * g[idx[col]][idx[col]].abs() {
+            return None;
+        }
+        a.swap(col, pivot);
+        let lead = a[col];
+        for (row, r) in a.iter_mut().enumerate().take(n) {
+            if row != col {
+                let f = r[col] / lead[col];
+                for (v, l) in r[col..=n].iter_mut().zip(&lead[col..=n]) {
+                    *v -= f * l;
+                }
+            }
+        }
+    }
+    let mut x = [0.0; OVERHEADS];
+    for r in 0..n {
+        let v = a[r][n] / a[r][r];
+        if !(v >= 0.0 && v.is_finite()) {
+            return None;
+        }
+        x[idx[r]] = v;
+    }
+    Some(x)
+}
+
+/// Efficiencies from search coordinates `[ln ce, ln be, ln(ke / be)]`,
+/// each efficiency clamped to [MIN_EFFICIENCY, 1]. The KV coordinate is
+/// relative so that its neutral value, 0, means "as bandwidth_efficiency".
+fn effs(x: [f64; 3]) -> Effs {
     let lo = MIN_EFFICIENCY.ln();
-    (x[0].clamp(lo, 0.0).exp(), x[1].clamp(lo, 0.0).exp())
+    let be = x[1].clamp(lo, 0.0);
+    Effs {
+        compute: x[0].clamp(lo, 0.0).exp(),
+        bandwidth: be.exp(),
+        kv: (be + x[2]).clamp(lo, 0.0).exp(),
+    }
 }
 
 /// Fits `device`'s calibration for `model` to `samples`; returns the fitted profile and its report.
@@ -444,22 +590,50 @@ pub fn fit(
             s.point, s.seconds
         )));
     }
-    let terms = Terms::new(device, model, samples);
+    // Mixed steps as one pass, and (if the sweep has any) as two: the
+    // better fit decides `split_mixed_steps`; a tie keeps one pass.
+    let mut splits = vec![false];
+    if samples.iter().any(|s| s.shape.is_mixed()) {
+        splits.push(true);
+    }
     let mut evaluations = 0u32;
-    let mut f = |x: [f64; 2]| {
-        evaluations += 1;
-        let (ce, be) = effs(x);
-        terms.overheads(ce, be).1
+    let mut chosen: Option<(bool, Effs, [f64; OVERHEADS], f64)> = None;
+    for split in splits {
+        let terms = Terms::new(device, model, samples, split);
+        // A vanishing penalty on ln(ke / be) decides only between fits the
+        // samples cannot tell apart (no step where KV traffic sets the
+        // time): then KV bytes stream as weight bytes do.
+        let mut f = |x: [f64; 3]| {
+            evaluations += 1;
+            terms.overheads(effs(x)).1 + KV_RATIO_PENALTY * x[2] * x[2]
+        };
+        let mut best = search(&mut f);
+        let neutral = [best[0], best[1], 0.0];
+        if best[2] != 0.0 && f(neutral) <= f(best) {
+            best = neutral;
+        }
+        let value = f(best);
+        let e = effs(best);
+        let (overheads, _) = terms.overheads(e);
+        if chosen.is_none_or(|c| value < c.3) {
+            chosen = Some((split, e, overheads, value));
+        }
+    }
+    let Some((split, e, [st, ps, pk], _)) = chosen else {
+        unreachable!("at least one candidate is fitted");
     };
-    let best = search(&mut f);
-    let (ce, be) = effs(best);
-    let ((st, ps), _) = terms.overheads(ce, be);
     let mut fitted = device.clone();
     let cal = &mut fitted.calibration;
-    cal.compute_efficiency = ce;
-    cal.bandwidth_efficiency = be;
+    cal.compute_efficiency = e.compute;
+    cal.bandwidth_efficiency = e.bandwidth;
+    // Left out when it equals the bandwidth efficiency.
+    cal.kv_bandwidth_efficiency = (e.kv != e.bandwidth).then_some(e.kv);
     cal.step_overhead_us = st * 1e6;
     cal.per_sequence_overhead_us = ps * 1e6;
+    cal.kv_overhead_us_per_mb = pk * 1e6;
+    if samples.iter().any(|s| s.shape.is_mixed()) {
+        cal.split_mixed_steps = split;
+    }
     let cm = CostModel::new(fitted.clone(), model.clone());
     let rel_errors: Vec<f64> = samples
         .iter()
@@ -477,77 +651,95 @@ pub fn fit(
     Ok((fitted, report))
 }
 
-/// Coarse grid over log-efficiencies, then zooming grids around the best
-/// point (robust to the roofline's kinks), then Nelder–Mead to polish.
-fn search(f: &mut impl FnMut([f64; 2]) -> f64) -> [f64; 2] {
+/// Coarse grid over the search coordinates, then zooming grids around the
+/// best point (robust to the roofline's kinks), then Nelder–Mead to polish.
+/// Only strict improvements move the best point, so a coordinate the
+/// objective does not depend on keeps its starting value.
+fn search(f: &mut impl FnMut([f64; 3]) -> f64) -> [f64; 3] {
     let lo = MIN_EFFICIENCY.ln();
-    let n = 24;
-    let (mut center, mut half) = ([lo / 2.0, lo / 2.0], -lo / 2.0);
+    // The absolute log-efficiencies span [lo, 0]; the KV ratio starts at 1
+    // and may reach either end of the range from any bandwidth efficiency.
+    let clamp = |x: [f64; 3]| {
+        [
+            x[0].clamp(lo, 0.0),
+            x[1].clamp(lo, 0.0),
+            x[2].clamp(lo, -lo),
+        ]
+    };
+    let n = 14;
+    let mut center = [lo / 2.0, lo / 2.0, 0.0];
+    let mut half = [-lo / 2.0, -lo / 2.0, -lo];
     let mut best = (center, f(center));
-    for _ in 0..14 {
+    let t = |k: usize| -1.0 + 2.0 * k as f64 / n as f64;
+    for _ in 0..10 {
         for i in 0..=n {
             for j in 0..=n {
-                let t = |k: usize| -1.0 + 2.0 * k as f64 / n as f64;
-                let x = [
-                    (center[0] + half * t(i)).clamp(lo, 0.0),
-                    (center[1] + half * t(j)).clamp(lo, 0.0),
-                ];
-                let v = f(x);
-                if v < best.1 {
-                    best = (x, v);
+                for k in 0..=n {
+                    let x = clamp([
+                        center[0] + half[0] * t(i),
+                        center[1] + half[1] * t(j),
+                        center[2] + half[2] * t(k),
+                    ]);
+                    let v = f(x);
+                    if v < best.1 {
+                        best = (x, v);
+                    }
                 }
             }
         }
         center = best.0;
-        half *= 0.3;
+        half = half.map(|h| h * 0.3);
     }
-    let polished = nelder_mead(f, best.0, half, 200);
-    let clamp = |x: [f64; 2]| [x[0].clamp(lo, 0.0), x[1].clamp(lo, 0.0)];
-    if f(clamp(polished)) < best.1 {
-        clamp(polished)
+    let polished = clamp(nelder_mead(f, best.0, half[0], 300));
+    if f(polished) < best.1 {
+        polished
     } else {
         best.0
     }
 }
 
-/// Minimises `f` over two variables from `start` with an initial simplex of side `step`.
-fn nelder_mead(
-    f: &mut impl FnMut([f64; 2]) -> f64,
-    start: [f64; 2],
+/// Minimises `f` over `D` variables from `start` with an initial simplex of side `step`.
+fn nelder_mead<const D: usize>(
+    f: &mut impl FnMut([f64; D]) -> f64,
+    start: [f64; D],
     step: f64,
     iters: u32,
-) -> [f64; 2] {
-    let mut s: Vec<([f64; 2], f64)> = [
-        start,
-        [start[0] + step, start[1]],
-        [start[0], start[1] + step],
-    ]
-    .into_iter()
-    .map(|x| (x, f(x)))
-    .collect();
-    let lerp =
-        |a: [f64; 2], b: [f64; 2], t: f64| [a[0] + t * (b[0] - a[0]), a[1] + t * (b[1] - a[1])];
+) -> [f64; D] {
+    let mut s: Vec<([f64; D], f64)> = (0..=D)
+        .map(|v| {
+            let mut x = start;
+            if v > 0 {
+                x[v - 1] += step;
+            }
+            (x, f(x))
+        })
+        .collect();
+    let lerp = |a: [f64; D], b: [f64; D], t: f64| -> [f64; D] {
+        std::array::from_fn(|d| a[d] + t * (b[d] - a[d]))
+    };
     for _ in 0..iters {
         s.sort_by(|a, b| a.1.total_cmp(&b.1));
-        if (s[2].1 - s[0].1).abs() <= 1e-15 * s[0].1.abs().max(1e-300) {
+        if (s[D].1 - s[0].1).abs() <= 1e-15 * s[0].1.abs().max(1e-300) {
             break;
         }
-        let c = lerp(s[0].0, s[1].0, 0.5);
-        let r = lerp(c, s[2].0, -1.0);
+        // Centroid of all but the worst vertex.
+        let c: [f64; D] =
+            std::array::from_fn(|d| s[..D].iter().map(|v| v.0[d]).sum::<f64>() / D as f64);
+        let r = lerp(c, s[D].0, -1.0);
         let fr = f(r);
         if fr < s[0].1 {
-            let e = lerp(c, s[2].0, -2.0);
+            let e = lerp(c, s[D].0, -2.0);
             let fe = f(e);
-            s[2] = if fe < fr { (e, fe) } else { (r, fr) };
-        } else if fr < s[1].1 {
-            s[2] = (r, fr);
+            s[D] = if fe < fr { (e, fe) } else { (r, fr) };
+        } else if fr < s[D - 1].1 {
+            s[D] = (r, fr);
         } else {
-            let k = lerp(c, s[2].0, 0.5);
+            let k = lerp(c, s[D].0, 0.5);
             let fk = f(k);
-            if fk < s[2].1 {
-                s[2] = (k, fk);
+            if fk < s[D].1 {
+                s[D] = (k, fk);
             } else {
-                for i in 1..3 {
+                for i in 1..=D {
                     let x = lerp(s[0].0, s[i].0, 0.5);
                     s[i] = (x, f(x));
                 }
@@ -636,6 +828,9 @@ mod tests {
                 close(c.bandwidth_efficiency, truth.1, 1e-4),
                 "{truth:?}: {c:?}"
             );
+            assert!(close(c.kv_efficiency(), truth.1, 1e-4), "{truth:?}: {c:?}");
+            assert!(!c.split_mixed_steps, "{truth:?}: {c:?}");
+            assert!(c.kv_overhead_us_per_mb.abs() < 1e-3, "{truth:?}: {c:?}");
             assert!(
                 (c.step_overhead_us - truth.2).abs() < 0.05,
                 "{truth:?}: {c:?}"
@@ -648,6 +843,56 @@ mod tests {
             assert_eq!(c.fit_max_rel_error, Some(report.max_rel_error));
             assert_eq!(c.memory_utilization, 0.9);
         }
+    }
+
+    #[test]
+    fn fit_recovers_a_separate_kv_efficiency() {
+        for (truth, kv) in [
+            ((0.5, 0.8, 200.0, 5.0), 0.12),
+            ((0.3, 0.4, 50.0, 20.0), 0.9),
+        ] {
+            let mut truth_dev = device(truth);
+            truth_dev.calibration.kv_bandwidth_efficiency = Some(kv);
+            let samples = simulated(&truth_dev);
+            let (fitted, report) = fit(&device((0.1, 0.1, 1.0, 1.0)), &model(), &samples).unwrap();
+            let c = &fitted.calibration;
+            assert!(report.median_rel_error < 1e-6, "{kv}: {report:?}");
+            assert!(report.max_rel_error < 1e-5, "{kv}: {report:?}");
+            assert!(close(c.compute_efficiency, truth.0, 1e-4), "{kv}: {c:?}");
+            assert!(close(c.bandwidth_efficiency, truth.1, 1e-4), "{kv}: {c:?}");
+            let got = c.kv_bandwidth_efficiency.expect("a distinct KV efficiency");
+            assert!(close(got, kv, 1e-4), "{kv}: {c:?}");
+            assert!((c.step_overhead_us - truth.2).abs() < 0.05, "{kv}: {c:?}");
+            assert!(
+                (c.per_sequence_overhead_us - truth.3).abs() < 0.01,
+                "{kv}: {c:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn fit_finds_two_pass_mixed_steps_and_kv_overhead() {
+        let truth = (0.4, 0.6, 500.0, 3.0);
+        let mut truth_dev = device(truth);
+        truth_dev.calibration.split_mixed_steps = true;
+        truth_dev.calibration.kv_bandwidth_efficiency = Some(0.1);
+        truth_dev.calibration.kv_overhead_us_per_mb = 40.0;
+        let samples = simulated(&truth_dev);
+        assert!(samples.iter().any(|s| s.shape.is_mixed()));
+        let (fitted, report) = fit(&device((0.1, 0.1, 1.0, 1.0)), &model(), &samples).unwrap();
+        let c = &fitted.calibration;
+        assert!(c.split_mixed_steps, "{c:?}");
+        assert!(report.median_rel_error < 1e-6, "{report:?}");
+        assert!(report.max_rel_error < 1e-5, "{report:?}");
+        assert!(close(c.compute_efficiency, truth.0, 1e-4), "{c:?}");
+        assert!(close(c.bandwidth_efficiency, truth.1, 1e-4), "{c:?}");
+        assert!(close(c.kv_efficiency(), 0.1, 1e-4), "{c:?}");
+        assert!((c.step_overhead_us - truth.2).abs() < 0.05, "{c:?}");
+        assert!((c.per_sequence_overhead_us - truth.3).abs() < 0.01, "{c:?}");
+        assert!((c.kv_overhead_us_per_mb - 40.0).abs() < 1e-3, "{c:?}");
+        // The flag round-trips through TOML.
+        let text = fitted.to_toml().unwrap();
+        assert!(text.contains("split_mixed_steps = true"), "{text}");
     }
 
     #[test]

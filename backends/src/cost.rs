@@ -4,27 +4,50 @@
 //! # Formulas
 //! A step runs a set of sequences; sequence *i* computes `qᵢ` new tokens on
 //! top of `cᵢ` tokens already in its cache (a decode is `qᵢ = 1`, a prefill
-//! chunk is `qᵢ > 1`). With `T = Σ qᵢ`, `S` sequences, active parameters
-//! `Pₐ`, `Lₖᵥ` softmax/MLA layers with `H` query heads of width `d` (for MLA,
-//! `d` is the absorbed latent width `kv_lora_rank + rope_head_dim`), and
-//! `Lₗᵢₙ` linear-attention layers:
+//! chunk is `qᵢ > 1`). A pass over a set of sequences, with `T = Σ qᵢ`, `S`
+//! sequences, active parameters `Pₐ`, `Lₖᵥ` softmax/MLA layers with `H`
+//! query heads of width `d` (for MLA, `d` is the absorbed latent width
+//! `kv_lora_rank + rope_head_dim`), and `Lₗᵢₙ` linear-attention layers:
 //!
 //! ```text
-//! FLOPs  = 2·Pₐ·T                                   dense matmuls ("2N" rule)
-//!        + 4·H·d·Lₖᵥ · Σ (qᵢ·cᵢ + qᵢ(qᵢ+1)/2)        causal QKᵀ and PV over context
-//!        + 4·H·d²·Lₗᵢₙ · T                            linear-attention state update + read
-//! bytes  = W(T)                                      weights streamed once per step
-//!        + kv·Σ cᵢ + kv·T                            KV read for context, KV written for new tokens
-//!        + 2·state·S                                 linear-attention state read + written
-//! W(T)   = P_shared + P_experts·(1 − (1 − k/E)^T)    MoE: expected fraction of experts touched
-//!          (dense: W = P_total·bytes)
-//! time   = max(FLOPs / (peak·compute_eff), bytes / (bw·bandwidth_eff))
-//!        + step_overhead + S·per_sequence_overhead
+//! FLOPs   = 2·Pₐ·T                                   dense matmuls ("2N" rule)
+//!         + 4·H·d·Lₖᵥ · Σ (qᵢ·cᵢ + qᵢ(qᵢ+1)/2)        causal QKᵀ and PV over context
+//!         + 4·H·d²·Lₗᵢₙ · T                            linear-attention state update + read
+//! bytesₘ  = W(T) + 2·state·S                         weights streamed once per pass,
+//!                                                    linear-attention state read + written
+//! bytesₖᵥ = kv·Σ cᵢ + kv·T                           KV read for context, KV written for new tokens
+//! W(T)    = P_shared + P_experts·(1 − (1 − k/E)^T)   MoE: expected fraction of experts touched
+//!           (dense: W = P_total·bytes)
+//! compute = FLOPs / (peak·compute_eff)
+//! memory  = bytesₘ / (bw·bandwidth_eff) + bytesₖᵥ / (bw·kv_bandwidth_eff)
+//! pass    = max(compute, memory)
 //! ```
+//! A step is one pass over all its sequences, or, when the device splits
+//! mixed steps (`split_mixed_steps`) and the step has both decodes and
+//! prefill chunks, one pass over its decodes plus one over its chunks:
+//! ```text
+//! time = Σ passes + n·step_overhead + S·per_sequence_overhead + bytesₖᵥ·kv_overhead
+//! ```
+//! with `n` the passes (1 or 2), and `S` and `bytesₖᵥ` over the whole step.
 //! `kv` is [`ModelSpec::kv_bytes_per_token`], `state` is
-//! [`ModelSpec::state_bytes_per_sequence`]. The max() is a roofline: prefill
-//! chunks are compute-bound, decode batches are bandwidth-bound, and the
-//! context terms make both grow with context length.
+//! [`ModelSpec::state_bytes_per_sequence`]; `kv_bandwidth_eff` defaults to
+//! `bandwidth_eff` ([`Calibration::kv_efficiency`](crate::profile::Calibration::kv_efficiency)),
+//! `kv_overhead` (`kv_overhead_us_per_mb`) and `split_mixed_steps` to 0 and
+//! false.
+//!
+//! The max() is a roofline: prefill chunks are compute-bound, decode batches
+//! are bandwidth-bound, and the context terms make both grow with context
+//! length. KV bytes have their own efficiency because a backend may move a
+//! cached byte several times per pass (the ONNX backend's graph
+//! concatenates the past into its present state and reads it for QKᵀ and
+//! PV), while weights stream once. `kv_overhead` is KV traffic that
+//! overlaps with nothing (the ONNX backend gathers every cached token from
+//! the pool into the graph's inputs on the host before the pass). A split
+//! step pays the weights and the step overhead twice: the ONNX backend pads
+//! a batch to its longest sequence, so it runs the decodes and a prefill
+//! chunk as separate graph runs. Compute time, memory time and the
+//! overheads are all affine in each sequence's context, which the router's
+//! closed-form chunk sums rely on.
 //!
 //! KV capacity in blocks of `B` tokens:
 //! ```text
@@ -47,10 +70,10 @@ pub struct SeqWork {
     pub context: u32,
 }
 
-/// Sufficient statistics of a step, accumulated one sequence at a time.
+/// Sufficient statistics of a set of sequences (one pass of a step).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct StepShape {
-    /// Sequences in the step.
+pub struct PassShape {
+    /// Sequences.
     pub seqs: u32,
     /// New tokens across all sequences (T).
     pub tokens: u64,
@@ -60,7 +83,17 @@ pub struct StepShape {
     pub attention_pairs: f64,
 }
 
-impl StepShape {
+impl PassShape {
+    /// `batch` decodes (one new token each) holding `total_context` cached tokens together.
+    pub fn decodes(batch: u32, total_context: u64) -> Self {
+        Self {
+            seqs: batch,
+            tokens: u64::from(batch),
+            context_tokens: total_context,
+            attention_pairs: total_context as f64 + f64::from(batch),
+        }
+    }
+
     /// Adds one sequence's work.
     #[inline]
     pub fn push(&mut self, w: SeqWork) {
@@ -71,6 +104,47 @@ impl StepShape {
         self.attention_pairs += q * f64::from(w.context) + q * (q + 1.0) / 2.0;
     }
 
+    /// Both sets of sequences together.
+    pub fn merged(self, o: Self) -> Self {
+        Self {
+            seqs: self.seqs + o.seqs,
+            tokens: self.tokens + o.tokens,
+            context_tokens: self.context_tokens + o.context_tokens,
+            attention_pairs: self.attention_pairs + o.attention_pairs,
+        }
+    }
+}
+
+/// Sufficient statistics of a step, accumulated one sequence at a time:
+/// its decodes (one new token) and its prefill chunks (more than one) apart,
+/// for backends that run them as separate passes.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StepShape {
+    /// Sequences computing one token (decodes, and one-token prefill chunks).
+    pub decode: PassShape,
+    /// Sequences computing more than one token (prefill chunks).
+    pub prefill: PassShape,
+}
+
+impl StepShape {
+    /// A step of `batch` decodes holding `total_context` cached tokens together.
+    pub fn decodes(batch: u32, total_context: u64) -> Self {
+        Self {
+            decode: PassShape::decodes(batch, total_context),
+            prefill: PassShape::default(),
+        }
+    }
+
+    /// Adds one sequence's work.
+    #[inline]
+    pub fn push(&mut self, w: SeqWork) {
+        if w.new_tokens > 1 {
+            self.prefill.push(w);
+        } else {
+            self.decode.push(w);
+        }
+    }
+
     /// Shape of a set of sequences.
     pub fn of(work: impl IntoIterator<Item = SeqWork>) -> Self {
         let mut s = Self::default();
@@ -79,32 +153,86 @@ impl StepShape {
         }
         s
     }
+
+    /// All sequences of the step as one set.
+    pub fn total(&self) -> PassShape {
+        self.decode.merged(self.prefill)
+    }
+
+    /// Sequences in the step.
+    pub fn seqs(&self) -> u32 {
+        self.decode.seqs + self.prefill.seqs
+    }
+
+    /// Whether the step has both decodes and prefill chunks.
+    pub fn is_mixed(&self) -> bool {
+        self.decode.seqs > 0 && self.prefill.seqs > 0
+    }
+}
+
+/// Roofline terms of one forward pass.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PassCost {
+    /// Floating-point operations.
+    pub flops: f64,
+    /// Bytes moved to or from device memory (weights, state and KV cache).
+    pub bytes: f64,
+    /// The KV-cache part of `bytes`, priced at the KV bandwidth efficiency.
+    pub kv_bytes: f64,
+    /// Seconds if compute-bound.
+    pub compute_s: f64,
+    /// Seconds if bandwidth-bound.
+    pub memory_s: f64,
+}
+
+impl PassCost {
+    /// Roofline seconds: `max(compute_s, memory_s)`.
+    pub fn seconds(&self) -> f64 {
+        self.compute_s.max(self.memory_s)
+    }
 }
 
 /// A step's predicted cost broken into roofline terms, for explanations and fitting.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepCost {
-    /// Floating-point operations.
-    pub flops: f64,
-    /// Bytes moved to or from device memory.
-    pub bytes: f64,
-    /// Seconds if compute-bound.
-    pub compute_s: f64,
-    /// Seconds if bandwidth-bound.
-    pub memory_s: f64,
-    /// Fixed and per-sequence overhead seconds.
+    /// The pass that runs the whole step, or only its prefill chunks when
+    /// its decodes run apart (`decode_pass`).
+    pub main: PassCost,
+    /// The decodes' own pass, when the device runs a mixed step's decodes
+    /// and prefill chunks as separate passes
+    /// ([`split_mixed_steps`](crate::profile::Calibration::split_mixed_steps)).
+    pub decode_pass: Option<PassCost>,
+    /// Forward passes the step runs: 0 (empty step), 1, or 2 (split).
+    pub passes: u32,
+    /// Overhead seconds: fixed per pass, per sequence, and per KV byte
+    /// copied outside the passes.
     pub overhead_s: f64,
 }
 
 impl StepCost {
     /// Predicted step time in seconds.
     pub fn seconds(&self) -> f64 {
-        self.compute_s.max(self.memory_s) + self.overhead_s
+        self.main.seconds() + self.decode_pass.map_or(0.0, |p| p.seconds()) + self.overhead_s
     }
 
     /// Predicted step time.
     pub fn duration(&self) -> Duration {
         Duration::from_secs_f64(self.seconds())
+    }
+
+    /// Floating-point operations of all passes.
+    pub fn flops(&self) -> f64 {
+        self.main.flops + self.decode_pass.map_or(0.0, |p| p.flops)
+    }
+
+    /// Bytes moved by all passes.
+    pub fn bytes(&self) -> f64 {
+        self.main.bytes + self.decode_pass.map_or(0.0, |p| p.bytes)
+    }
+
+    /// KV-cache bytes read or written by all passes.
+    pub fn kv_bytes(&self) -> f64 {
+        self.main.kv_bytes + self.decode_pass.map_or(0.0, |p| p.kv_bytes)
     }
 }
 
@@ -140,8 +268,11 @@ pub struct CostModel {
     expert_miss_prob: f64,
     flops_per_s: f64,
     bytes_per_s: f64,
+    kv_bytes_per_s: f64,
     step_overhead_s: f64,
     per_seq_overhead_s: f64,
+    split_mixed_steps: bool,
+    kv_overhead_s_per_byte: f64,
 }
 
 impl CostModel {
@@ -184,8 +315,11 @@ impl CostModel {
             expert_miss_prob,
             flops_per_s: device.peak_flops() * cal.compute_efficiency,
             bytes_per_s: device.bandwidth_bytes_per_s() * cal.bandwidth_efficiency,
+            kv_bytes_per_s: device.bandwidth_bytes_per_s() * cal.kv_efficiency(),
             step_overhead_s: cal.step_overhead_us * 1e-6,
             per_seq_overhead_s: cal.per_sequence_overhead_us * 1e-6,
+            split_mixed_steps: cal.split_mixed_steps,
+            kv_overhead_s_per_byte: cal.kv_overhead_us_per_mb * 1e-12,
             device,
             model,
         }
@@ -215,28 +349,54 @@ impl CostModel {
         self.shared_weight_bytes + self.expert_weight_bytes * touched
     }
 
-    /// Roofline terms of a step of the given shape.
-    pub fn step_cost(&self, s: &StepShape) -> StepCost {
+    /// Roofline terms of one pass over the sequences of `s`.
+    pub fn pass_cost(&self, s: &PassShape) -> PassCost {
         if s.seqs == 0 {
-            return StepCost {
-                flops: 0.0,
-                bytes: 0.0,
-                compute_s: 0.0,
-                memory_s: 0.0,
-                overhead_s: 0.0,
-            };
+            return PassCost::default();
         }
         let t = s.tokens as f64;
         let flops = self.flops_per_token * t + self.attn_flops_per_pair * s.attention_pairs;
-        let bytes = self.weight_bytes_read(s.tokens)
-            + self.kv_bytes_per_token * (s.context_tokens as f64 + t)
-            + 2.0 * self.state_bytes * f64::from(s.seqs);
-        StepCost {
+        let other_bytes =
+            self.weight_bytes_read(s.tokens) + 2.0 * self.state_bytes * f64::from(s.seqs);
+        let kv_bytes = self.kv_bytes_per_token * (s.context_tokens as f64 + t);
+        let bytes = other_bytes + kv_bytes;
+        // One division when both efficiencies agree: the same bits as a
+        // single memory term.
+        let memory_s = if self.kv_bytes_per_s == self.bytes_per_s {
+            bytes / self.bytes_per_s
+        } else {
+            other_bytes / self.bytes_per_s + kv_bytes / self.kv_bytes_per_s
+        };
+        PassCost {
             flops,
             bytes,
+            kv_bytes,
             compute_s: flops / self.flops_per_s,
-            memory_s: bytes / self.bytes_per_s,
-            overhead_s: self.step_overhead_s + self.per_seq_overhead_s * f64::from(s.seqs),
+            memory_s,
+        }
+    }
+
+    /// Roofline terms of a step of the given shape.
+    pub fn step_cost(&self, s: &StepShape) -> StepCost {
+        let seqs = s.seqs();
+        let (main, decode_pass) = if self.split_mixed_steps && s.is_mixed() {
+            (self.pass_cost(&s.prefill), Some(self.pass_cost(&s.decode)))
+        } else {
+            (self.pass_cost(&s.total()), None)
+        };
+        let passes = match (seqs, decode_pass) {
+            (0, _) => 0,
+            (_, None) => 1,
+            (_, Some(_)) => 2,
+        };
+        let kv_bytes = main.kv_bytes + decode_pass.map_or(0.0, |p| p.kv_bytes);
+        StepCost {
+            main,
+            decode_pass,
+            passes,
+            overhead_s: self.step_overhead_s * f64::from(passes)
+                + self.per_seq_overhead_s * f64::from(seqs)
+                + self.kv_overhead_s_per_byte * kv_bytes,
         }
     }
 
@@ -258,13 +418,7 @@ impl CostModel {
         if batch == 0 {
             return Duration::ZERO;
         }
-        let shape = StepShape {
-            seqs: batch,
-            tokens: u64::from(batch),
-            context_tokens: total_context,
-            attention_pairs: total_context as f64 + f64::from(batch),
-        };
-        self.step_time(&shape)
+        self.step_time(&StepShape::decodes(batch, total_context))
     }
 
     /// KV-cache bytes per token.
@@ -341,15 +495,16 @@ mod tests {
         }]));
         let pairs = 1000.0 * 1001.0 / 2.0;
         let flops = 2.0 * 8e9 * 1000.0 + 4.0 * 32.0 * 128.0 * 32.0 * pairs;
-        assert!(close(c.flops, flops), "{} vs {flops}", c.flops);
-        assert!(close(c.compute_s, flops / 500e12));
+        assert!(close(c.main.flops, flops), "{} vs {flops}", c.main.flops);
+        assert!(close(c.main.compute_s, flops / 500e12));
         let bytes = 16e9 + 131_072.0 * 1000.0;
-        assert!(close(c.bytes, bytes));
-        assert!(close(c.memory_s, bytes / 1000e9));
+        assert!(close(c.main.bytes, bytes));
+        assert!(close(c.main.kv_bytes, 131_072.0 * 1000.0));
+        assert!(close(c.main.memory_s, bytes / 1000e9));
         assert!(close(c.overhead_s, 110e-6));
         // 16.7e12 FLOPs / 500e12 = 33.4 ms compute vs 16.1 ms memory: compute-bound.
-        assert!(c.compute_s > c.memory_s);
-        assert!(close(c.seconds(), c.compute_s + 110e-6));
+        assert!(c.main.compute_s > c.main.memory_s);
+        assert!(close(c.seconds(), c.main.compute_s + 110e-6));
     }
 
     #[test]
@@ -377,6 +532,102 @@ mod tests {
             assert!(t > last, "batch {batch}");
             last = t;
         }
+    }
+
+    #[test]
+    fn kv_efficiency_prices_only_kv_bytes() {
+        let mut dev = device(2000.0);
+        dev.calibration.kv_bandwidth_efficiency = Some(0.125);
+        let cm = CostModel::new(dev, model());
+        // Decode: weights at 0.5 · 2 TB/s, KV at 0.125 · 2 TB/s.
+        let t = cm.decode_step_time(1, 1000).as_secs_f64();
+        let expect = 16e9 / 1e12 + 131_072.0 * 1001.0 / 250e9 + 110e-6;
+        assert!((t - expect).abs() < 1e-9, "{t} vs {expect}");
+        let c = cm.step_cost(&StepShape::of([SeqWork {
+            new_tokens: 1,
+            context: 1000,
+        }]));
+        assert!(close(c.main.bytes, 16e9 + 131_072.0 * 1001.0));
+        assert!(close(c.main.kv_bytes, 131_072.0 * 1001.0));
+    }
+
+    #[test]
+    fn lower_kv_efficiency_slows_long_decode_not_short_prefill() {
+        let same = CostModel::new(device(2000.0), model());
+        let mut dev = device(2000.0);
+        dev.calibration.kv_bandwidth_efficiency = Some(0.05);
+        let slow_kv = CostModel::new(dev, model());
+        // Long-context decode is bandwidth-bound and dominated by KV reads.
+        let (a, b) = (
+            same.decode_step_time(64, 64 * 32_768),
+            slow_kv.decode_step_time(64, 64 * 32_768),
+        );
+        assert!(b.as_secs_f64() > 2.0 * a.as_secs_f64(), "{a:?} vs {b:?}");
+        // A prefill without context is compute-bound either way: its KV
+        // writes do not lift memory time above compute time.
+        assert_eq!(same.prefill_time(2048, 0), slow_kv.prefill_time(2048, 0));
+        // Without KV bytes the efficiency changes nothing; absent equals bandwidth_efficiency.
+        let mut dev = device(2000.0);
+        dev.calibration.kv_bandwidth_efficiency = Some(0.5);
+        let explicit = CostModel::new(dev, model());
+        assert_eq!(
+            explicit.decode_step_time(8, 8 * 4096),
+            same.decode_step_time(8, 8 * 4096)
+        );
+    }
+
+    #[test]
+    fn split_mixed_step_costs_its_two_passes() {
+        let mut dev = device(2000.0);
+        dev.calibration.split_mixed_steps = true;
+        let split = CostModel::new(dev, model());
+        let fused = CostModel::new(device(2000.0), model());
+        let decodes = (0..16).map(|_| SeqWork {
+            new_tokens: 1,
+            context: 3000,
+        });
+        let chunk = SeqWork {
+            new_tokens: 512,
+            context: 1000,
+        };
+        let mixed = StepShape::of(decodes.clone().chain([chunk]));
+        assert!(mixed.is_mixed());
+        assert_eq!(mixed.seqs(), 17);
+        let c = split.step_cost(&mixed);
+        let d = split.step_cost(&StepShape::of(decodes));
+        let p = split.step_cost(&StepShape::of([chunk]));
+        // Two passes, each with its weights and its step overhead.
+        assert_eq!(c.decode_pass, Some(d.main));
+        assert_eq!(c.main, p.main);
+        assert_eq!((c.passes, d.passes, p.passes), (2, 1, 1));
+        assert!(close(c.seconds(), d.seconds() + p.seconds()));
+        assert!(close(c.flops(), d.main.flops + p.main.flops));
+        assert!(close(c.bytes(), d.main.bytes + p.main.bytes));
+        // Fused, the same step streams the weights once.
+        let f = fused.step_cost(&mixed);
+        assert_eq!(f.decode_pass, None);
+        assert!(close(f.bytes(), c.bytes() - 16e9));
+        assert!(f.seconds() < c.seconds());
+        // Steps of one kind are priced alike either way.
+        for shape in [StepShape::decodes(16, 48_000), StepShape::of([chunk])] {
+            assert_eq!(split.step_cost(&shape), fused.step_cost(&shape));
+        }
+    }
+
+    #[test]
+    fn kv_overhead_adds_per_kv_byte_outside_the_roofline() {
+        let mut dev = device(2000.0);
+        dev.calibration.kv_overhead_us_per_mb = 250.0;
+        let cm = CostModel::new(dev, model());
+        let plain = CostModel::new(device(2000.0), model());
+        let shape = StepShape::decodes(8, 8 * 4096);
+        let (c, p) = (cm.step_cost(&shape), plain.step_cost(&shape));
+        assert_eq!(c.main, p.main);
+        let kv_mb = 131_072.0 * (8.0 * 4096.0 + 8.0) / 1e6;
+        assert!(close(c.kv_bytes(), kv_mb * 1e6));
+        assert!(close(c.overhead_s - p.overhead_s, kv_mb * 250e-6));
+        assert_eq!(c.passes, 1);
+        assert_eq!(cm.step_cost(&StepShape::default()).seconds(), 0.0);
     }
 
     #[test]

@@ -17,8 +17,11 @@ pub(crate) fn device(peak_tflops: f64, bandwidth_gbps: f64, cal: [f64; 4]) -> De
         calibration: Calibration {
             compute_efficiency: cal[0],
             bandwidth_efficiency: cal[1],
+            kv_bandwidth_efficiency: None,
             step_overhead_us: cal[2],
             per_sequence_overhead_us: cal[3],
+            kv_overhead_us_per_mb: 0.0,
+            split_mixed_steps: false,
             memory_utilization: 0.9,
             fit_median_rel_error: None,
             fit_max_rel_error: None,

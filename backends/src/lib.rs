@@ -23,7 +23,7 @@ pub use contract::{
     Backend, BackendKind, BlockCopy, BlockId, DeviceInfo, SamplingParams, ScheduledSeq, SeqId,
     StepOutput, StepPlan,
 };
-pub use cost::{CapacityError, CostModel, SeqWork, StepCost, StepShape};
+pub use cost::{CapacityError, CostModel, PassCost, PassShape, SeqWork, StepCost, StepShape};
 pub use error::{BackendError, ProfileError};
 pub use profile::{AttentionSpec, Calibration, Catalog, DeviceProfile, ModelSpec, MoeSpec, Vendor};
 pub use sim::{SimBackend, SimConfig};

@@ -264,6 +264,30 @@ mod tests {
         assert_eq!(spec.kv_bytes_per_token(), 2 * 2 * 16 * 4 * 2);
     }
 
+    /// `scripts/make_test_model.py --size bench` writes this config; the
+    /// committed spec `bench-llama` must price the same model.
+    #[test]
+    fn bench_config_matches_its_profile() {
+        let bench = r#"{"hidden_size": 768, "intermediate_size": 2048, "num_attention_heads": 12,
+            "num_key_value_heads": 4, "num_hidden_layers": 16, "head_dim": 64, "vocab_size": 259,
+            "max_position_embeddings": 2048, "tie_word_embeddings": true, "eos_token_id": 2,
+            "model_type": "llama"}"#;
+        let c: ModelConfig = serde_json::from_str(bench).unwrap();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles");
+        let profile = crate::profile::Catalog::new(root)
+            .model("bench-llama")
+            .unwrap();
+        let derived = c.to_model_spec("bench-llama", 4);
+        assert_eq!(c.num_params(), 100_887_552);
+        assert_eq!(
+            ModelSpec {
+                description: profile.description.clone(),
+                ..derived
+            },
+            profile
+        );
+    }
+
     #[test]
     fn eos_list_and_bad_heads() {
         let c: ModelConfig =

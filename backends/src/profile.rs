@@ -41,12 +41,33 @@ impl fmt::Display for Vendor {
 pub struct Calibration {
     /// Fraction of peak FLOP/s reached by prefill matmuls (model FLOPs utilisation), in (0, 1].
     pub compute_efficiency: f64,
-    /// Fraction of peak memory bandwidth reached by decode, in (0, 1].
+    /// Fraction of peak memory bandwidth reached streaming weights (and
+    /// linear-attention state) in decode, in (0, 1].
     pub bandwidth_efficiency: f64,
-    /// Fixed cost of one engine step (launches, host scheduling, sampling), microseconds.
+    /// Fraction of peak memory bandwidth reached reading and writing the KV
+    /// cache, in (0, 1]; absent means `bandwidth_efficiency`. Below it when
+    /// the backend moves a cached byte more than once per step (gathers,
+    /// concatenations, separate QKᵀ and PV passes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_bandwidth_efficiency: Option<f64>,
+    /// Fixed cost of one forward pass (launches, host scheduling,
+    /// sampling), microseconds; a step is one pass, or two when
+    /// `split_mixed_steps` applies.
     pub step_overhead_us: f64,
     /// Extra cost per sequence in a step (metadata, per-sequence kernels), microseconds.
     pub per_sequence_overhead_us: f64,
+    /// Time per MB (10^6 bytes) of KV cache a step reads or writes outside
+    /// its forward passes (a host-side gather of cached KV into the pass's
+    /// inputs, new KV copied back), microseconds; it does not overlap with
+    /// the passes. Absent: 0 (the engine's kernels read the cache in place).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub kv_overhead_us_per_mb: f64,
+    /// Whether the device runs a step's decodes and its prefill chunks as
+    /// separate forward passes, each streaming the weights and paying the
+    /// step overhead (the ONNX backend's padded batches do; fused engines
+    /// run one pass). Absent: false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub split_mixed_steps: bool,
     /// Fraction of device memory the engine may use for weights + KV cache, in (0, 1].
     pub memory_utilization: f64,
     /// Median relative error of the last fit, if this profile was calibrated on hardware.
@@ -55,6 +76,14 @@ pub struct Calibration {
     /// Maximum relative error of the last fit, if this profile was calibrated on hardware.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fit_max_rel_error: Option<f64>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 /// A device type's published hardware figures, price and calibration.
@@ -234,6 +263,13 @@ fn read(path: &Path) -> Result<String, ProfileError> {
 }
 
 impl Calibration {
+    /// The KV-cache bandwidth efficiency in effect: `kv_bandwidth_efficiency`,
+    /// else `bandwidth_efficiency`.
+    pub fn kv_efficiency(&self) -> f64 {
+        self.kv_bandwidth_efficiency
+            .unwrap_or(self.bandwidth_efficiency)
+    }
+
     fn validate(&self, path: &Path) -> Result<(), ProfileError> {
         fraction(
             path,
@@ -245,11 +281,19 @@ impl Calibration {
             "calibration.bandwidth_efficiency",
             self.bandwidth_efficiency,
         )?;
+        if let Some(kv) = self.kv_bandwidth_efficiency {
+            fraction(path, "calibration.kv_bandwidth_efficiency", kv)?;
+        }
         non_negative(path, "calibration.step_overhead_us", self.step_overhead_us)?;
         non_negative(
             path,
             "calibration.per_sequence_overhead_us",
             self.per_sequence_overhead_us,
+        )?;
+        non_negative(
+            path,
+            "calibration.kv_overhead_us_per_mb",
+            self.kv_overhead_us_per_mb,
         )?;
         fraction(
             path,
@@ -575,6 +619,66 @@ memory_utilization = 0.9
             .unwrap_err()
             .to_string();
         assert!(err.contains("calibration.compute_efficiency"), "{err}");
+    }
+
+    #[test]
+    fn kv_bandwidth_efficiency_is_optional_and_checked() {
+        let d = DeviceProfile::from_toml(p(), DEVICE).unwrap();
+        assert_eq!(d.calibration.kv_bandwidth_efficiency, None);
+        assert_eq!(d.calibration.kv_efficiency(), 0.8);
+        let text = DEVICE.replace(
+            "bandwidth_efficiency = 0.8",
+            "bandwidth_efficiency = 0.8\nkv_bandwidth_efficiency = 0.2",
+        );
+        let d = DeviceProfile::from_toml(p(), &text).unwrap();
+        assert_eq!(d.calibration.kv_bandwidth_efficiency, Some(0.2));
+        assert_eq!(d.calibration.kv_efficiency(), 0.2);
+        // Round-trips through TOML; absent stays absent.
+        let back = DeviceProfile::from_toml(p(), &d.to_toml().unwrap()).unwrap();
+        assert_eq!(back, d);
+        let plain = DeviceProfile::from_toml(p(), DEVICE).unwrap();
+        let text = plain.to_toml().unwrap();
+        assert!(!text.contains("kv_bandwidth_efficiency"), "{text}");
+        for bad in ["0.0", "1.5", "-0.1", "nan"] {
+            let text = DEVICE.replace(
+                "bandwidth_efficiency = 0.8",
+                &format!("bandwidth_efficiency = 0.8\nkv_bandwidth_efficiency = {bad}"),
+            );
+            let err = DeviceProfile::from_toml(p(), &text)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("calibration.kv_bandwidth_efficiency"),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn kv_overhead_and_split_are_optional_and_checked() {
+        let d = DeviceProfile::from_toml(p(), DEVICE).unwrap();
+        assert_eq!(d.calibration.kv_overhead_us_per_mb, 0.0);
+        assert!(!d.calibration.split_mixed_steps);
+        let text = d.to_toml().unwrap();
+        assert!(!text.contains("kv_overhead_us_per_mb"), "{text}");
+        assert!(!text.contains("split_mixed_steps"), "{text}");
+        let set = DEVICE.replace(
+            "memory_utilization = 0.9",
+            "memory_utilization = 0.9\nkv_overhead_us_per_mb = 250.0\nsplit_mixed_steps = true",
+        );
+        let d = DeviceProfile::from_toml(p(), &set).unwrap();
+        assert_eq!(d.calibration.kv_overhead_us_per_mb, 250.0);
+        assert!(d.calibration.split_mixed_steps);
+        assert_eq!(
+            DeviceProfile::from_toml(p(), &d.to_toml().unwrap()).unwrap(),
+            d
+        );
+        let bad = DEVICE.replace(
+            "memory_utilization = 0.9",
+            "memory_utilization = 0.9\nkv_overhead_us_per_mb = -1.0",
+        );
+        let err = DeviceProfile::from_toml(p(), &bad).unwrap_err().to_string();
+        assert!(err.contains("calibration.kv_overhead_us_per_mb"), "{err}");
     }
 
     #[test]

@@ -33,10 +33,15 @@ fn sweep_and_fit_the_tiny_model() {
     assert_eq!(samples.len(), 20, "{samples:?}");
     assert!(samples.iter().all(|s| s.seconds > 0.0));
     let c = &fitted.calibration;
-    for e in [c.compute_efficiency, c.bandwidth_efficiency] {
+    for e in [
+        c.compute_efficiency,
+        c.bandwidth_efficiency,
+        c.kv_efficiency(),
+    ] {
         assert!(e > 0.0 && e <= 1.0, "{c:?}");
     }
     assert!(c.step_overhead_us >= 0.0 && c.per_sequence_overhead_us >= 0.0);
+    assert!(c.kv_overhead_us_per_mb >= 0.0, "{c:?}");
     assert!(report.median_rel_error.is_finite());
     assert_eq!(c.fit_median_rel_error, Some(report.median_rel_error));
     // The fitted profile is valid and round-trips through TOML.

@@ -727,12 +727,7 @@ impl Engine {
     fn predict_queue_delay(&self, l: &Load, min_remaining: u32) -> Duration {
         let decodes = l.running.min(self.config.max_batched_tokens);
         let chunk = (self.config.max_batched_tokens - decodes).max(1);
-        let mut shape = StepShape {
-            seqs: l.running,
-            tokens: u64::from(l.running),
-            context_tokens: l.running_context_tokens,
-            attention_pairs: l.running_context_tokens as f64 + f64::from(l.running),
-        };
+        let mut shape = StepShape::decodes(l.running, l.running_context_tokens);
         let mut delay = Duration::ZERO;
         if l.queued_prefill_tokens > 0 {
             let steps = l.queued_prefill_tokens.div_ceil(u64::from(chunk));
@@ -772,8 +767,11 @@ mod tests {
             calibration: Calibration {
                 compute_efficiency: 0.5,
                 bandwidth_efficiency: 0.8,
+                kv_bandwidth_efficiency: None,
                 step_overhead_us: 100.0,
                 per_sequence_overhead_us: 1.0,
+                kv_overhead_us_per_mb: 0.0,
+                split_mixed_steps: false,
                 memory_utilization: 0.9,
                 fit_median_rel_error: None,
                 fit_max_rel_error: None,

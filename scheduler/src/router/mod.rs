@@ -39,8 +39,10 @@
 //! outstanding  = queued_prefill_tokens + outstanding_decode_tokens
 //! ```
 //! The chunk sum is computed in O(1): a full chunk's compute and memory
-//! times are affine in its index, so the roofline sum splits into two
-//! arithmetic series at their crossover. The first output token comes out
+//! times and its overheads are affine in its index (a pass of the decodes
+//! of their own, when the device splits mixed steps, is constant), so the
+//! roofline sum splits into two arithmetic series at their crossover plus
+//! one for the rest. The first output token comes out
 //! of the last prefill step, hence `E − 1` decode steps. Contexts are
 //! clamped at 2⁴⁸ tokens and durations saturate, so no input panics.
 //! Modelling limits: the running sequences' contexts are frozen at the

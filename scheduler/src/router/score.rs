@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serde::Serialize;
-use switchyard_backends::{CostModel, SeqWork, StepShape};
+use switchyard_backends::{CostModel, SeqWork, StepCost, StepShape};
 
 use super::shape::Shape;
 use super::{serde_ms, DeviceId};
@@ -126,12 +126,7 @@ pub(crate) fn score(shape: &Shape, dev: &DeviceView<'_>, budgets: Budgets) -> De
     let chunk = dev.max_batched_tokens.saturating_sub(decodes).max(1);
     // Scale context to the decodes that actually co-run (fewer when the batch is capped).
     let decode_ctx = scale_context(load.running_context_tokens, load.running, decodes);
-    let co_run = StepShape {
-        seqs: decodes,
-        tokens: u64::from(decodes),
-        context_tokens: decode_ctx,
-        attention_pairs: decode_ctx as f64 + f64::from(decodes),
-    };
+    let co_run = StepShape::decodes(decodes, decode_ctx);
     let prefill_s = chunked_prefill_seconds(cost, co_run, start, uncached, chunk);
     let prefill_alone_s = if decodes == 0 {
         prefill_s
@@ -145,12 +140,7 @@ pub(crate) fn score(shape: &Shape, dev: &DeviceView<'_>, budgets: Budgets) -> De
     // As `CostModel::decode_step_time`, without its round trip through `Duration`.
     let decode_ctx = others_ctx.saturating_add(own_ctx);
     let tpot_s = cost
-        .step_cost(&StepShape {
-            seqs: batch,
-            tokens: u64::from(batch),
-            context_tokens: decode_ctx,
-            attention_pairs: decode_ctx as f64 + f64::from(batch),
-        })
+        .step_cost(&StepShape::decodes(batch, decode_ctx))
         .seconds();
 
     let queue_delay = load.predicted_queue_delay;
@@ -205,9 +195,13 @@ fn secs(s: f64) -> Duration {
 /// chunks of `chunk`, each chunk a step with `base` (the co-running decodes).
 ///
 /// O(1) whatever the chunk count: a full chunk's compute and memory times
-/// are affine in its index (its context grows by `chunk` per chunk), so the
-/// sum of their maximum (the roofline) is the sum of at most two arithmetic
-/// series split at the crossover. The last partial chunk is priced alone.
+/// are affine in its index (its context grows by `chunk` per chunk; KV
+/// bytes at their own efficiency only change the slope), so the sum of
+/// their maximum (the roofline) is the sum of at most two arithmetic series
+/// split at the crossover. The overheads are affine too (the KV overhead
+/// grows with context), and a pass of the co-running decodes of their own
+/// (`split_mixed_steps`) is the same every chunk: one more arithmetic
+/// series. The last partial chunk is priced alone.
 pub(crate) fn chunked_prefill_seconds(
     cost: &CostModel,
     base: StepShape,
@@ -232,16 +226,19 @@ pub(crate) fn chunked_prefill_seconds(
     if full > 0 {
         let n = u64::from(full);
         let first = with_chunk(chunk, u64::from(start));
-        let overhead = first.overhead_s;
         if n == 1 {
             total += first.seconds();
         } else {
             let last = with_chunk(chunk, u64::from(start) + (n - 1) * u64::from(chunk));
+            // Outside the chunk's roofline: the overheads (affine: the KV
+            // overhead grows with context) and the decodes' own pass, if any
+            // (constant).
+            let beside = |c: &StepCost| c.overhead_s + c.decode_pass.map_or(0.0, |p| p.seconds());
             total += sum_max_affine(
                 n,
-                (first.compute_s, last.compute_s),
-                (first.memory_s, last.memory_s),
-            ) + overhead * n as f64;
+                (first.main.compute_s, last.main.compute_s),
+                (first.main.memory_s, last.main.memory_s),
+            ) + (beside(&first) + beside(&last)) * n as f64 / 2.0;
         }
     }
     if rest > 0 {
@@ -296,45 +293,91 @@ mod tests {
 
     /// `CostModel::decode_step_time` in seconds, before rounding to a `Duration`.
     fn decode_seconds(cost: &CostModel, batch: u32, context: u64) -> f64 {
-        cost.step_cost(&StepShape {
-            seqs: batch,
-            tokens: u64::from(batch),
-            context_tokens: context,
-            attention_pairs: context as f64 + f64::from(batch),
-        })
-        .seconds()
+        cost.step_cost(&StepShape::decodes(batch, context))
+            .seconds()
+    }
+
+    /// `catalog_cost` with a KV-cache bandwidth efficiency of `ratio` × the
+    /// bandwidth efficiency, mixed steps split into two passes if `split`,
+    /// and `kv_us_per_mb` of KV overhead.
+    fn variant(device: &str, model: &str, ratio: f64, split: bool, kv_us_per_mb: f64) -> CostModel {
+        let cost = catalog_cost(device, model);
+        let mut profile = cost.device().clone();
+        let cal = &mut profile.calibration;
+        cal.kv_bandwidth_efficiency = Some(cal.bandwidth_efficiency * ratio);
+        cal.split_mixed_steps = split;
+        cal.kv_overhead_us_per_mb = kv_us_per_mb;
+        CostModel::new(profile, cost.model().clone())
     }
 
     #[test]
     fn closed_form_prefill_matches_chunk_loop() {
         for device in ["h100-sxm", "l4", "mi300x", "cpu"] {
             for model in ["llama-3.1-8b", "mixtral-8x7b", "deepseek-v2-lite"] {
-                let cost = catalog_cost(device, model);
-                for (running, ctx) in [(0u32, 0u64), (8, 8 * 2000), (200, 200 * 30_000)] {
-                    let base = StepShape {
-                        seqs: running,
-                        tokens: u64::from(running),
-                        context_tokens: ctx,
-                        attention_pairs: ctx as f64 + f64::from(running),
-                    };
-                    for (start, tokens, chunk) in [
-                        (0u32, 1u32, 2048u32),
-                        (0, 2048, 2048),
-                        (0, 8000, 2048),
-                        (4096, 100_000, 1848),
-                        (0, 60_000, 16),
-                        (512, 30_001, 7),
-                    ] {
-                        let want = brute_force(&cost, base, start, tokens, chunk);
-                        let got = chunked_prefill_seconds(&cost, base, start, tokens, chunk);
-                        assert!(
-                            (got - want).abs() <= 1e-9 * want,
-                            "{device}/{model} running {running} start {start} tokens {tokens} chunk {chunk}: {got} vs {want}"
-                        );
+                // The catalog's calibration; KV bytes six or twenty times
+                // dearer than weight bytes (memory time grows faster with
+                // context, which moves the roofline crossover); the
+                // co-running decodes as a pass of their own; a KV overhead.
+                let costs = [
+                    catalog_cost(device, model),
+                    variant(device, model, 1.0 / 6.0, false, 0.0),
+                    variant(device, model, 1.0 / 20.0, false, 0.0),
+                    variant(device, model, 1.0, true, 0.0),
+                    variant(device, model, 1.0, false, 250.0),
+                    variant(device, model, 1.0 / 6.0, true, 250.0),
+                ];
+                for cost in &costs {
+                    let cal = &cost.device().calibration;
+                    let (kv, split, kv_us) = (
+                        cal.kv_efficiency(),
+                        cal.split_mixed_steps,
+                        cal.kv_overhead_us_per_mb,
+                    );
+                    for (running, ctx) in [(0u32, 0u64), (8, 8 * 2000), (200, 200 * 30_000)] {
+                        let base = StepShape::decodes(running, ctx);
+                        for (start, tokens, chunk) in [
+                            (0u32, 1u32, 2048u32),
+                            (0, 2048, 2048),
+                            (0, 8000, 2048),
+                            (4096, 100_000, 1848),
+                            (0, 60_000, 16),
+                            (512, 30_001, 7),
+                        ] {
+                            let want = brute_force(cost, base, start, tokens, chunk);
+                            let got = chunked_prefill_seconds(cost, base, start, tokens, chunk);
+                            assert!(
+                                (got - want).abs() <= 1e-9 * want,
+                                "{device}/{model} kv eff {kv} split {split} kv µs/MB {kv_us} running {running} start {start} tokens {tokens} chunk {chunk}: {got} vs {want}"
+                            );
+                        }
                     }
                 }
             }
         }
+    }
+
+    #[test]
+    fn closed_form_crosses_over_with_a_separate_kv_efficiency() {
+        // A prefill that starts compute-bound and turns memory-bound as its
+        // context grows only because KV bytes are dear: the closed form must
+        // split the series at the crossover.
+        let cost = variant("h100-sxm", "llama-3.1-8b", 1.0 / 200.0, false, 0.0);
+        let (start, tokens, chunk) = (0u32, 40_000u32, 2048u32);
+        let step = |context: u32| {
+            cost.step_cost(&StepShape::of([SeqWork {
+                new_tokens: chunk,
+                context,
+            }]))
+        };
+        let full = tokens / chunk;
+        let (first, last) = (step(start), step(start + (full - 1) * chunk));
+        assert!(first.main.compute_s > first.main.memory_s, "{first:?}");
+        assert!(last.main.compute_s < last.main.memory_s, "{last:?}");
+        let same = catalog_cost("h100-sxm", "llama-3.1-8b");
+        let want = brute_force(&cost, StepShape::default(), start, tokens, chunk);
+        let got = chunked_prefill_seconds(&cost, StepShape::default(), start, tokens, chunk);
+        assert!((got - want).abs() <= 1e-9 * want, "{got} vs {want}");
+        assert!(got > chunked_prefill_seconds(&same, StepShape::default(), start, tokens, chunk));
     }
 
     #[test]
