@@ -23,6 +23,15 @@
 //! preempted. `add` clamps `max_tokens` so a sequence alone always fits the
 //! pool, so the oldest sequence can always make progress: no deadlock.
 //!
+//! # Multi-step decode
+//! [`Engine::run_decode_steps`] runs a stretch of decode-only steps in one
+//! call for drivers whose backend is a pure function of the plan (the
+//! simulator): step times and tokens come from the caller's closures, and
+//! the stretch ends before any step that would admit, preempt, copy a block
+//! or finish a sequence, so those always go through `schedule`/`complete`.
+//! The result (sequence state, KV blocks, tokens and their times) is exactly
+//! what the same steps run one at a time would leave.
+//!
 //! # Tunables ([`EngineConfig`])
 //! `max_num_seqs`, `max_batched_tokens`, `max_model_len`, `enable_prefix_caching`.
 
@@ -193,6 +202,17 @@ pub enum AbortOutcome {
     NotFound,
 }
 
+/// What [`Engine::run_decode_steps`] ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DecodeRun {
+    /// Steps run.
+    pub steps: u32,
+    /// When the last step ended (the start time if none ran).
+    pub end: Duration,
+    /// Sum of the steps' times.
+    pub busy: Duration,
+}
+
 /// What the router sees of an engine.
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
 pub struct Load {
@@ -256,6 +276,8 @@ pub struct Engine {
     in_flight: bool,
     pending: Vec<Event>,
     preemptions: u64,
+    /// Tokens of the next multi-step decode step, before they are applied.
+    decode_tokens: Vec<u32>,
 }
 
 impl Engine {
@@ -278,6 +300,7 @@ impl Engine {
             in_flight: false,
             pending: Vec::new(),
             preemptions: 0,
+            decode_tokens: Vec::new(),
         }
     }
 
@@ -639,6 +662,141 @@ impl Engine {
             }
         }
         Ok(events)
+    }
+
+    /// Runs consecutive decode-only steps starting at `now`, each exactly as
+    /// `schedule` → execute → `complete` would, without building plans or
+    /// events. `step_time` prices a step (the backend's time for a plan of
+    /// that shape) and `next_token(prev, pos)` is the token the backend
+    /// samples after `prev` at position `pos`: valid only for backends whose
+    /// output is a pure function of the plan, such as `SimBackend`.
+    ///
+    /// Runs nothing unless no step is in flight, nothing waits, and every
+    /// running sequence is decoding within the token budget. Stops before a
+    /// step that would end after `until`, finish a sequence (length, model
+    /// length, end-of-sequence or stop token), need a block the pool does
+    /// not have (`schedule` would preempt) or copy a shared block.
+    /// `on_token(end, event)` reports each generated token as the
+    /// [`Event::Token`] `complete` would, in the same order.
+    pub fn run_decode_steps(
+        &mut self,
+        now: Duration,
+        until: Duration,
+        mut step_time: impl FnMut(&StepShape) -> Duration,
+        mut next_token: impl FnMut(u32, u32) -> u32,
+        mut on_token: impl FnMut(Duration, Event),
+    ) -> DecodeRun {
+        let mut run = DecodeRun {
+            steps: 0,
+            end: now,
+            busy: Duration::ZERO,
+        };
+        if self.in_flight
+            || !self.waiting.is_empty()
+            || !self.pending.is_empty()
+            || self.running.is_empty()
+            || self.running.len() as u64 > u64::from(self.config.max_batched_tokens)
+        {
+            return run;
+        }
+        let limit = self.max_seq_tokens();
+        // Steps before some sequence reaches its length limit.
+        let mut safe = u32::MAX;
+        let mut context = 0u64;
+        for &slot in &self.running {
+            let s = self.seq(slot);
+            let len = s.tokens.len() as u32;
+            if len != s.computed + 1 || s.aborted || s.finished.is_some() {
+                return run;
+            }
+            safe = safe
+                .min(s.max_tokens.saturating_sub(s.output_len() + 1))
+                .min(limit.saturating_sub(len + 1));
+            context += u64::from(s.computed);
+        }
+        let Self {
+            running,
+            slots,
+            blocks,
+            eos,
+            decode_tokens,
+            config,
+            ..
+        } = self;
+        let batch = running.len() as u32;
+        let bs = blocks.block_size();
+        let prefix = config.enable_prefix_caching;
+        while run.steps < safe {
+            // A decode of `batch` sequences: every term of the shape is an
+            // integer sum, so this equals pushing each sequence's work.
+            let shape = StepShape {
+                seqs: batch,
+                tokens: u64::from(batch),
+                context_tokens: context,
+                attention_pairs: (context + u64::from(batch)) as f64,
+            };
+            let elapsed = step_time(&shape);
+            let end = run.end + elapsed;
+            if end > until {
+                return run;
+            }
+            let mut need = 0u32;
+            decode_tokens.clear();
+            for &slot in running.iter() {
+                let Some(s) = slots[slot].as_ref() else {
+                    return run;
+                };
+                let c = s.computed;
+                // Only prefix caching shares blocks (the engine never forks).
+                if prefix && blocks.needs_copy(&s.table, c, c + 1) {
+                    return run;
+                }
+                need += u32::from(c + 1 > s.table.len() as u32 * bs);
+                let token = next_token(s.tokens.last().copied().unwrap_or(0), c + 1);
+                if (!s.ignore_eos && eos.contains(&token)) || s.stop_token_ids.contains(&token) {
+                    return run;
+                }
+                decode_tokens.push(token);
+            }
+            if need > blocks.num_free_blocks() {
+                return run;
+            }
+            // Reserve first, then apply, as `schedule` and `complete` do.
+            if need > 0 {
+                for &slot in running.iter() {
+                    if let Some(s) = slots[slot].as_mut() {
+                        let c = s.computed;
+                        // Checked above: enough free blocks and no copy.
+                        let _ = blocks.ensure_slots(&mut s.table, c, c + 1);
+                    }
+                }
+            }
+            for (&slot, &token) in running.iter().zip(decode_tokens.iter()) {
+                let Some(s) = slots[slot].as_mut() else {
+                    continue;
+                };
+                s.stats.first_scheduled.get_or_insert(run.end);
+                s.computed += 1;
+                if prefix {
+                    blocks.commit(&mut s.table, &s.tokens, s.computed);
+                }
+                s.tokens.push(token);
+                s.stats.first_token.get_or_insert(end);
+                on_token(
+                    end,
+                    Event::Token {
+                        seq: s.id,
+                        token,
+                        index: s.output_len() - 1,
+                    },
+                );
+            }
+            context += u64::from(batch);
+            run.steps += 1;
+            run.busy += elapsed;
+            run.end = end;
+        }
+        run
     }
 
     /// Abandons the step in flight (the backend failed it): nothing advances,

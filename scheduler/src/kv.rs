@@ -353,6 +353,13 @@ impl BlockManager {
         grow + u32::from(self.needs_cow(table, computed, total))
     }
 
+    /// Whether [`ensure_slots`](Self::ensure_slots) would move `table` to a private copy of a shared block.
+    #[inline]
+    pub fn needs_copy(&self, table: &BlockTable, computed: u32, total: u32) -> bool {
+        self.needs_cow(table, computed, total)
+    }
+
+    #[inline]
     fn needs_cow(&self, table: &BlockTable, computed: u32, total: u32) -> bool {
         total > computed
             && !computed.is_multiple_of(self.block_size)
