@@ -98,11 +98,13 @@ pub struct StepCost {
 
 impl StepCost {
     /// Predicted step time in seconds.
+    #[inline]
     pub fn seconds(&self) -> f64 {
         self.compute_s.max(self.memory_s) + self.overhead_s
     }
 
     /// Predicted step time.
+    #[inline]
     pub fn duration(&self) -> Duration {
         Duration::from_secs_f64(self.seconds())
     }
@@ -202,6 +204,7 @@ impl CostModel {
     }
 
     /// Weight bytes streamed by a step that computes `tokens` tokens.
+    #[inline]
     pub fn weight_bytes_read(&self, tokens: u64) -> f64 {
         if self.expert_weight_bytes == 0.0 || tokens == 0 {
             return self.shared_weight_bytes
@@ -216,6 +219,7 @@ impl CostModel {
     }
 
     /// Roofline terms of a step of the given shape.
+    #[inline]
     pub fn step_cost(&self, s: &StepShape) -> StepCost {
         if s.seqs == 0 {
             return StepCost {
@@ -241,6 +245,7 @@ impl CostModel {
     }
 
     /// Predicted time of a step of the given shape.
+    #[inline]
     pub fn step_time(&self, s: &StepShape) -> Duration {
         self.step_cost(s).duration()
     }
