@@ -861,7 +861,6 @@ impl Engine {
             total_blocks: self.blocks.num_blocks(),
             ..Load::default()
         };
-        let mut min_remaining = u32::MAX;
         for seq in self.slots.iter().flatten() {
             let left = seq.tokens.len() as u32 - seq.computed;
             if left > 1 {
@@ -871,18 +870,48 @@ impl Engine {
             l.outstanding_decode_tokens += u64::from(remaining);
         }
         for &slot in &self.running {
-            let seq = self.seq(slot);
-            l.running_context_tokens += u64::from(seq.computed);
-            min_remaining = min_remaining.min(seq.max_tokens.saturating_sub(seq.output_len()));
+            l.running_context_tokens += u64::from(self.seq(slot).computed);
         }
-        l.predicted_queue_delay = self.predict_queue_delay(&l, min_remaining);
+        l.predicted_queue_delay = self.predict_queue_delay(&l);
         l
     }
 
+    /// Remaining output tokens of running sequence `slot`.
+    fn remaining(&self, slot: usize) -> u32 {
+        let s = self.seq(slot);
+        s.max_tokens.saturating_sub(s.output_len())
+    }
+
+    /// The `k`-th smallest remaining output (1-based, `1 ≤ k ≤ running`),
+    /// by bisection over values: O(running · log max), no allocation.
+    fn kth_smallest_remaining(&self, k: usize) -> u32 {
+        let (mut lo, mut hi) = (0u32, 0u32);
+        for &slot in &self.running {
+            hi = hi.max(self.remaining(slot));
+        }
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let at_most = self
+                .running
+                .iter()
+                .filter(|&&slot| self.remaining(slot) <= mid)
+                .count();
+            if at_most >= k {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        lo
+    }
+
     /// Time until a new arrival's first prefill chunk: the prefill backlog
-    /// drains at the budget left after decodes, and a full batch must first
-    /// see its shortest remaining sequence finish.
-    fn predict_queue_delay(&self, l: &Load, min_remaining: u32) -> Duration {
+    /// drains at the budget left after decodes, and when the batch is full
+    /// the arrival needs a free slot after every waiting sequence ahead of
+    /// it: `w + 1` finishes for `w` waiting, i.e. the `(w+1)`-th smallest
+    /// remaining output (plus a whole batch's longest remaining output per
+    /// full round of the batch beyond that).
+    fn predict_queue_delay(&self, l: &Load) -> Duration {
         let decodes = l.running.min(self.config.max_batched_tokens);
         let chunk = (self.config.max_batched_tokens - decodes).max(1);
         let mut shape = StepShape {
@@ -901,11 +930,19 @@ impl Engine {
             });
             delay += self.cost.step_time(&shape) * steps.min(u64::from(u32::MAX)) as u32;
         }
-        if l.running >= self.config.max_num_seqs && min_remaining != u32::MAX {
+        if l.running >= self.config.max_num_seqs && !self.running.is_empty() {
+            let running = self.running.len();
+            let ahead = self.waiting.len();
+            let rounds = (ahead / running) as u32;
+            let mut steps = self.kth_smallest_remaining(ahead % running + 1);
+            if rounds > 0 {
+                let longest = self.kth_smallest_remaining(running);
+                steps = steps.saturating_add(longest.saturating_mul(rounds));
+            }
             let step = self
                 .cost
                 .decode_step_time(l.running, l.running_context_tokens);
-            delay += step * min_remaining;
+            delay += step.saturating_mul(steps);
         }
         delay
     }
@@ -1249,6 +1286,43 @@ mod tests {
         assert_eq!(req.prompt.len(), 11);
         assert_eq!(req.max_tokens, 4);
         assert_eq!(e.blocks().num_free_blocks(), 64);
+    }
+
+    #[test]
+    fn full_batch_delay_waits_for_one_finish_per_sequence_ahead() {
+        let cfg = EngineConfig {
+            max_num_seqs: 2,
+            max_batched_tokens: 256,
+            max_model_len: 4096,
+            enable_prefix_caching: false,
+        };
+        let (_, mut b) = setup(1024, 256);
+        let mut e = Engine::new(cfg, cost(), 1024, 16);
+        e.add(Request::new(SeqId(0), prompt(20, 0), 10), Duration::ZERO)
+            .unwrap();
+        e.add(Request::new(SeqId(1), prompt(20, 1), 30), Duration::ZERO)
+            .unwrap();
+        let mut now = Duration::ZERO;
+        for _ in 0..3 {
+            let out = b.execute(&e.schedule(now).unwrap()).unwrap();
+            now += out.elapsed;
+            e.complete(&out, now).unwrap();
+        }
+        // Both decoding, 3 tokens out: 7 and 27 left; the batch is full.
+        let l = e.load();
+        assert_eq!((l.running, l.waiting, l.queued_prefill_tokens), (2, 0, 0));
+        let step = cost().decode_step_time(2, l.running_context_tokens);
+        assert_eq!(l.predicted_queue_delay, step * 7);
+        // One waiting ahead: a newcomer needs both slots to free up.
+        e.add(Request::new(SeqId(2), prompt(20, 2), 5), now)
+            .unwrap();
+        let l = e.load();
+        assert!(l.predicted_queue_delay >= step * 27, "{l:?}");
+        // As many waiting as slots: a whole round (the longest remaining)
+        // before the shortest remaining frees the third slot.
+        e.add(Request::new(SeqId(3), prompt(20, 3), 5), now)
+            .unwrap();
+        assert!(e.load().predicted_queue_delay >= step * (27 + 7));
     }
 
     #[test]
