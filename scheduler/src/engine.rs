@@ -559,7 +559,15 @@ impl Engine {
         let need = self
             .blocks
             .blocks_needed(&seq.table, seq.computed, seq.computed + n);
-        let ok = need + watermark <= self.blocks.num_free_blocks()
+        let fits = need + watermark <= self.blocks.num_free_blocks();
+        if fits {
+            // The table grows a block at a time up to the sequence's longest
+            // length: one allocation instead of a doubling series.
+            let longest = seq.prompt_len.saturating_add(seq.max_tokens);
+            seq.table
+                .reserve_total(self.blocks.blocks_for(longest) as usize);
+        }
+        let ok = fits
             && self
                 .blocks
                 .ensure_slots(&mut seq.table, seq.computed, seq.computed + n)
@@ -761,13 +769,16 @@ impl Engine {
             if need > blocks.num_free_blocks() {
                 return run;
             }
-            // Reserve first, then apply, as `schedule` and `complete` do.
+            // Reserve first, then apply, as `schedule` and `complete` do;
+            // `ensure_slots` is a no-op for sequences with room left.
             if need > 0 {
                 for &slot in running.iter() {
                     if let Some(s) = slots[slot].as_mut() {
                         let c = s.computed;
-                        // Checked above: enough free blocks and no copy.
-                        let _ = blocks.ensure_slots(&mut s.table, c, c + 1);
+                        if c + 1 > s.table.len() as u32 * bs {
+                            // Checked above: enough free blocks and no copy.
+                            let _ = blocks.ensure_slots(&mut s.table, c, c + 1);
+                        }
                     }
                 }
             }

@@ -86,6 +86,12 @@ impl BlockTable {
     pub fn is_empty(&self) -> bool {
         self.blocks.is_empty()
     }
+
+    /// Makes room for `blocks` blocks in all without reallocating (capacity only).
+    pub fn reserve_total(&mut self, blocks: usize) {
+        self.blocks
+            .reserve(blocks.saturating_sub(self.blocks.len()));
+    }
 }
 
 /// A change to the set of cached block hashes, for routers that track which
