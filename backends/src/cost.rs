@@ -211,11 +211,13 @@ pub struct StepCost {
 
 impl StepCost {
     /// Predicted step time in seconds.
+    #[inline]
     pub fn seconds(&self) -> f64 {
         self.main.seconds() + self.decode_pass.map_or(0.0, |p| p.seconds()) + self.overhead_s
     }
 
     /// Predicted step time.
+    #[inline]
     pub fn duration(&self) -> Duration {
         Duration::from_secs_f64(self.seconds())
     }
@@ -336,6 +338,7 @@ impl CostModel {
     }
 
     /// Weight bytes streamed by a step that computes `tokens` tokens.
+    #[inline]
     pub fn weight_bytes_read(&self, tokens: u64) -> f64 {
         if self.expert_weight_bytes == 0.0 || tokens == 0 {
             return self.shared_weight_bytes
@@ -350,6 +353,7 @@ impl CostModel {
     }
 
     /// Roofline terms of one pass over the sequences of `s`.
+    #[inline]
     pub fn pass_cost(&self, s: &PassShape) -> PassCost {
         if s.seqs == 0 {
             return PassCost::default();
@@ -377,6 +381,7 @@ impl CostModel {
     }
 
     /// Roofline terms of a step of the given shape.
+    #[inline]
     pub fn step_cost(&self, s: &StepShape) -> StepCost {
         let seqs = s.seqs();
         let (main, decode_pass) = if self.split_mixed_steps && s.is_mixed() {
@@ -401,6 +406,7 @@ impl CostModel {
     }
 
     /// Predicted time of a step of the given shape.
+    #[inline]
     pub fn step_time(&self, s: &StepShape) -> Duration {
         self.step_cost(s).duration()
     }

@@ -89,6 +89,7 @@ impl SimBackend {
     }
 
     /// The token this device generates after `prev` at position `pos`.
+    #[inline]
     pub fn next_token(&self, prev: u32, pos: u32) -> u32 {
         let mut t =
             (mix64((u64::from(pos) << 32) | u64::from(prev)) % u64::from(self.vocab)) as u32;

@@ -234,6 +234,7 @@ pub fn run_loadgen(args: LoadgenArgs) -> Result<(), LoadgenError> {
                     router,
                     timeout: Duration::from_secs_f64(args.timeout),
                     progress: !args.quiet,
+                    multi_step: true,
                 };
                 let started = Instant::now();
                 let mut result = simulate(&fleet, &workload, &opts);

@@ -171,6 +171,7 @@ impl Search<'_> {
                 router,
                 timeout: Duration::from_secs(600),
                 progress: false,
+                multi_step: true,
             },
         );
         let records = std::mem::take(&mut sim.records);

@@ -23,6 +23,15 @@
 //! preempted. `add` clamps `max_tokens` so a sequence alone always fits the
 //! pool, so the oldest sequence can always make progress: no deadlock.
 //!
+//! # Multi-step decode
+//! [`Engine::run_decode_steps`] runs a stretch of decode-only steps in one
+//! call for drivers whose backend is a pure function of the plan (the
+//! simulator): step times and tokens come from the caller's closures, and
+//! the stretch ends before any step that would admit, preempt, copy a block
+//! or finish a sequence, so those always go through `schedule`/`complete`.
+//! The result (sequence state, KV blocks, tokens and their times) is exactly
+//! what the same steps run one at a time would leave.
+//!
 //! # Tunables ([`EngineConfig`])
 //! `max_num_seqs`, `max_batched_tokens`, `max_model_len`, `enable_prefix_caching`.
 
@@ -193,6 +202,17 @@ pub enum AbortOutcome {
     NotFound,
 }
 
+/// What [`Engine::run_decode_steps`] ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DecodeRun {
+    /// Steps run.
+    pub steps: u32,
+    /// When the last step ended (the start time if none ran).
+    pub end: Duration,
+    /// Sum of the steps' times.
+    pub busy: Duration,
+}
+
 /// What the router sees of an engine.
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
 pub struct Load {
@@ -256,6 +276,8 @@ pub struct Engine {
     in_flight: bool,
     pending: Vec<Event>,
     preemptions: u64,
+    /// Tokens of the next multi-step decode step, before they are applied.
+    decode_tokens: Vec<u32>,
 }
 
 impl Engine {
@@ -278,6 +300,7 @@ impl Engine {
             in_flight: false,
             pending: Vec::new(),
             preemptions: 0,
+            decode_tokens: Vec::new(),
         }
     }
 
@@ -536,7 +559,15 @@ impl Engine {
         let need = self
             .blocks
             .blocks_needed(&seq.table, seq.computed, seq.computed + n);
-        let ok = need + watermark <= self.blocks.num_free_blocks()
+        let fits = need + watermark <= self.blocks.num_free_blocks();
+        if fits {
+            // The table grows a block at a time up to the sequence's longest
+            // length: one allocation instead of a doubling series.
+            let longest = seq.prompt_len.saturating_add(seq.max_tokens);
+            seq.table
+                .reserve_total(self.blocks.blocks_for(longest) as usize);
+        }
+        let ok = fits
             && self
                 .blocks
                 .ensure_slots(&mut seq.table, seq.computed, seq.computed + n)
@@ -641,6 +672,139 @@ impl Engine {
         Ok(events)
     }
 
+    /// Runs consecutive decode-only steps starting at `now`, each exactly as
+    /// `schedule` → execute → `complete` would, without building plans or
+    /// events. `step_time` prices a step (the backend's time for a plan of
+    /// that shape) and `next_token(prev, pos)` is the token the backend
+    /// samples after `prev` at position `pos`: valid only for backends whose
+    /// output is a pure function of the plan, such as `SimBackend`.
+    ///
+    /// Runs nothing unless no step is in flight, nothing waits, and every
+    /// running sequence is decoding within the token budget. Stops before a
+    /// step that would end after `until`, finish a sequence (length, model
+    /// length, end-of-sequence or stop token), need a block the pool does
+    /// not have (`schedule` would preempt) or copy a shared block.
+    /// `on_token(end, event)` reports each generated token as the
+    /// [`Event::Token`] `complete` would, in the same order.
+    pub fn run_decode_steps(
+        &mut self,
+        now: Duration,
+        until: Duration,
+        mut step_time: impl FnMut(&StepShape) -> Duration,
+        mut next_token: impl FnMut(u32, u32) -> u32,
+        mut on_token: impl FnMut(Duration, Event),
+    ) -> DecodeRun {
+        let mut run = DecodeRun {
+            steps: 0,
+            end: now,
+            busy: Duration::ZERO,
+        };
+        if self.in_flight
+            || !self.waiting.is_empty()
+            || !self.pending.is_empty()
+            || self.running.is_empty()
+            || self.running.len() as u64 > u64::from(self.config.max_batched_tokens)
+        {
+            return run;
+        }
+        let limit = self.max_seq_tokens();
+        // Steps before some sequence reaches its length limit.
+        let mut safe = u32::MAX;
+        let mut context = 0u64;
+        for &slot in &self.running {
+            let s = self.seq(slot);
+            let len = s.tokens.len() as u32;
+            if len != s.computed + 1 || s.aborted || s.finished.is_some() {
+                return run;
+            }
+            safe = safe
+                .min(s.max_tokens.saturating_sub(s.output_len() + 1))
+                .min(limit.saturating_sub(len + 1));
+            context += u64::from(s.computed);
+        }
+        let Self {
+            running,
+            slots,
+            blocks,
+            eos,
+            decode_tokens,
+            config,
+            ..
+        } = self;
+        let batch = running.len() as u32;
+        let bs = blocks.block_size();
+        let prefix = config.enable_prefix_caching;
+        while run.steps < safe {
+            // A decode of `batch` sequences: every term of the shape is an
+            // integer sum, so this equals pushing each sequence's work.
+            let shape = StepShape::decodes(batch, context);
+            let elapsed = step_time(&shape);
+            let end = run.end + elapsed;
+            if end > until {
+                return run;
+            }
+            let mut need = 0u32;
+            decode_tokens.clear();
+            for &slot in running.iter() {
+                let Some(s) = slots[slot].as_ref() else {
+                    return run;
+                };
+                let c = s.computed;
+                // Only prefix caching shares blocks (the engine never forks).
+                if prefix && blocks.needs_copy(&s.table, c, c + 1) {
+                    return run;
+                }
+                need += u32::from(c + 1 > s.table.len() as u32 * bs);
+                let token = next_token(s.tokens.last().copied().unwrap_or(0), c + 1);
+                if (!s.ignore_eos && eos.contains(&token)) || s.stop_token_ids.contains(&token) {
+                    return run;
+                }
+                decode_tokens.push(token);
+            }
+            if need > blocks.num_free_blocks() {
+                return run;
+            }
+            // Reserve first, then apply, as `schedule` and `complete` do;
+            // `ensure_slots` is a no-op for sequences with room left.
+            if need > 0 {
+                for &slot in running.iter() {
+                    if let Some(s) = slots[slot].as_mut() {
+                        let c = s.computed;
+                        if c + 1 > s.table.len() as u32 * bs {
+                            // Checked above: enough free blocks and no copy.
+                            let _ = blocks.ensure_slots(&mut s.table, c, c + 1);
+                        }
+                    }
+                }
+            }
+            for (&slot, &token) in running.iter().zip(decode_tokens.iter()) {
+                let Some(s) = slots[slot].as_mut() else {
+                    continue;
+                };
+                s.stats.first_scheduled.get_or_insert(run.end);
+                s.computed += 1;
+                if prefix {
+                    blocks.commit(&mut s.table, &s.tokens, s.computed);
+                }
+                s.tokens.push(token);
+                s.stats.first_token.get_or_insert(end);
+                on_token(
+                    end,
+                    Event::Token {
+                        seq: s.id,
+                        token,
+                        index: s.output_len() - 1,
+                    },
+                );
+            }
+            context += u64::from(batch);
+            run.steps += 1;
+            run.busy += elapsed;
+            run.end = end;
+        }
+        run
+    }
+
     /// Abandons the step in flight (the backend failed it): nothing advances,
     /// and the same work is planned again by the next `schedule`.
     pub fn fail_step(&mut self) {
@@ -703,7 +867,6 @@ impl Engine {
             total_blocks: self.blocks.num_blocks(),
             ..Load::default()
         };
-        let mut min_remaining = u32::MAX;
         for seq in self.slots.iter().flatten() {
             let left = seq.tokens.len() as u32 - seq.computed;
             if left > 1 {
@@ -713,18 +876,48 @@ impl Engine {
             l.outstanding_decode_tokens += u64::from(remaining);
         }
         for &slot in &self.running {
-            let seq = self.seq(slot);
-            l.running_context_tokens += u64::from(seq.computed);
-            min_remaining = min_remaining.min(seq.max_tokens.saturating_sub(seq.output_len()));
+            l.running_context_tokens += u64::from(self.seq(slot).computed);
         }
-        l.predicted_queue_delay = self.predict_queue_delay(&l, min_remaining);
+        l.predicted_queue_delay = self.predict_queue_delay(&l);
         l
     }
 
+    /// Remaining output tokens of running sequence `slot`.
+    fn remaining(&self, slot: usize) -> u32 {
+        let s = self.seq(slot);
+        s.max_tokens.saturating_sub(s.output_len())
+    }
+
+    /// The `k`-th smallest remaining output (1-based, `1 ≤ k ≤ running`),
+    /// by bisection over values: O(running · log max), no allocation.
+    fn kth_smallest_remaining(&self, k: usize) -> u32 {
+        let (mut lo, mut hi) = (0u32, 0u32);
+        for &slot in &self.running {
+            hi = hi.max(self.remaining(slot));
+        }
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let at_most = self
+                .running
+                .iter()
+                .filter(|&&slot| self.remaining(slot) <= mid)
+                .count();
+            if at_most >= k {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        lo
+    }
+
     /// Time until a new arrival's first prefill chunk: the prefill backlog
-    /// drains at the budget left after decodes, and a full batch must first
-    /// see its shortest remaining sequence finish.
-    fn predict_queue_delay(&self, l: &Load, min_remaining: u32) -> Duration {
+    /// drains at the budget left after decodes, and when the batch is full
+    /// the arrival needs a free slot after every waiting sequence ahead of
+    /// it: `w + 1` finishes for `w` waiting, i.e. the `(w+1)`-th smallest
+    /// remaining output (plus a whole batch's longest remaining output per
+    /// full round of the batch beyond that).
+    fn predict_queue_delay(&self, l: &Load) -> Duration {
         let decodes = l.running.min(self.config.max_batched_tokens);
         let chunk = (self.config.max_batched_tokens - decodes).max(1);
         let mut shape = StepShape::decodes(l.running, l.running_context_tokens);
@@ -738,11 +931,19 @@ impl Engine {
             });
             delay += self.cost.step_time(&shape) * steps.min(u64::from(u32::MAX)) as u32;
         }
-        if l.running >= self.config.max_num_seqs && min_remaining != u32::MAX {
+        if l.running >= self.config.max_num_seqs && !self.running.is_empty() {
+            let running = self.running.len();
+            let ahead = self.waiting.len();
+            let rounds = (ahead / running) as u32;
+            let mut steps = self.kth_smallest_remaining(ahead % running + 1);
+            if rounds > 0 {
+                let longest = self.kth_smallest_remaining(running);
+                steps = steps.saturating_add(longest.saturating_mul(rounds));
+            }
             let step = self
                 .cost
                 .decode_step_time(l.running, l.running_context_tokens);
-            delay += step * min_remaining;
+            delay += step.saturating_mul(steps);
         }
         delay
     }
@@ -1089,6 +1290,43 @@ mod tests {
         assert_eq!(req.prompt.len(), 11);
         assert_eq!(req.max_tokens, 4);
         assert_eq!(e.blocks().num_free_blocks(), 64);
+    }
+
+    #[test]
+    fn full_batch_delay_waits_for_one_finish_per_sequence_ahead() {
+        let cfg = EngineConfig {
+            max_num_seqs: 2,
+            max_batched_tokens: 256,
+            max_model_len: 4096,
+            enable_prefix_caching: false,
+        };
+        let (_, mut b) = setup(1024, 256);
+        let mut e = Engine::new(cfg, cost(), 1024, 16);
+        e.add(Request::new(SeqId(0), prompt(20, 0), 10), Duration::ZERO)
+            .unwrap();
+        e.add(Request::new(SeqId(1), prompt(20, 1), 30), Duration::ZERO)
+            .unwrap();
+        let mut now = Duration::ZERO;
+        for _ in 0..3 {
+            let out = b.execute(&e.schedule(now).unwrap()).unwrap();
+            now += out.elapsed;
+            e.complete(&out, now).unwrap();
+        }
+        // Both decoding, 3 tokens out: 7 and 27 left; the batch is full.
+        let l = e.load();
+        assert_eq!((l.running, l.waiting, l.queued_prefill_tokens), (2, 0, 0));
+        let step = cost().decode_step_time(2, l.running_context_tokens);
+        assert_eq!(l.predicted_queue_delay, step * 7);
+        // One waiting ahead: a newcomer needs both slots to free up.
+        e.add(Request::new(SeqId(2), prompt(20, 2), 5), now)
+            .unwrap();
+        let l = e.load();
+        assert!(l.predicted_queue_delay >= step * 27, "{l:?}");
+        // As many waiting as slots: a whole round (the longest remaining)
+        // before the shortest remaining frees the third slot.
+        e.add(Request::new(SeqId(3), prompt(20, 3), 5), now)
+            .unwrap();
+        assert!(e.load().predicted_queue_delay >= step * (27 + 7));
     }
 
     #[test]

@@ -86,6 +86,12 @@ impl BlockTable {
     pub fn is_empty(&self) -> bool {
         self.blocks.is_empty()
     }
+
+    /// Makes room for `blocks` blocks in all without reallocating (capacity only).
+    pub fn reserve_total(&mut self, blocks: usize) {
+        self.blocks
+            .reserve(blocks.saturating_sub(self.blocks.len()));
+    }
 }
 
 /// A change to the set of cached block hashes, for routers that track which
@@ -353,6 +359,13 @@ impl BlockManager {
         grow + u32::from(self.needs_cow(table, computed, total))
     }
 
+    /// Whether [`ensure_slots`](Self::ensure_slots) would move `table` to a private copy of a shared block.
+    #[inline]
+    pub fn needs_copy(&self, table: &BlockTable, computed: u32, total: u32) -> bool {
+        self.needs_cow(table, computed, total)
+    }
+
+    #[inline]
     fn needs_cow(&self, table: &BlockTable, computed: u32, total: u32) -> bool {
         total > computed
             && !computed.is_multiple_of(self.block_size)

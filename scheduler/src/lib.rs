@@ -12,6 +12,7 @@ pub mod router;
 pub mod server;
 
 pub use engine::{
-    AbortOutcome, Engine, EngineConfig, EngineError, Event, FinishReason, Load, Request, SeqStats,
+    AbortOutcome, DecodeRun, Engine, EngineConfig, EngineError, Event, FinishReason, Load, Request,
+    SeqStats,
 };
 pub use kv::{BlockManager, BlockTable, KvError};

@@ -72,6 +72,8 @@ pub struct Bucket {
 pub struct SimStats {
     /// Engine steps.
     pub steps: u64,
+    /// Of `steps`, those run as multi-step decode stretches.
+    pub multi_steps: u64,
     /// Preemptions.
     pub preemptions: u64,
     /// Wall-clock seconds the simulation took.
@@ -253,6 +255,7 @@ impl RunSummary {
         });
         self.sim = Some(SimStats {
             steps: sim.steps,
+            multi_steps: sim.multi_steps,
             preemptions: sim.preemptions,
             wall_s,
             requests_per_wall_s: if wall_s > 0.0 {

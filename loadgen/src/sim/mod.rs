@@ -17,6 +17,17 @@
 //! - prompts are synthetic token ids: unique per request, except a source's
 //!   `shared_prefix` leading tokens, which are identical across its requests.
 //!
+//! # Multi-step decode
+//! Devices interact only through the router, at arrivals (views) and
+//! finishes (the output-length estimate). So after a step completes, a
+//! device whose batch is decoding only runs ahead with
+//! [`Engine::run_decode_steps`], up to the next arrival (and the horizon),
+//! stopping before any step that would finish, admit or preempt: those go
+//! through the ordinary event order. Records, busy times, step counts and
+//! the end time are identical to stepping one event at a time
+//! (`SimOptions::multi_step = false`, kept for tests). Closed loops never
+//! run ahead: any finish may bring the next arrival forward.
+//!
 //! # Prefix caching
 //! Unless the fleet file sets `engine.enable_prefix_caching`, engines cache
 //! prefixes only when some request shares a prefix (or the policy is
@@ -25,7 +36,7 @@
 //! is ~30% of simulation time.
 //!
 //! # Tunables ([`SimOptions`])
-//! `router` (policy, SLO), `timeout`, `progress`.
+//! `router` (policy, SLO), `timeout`, `progress`, `multi_step`.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -50,6 +61,9 @@ pub struct SimOptions {
     pub timeout: Duration,
     /// Draw a progress bar (when stderr is a terminal).
     pub progress: bool,
+    /// Run stretches of decode-only steps in one engine call (open loop
+    /// only); the records are identical either way.
+    pub multi_step: bool,
 }
 
 /// What a simulation produced.
@@ -65,6 +79,8 @@ pub struct SimResult {
     pub end_s: f64,
     /// Engine steps executed.
     pub steps: u64,
+    /// Of `steps`, those run as multi-step decode stretches.
+    pub multi_steps: u64,
     /// Preemptions across the fleet.
     pub preemptions: u64,
 }
@@ -135,6 +151,20 @@ impl StepQueue {
 struct Live {
     arrival: Duration,
     last: Duration,
+}
+
+/// Records a generated token at time `t`.
+#[inline]
+fn on_token(records: &mut [RequestRecord], live: &mut [Live], t: Duration, seq: SeqId, index: u32) {
+    let k = seq.0 as usize;
+    let (rec, l) = (&mut records[k], &mut live[k]);
+    if index == 0 {
+        rec.ttft_s = Some((t - l.arrival).as_secs_f64());
+    } else {
+        rec.itl_s.push((t - l.last).as_secs_f32());
+    }
+    l.last = t;
+    rec.output_tokens = index + 1;
 }
 
 /// Synthetic prompt ids: a shared prefix per source, then unique per request.
@@ -208,7 +238,11 @@ pub fn simulate(fleet: &Fleet, workload: &Workload, opts: &SimOptions) -> SimRes
     let mut next = 0usize;
     let mut horizon = reqs.last().map_or(Duration::ZERO, |r| r.arrival) + opts.timeout;
     let mut progress = Progress::new("simulating", reqs.len() as u64, opts.progress);
-    let (mut finished, mut nsteps, mut now) = (0u64, 0u64, Duration::ZERO);
+    let (mut finished, mut nsteps, mut last) = (0u64, 0u64, Duration::ZERO);
+    let mut multi_steps = 0u64;
+    // Closed loop: a finish anywhere can bring the next arrival forward,
+    // so no device may run ahead of the others.
+    let multi_step = opts.multi_step && workload.concurrency.is_none();
     loop {
         let t_arr = if next >= reqs.len() {
             None
@@ -234,7 +268,7 @@ pub fn simulate(fleet: &Fleet, workload: &Workload, opts: &SimOptions) -> SimRes
             if t > horizon {
                 break;
             }
-            now = t;
+            last = last.max(t);
             nsteps += 1;
             let dev = &mut devices[d as usize];
             dev.running_step = false;
@@ -245,15 +279,7 @@ pub fn simulate(fleet: &Fleet, workload: &Workload, opts: &SimOptions) -> SimRes
             for ev in events {
                 match ev {
                     Event::Token { seq, index, .. } => {
-                        let k = seq.0 as usize;
-                        let (rec, l) = (&mut records[k], &mut live[k]);
-                        if index == 0 {
-                            rec.ttft_s = Some((t - l.arrival).as_secs_f64());
-                        } else {
-                            rec.itl_s.push((t - l.last).as_secs_f32());
-                        }
-                        l.last = t;
-                        rec.output_tokens = index + 1;
+                        on_token(&mut records, &mut live, t, seq, index);
                     }
                     Event::Finished { seq, reason, stats } => {
                         let k = seq.0 as usize;
@@ -278,7 +304,34 @@ pub fn simulate(fleet: &Fleet, workload: &Workload, opts: &SimOptions) -> SimRes
                     Event::Preempted { .. } => {}
                 }
             }
-            if let Some(end) = dev.start(t) {
+            let mut resume = t;
+            if multi_step {
+                // Devices interact only through the router, at arrivals
+                // and finishes: a stretch of this device's decode steps
+                // that ends by the next arrival and finishes nothing can
+                // run ahead of other devices' events.
+                let until = reqs.get(next).map_or(horizon, |r| r.arrival.min(horizon));
+                let Device {
+                    engine, backend, ..
+                } = dev;
+                let run = engine.run_decode_steps(
+                    t,
+                    until,
+                    |shape| backend.cost_model().step_time(shape),
+                    |prev, pos| backend.next_token(prev, pos),
+                    |end, ev| {
+                        if let Event::Token { seq, index, .. } = ev {
+                            on_token(&mut records, &mut live, end, seq, index);
+                        }
+                    },
+                );
+                dev.busy += run.busy;
+                nsteps += u64::from(run.steps);
+                multi_steps += u64::from(run.steps);
+                resume = run.end;
+                last = last.max(resume);
+            }
+            if let Some(end) = dev.start(resume) {
                 steps.push(end, d);
             }
             if finished & 1023 == 0 {
@@ -292,7 +345,7 @@ pub fn simulate(fleet: &Fleet, workload: &Workload, opts: &SimOptions) -> SimRes
             slots.pop();
             horizon = horizon.max(t + opts.timeout);
         }
-        now = t;
+        last = last.max(t);
         let r = &reqs[next];
         next += 1;
         let k = r.id as usize;
@@ -364,8 +417,9 @@ pub fn simulate(fleet: &Fleet, workload: &Workload, opts: &SimOptions) -> SimRes
         routed: devices.iter().map(|d| d.routed).collect(),
         preemptions: devices.iter().map(|d| d.engine.preemptions()).sum(),
         records,
-        end_s: now.as_secs_f64(),
+        end_s: last.as_secs_f64(),
         steps: nsteps,
+        multi_steps,
     }
 }
 

@@ -34,6 +34,7 @@ fn opts(policy: PolicyKind) -> SimOptions {
         },
         timeout: Duration::from_secs(600),
         progress: false,
+        multi_step: true,
     }
 }
 
@@ -146,4 +147,86 @@ fn shared_prefix_prompts_share_leading_ids() {
     assert_eq!(a[..64], b[..64]);
     assert_ne!(a[64..], b[64..]);
     assert!(a.iter().all(|&t| (1..1000).contains(&t)));
+}
+
+/// Runs `w` with and without multi-step decode and checks every output agrees.
+fn assert_multi_step_identical(f: &Fleet, w: &Workload, mut o: SimOptions) -> SimResult {
+    o.multi_step = false;
+    let slow = simulate(f, w, &o);
+    o.multi_step = true;
+    let fast = simulate(f, w, &o);
+    assert_eq!(slow.records, fast.records);
+    assert_eq!(slow.busy_s, fast.busy_s);
+    assert_eq!(slow.routed, fast.routed);
+    assert_eq!(slow.end_s, fast.end_s);
+    assert_eq!(slow.steps, fast.steps);
+    assert_eq!(slow.preemptions, fast.preemptions);
+    assert_eq!(slow.multi_steps, 0);
+    fast
+}
+
+#[test]
+fn multi_step_decode_gives_identical_records() {
+    let f = fleet("h100-sxm=2,mi300x=1,l4=3");
+    let w = workload(
+        "fixed:prompt=lognormal:1020:0.9,output=lognormal:129:0.9",
+        open(6.0, 400),
+    );
+    for policy in [
+        PolicyKind::Cost,
+        PolicyKind::LeastLoaded,
+        PolicyKind::RoundRobin,
+        PolicyKind::Latency,
+    ] {
+        let r = assert_multi_step_identical(&f, &w, opts(policy));
+        assert!(
+            r.multi_steps > r.steps / 2,
+            "{} of {}",
+            r.multi_steps,
+            r.steps
+        );
+        assert!(r.records.iter().all(|x| x.outcome == Outcome::Ok));
+    }
+}
+
+#[test]
+fn multi_step_decode_is_identical_under_preemption_timeouts_and_prefix_caching() {
+    // Overload: KV pressure preempts, the horizon cuts the run short.
+    let f = fleet("l4=2");
+    let w = workload("fixed:prompt=3000,output=uniform:50:400", open(20.0, 200));
+    let mut o = opts(PolicyKind::LeastLoaded);
+    o.timeout = Duration::from_secs(20);
+    let r = assert_multi_step_identical(&f, &w, o);
+    assert!(r.preemptions > 0, "no preemption exercised");
+    // Decode-only batches that outgrow the pool: stretches stop where a
+    // step would need a block the pool does not have.
+    let w = workload("fixed:prompt=9000,output=3000", open(0.5, 6));
+    let r = assert_multi_step_identical(&fleet("l4=1"), &w, opts(PolicyKind::LeastLoaded));
+    assert!(
+        r.preemptions > 0 && r.multi_steps > 0,
+        "{} {}",
+        r.preemptions,
+        r.multi_steps
+    );
+    assert!(r.records.iter().any(|x| x.outcome == Outcome::Timeout));
+    // Shared prefixes: engines cache and commit blocks every step.
+    let w = workload(
+        "fixed:prompt=uniform:100:600,output=uniform:1:300,prefix=64",
+        open(8.0, 300),
+    );
+    let r = assert_multi_step_identical(&fleet("h100-sxm=1,l4=2"), &w, opts(PolicyKind::Prefix));
+    assert!(r.multi_steps > 0);
+}
+
+#[test]
+fn multi_step_decode_is_unused_in_closed_loop() {
+    let f = fleet("h100-sxm=1,l4=1");
+    let o = WorkloadOptions {
+        concurrency: Some(4),
+        requests: Some(80),
+        ..WorkloadOptions::default()
+    };
+    let w = workload("fixed:prompt=128,output=uniform:1:64", o);
+    let r = assert_multi_step_identical(&f, &w, opts(PolicyKind::LeastLoaded));
+    assert_eq!(r.multi_steps, 0);
 }
