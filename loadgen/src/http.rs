@@ -96,8 +96,10 @@ const WORDS: [&str; 32] = [
 pub fn prompt_value(r: &ReqSpec, token_ids: bool, seed: u64) -> serde_json::Value {
     let key = mix64(seed ^ r.id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     if token_ids {
+        // Ids 16..256 exist in every vocabulary from byte-level (259) up:
+        // byte tokens or byte-fallback tokens in real tokenizers.
         let ids: Vec<u32> = (0..r.prompt_tokens)
-            .map(|i| (mix64(key ^ u64::from(i)) % 20_000) as u32 + 1000)
+            .map(|i| (mix64(key ^ u64::from(i)) % 240) as u32 + 16)
             .collect();
         return serde_json::json!(ids);
     }
