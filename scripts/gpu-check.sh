@@ -6,6 +6,9 @@
 #
 #   scripts/gpu-check.sh [OUT_DIR]      (default gpu-check-out/)
 #
+# BACKEND=rocm runs the same checks on an AMD GPU (scripts/rocm-check.sh;
+# build with --features rocm; ROCm's hiprtc and hipBLAS from /opt/rocm).
+#
 # (a) every kernel against its CPU reference on random inputs (f32, bf16);
 # (b) greedy generation on the tiny and bench models vs the CPU reference
 #     (itself checked token for token against ONNX Runtime in CI);
@@ -16,7 +19,8 @@
 # whole run is bounded to 8 minutes.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT="${1:-gpu-check-out}"
+BACKEND="${BACKEND:-cuda}"
+OUT="${1:-$BACKEND-check-out}"
 mkdir -p "$OUT"
 BIN="${SWITCHYARD_BIN:-target/release/switchyard}"
 LOG="$OUT/log.txt"
@@ -24,24 +28,36 @@ exec > >(tee "$LOG") 2>&1
 deadline=$((SECONDS + 470))
 left() { echo $((deadline - SECONDS)); }
 
-# cudarc opens NVRTC, cuBLAS and libcuda by name: find CUDA 13 libraries.
-for d in /usr/local/cuda/lib64 /usr/local/cuda-13*/lib64 \
-         $(python3 -c 'import site,glob;print(" ".join(glob.glob(site.getsitepackages()[0]+"/nvidia/*/lib")))' 2>/dev/null) \
-         "${XDG_CACHE_HOME:-$HOME/.cache}/switchyard/nvrtc-13.0/nvidia/cu13/lib"; do
-  [ -d "$d" ] && LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-done
+if [ "$BACKEND" = rocm ]; then
+  # hiprtc and hipBLAS are opened by name from the ROCm install.
+  for d in /opt/rocm/lib /opt/rocm/hip/lib; do
+    [ -d "$d" ] && LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  done
+  rocm-smi --showproductname --showmeminfo vram 2>/dev/null || true
+  GPU_NAME="$(rocm-smi --showproductname 2>/dev/null | grep -o 'MI[0-9]*[A-Z]*' | head -1)"
+  case "$GPU_NAME" in
+    MI300*) PROFILE=mi300x; PEAK=5300 ;;
+    *) PROFILE=mi250x; PEAK=3277 ;;
+  esac
+else
+  # cudarc opens NVRTC, cuBLAS and libcuda by name: find CUDA 13 libraries.
+  for d in /usr/local/cuda/lib64 /usr/local/cuda-13*/lib64 \
+           $(python3 -c 'import site,glob;print(" ".join(glob.glob(site.getsitepackages()[0]+"/nvidia/*/lib")))' 2>/dev/null) \
+           "${XDG_CACHE_HOME:-$HOME/.cache}/switchyard/nvrtc-13.0/nvidia/cu13/lib"; do
+    [ -d "$d" ] && LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  done
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+  GPU_NAME="$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)"
+  case "$GPU_NAME" in
+    *H200*) PROFILE=h200; PEAK=4800 ;;
+    *H100*) PROFILE=h100-sxm; PEAK=3350 ;;
+    *A100*) PROFILE=a100-80g; PEAK=2039 ;;
+    *L40S*) PROFILE=l40s; PEAK=864 ;;
+    *L4*) PROFILE=l4; PEAK=300 ;;
+    *) PROFILE=h100-sxm; PEAK=3350 ;;
+  esac
+fi
 export LD_LIBRARY_PATH
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-
-GPU_NAME="$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)"
-case "$GPU_NAME" in
-  *H200*) PROFILE=h200; PEAK=4800 ;;
-  *H100*) PROFILE=h100-sxm; PEAK=3350 ;;
-  *A100*) PROFILE=a100-80g; PEAK=2039 ;;
-  *L40S*) PROFILE=l40s; PEAK=864 ;;
-  *L4*) PROFILE=l4; PEAK=300 ;;
-  *) PROFILE=h100-sxm; PEAK=3350 ;;
-esac
 echo "card: ${GPU_NAME:-unknown} -> profile $PROFILE, peak ${PEAK} GB/s"
 
 # The bench model (~100M parameters): numpy only, same seed as on the CPU machine.
@@ -64,7 +80,7 @@ if [ -f models/gpu1b/model.safetensors ] && [ ${#TIMING[@]} -gt 0 ]; then
   TIMING=(--timing-model models/bench,models/gpu1b)
 fi
 
-timeout "$(left)" "$BIN" gpu-check --backend cuda --models "$MODELS" --tokens 32 \
+timeout "$(left)" "$BIN" gpu-check --backend "$BACKEND" --models "$MODELS" --tokens 32 \
   "${TIMING[@]}" --peak-gbps "$PEAK" \
   --out "$OUT/results.json"
 echo "gpu-check rc=$?"
@@ -79,7 +95,7 @@ served_name = "bench"
 path = "$(pwd)/models/bench"
 [[devices]]
 id = "gpu-0"
-backend = "cuda"
+backend = "$BACKEND"
 profile = "$PROFILE"
 dtype = "bf16"
 TOML

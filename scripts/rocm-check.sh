@@ -1,83 +1,9 @@
 #!/usr/bin/env bash
-# GPU check for a host with an AMD Instinct GPU (ROCm installed: hiprtc, hipBLAS;
-# no Rust needed). Build on a CPU machine with the AMD backend (it carries
-# over): `cargo build --release --locked --features rocm`. Then, from the
+# The GPU checks of scripts/gpu-check.sh on a host with an AMD Instinct GPU
+# (ROCm installed: hiprtc, hipBLAS; no Rust needed). Build on a CPU machine
+# with the AMD backend first (it carries over):
+# `cargo build --release --locked --features rocm`. Then, from the
 # repository root:
 #
 #   scripts/rocm-check.sh [OUT_DIR]     (default rocm-check-out/)
-#
-# (a) every kernel against its CPU reference on random inputs (f32, bf16);
-# (b) greedy generation on the tiny and bench models vs the CPU reference
-#     (itself checked token for token against ONNX Runtime in CI);
-# (c) decode step time at batch 1/8/64, context 512/4096 on the bench model,
-#     with achieved bandwidth as a fraction of the card's peak;
-# (d) `switchyard profile` on the GPU: a calibrated profile and its fit error.
-# Everything lands in OUT_DIR/results.json (+ the profile and a log); the
-# whole run is bounded to 8 minutes.
-set -uo pipefail
-cd "$(dirname "$0")/.."
-OUT="${1:-rocm-check-out}"
-mkdir -p "$OUT"
-BIN="${SWITCHYARD_BIN:-target/release/switchyard}"
-LOG="$OUT/log.txt"
-exec > >(tee "$LOG") 2>&1
-deadline=$((SECONDS + 470))
-left() { echo $((deadline - SECONDS)); }
-
-# hiprtc and hipBLAS are opened by name from the ROCm install.
-for d in /opt/rocm/lib /opt/rocm/hip/lib; do
-  [ -d "$d" ] && LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-done
-export LD_LIBRARY_PATH
-rocm-smi --showproductname --showmeminfo vram 2>/dev/null || true
-GPU_NAME="$(rocm-smi --showproductname 2>/dev/null | grep -o 'MI[0-9]*[A-Z]*' | head -1)"
-case "$GPU_NAME" in
-  MI300*) PROFILE=mi300x; PEAK=5300 ;;
-  *) PROFILE=mi250x; PEAK=3277 ;;
-esac
-echo "card: ${GPU_NAME:-unknown} -> profile $PROFILE, peak ${PEAK} GB/s"
-
-# The bench model (~100M parameters): numpy only, same seed as on the CPU machine.
-MODELS=models/tiny
-TIMING=()
-if [ ! -f models/bench/model.safetensors ]; then
-  timeout 120 python3 scripts/make_test_model.py --size bench --weights-only || true
-fi
-if [ -f models/bench/model.safetensors ]; then
-  MODELS="models/tiny,models/bench"
-  TIMING=(--timing-model models/bench)
-fi
-# A ~1 B model too: at 100 M parameters a batch-1 decode step reads 0.2 GB
-# of weights, which a large GPU streams in less time than its ~180 kernel
-# launches take, so bandwidth is only meaningful on a bigger model.
-if [ ! -f models/gpu1b/model.safetensors ]; then
-  timeout 150 python3 scripts/make_test_model.py --size gpu1b --weights-only || true
-fi
-if [ -f models/gpu1b/model.safetensors ] && [ ${#TIMING[@]} -gt 0 ]; then
-  TIMING=(--timing-model models/bench,models/gpu1b)
-fi
-
-timeout "$(left)" "$BIN" gpu-check --backend rocm --models "$MODELS" --tokens 32 \
-  "${TIMING[@]}" --peak-gbps "$PEAK" \
-  --out "$OUT/results.json"
-echo "gpu-check rc=$?"
-
-# (d) calibration on the GPU with the bench model.
-if [ -f models/bench/model.safetensors ] && [ "$(left)" -gt 60 ]; then
-  cat > "$OUT/gpu.toml" <<TOML
-profiles_dir = "$(pwd)/profiles"
-[model]
-spec = "tiny-llama"
-served_name = "bench"
-path = "$(pwd)/models/bench"
-[[devices]]
-id = "gpu-0"
-backend = "rocm"
-profile = "$PROFILE"
-dtype = "bf16"
-TOML
-  timeout "$(left)" "$BIN" profile --device gpu-0 --config "$OUT/gpu.toml" \
-    --out "$OUT/$PROFILE-calibrated.toml" --repetitions 5
-  echo "profile rc=$?"
-fi
-echo "done in ${SECONDS}s; results in $OUT"
+exec env BACKEND=rocm "$(dirname "$0")/gpu-check.sh" "$@"
