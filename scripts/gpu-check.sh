@@ -90,7 +90,7 @@ if [ -f models/bench/model.safetensors ] && [ "$(left)" -gt 60 ]; then
   cat > "$OUT/gpu.toml" <<TOML
 profiles_dir = "$(pwd)/profiles"
 [model]
-spec = "tiny-llama"
+spec = "bench-llama"
 served_name = "bench"
 path = "$(pwd)/models/bench"
 [[devices]]

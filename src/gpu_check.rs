@@ -11,7 +11,7 @@ use switchyard_backends::gpu::ops::{GpuOps, StoreType};
 use switchyard_backends::gpu::reference::HostOps;
 use switchyard_backends::gpu::{GpuBackend, GpuConfig};
 use switchyard_backends::model_config::ModelConfig;
-use switchyard_backends::{Backend, BackendKind, Vendor};
+use switchyard_backends::Backend;
 
 /// What to check.
 #[derive(Debug, clap::Args)]
@@ -63,17 +63,7 @@ fn prompts() -> Vec<Vec<u32>> {
 }
 
 fn host_backend(dir: &Path, store: StoreType, blocks: u32) -> Result<GpuBackend<HostOps>> {
-    let cfg = GpuConfig {
-        kv_blocks: Some(blocks),
-        ..GpuConfig::new(dir)
-    };
-    Ok(GpuBackend::new(
-        HostOps::new(store, u64::MAX / 4),
-        &cfg,
-        BackendKind::Cuda,
-        Vendor::Nvidia,
-        "cpu reference".into(),
-    )?)
+    Ok(GpuBackend::host_reference(dir, store, 16, blocks)?)
 }
 
 /// Opens the checked device's runtime and its backends.

@@ -4,8 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use switchyard_backends::model_config::ModelConfig;
-use switchyard_backends::{BackendKind, Catalog, CostModel};
+use switchyard_backends::{Catalog, CostModel};
 
 mod gpu_check;
 
@@ -145,18 +144,9 @@ fn profile(
         .find(|d| d.id == device)
         .with_context(|| format!("no device `{device}` in {}", config.display()))?;
     let catalog = Catalog::new(&cfg.profiles_dir);
-    // Price the model actually being measured: from its config.json when the
-    // model directory has one (weights and KV at the device's element size).
-    let model = match cfg.model.path.as_deref().map(ModelConfig::load) {
-        Some(Ok(mc)) => {
-            let bytes = match dc.backend {
-                BackendKind::Cuda | BackendKind::Rocm => dc.dtype.bytes() as u32,
-                _ => 4,
-            };
-            mc.to_model_spec(&cfg.model.spec, bytes)
-        }
-        _ => catalog.model(&cfg.model.spec)?,
-    };
+    // The spec the server prices this device's model with, so the fitted
+    // coefficients are the ones its cost model will use.
+    let model = catalog.model(&cfg.model.spec)?;
     let base = catalog.device(&dc.profile)?;
     let cost = CostModel::new(base.clone(), model.clone());
     let mut backend = fleet::build_backend(dc, &cost, &cfg)

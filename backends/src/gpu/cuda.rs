@@ -18,7 +18,7 @@ use cudarc::driver::{
 use cudarc::nvrtc::{self, CompileOptions};
 
 use super::kernels::{self, Target};
-use super::launch::{Geometry, KArg, KernelOps, KernelRuntime};
+use super::launch::{Gemm, Geometry, KArg, KernelOps, KernelRuntime};
 use super::ops::StoreType;
 use super::{GpuBackend, GpuConfig};
 use crate::contract::BackendKind;
@@ -256,19 +256,17 @@ impl KernelRuntime for CudaRuntime {
             .map_err(|e| step_err(format!("{name}: {e}")))
     }
 
-    fn blas_gemm(
-        &mut self,
-        y: u64,
-        x: u64,
-        w: u64,
-        m: usize,
-        n: usize,
-        k: usize,
-        accumulate: bool,
-    ) -> Option<Result<(), BackendError>> {
+    fn blas_gemm(&mut self, g: &Gemm) -> Option<Result<(), BackendError>> {
+        let Gemm {
+            y,
+            x,
+            w,
+            m,
+            n,
+            k,
+            accumulate,
+        } = *g;
         let blas = self.blas.as_ref()?;
-        // Row-major y[m,n] = x[m,k]·w[n,k]ᵀ is column-major yᵀ[n,m] = w·xᵀ:
-        // A = w (k×n col-major, transposed), B = x (k×m col-major).
         let dt = match self.store {
             StoreType::Bf16 => blas_sys::cudaDataType::CUDA_R_16BF,
             StoreType::F32 => blas_sys::cudaDataType::CUDA_R_32F,

@@ -41,6 +41,27 @@ impl Geometry {
     }
 }
 
+/// One GEMM, `y[m, n] (+)= x[m, k] · w[n, k]ᵀ`, by device address; `x` and
+/// `w` hold the store type, `y` f32. In column-major BLAS terms it is
+/// `yᵀ[n, m] = w · xᵀ`: A = w (k × n, transposed), B = x (k × m), ldc = n.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gemm {
+    /// Output address.
+    pub y: u64,
+    /// Left operand address.
+    pub x: u64,
+    /// Weight address.
+    pub w: u64,
+    /// Rows of `x` and `y`.
+    pub m: usize,
+    /// Rows of `w`, columns of `y`.
+    pub n: usize,
+    /// Shared inner dimension.
+    pub k: usize,
+    /// Add to `y` instead of overwriting it.
+    pub accumulate: bool,
+}
+
 /// A device runtime that can run the compiled shared kernels.
 pub trait KernelRuntime: Send {
     /// A raw device allocation.
@@ -60,18 +81,8 @@ pub trait KernelRuntime: Send {
     fn read(&mut self, mem: &Self::Mem, out: &mut [u8]) -> Result<(), BackendError>;
     /// Queues kernel `name`.
     fn launch(&self, name: &str, geometry: Geometry, args: &[KArg]) -> Result<(), BackendError>;
-    /// `y[m,n] (+)= x[m,k]·w[n,k]ᵀ` on the vendor BLAS; `None` when there is none.
-    #[allow(clippy::too_many_arguments)]
-    fn blas_gemm(
-        &mut self,
-        y: u64,
-        x: u64,
-        w: u64,
-        m: usize,
-        n: usize,
-        k: usize,
-        accumulate: bool,
-    ) -> Option<Result<(), BackendError>>;
+    /// Runs `g` on the vendor BLAS; `None` when there is none.
+    fn blas_gemm(&mut self, g: &Gemm) -> Option<Result<(), BackendError>>;
     /// Waits for queued work.
     fn synchronize(&mut self) -> Result<(), BackendError>;
     /// (free, total) device memory, bytes.
@@ -232,7 +243,16 @@ impl<R: KernelRuntime> GpuOps for KernelOps<R> {
             self.0.address(&x.mem),
             self.0.address(&w.mem),
         );
-        if let Some(done) = self.0.blas_gemm(py, px, pw, m, n, k, accumulate) {
+        let call = Gemm {
+            y: py,
+            x: px,
+            w: pw,
+            m,
+            n,
+            k,
+            accumulate,
+        };
+        if let Some(done) = self.0.blas_gemm(&call) {
             return done;
         }
         let t = GEMM_TILE as usize;

@@ -191,15 +191,29 @@ impl<O: GpuOps> GpuBackend<O> {
             model,
         })
     }
+}
 
-    /// The model's architecture.
-    pub fn model_config(&self) -> &ModelConfig {
-        &self.model
-    }
-
-    /// The device runtime.
-    pub fn ops(&self) -> &O {
-        self.decoder.ops()
+impl GpuBackend<reference::HostOps> {
+    /// The decoder on the CPU reference with a fixed pool: the trusted side
+    /// of device checks and of the tests.
+    pub fn host_reference(
+        dir: &std::path::Path,
+        store: StoreType,
+        block_size: u32,
+        kv_blocks: u32,
+    ) -> Result<Self, BackendError> {
+        let cfg = GpuConfig {
+            block_size,
+            kv_blocks: Some(kv_blocks),
+            ..GpuConfig::new(dir)
+        };
+        GpuBackend::new(
+            reference::HostOps::new(store, u64::MAX / 4),
+            &cfg,
+            BackendKind::Cuda,
+            Vendor::Nvidia,
+            format!("CPU reference ({store})"),
+        )
     }
 }
 

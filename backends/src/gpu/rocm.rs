@@ -23,7 +23,7 @@ use std::ptr;
 use libloading::Library;
 
 use super::kernels::{self, Target};
-use super::launch::{Geometry, KArg, KernelOps, KernelRuntime};
+use super::launch::{Gemm, Geometry, KArg, KernelOps, KernelRuntime};
 use super::ops::StoreType;
 use super::{GpuBackend, GpuConfig};
 use crate::contract::BackendKind;
@@ -144,22 +144,7 @@ impl Hiprtc {
                     continue;
                 }
             };
-            // SAFETY: the symbols have these C signatures in every HIP release.
-            let found = unsafe {
-                (|| -> Result<Self, libloading::Error> {
-                    Ok(Self {
-                        create: *lib.get(b"hiprtcCreateProgram\0")?,
-                        compile: *lib.get(b"hiprtcCompileProgram\0")?,
-                        log_size: *lib.get(b"hiprtcGetProgramLogSize\0")?,
-                        log: *lib.get(b"hiprtcGetProgramLog\0")?,
-                        code_size: *lib.get(b"hiprtcGetCodeSize\0")?,
-                        code: *lib.get(b"hiprtcGetCode\0")?,
-                        destroy: *lib.get(b"hiprtcDestroyProgram\0")?,
-                        _lib: Library::new(name)?,
-                    })
-                })()
-            };
-            match found {
+            match Self::bind(lib) {
                 Ok(h) => return Ok(h),
                 Err(e) => last = e.to_string(),
             }
@@ -167,6 +152,24 @@ impl Hiprtc {
         Err(unavailable(format!(
             "hiprtc not found (apt-get install libamdhip64-dev, or a ROCm install): {last}"
         )))
+    }
+
+    /// Takes the entry points out of `lib`, which the struct then keeps open.
+    fn bind(lib: Library) -> Result<Self, libloading::Error> {
+        // SAFETY: the symbols have these C signatures in every HIP release;
+        // the function pointers stay valid while `_lib` keeps the library loaded.
+        unsafe {
+            Ok(Self {
+                create: *lib.get(b"hiprtcCreateProgram\0")?,
+                compile: *lib.get(b"hiprtcCompileProgram\0")?,
+                log_size: *lib.get(b"hiprtcGetProgramLogSize\0")?,
+                log: *lib.get(b"hiprtcGetProgramLog\0")?,
+                code_size: *lib.get(b"hiprtcGetCodeSize\0")?,
+                code: *lib.get(b"hiprtcGetCode\0")?,
+                destroy: *lib.get(b"hiprtcDestroyProgram\0")?,
+                _lib: lib,
+            })
+        }
     }
 }
 
@@ -589,16 +592,16 @@ impl KernelRuntime for HipRuntime {
         check(rc, name)
     }
 
-    fn blas_gemm(
-        &mut self,
-        y: u64,
-        x: u64,
-        w: u64,
-        m: usize,
-        n: usize,
-        k: usize,
-        accumulate: bool,
-    ) -> Option<Result<(), BackendError>> {
+    fn blas_gemm(&mut self, g: &Gemm) -> Option<Result<(), BackendError>> {
+        let Gemm {
+            y,
+            x,
+            w,
+            m,
+            n,
+            k,
+            accumulate,
+        } = *g;
         let b = self.blas.as_ref()?;
         let dt = match self.store {
             StoreType::Bf16 => HIPBLAS_R_16B,
@@ -607,7 +610,6 @@ impl KernelRuntime for HipRuntime {
         let alpha = 1.0f32;
         let beta = if accumulate { 1.0f32 } else { 0.0 };
         let (m, n, k) = (m as c_int, n as c_int, k as c_int);
-        // Row-major y = x·wᵀ as column-major yᵀ = w·xᵀ (as on CUDA).
         // SAFETY: addresses of live device buffers sized by the decoder.
         let rc = unsafe {
             (b.gemm_ex)(

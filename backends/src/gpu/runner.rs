@@ -75,8 +75,12 @@ struct HostMeta {
     block_tables: Vec<i32>,
     max_blocks: usize,
     max_prefill_new: usize,
-    /// (plan index, token row) of each sampling sequence.
-    samples: Vec<(usize, i32)>,
+    /// Copy-on-write (src, dst) block pairs, flattened.
+    pairs: Vec<i32>,
+    /// Plan index of each sampling sequence.
+    sample_seqs: Vec<usize>,
+    /// Token row whose logits each sampling sequence samples from.
+    sample_rows: Vec<i32>,
 }
 
 /// A Llama decoder resident on a device, with its KV pool.
@@ -90,6 +94,8 @@ pub struct Decoder<O: GpuOps> {
     inv_freq: O::Buf,
     layers: Vec<Layer<O::Buf>>,
     scratch: Option<Scratch<O::Buf>>,
+    /// Device copy of `meta.pairs` and its capacity.
+    pairs: Option<(usize, O::Buf)>,
     meta: HostMeta,
     logits_host: Vec<f32>,
     argmax_host: Vec<i32>,
@@ -161,15 +167,11 @@ impl<O: GpuOps> Decoder<O> {
             inv_freq,
             layers,
             scratch: None,
+            pairs: None,
             meta: HostMeta::default(),
             logits_host: Vec::new(),
             argmax_host: Vec::new(),
         })
-    }
-
-    /// The device runtime.
-    pub fn ops(&self) -> &O {
-        &self.ops
     }
 
     /// KV blocks in the pool.
@@ -182,16 +184,20 @@ impl<O: GpuOps> Decoder<O> {
         if copies.is_empty() {
             return Ok(());
         }
-        let pairs: Vec<i32> = copies
-            .iter()
-            .flat_map(|c| [c.src.0 as i32, c.dst.0 as i32])
-            .collect();
-        let mut buf = self.ops.alloc(BufKind::I32, pairs.len())?;
-        self.ops.upload_i32(&mut buf, &pairs)?;
+        let pairs = &mut self.meta.pairs;
+        pairs.clear();
+        pairs.extend(copies.iter().flat_map(|c| [c.src.0 as i32, c.dst.0 as i32]));
+        // The device buffer grows to the largest copy list seen, then is reused.
+        let buf = match self.pairs.take() {
+            Some((cap, buf)) if cap >= pairs.len() => (cap, buf),
+            _ => (pairs.len(), self.ops.alloc(BufKind::I32, pairs.len())?),
+        };
+        let (_, dev) = self.pairs.insert(buf);
+        self.ops.upload_i32(dev, pairs)?;
         let be = self.dims.attn.block_elems();
         for l in &mut self.layers {
             self.ops
-                .copy_blocks(&mut l.k_cache, &mut l.v_cache, &buf, copies.len(), be)?;
+                .copy_blocks(&mut l.k_cache, &mut l.v_cache, dev, copies.len(), be)?;
         }
         Ok(())
     }
@@ -208,7 +214,7 @@ impl<O: GpuOps> Decoder<O> {
         self.ensure_scratch()?;
         self.upload_meta()?;
         self.forward()?;
-        if self.meta.samples.is_empty() {
+        if self.meta.sample_seqs.is_empty() {
             self.ops.synchronize()?;
         } else {
             self.sample(plan, &mut out)?;
@@ -230,10 +236,11 @@ impl<O: GpuOps> Decoder<O> {
             &mut m.seq_num_new,
             &mut m.seq_start_pos,
             &mut m.block_tables,
+            &mut m.sample_rows,
         ] {
             v.clear();
         }
-        m.samples.clear();
+        m.sample_seqs.clear();
         m.max_prefill_new = 0;
         m.max_blocks = plan
             .seqs
@@ -261,7 +268,8 @@ impl<O: GpuOps> Decoder<O> {
             m.block_tables
                 .extend(std::iter::repeat_n(0, m.max_blocks - need));
             if s.sample {
-                m.samples.push((i, first + n as i32 - 1));
+                m.sample_seqs.push(i);
+                m.sample_rows.push(first + n as i32 - 1);
             }
         }
     }
@@ -272,7 +280,7 @@ impl<O: GpuOps> Decoder<O> {
             m.ids.len(),
             m.seq_num_new.len(),
             m.block_tables.len(),
-            m.samples.len().max(1),
+            m.sample_seqs.len().max(1),
         );
         if let Some(s) = &self.scratch {
             if s.tokens >= need.0 && s.seqs >= need.1 && s.table_len >= need.2 && s.rows >= need.3 {
@@ -323,7 +331,6 @@ impl<O: GpuOps> Decoder<O> {
         let (Some(s), m, ops) = (self.scratch.as_mut(), &self.meta, &mut self.ops) else {
             return Err(BackendError::StepFailed("scratch buffers missing".into()));
         };
-        let rows: Vec<i32> = m.samples.iter().map(|&(_, r)| r).collect();
         for (dst, src) in [
             (&mut s.ids, &m.ids),
             (&mut s.pos, &m.pos),
@@ -335,7 +342,7 @@ impl<O: GpuOps> Decoder<O> {
             (&mut s.seq_num_new, &m.seq_num_new),
             (&mut s.seq_start_pos, &m.seq_start_pos),
             (&mut s.block_tables, &m.block_tables),
-            (&mut s.sample_rows, &rows),
+            (&mut s.sample_rows, &m.sample_rows),
         ] {
             if !src.is_empty() {
                 ops.upload_i32(dst, src)?;
@@ -405,7 +412,7 @@ impl<O: GpuOps> Decoder<O> {
             ops.silu_mul(&mut s.act, &s.gate_up, t, d.inter)?;
             ops.gemm(&mut s.x, &s.act, &l.down, t, d.hidden, d.inter, true)?;
         }
-        let r = m.samples.len();
+        let r = m.sample_seqs.len();
         if r == 0 {
             return Ok(());
         }
@@ -424,7 +431,7 @@ impl<O: GpuOps> Decoder<O> {
     }
 
     fn sample(&mut self, plan: &StepPlan<'_>, out: &mut [Option<u32>]) -> Result<(), BackendError> {
-        let r = self.meta.samples.len();
+        let r = self.meta.sample_seqs.len();
         if r == 0 {
             return Ok(());
         }
@@ -435,22 +442,27 @@ impl<O: GpuOps> Decoder<O> {
         let vocab = self.dims.vocab;
         let greedy = self
             .meta
-            .samples
+            .sample_seqs
             .iter()
-            .all(|&(i, _)| sampling::is_greedy(&plan.seqs[i].sampling));
+            .all(|&i| sampling::is_greedy(&plan.seqs[i].sampling));
         if greedy {
             // Only the token ids cross the bus.
             self.ops.argmax(&mut s.argmax, &s.logits, r, vocab)?;
             self.argmax_host.resize(r, 0);
             self.ops.download_i32(&s.argmax, &mut self.argmax_host)?;
-            for (&(i, _), &tok) in self.meta.samples.iter().zip(&self.argmax_host) {
+            for (&i, &tok) in self.meta.sample_seqs.iter().zip(&self.argmax_host) {
                 out[i] = u32::try_from(tok).ok().filter(|&t| (t as usize) < vocab);
             }
             return Ok(());
         }
         self.logits_host.resize(r * vocab, 0.0);
         self.ops.download_f32(&s.logits, &mut self.logits_host)?;
-        for (&(i, _), row) in self.meta.samples.iter().zip(self.logits_host.chunks(vocab)) {
+        for (&i, row) in self
+            .meta
+            .sample_seqs
+            .iter()
+            .zip(self.logits_host.chunks(vocab))
+        {
             let seq = &plan.seqs[i];
             out[i] = sampling::sample(row, &seq.sampling, seq.seq, seq.end_pos());
         }

@@ -218,19 +218,8 @@ const PROMPTS: [&[u32]; 4] = [
 ];
 
 fn host_backend(store: StoreType, blocks: u32) -> GpuBackend<HostOps> {
-    let cfg = GpuConfig {
-        kv_blocks: Some(blocks),
-        block_size: 4,
-        ..GpuConfig::new(tiny_dir())
-    };
-    GpuBackend::new(
-        HostOps::new(store, 1 << 30),
-        &cfg,
-        BackendKind::Cuda,
-        Vendor::Nvidia,
-        "host reference".into(),
-    )
-    .expect("tiny model loads on the host reference")
+    GpuBackend::host_reference(&tiny_dir(), store, 4, blocks)
+        .expect("tiny model loads on the host reference")
 }
 
 /// Each prompt alone, on consecutive blocks from `first_block`.
