@@ -273,7 +273,9 @@ fn admin_route_sends_shapes_to_different_device_types() {
             ("l4-0", "l4"),
         ],
         "time_scale = 0.0",
-        "",
+        // Packing by price splits shapes by device strength; a fixed fleet
+        // would send both to the fastest device.
+        "[router]\nobjective = \"elastic\"\n",
     ));
     let prefill = s.get_json("/admin/route?prompt_tokens=8000&max_tokens=50");
     let decode = s.get_json("/admin/route?prompt_tokens=100&max_tokens=1000");

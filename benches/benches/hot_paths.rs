@@ -29,6 +29,7 @@ fn steady_engine() -> (Engine, SimBackend) {
         max_batched_tokens: 8192,
         max_model_len: 32_768,
         enable_prefix_caching: true,
+        step_time_budget: None,
     };
     let mut engine = Engine::new(config, cost("h100-sxm"), blocks, 16);
     let mut sim = SimBackend::new(

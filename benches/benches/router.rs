@@ -67,6 +67,7 @@ fn fleet(costs: &[CostModel]) -> Vec<DeviceView<'_>> {
                 max_num_seqs: 256,
                 max_batched_tokens: 2048,
                 cached_prefix_tokens: (rng.below(4) * 2048) as u32,
+                step_time_budget: (i % 2 == 0).then(|| Duration::from_millis(80)),
             }
         })
         .collect()
@@ -100,7 +101,7 @@ fn route(c: &mut Criterion) {
             c.bench_function(&format!("route_16_devices/{policy}/{name}"), |b| {
                 b.iter(|| {
                     router
-                        .route(black_box(req), black_box(&fleet))
+                        .route(black_box(req), black_box(&fleet), Duration::ZERO)
                         .expect("route")
                 })
             });
@@ -109,7 +110,7 @@ fn route(c: &mut Criterion) {
     let router = Router::default();
     let shape = router.shape(&requests[0].1);
     c.bench_function("score_one_device/prefill_heavy", |b| {
-        b.iter(|| router.score(black_box(&shape), black_box(&fleet[2])))
+        b.iter(|| router.score(black_box(&shape), black_box(&fleet[2]), Duration::ZERO))
     });
 }
 

@@ -76,6 +76,7 @@ fn bench(c: &mut Criterion) {
         timeout: Duration::from_secs(600),
         progress: false,
         multi_step: true,
+        budgeted_steps: true,
     };
     let conv = conv_trace();
     let synthetic = workload(

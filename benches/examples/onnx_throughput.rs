@@ -39,6 +39,7 @@ fn run(b: &mut OnnxBackend, cost: &CostModel, n: usize, prompt_len: usize, outpu
         max_batched_tokens: 512,
         max_model_len: 4096,
         enable_prefix_caching: false,
+        step_time_budget: None,
     };
     let info = b.info().clone();
     let mut e = Engine::new(cfg, cost.clone(), info.kv_blocks, info.block_size);

@@ -18,7 +18,7 @@ use crate::fleet::{Fleet, FleetSpec};
 use crate::http::{run_http, HttpOptions};
 use crate::plan::{plan, PlanOptions};
 use crate::report::{self, Run};
-use crate::router::{PolicyKind, RouterConfig, Slo};
+use crate::router::{Objective, PolicyKind, RouterConfig, Slo};
 use crate::sim::{simulate, SimOptions};
 use crate::slo::SloSpec;
 use crate::workload::{Arrival, WorkloadOptions, WorkloadSource};
@@ -59,9 +59,16 @@ pub struct LoadgenArgs {
     /// Trace window start, seconds of trace time.
     #[arg(long, default_value_t = 0.0)]
     pub start: f64,
-    /// Routing policies to compare on a sim target (comma-separated; default: the fleet's, else `cost`).
+    /// Routing policies to compare on a sim target (comma-separated; default: the fleet's, else `cost`);
+    /// `cost:elastic` / `cost:fixed` set the cost policy's objective for that run.
     #[arg(long, value_delimiter = ',')]
     pub policy: Vec<String>,
+    /// Objective of the cost policy, `fixed` or `elastic` (default: the fleet's, else `fixed`).
+    #[arg(long)]
+    pub objective: Option<String>,
+    /// SLO-budgeted engine steps on sim targets, `on` or `off` (default: the fleet's, else `on`).
+    #[arg(long)]
+    pub step_budget: Option<String>,
     /// SLO targets, `ttft_ms=T,tpot_ms=P[,percentile=95]` (default: the fleet's, else 2000/100).
     #[arg(long)]
     pub slo: Option<String>,
@@ -155,6 +162,29 @@ pub fn parse_policy(s: &str) -> Result<PolicyKind, LoadgenError> {
     })
 }
 
+/// Parses `POLICY[:OBJECTIVE]`, e.g. `cost:elastic`.
+pub fn parse_policy_choice(s: &str) -> Result<(PolicyKind, Option<Objective>), LoadgenError> {
+    match s.split_once(':') {
+        None => Ok((parse_policy(s)?, None)),
+        Some((p, o)) => Ok((parse_policy(p)?, Some(parse_objective(o)?))),
+    }
+}
+
+/// Parses an objective name.
+pub fn parse_objective(s: &str) -> Result<Objective, LoadgenError> {
+    s.parse::<Objective>()
+        .map_err(|_| LoadgenError::spec("objective", s, "expected fixed or elastic"))
+}
+
+/// Parses `on` / `off`.
+fn parse_switch(what: &'static str, s: &str) -> Result<bool, LoadgenError> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" => Ok(true),
+        "off" | "false" | "no" => Ok(false),
+        _ => Err(LoadgenError::spec(what, s, "expected on or off")),
+    }
+}
+
 /// The router's SLO for our spec.
 pub fn router_slo(s: &SloSpec) -> Slo {
     Slo::from_ms(s.ttft_ms, s.tpot_ms, s.percentile / 100.0)
@@ -203,24 +233,34 @@ pub fn run_loadgen(args: LoadgenArgs) -> Result<(), LoadgenError> {
             (None, Some(t)) => SloSpec::from_table(t.ttft_ms, t.tpot_ms, t.percentile),
             (None, None) => SloSpec::default(),
         };
-        let policies: Vec<PolicyKind> = if args.policy.is_empty() {
-            vec![parse_policy(
+        let policies: Vec<(PolicyKind, Option<Objective>)> = if args.policy.is_empty() {
+            vec![parse_policy_choice(
                 spec.router.policy.as_deref().unwrap_or("cost"),
             )?]
         } else {
             args.policy
                 .iter()
-                .map(|p| parse_policy(p))
+                .map(|p| parse_policy_choice(p))
                 .collect::<Result<_, _>>()?
+        };
+        let objective = match (&args.objective, &spec.router.objective) {
+            (Some(o), _) => parse_objective(o)?,
+            (None, Some(o)) => parse_objective(o)?,
+            (None, None) => Objective::default(),
+        };
+        let budgeted_steps = match &args.step_budget {
+            Some(s) => parse_switch("step-budget", s)?,
+            None => spec.engine.slo_budgeted_steps.unwrap_or(true),
         };
         for rate in &rates {
             let workload = source.build(&WorkloadOptions {
                 rate: *rate,
                 ..base.clone()
             })?;
-            for (pi, policy) in policies.iter().enumerate() {
+            for (pi, (policy, policy_objective)) in policies.iter().enumerate() {
                 let mut router = RouterConfig {
                     policy: *policy,
+                    objective: policy_objective.unwrap_or(objective),
                     slo: router_slo(&slo),
                     ..RouterConfig::default()
                 };
@@ -235,6 +275,7 @@ pub fn run_loadgen(args: LoadgenArgs) -> Result<(), LoadgenError> {
                     timeout: Duration::from_secs_f64(args.timeout),
                     progress: !args.quiet,
                     multi_step: true,
+                    budgeted_steps,
                 };
                 let started = Instant::now();
                 let mut result = simulate(&fleet, &workload, &opts);

@@ -73,6 +73,9 @@ pub struct RouterTable {
     /// SLO targets.
     #[serde(default)]
     pub slo: Option<SloTable>,
+    /// Objective of the cost policy (`fixed` or `elastic`).
+    #[serde(default)]
+    pub objective: Option<String>,
     /// Prefix policy: least fraction of the prompt cached to prefer a device.
     #[serde(default)]
     pub prefix_min_match: Option<f64>,
@@ -93,6 +96,8 @@ pub struct EngineTable {
     pub block_size: Option<u32>,
     /// Prefix caching on/off.
     pub enable_prefix_caching: Option<bool>,
+    /// SLO-budgeted steps on/off.
+    pub slo_budgeted_steps: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -238,6 +243,7 @@ impl FleetSpec {
             model: Some(c.model.spec.clone()),
             router: RouterTable {
                 policy: Some(c.router.policy.as_str().to_string()),
+                objective: Some(c.router.objective.as_str().to_string()),
                 slo: Some(SloTable {
                     ttft_ms: slo.ttft_ms,
                     tpot_ms: slo.tpot_ms,
@@ -251,6 +257,7 @@ impl FleetSpec {
                 max_batched_tokens: Some(c.engine.max_batched_tokens),
                 block_size: Some(c.engine.block_size),
                 enable_prefix_caching: None,
+                slo_budgeted_steps: Some(c.engine.slo_budgeted_steps),
             },
             source: path.display().to_string(),
             profiles_dir: Some(c.profiles_dir.clone()),
@@ -317,6 +324,7 @@ impl DeviceType {
             max_batched_tokens: sim.max_batched_tokens,
             max_model_len: model.max_context,
             enable_prefix_caching: engine.enable_prefix_caching.unwrap_or(true),
+            step_time_budget: None,
         };
         Ok(Self {
             profile: profile.to_string(),

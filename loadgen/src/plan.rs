@@ -172,6 +172,7 @@ impl Search<'_> {
                 timeout: Duration::from_secs(600),
                 progress: false,
                 multi_step: true,
+                budgeted_steps: true,
             },
         );
         let records = std::mem::take(&mut sim.records);

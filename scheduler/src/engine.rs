@@ -32,8 +32,19 @@
 //! The result (sequence state, KV blocks, tokens and their times) is exactly
 //! what the same steps run one at a time would leave.
 //!
+//! # SLO-budgeted steps
+//! With [`EngineConfig::step_time_budget`] set (the drivers set it to the
+//! TPOT target scaled by its percentile headroom when an SLO is
+//! configured), a step's prefill tokens are capped by [`budgeted_chunk`]:
+//! the largest chunk that keeps the step's predicted time (this device's
+//! cost model, over the step's decodes) within the budget, so running
+//! sequences never stall behind a long prefill; prefills pay instead, in
+//! more, smaller chunks. The cap is shared by every prefill of the step and
+//! never falls below [`MIN_BUDGETED_CHUNK`], so waiting prompts progress.
+//!
 //! # Tunables ([`EngineConfig`])
-//! `max_num_seqs`, `max_batched_tokens`, `max_model_len`, `enable_prefix_caching`.
+//! `max_num_seqs`, `max_batched_tokens`, `max_model_len`, `enable_prefix_caching`,
+//! `step_time_budget`.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -56,6 +67,9 @@ pub struct EngineConfig {
     pub max_model_len: u32,
     /// Reuse cached KV blocks of identical prompt prefixes.
     pub enable_prefix_caching: bool,
+    /// SLO-budgeted steps: the prefill tokens of a step are capped so its
+    /// predicted time stays within this budget (see [`budgeted_chunk`]).
+    pub step_time_budget: Option<Duration>,
 }
 
 impl Default for EngineConfig {
@@ -65,8 +79,54 @@ impl Default for EngineConfig {
             max_batched_tokens: 2048,
             max_model_len: 32_768,
             enable_prefix_caching: true,
+            step_time_budget: None,
         }
     }
+}
+
+/// Fewest prefill tokens a step-time budget leaves a step, so prefills
+/// always progress even when the decodes alone exceed the budget.
+pub const MIN_BUDGETED_CHUNK: u32 = 32;
+
+/// The largest prefill chunk of at most `max` tokens after `context` cached
+/// ones that keeps a step of `base` plus the chunk within `budget` by
+/// `cost` (Sarathi-Serve's stall-free batching); at least
+/// [`MIN_BUDGETED_CHUNK`] (or `max`, if smaller). Step time is monotone in
+/// the chunk, so a bisection over ~12 prices finds it.
+pub fn budgeted_chunk(
+    cost: &CostModel,
+    base: StepShape,
+    context: u32,
+    max: u32,
+    budget: Duration,
+) -> u32 {
+    let budget_s = budget.as_secs_f64();
+    let time = |q: u32| {
+        let mut s = base;
+        s.push(SeqWork {
+            new_tokens: q,
+            context,
+        });
+        cost.step_cost(&s).seconds()
+    };
+    let floor = MIN_BUDGETED_CHUNK.min(max);
+    if max == 0 || time(max) <= budget_s {
+        return max;
+    }
+    if time(floor) > budget_s {
+        return floor;
+    }
+    // time(lo) ≤ budget < time(hi).
+    let (mut lo, mut hi) = (floor, max);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if time(mid) <= budget_s {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
 }
 
 /// A request as the engine sees it: token ids and stop rules.
@@ -439,13 +499,22 @@ impl Engine {
         self.copies.clear();
         self.scheduled.clear();
         let mut budget = self.config.max_batched_tokens;
+        let mut prefill_budget = self.prefill_budget();
         let mut preempted = false;
         let mut i = 0;
         while i < self.running.len() && budget > 0 {
             let slot = self.running[i];
-            let n = {
+            let left = {
                 let s = self.seq(slot);
-                (s.tokens.len() as u32 - s.computed).min(budget)
+                s.tokens.len() as u32 - s.computed
+            };
+            // A running prefill always gets a token, so it cannot stall.
+            let n = if left > 1 {
+                let n = left.min(budget).min(prefill_budget.max(1));
+                prefill_budget = prefill_budget.saturating_sub(n);
+                n
+            } else {
+                left.min(budget)
             };
             // Preempt the newest running sequences until this one fits. The
             // newest sits at the end of `running`, at or after `i`, so
@@ -470,23 +539,55 @@ impl Engine {
             budget -= n;
             i += 1;
         }
-        while !preempted && budget > 0 && (self.running.len() as u32) < self.config.max_num_seqs {
+        while !preempted
+            && budget > 0
+            && prefill_budget > 0
+            && (self.running.len() as u32) < self.config.max_num_seqs
+        {
             let Some(&slot) = self.waiting.front() else {
                 break;
             };
-            let Some(n) = self.admit(slot, budget) else {
+            let Some(n) = self.admit(slot, budget.min(prefill_budget)) else {
                 break;
             };
             self.waiting.pop_front();
             self.insert_running(slot);
             self.push_plan(slot, n, now);
             budget -= n;
+            prefill_budget = prefill_budget.saturating_sub(n);
         }
         if self.scheduled.is_empty() {
             return None;
         }
         self.in_flight = true;
         Some(self.build_plan())
+    }
+
+    /// Prefill tokens the next step may carry: the whole token budget, or
+    /// with a step-time budget the [`budgeted_chunk`] over the running
+    /// decodes (priced at the first running prefill's context).
+    fn prefill_budget(&self) -> u32 {
+        let Some(limit) = self.config.step_time_budget else {
+            return u32::MAX;
+        };
+        let (mut decodes, mut context, mut first_prefill) = (0u32, 0u64, None);
+        for &slot in &self.running {
+            let s = self.seq(slot);
+            if s.tokens.len() as u32 - s.computed > 1 {
+                first_prefill.get_or_insert(s.computed);
+            } else {
+                decodes += 1;
+                context += u64::from(s.computed);
+            }
+        }
+        let max = self.config.max_batched_tokens.saturating_sub(decodes);
+        budgeted_chunk(
+            &self.cost,
+            StepShape::decodes(decodes, context),
+            first_prefill.unwrap_or(0),
+            max,
+            limit,
+        )
     }
 
     /// The plan of the step just scheduled, borrowing tokens and tables.
@@ -919,8 +1020,11 @@ impl Engine {
     /// full round of the batch beyond that).
     fn predict_queue_delay(&self, l: &Load) -> Duration {
         let decodes = l.running.min(self.config.max_batched_tokens);
-        let chunk = (self.config.max_batched_tokens - decodes).max(1);
+        let mut chunk = (self.config.max_batched_tokens - decodes).max(1);
         let mut shape = StepShape::decodes(l.running, l.running_context_tokens);
+        if let Some(limit) = self.config.step_time_budget {
+            chunk = budgeted_chunk(&self.cost, shape, 0, chunk, limit).max(1);
+        }
         let mut delay = Duration::ZERO;
         if l.queued_prefill_tokens > 0 {
             let steps = l.queued_prefill_tokens.div_ceil(u64::from(chunk));
@@ -1005,6 +1109,7 @@ mod tests {
             max_batched_tokens: budget,
             max_model_len: 4096,
             enable_prefix_caching: true,
+            step_time_budget: None,
         };
         let sim = SimBackend::new(
             cost(),
@@ -1299,6 +1404,7 @@ mod tests {
             max_batched_tokens: 256,
             max_model_len: 4096,
             enable_prefix_caching: false,
+            step_time_budget: None,
         };
         let (_, mut b) = setup(1024, 256);
         let mut e = Engine::new(cfg, cost(), 1024, 16);

@@ -12,7 +12,7 @@ pub mod router;
 pub mod server;
 
 pub use engine::{
-    AbortOutcome, DecodeRun, Engine, EngineConfig, EngineError, Event, FinishReason, Load, Request,
-    SeqStats,
+    budgeted_chunk, AbortOutcome, DecodeRun, Engine, EngineConfig, EngineError, Event,
+    FinishReason, Load, Request, SeqStats,
 };
 pub use kv::{BlockManager, BlockTable, KvError};

@@ -56,7 +56,7 @@ proptest! {
         budget in 1u32..300,
         max_num_seqs in 1u32..16,
     ) {
-        let config = EngineConfig { max_num_seqs, max_batched_tokens: budget, max_model_len: 4096, enable_prefix_caching: true };
+        let config = EngineConfig { max_num_seqs, max_batched_tokens: budget, max_model_len: 4096, enable_prefix_caching: true, step_time_budget: None };
         let mut engine = Engine::new(config, cost(), blocks, 16);
         let mut sim = SimBackend::new(cost(), SimConfig { kv_blocks: Some(blocks), ..SimConfig::default() }).unwrap();
         let mut wanted: HashMap<SeqId, u32> = HashMap::new();
@@ -223,7 +223,7 @@ proptest! {
             }
             prev
         });
-        let config = EngineConfig { max_num_seqs, max_batched_tokens: budget, max_model_len: 4096, enable_prefix_caching: prefix };
+        let config = EngineConfig { max_num_seqs, max_batched_tokens: budget, max_model_len: 4096, enable_prefix_caching: prefix, step_time_budget: None };
         let (slow, none, free_slow) = drive(&arrivals, config, blocks, stop_token, false);
         let (fast, _, free_fast) = drive(&arrivals, config, blocks, stop_token, true);
         prop_assert_eq!(none, 0);

@@ -53,6 +53,7 @@ fn engine(b: &OnnxBackend, max_batched_tokens: u32, max_num_seqs: u32) -> Engine
         max_batched_tokens,
         max_model_len: 512,
         enable_prefix_caching: true,
+        step_time_budget: None,
     };
     Engine::new(cfg, cost, b.info().kv_blocks, BLOCK)
 }

@@ -64,6 +64,9 @@ pub struct SimOptions {
     /// Run stretches of decode-only steps in one engine call (open loop
     /// only); the records are identical either way.
     pub multi_step: bool,
+    /// SLO-budgeted engine steps: each step's prefill is capped to keep it
+    /// within the router SLO's step budget ([`Slo::step_budget`](crate::router::Slo::step_budget)).
+    pub budgeted_steps: bool,
 }
 
 /// What a simulation produced.
@@ -203,6 +206,7 @@ pub fn simulate(fleet: &Fleet, workload: &Workload, opts: &SimOptions) -> SimRes
             let ty = &fleet.types[t];
             let mut config = ty.engine;
             config.enable_prefix_caching = ty.prefix_caching.unwrap_or(shared);
+            config.step_time_budget = opts.budgeted_steps.then(|| opts.router.slo.step_budget());
             Device {
                 engine: Engine::new(config, ty.cost.clone(), ty.kv_blocks, ty.sim.block_size),
                 backend: SimBackend::new(ty.cost.clone(), ty.sim)
@@ -370,6 +374,7 @@ pub fn simulate(fleet: &Fleet, workload: &Workload, opts: &SimOptions) -> SimRes
                 max_tokens: r.output_tokens,
             },
             &views,
+            t,
         );
         drop(views);
         let d = match decision {
@@ -394,6 +399,10 @@ pub fn simulate(fleet: &Fleet, workload: &Workload, opts: &SimOptions) -> SimRes
         if dev.engine.add(req, t).is_err() {
             records[k].outcome = Outcome::Rejected;
             finished += 1;
+            // The client's slot comes back, as after a router rejection.
+            if workload.concurrency.is_some() {
+                slots.push(Reverse(t));
+            }
             continue;
         }
         if !dev.running_step {

@@ -33,6 +33,8 @@ pub fn args(target: &str, workloads: &[&str], out: PathBuf) -> LoadgenArgs {
         speedup: 1.0,
         start: 0.0,
         policy: vec![],
+        objective: None,
+        step_budget: None,
         slo: None,
         model: None,
         profiles: root().join("profiles"),

@@ -90,13 +90,15 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod interference;
 mod policy;
 mod score;
 mod shape;
 #[cfg(test)]
 mod tests;
 
-pub use policy::{PolicyKind, UnknownPolicy};
+pub use interference::{DispatchHistory, PrefillRate, StepMix};
+pub use policy::{Objective, PolicyKind, UnknownObjective, UnknownPolicy};
 pub use score::{DeviceScore, DeviceView};
 pub use shape::{ContextBucket, OutputEstimator, Shape, ShapeClass, CONTEXT_BUCKET_BOUNDS};
 
@@ -195,6 +197,12 @@ impl Slo {
         pts[pts.len() - 1].1
     }
 
+    /// The TPOT target scaled by its headroom: the step-time budget of
+    /// SLO-budgeted engine steps ([`crate::EngineConfig::step_time_budget`]).
+    pub fn step_budget(&self) -> Duration {
+        self.tpot.mul_f64(self.headroom())
+    }
+
     /// The targets scaled by [`Slo::headroom`].
     fn budgets(&self) -> Budgets {
         let h = self.headroom();
@@ -217,8 +225,13 @@ impl Default for Slo {
 pub struct RouterConfig {
     /// How to pick among eligible devices.
     pub policy: PolicyKind,
+    /// What the `cost` policy minimises among devices meeting the SLO.
+    pub objective: Objective,
     /// Latency objective of the `cost` policy.
     pub slo: Slo,
+    /// Time constant of the per-device prefill-rate EWMA (interference).
+    #[serde(rename = "interference_window_ms", with = "serde_ms")]
+    pub interference_window: Duration,
     /// `prefix`: least fraction of the prompt the cached prefix must cover.
     pub prefix_min_match: f64,
     /// `prefix`: most outstanding tokens the cache holder may exceed the least-loaded device by.
@@ -231,11 +244,18 @@ pub struct RouterConfig {
     pub output_ewma_alpha: f64,
 }
 
+impl RouterConfig {
+    /// Default [`RouterConfig::interference_window`]: about one request's decode life.
+    pub const DEFAULT_INTERFERENCE_WINDOW: Duration = Duration::from_secs(10);
+}
+
 impl Default for RouterConfig {
     fn default() -> Self {
         Self {
             policy: PolicyKind::Cost,
+            objective: Objective::Fixed,
             slo: Slo::default(),
+            interference_window: Self::DEFAULT_INTERFERENCE_WINDOW,
             prefix_min_match: 0.5,
             prefix_balance_tokens: 16_384,
             prefill_heavy_ratio: 4.0,
@@ -258,8 +278,10 @@ pub struct RouteRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DecisionReason {
-    /// `cost`: the cheapest device predicted to meet the SLO.
+    /// `cost` (objective `elastic`): the cheapest device predicted to meet the SLO.
     CheapestMeetingSlo,
+    /// `cost` (objective `fixed`): the fastest device predicted to meet the SLO.
+    FastestMeetingSlo,
     /// `cost`: no device is predicted to meet the SLO; the fastest one.
     NoDeviceMeetsSloLowestLatency,
     /// `latency`: the lowest predicted end-to-end latency.
@@ -322,6 +344,7 @@ pub struct Router {
     budgets: Budgets,
     estimator: OutputEstimator,
     last_round_robin: Option<DeviceId>,
+    history: DispatchHistory,
 }
 
 impl Router {
@@ -332,6 +355,7 @@ impl Router {
             estimator: OutputEstimator::new(config.output_ewma_alpha),
             config,
             last_round_robin: None,
+            history: DispatchHistory::default(),
         }
     }
 
@@ -369,23 +393,37 @@ impl Router {
         }
     }
 
-    /// Predicts serving `shape` on `device` (pure; formulas in the module doc).
-    pub fn score(&self, shape: &Shape, device: &DeviceView<'_>) -> DeviceScore {
-        score::score(shape, device, self.budgets)
+    /// The per-device dispatch history behind the interference predictions.
+    pub fn history(&self) -> &DispatchHistory {
+        &self.history
     }
 
-    /// Scores every device, picks one by the configured policy, and advances round-robin.
+    /// Predicts serving `shape` on `device` at `now` (pure; formulas in the module doc).
+    pub fn score(&self, shape: &Shape, device: &DeviceView<'_>, now: Duration) -> DeviceScore {
+        let rate = self.history.get(device.id);
+        let window = self.config.interference_window;
+        score::score(
+            shape,
+            device,
+            self.budgets,
+            score::Interference { rate, now, window },
+        )
+    }
+
+    /// Scores every device at `now` (the driver's clock), picks one by the
+    /// configured policy, records the dispatch and advances round-robin.
     pub fn route(
         &mut self,
         req: &RouteRequest,
         fleet: &[DeviceView<'_>],
+        now: Duration,
     ) -> Result<Decision, RouteError> {
         let shape = self.shape(req);
         let mut scores = Vec::with_capacity(fleet.len());
-        scores.extend(fleet.iter().map(|d| score::score(&shape, d, self.budgets)));
+        scores.extend(fleet.iter().map(|d| self.score(&shape, d, now)));
         let policy = self.config.policy;
         let picked = match policy {
-            PolicyKind::Cost => policy::cost(&scores),
+            PolicyKind::Cost => policy::cost(&scores, self.config.objective),
             PolicyKind::Latency => policy::latency(&scores),
             PolicyKind::RoundRobin => policy::round_robin(&scores, self.last_round_robin),
             PolicyKind::LeastLoaded => policy::least_loaded(&scores),
@@ -405,6 +443,12 @@ impl Router {
         if policy == PolicyKind::RoundRobin {
             self.last_round_robin = Some(device);
         }
+        let uncached = req
+            .prompt_tokens
+            .saturating_sub(scores[index].cached_prefix_tokens)
+            .max(1);
+        self.history
+            .record(device, uncached, now, self.config.interference_window);
         Ok(Decision {
             device,
             policy,

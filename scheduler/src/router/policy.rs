@@ -57,6 +57,52 @@ impl fmt::Display for PolicyKind {
     }
 }
 
+/// What the `cost` policy optimises among the devices predicted to meet the SLO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Objective {
+    /// A fixed fleet, paid busy or idle: an idle device costs nothing more,
+    /// so serve each request fastest (lowest predicted e2e; tie: cheaper).
+    #[default]
+    Fixed,
+    /// An elastic fleet, paid for busy time: pack requests onto the
+    /// cheapest device meeting the SLO so idle devices can be scaled down.
+    Elastic,
+}
+
+impl Objective {
+    /// Kebab-case name, as accepted by `FromStr` and serde.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fixed => "fixed",
+            Self::Elastic => "elastic",
+        }
+    }
+}
+
+impl fmt::Display for Objective {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An objective name other than `fixed` or `elastic`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown objective `{0}`; valid objectives: fixed, elastic")]
+pub struct UnknownObjective(pub String);
+
+impl FromStr for Objective {
+    type Err = UnknownObjective;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "fixed" => Ok(Self::Fixed),
+            "elastic" => Ok(Self::Elastic),
+            _ => Err(UnknownObjective(s.to_string())),
+        }
+    }
+}
+
 /// A policy name that is not one of [`PolicyKind::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown routing policy `{0}`; valid policies: cost, latency, round-robin, least-loaded, prefix")]
@@ -123,14 +169,27 @@ fn by_outstanding(a: &DeviceScore, b: &DeviceScore) -> Ordering {
     a.outstanding_tokens.cmp(&b.outstanding_tokens)
 }
 
-/// Cheapest device meeting the SLO (tie: lower e2e), else lowest e2e.
-pub(crate) fn cost(scores: &[DeviceScore]) -> Option<(usize, DecisionReason)> {
-    best(
-        scores,
-        |s| s.meets_slo,
-        |a, b| a.cost_usd.total_cmp(&b.cost_usd).then_with(|| by_e2e(a, b)),
-    )
-    .map(|i| (i, DecisionReason::CheapestMeetingSlo))
+/// Among devices meeting the SLO: the fastest (`Fixed`; tie: cheaper) or
+/// the cheapest (`Elastic`; tie: lower e2e); if none meets it, lowest e2e.
+pub(crate) fn cost(
+    scores: &[DeviceScore],
+    objective: Objective,
+) -> Option<(usize, DecisionReason)> {
+    let by_cost = |a: &DeviceScore, b: &DeviceScore| a.cost_usd.total_cmp(&b.cost_usd);
+    match objective {
+        Objective::Fixed => best(
+            scores,
+            |s| s.meets_slo,
+            |a, b| by_e2e(a, b).then_with(|| by_cost(a, b)),
+        )
+        .map(|i| (i, DecisionReason::FastestMeetingSlo)),
+        Objective::Elastic => best(
+            scores,
+            |s| s.meets_slo,
+            |a, b| by_cost(a, b).then_with(|| by_e2e(a, b)),
+        )
+        .map(|i| (i, DecisionReason::CheapestMeetingSlo)),
+    }
     .or_else(|| {
         best(scores, |_| true, by_e2e).map(|i| (i, DecisionReason::NoDeviceMeetsSloLowestLatency))
     })

@@ -7,9 +7,10 @@ use std::time::Duration;
 use serde::Serialize;
 use switchyard_backends::{CostModel, SeqWork, StepCost, StepShape};
 
+use super::interference::{PrefillRate, StepMix};
 use super::shape::Shape;
 use super::{serde_ms, DeviceId};
-use crate::engine::{Engine, Load};
+use crate::engine::{budgeted_chunk, Engine, Load};
 
 /// What the router sees of one device for one routing decision.
 #[derive(Debug, Clone, Copy)]
@@ -30,6 +31,8 @@ pub struct DeviceView<'a> {
     pub max_batched_tokens: u32,
     /// Leading prompt tokens already in its prefix cache.
     pub cached_prefix_tokens: u32,
+    /// Its engine's SLO step budget, if it budgets steps (prefill chunks shrink to fit it).
+    pub step_time_budget: Option<Duration>,
 }
 
 impl<'a> DeviceView<'a> {
@@ -46,6 +49,21 @@ impl<'a> DeviceView<'a> {
             max_num_seqs: config.max_num_seqs,
             max_batched_tokens: config.max_batched_tokens,
             cached_prefix_tokens: 0,
+            step_time_budget: config.step_time_budget,
+        }
+    }
+
+    /// The prefill chunk a step with `decodes` (over `context` tokens)
+    /// leaves, for a prompt at `start`: the token budget's rest, or the
+    /// engine's [`budgeted_chunk`] when it budgets steps.
+    pub fn prefill_chunk(&self, decodes: StepShape, start: u32) -> u32 {
+        let chunk = self
+            .max_batched_tokens
+            .saturating_sub(decodes.seqs())
+            .max(1);
+        match self.step_time_budget {
+            Some(limit) => budgeted_chunk(self.cost, decodes, start, chunk, limit).max(1),
+            None => chunk,
         }
     }
 
@@ -80,9 +98,15 @@ pub struct DeviceScore {
     /// Predicted time to first token: queue delay + chunked prefill.
     #[serde(rename = "ttft_ms", with = "serde_ms")]
     pub ttft: Duration,
-    /// Predicted time per output token after the first.
+    /// Predicted time per output token after the first, prefill interference included.
     #[serde(rename = "tpot_ms", with = "serde_ms")]
     pub tpot: Duration,
+    /// Predicted TPOT of the sequences already there once this request is admitted.
+    #[serde(rename = "running_tpot_ms", with = "serde_ms")]
+    pub running_tpot: Duration,
+    /// Share of the device's time its prefills will take with this request
+    /// dispatched (≥ 1: prefills arrive faster than it can take them).
+    pub prefill_share: f64,
     /// Predicted end-to-end latency: `ttft + tpot·(expected_output − 1)`.
     #[serde(rename = "e2e_ms", with = "serde_ms")]
     pub e2e: Duration,
@@ -105,8 +129,21 @@ pub(crate) struct Budgets {
     pub tpot: Duration,
 }
 
+/// The router's dispatch history of one device, for the interference terms.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Interference {
+    pub rate: PrefillRate,
+    pub now: Duration,
+    pub window: Duration,
+}
+
 /// Scores `shape` on `dev` (pure; see the module doc for every formula).
-pub(crate) fn score(shape: &Shape, dev: &DeviceView<'_>, budgets: Budgets) -> DeviceScore {
+pub(crate) fn score(
+    shape: &Shape,
+    dev: &DeviceView<'_>,
+    budgets: Budgets,
+    interference: Interference,
+) -> DeviceScore {
     let cost = dev.cost;
     let load = &dev.load;
     let prompt = shape.prompt_tokens;
@@ -120,13 +157,14 @@ pub(crate) fn score(shape: &Shape, dev: &DeviceView<'_>, budgets: Budgets) -> De
     let start = prompt.saturating_sub(uncached);
     // Sequences decoding beside this one once it is admitted (a full batch
     // first loses one; that wait is in the queue delay).
-    let batch = load.running.saturating_add(1).min(dev.max_num_seqs).max(1);
-    let others = batch - 1;
-    let decodes = others.min(dev.max_batched_tokens);
-    let chunk = dev.max_batched_tokens.saturating_sub(decodes).max(1);
+    let running = load.running;
+    let decodes = running
+        .min(dev.max_num_seqs.saturating_sub(1))
+        .min(dev.max_batched_tokens);
     // Scale context to the decodes that actually co-run (fewer when the batch is capped).
-    let decode_ctx = scale_context(load.running_context_tokens, load.running, decodes);
+    let decode_ctx = scale_context(load.running_context_tokens, running, decodes);
     let co_run = StepShape::decodes(decodes, decode_ctx);
+    let chunk = dev.prefill_chunk(co_run, start);
     let prefill_s = chunked_prefill_seconds(cost, co_run, start, uncached, chunk);
     let prefill_alone_s = if decodes == 0 {
         prefill_s
@@ -134,23 +172,43 @@ pub(crate) fn score(shape: &Shape, dev: &DeviceView<'_>, budgets: Budgets) -> De
         chunked_prefill_seconds(cost, StepShape::default(), start, uncached, chunk)
     };
 
-    // Decode: one more sequence in the batch, at half its expected output.
-    let others_ctx = scale_context(load.running_context_tokens, load.running, others);
+    // Decode: the batch once this request and the waiting ones have joined,
+    // at half this request's expected output; the waiting prompts are in
+    // the context by then.
+    let queued = running.saturating_add(load.waiting);
+    let batch = queued.saturating_add(1).min(dev.max_num_seqs).max(1);
+    let others = batch - 1;
+    let queued_ctx = load
+        .running_context_tokens
+        .saturating_add(load.queued_prefill_tokens);
+    let others_ctx = scale_context(queued_ctx, queued, others);
     let own_ctx = u64::from(prompt) + u64::from(expected / 2);
-    // As `CostModel::decode_step_time`, without its round trip through `Duration`.
-    let decode_ctx = others_ctx.saturating_add(own_ctx);
-    let tpot_s = cost
-        .step_cost(&StepShape::decodes(batch, decode_ctx))
-        .seconds();
+    let decode_shape = StepShape::decodes(batch, others_ctx.saturating_add(own_ctx));
+    let mix = step_mix(dev, decode_shape, interference.rate, uncached);
+    let rate_before = interference
+        .rate
+        .tokens_per_s(interference.now, interference.window);
+    let rate_after =
+        interference
+            .rate
+            .with_dispatch(uncached, interference.now, interference.window);
+    let tpot_s = mix.time_per_token(rate_before);
+    let running_tpot_s = mix.time_per_token(rate_after);
+    let prefill_share = mix.prefill_share(rate_after);
 
     let queue_delay = load.predicted_queue_delay;
     let decode_steps = f64::from(expected.saturating_sub(1));
     let ttft = queue_delay.saturating_add(secs(prefill_s));
     let tpot = secs(tpot_s);
+    let running_tpot = secs(running_tpot_s);
     let e2e = ttft.saturating_add(secs(tpot_s * decode_steps));
     let device_seconds = prefill_alone_s + decode_steps * tpot_s / f64::from(batch);
     let cost_usd = device_seconds * cost.usd_per_second();
-    let meets_slo = eligible && ttft <= budgets.ttft && (expected <= 1 || tpot <= budgets.tpot);
+    let meets_slo = eligible
+        && ttft <= budgets.ttft
+        && (expected <= 1 || tpot <= budgets.tpot)
+        && (others == 0 || running_tpot <= budgets.tpot)
+        && prefill_share < 1.0;
 
     DeviceScore {
         device: dev.id,
@@ -158,12 +216,39 @@ pub(crate) fn score(shape: &Shape, dev: &DeviceView<'_>, budgets: Budgets) -> De
         queue_delay,
         ttft,
         tpot,
+        running_tpot,
+        prefill_share,
         e2e,
         device_seconds,
         cost_usd,
         meets_slo,
         cached_prefix_tokens: cached,
         outstanding_tokens: dev.outstanding_tokens(),
+    }
+}
+
+/// The decode-only and mixed steps of the batch `decodes`: the mixed one
+/// carries a typical dispatched prefill (the history's mean, or this
+/// request's `own` before any), cut to the chunk the device would take,
+/// at the context of that prefill's middle chunk.
+fn step_mix(dev: &DeviceView<'_>, decodes: StepShape, rate: PrefillRate, own: u32) -> StepMix {
+    let cost = dev.cost;
+    let typical = if rate.mean_tokens() >= 1.0 {
+        rate.mean_tokens().round().min(f64::from(u32::MAX)) as u32
+    } else {
+        own
+    };
+    let chunk = dev.prefill_chunk(decodes, 0).min(typical).max(1);
+    let context = typical.saturating_sub(chunk) / 2;
+    let mut mixed = decodes;
+    mixed.push(SeqWork {
+        new_tokens: chunk,
+        context,
+    });
+    StepMix {
+        decode_s: cost.step_cost(&decodes).seconds(),
+        mixed_s: cost.step_cost(&mixed).seconds(),
+        chunk_tokens: chunk,
     }
 }
 
@@ -274,6 +359,13 @@ fn sum_max_affine(n: u64, a: (f64, f64), m: (f64, f64)) -> f64 {
 mod tests {
     use super::*;
     use crate::router::tests::{catalog_cost, view};
+
+    /// No dispatch history: the interference terms are zero.
+    const NO_HISTORY: Interference = Interference {
+        rate: PrefillRate::ZERO,
+        now: Duration::ZERO,
+        window: Duration::from_secs(10),
+    };
 
     fn brute_force(cost: &CostModel, base: StepShape, start: u32, tokens: u32, chunk: u32) -> f64 {
         let mut done = 0;
@@ -403,7 +495,7 @@ mod tests {
             d.load.running_context_tokens = u64::from(running) * 1500;
             d.load.queued_prefill_tokens = queued;
             d.load.predicted_queue_delay = Duration::from_millis(delay_ms);
-            let s = score(&shape, &d, budgets);
+            let s = score(&shape, &d, budgets, NO_HISTORY);
             assert!(s.ttft > last, "running {running}: {:?} ≤ {last:?}", s.ttft);
             assert!(s.ttft >= s.queue_delay);
             last = s.ttft;
@@ -427,9 +519,9 @@ mod tests {
         let mut all = cold;
         all.cached_prefix_tokens = 9000; // more than the prompt: clamped, one token recomputed
         let (c, w, a) = (
-            score(&shape, &cold, budgets),
-            score(&shape, &warm, budgets),
-            score(&shape, &all, budgets),
+            score(&shape, &cold, budgets, NO_HISTORY),
+            score(&shape, &warm, budgets, NO_HISTORY),
+            score(&shape, &all, budgets, NO_HISTORY),
         );
         assert!(w.ttft < c.ttft && w.cost_usd < c.cost_usd);
         assert!(a.ttft < w.ttft && a.ttft > Duration::ZERO);
@@ -452,7 +544,7 @@ mod tests {
         let mut d = view(3, &cost);
         d.load.running = 9;
         d.load.running_context_tokens = 9 * 1000;
-        let s = score(&shape, &d, budgets);
+        let s = score(&shape, &d, budgets, NO_HISTORY);
         let tpot = cost.decode_step_time(10, 9000 + 100 + 500);
         assert!(s.tpot.max(tpot) - s.tpot.min(tpot) <= Duration::from_nanos(1));
         let tpot_s = decode_seconds(&cost, 10, 9000 + 100 + 500);
@@ -480,7 +572,7 @@ mod tests {
         d.max_num_seqs = 4;
         d.load.running = 4;
         d.load.running_context_tokens = 4 * 1000;
-        let s = score(&shape, &d, budgets);
+        let s = score(&shape, &d, budgets, NO_HISTORY);
         // Batch of 4: three others (3/4 of the running context) plus this request.
         let tpot = cost.decode_step_time(4, 3000 + 100 + 50);
         assert!(s.tpot.max(tpot) - s.tpot.min(tpot) <= Duration::from_nanos(1));

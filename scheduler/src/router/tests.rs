@@ -9,6 +9,9 @@ use switchyard_backends::{Catalog, CostModel};
 use super::*;
 use crate::engine::Load;
 
+/// The clock of tests that do not exercise the dispatch history.
+const T0: Duration = Duration::ZERO;
+
 pub(crate) fn catalog_cost(device: &str, model: &str) -> CostModel {
     let catalog = Catalog::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles"));
     CostModel::new(
@@ -28,6 +31,7 @@ pub(crate) fn view(id: u32, cost: &CostModel) -> DeviceView<'_> {
         max_num_seqs: 256,
         max_batched_tokens: 2048,
         cached_prefix_tokens: 0,
+        step_time_budget: None,
     }
 }
 
@@ -53,10 +57,12 @@ fn router(policy: PolicyKind) -> Router {
     })
 }
 
-/// A loose SLO: one minute to first token, one second per token, at the median.
+/// A loose SLO: one minute to first token, one second per token, at the
+/// median; the cost policy packs (objective `elastic`), so price decides.
 fn loose() -> RouterConfig {
     RouterConfig {
         slo: Slo::from_ms(60_000, 1_000, 0.5),
+        objective: Objective::Elastic,
         ..RouterConfig::default()
     }
 }
@@ -130,8 +136,8 @@ fn cost_policy_on_h100_mi300x_l4_picks_mi300x_for_both_shapes() {
     let costs = llama(&names);
     let fleet = idle_fleet(&costs);
     let mut r = Router::new(loose());
-    let p = r.route(&PREFILL_HEAVY, &fleet).unwrap();
-    let d = r.route(&DECODE_HEAVY, &fleet).unwrap();
+    let p = r.route(&PREFILL_HEAVY, &fleet, T0).unwrap();
+    let d = r.route(&DECODE_HEAVY, &fleet, T0).unwrap();
     assert_eq!(names[p.device.0 as usize], "mi300x");
     assert_eq!(names[d.device.0 as usize], "mi300x");
     assert_eq!(p.reason, DecisionReason::CheapestMeetingSlo);
@@ -160,8 +166,8 @@ fn cost_policy_splits_shapes_when_the_cheapest_devices_differ() {
             d.load.running = running;
             d.load.running_context_tokens = u64::from(running) * 1000;
         }
-        let p = r.route(&PREFILL_HEAVY, &fleet).unwrap();
-        let d = r.route(&DECODE_HEAVY, &fleet).unwrap();
+        let p = r.route(&PREFILL_HEAVY, &fleet, T0).unwrap();
+        let d = r.route(&DECODE_HEAVY, &fleet, T0).unwrap();
         assert_eq!(names[p.device.0 as usize], "mi300x", "running {running}");
         assert_eq!(names[d.device.0 as usize], "mi250x", "running {running}");
     }
@@ -175,16 +181,18 @@ fn cost_policy_skips_cheap_devices_that_miss_the_slo() {
     // Predicted TPOT: MI250X ≈ 7.8 ms, H200 ≈ 4.4 ms.
     let mut r = Router::new(RouterConfig {
         slo: Slo::from_ms(2000, 8, 0.5),
+        objective: Objective::Elastic,
         ..RouterConfig::default()
     });
-    let d = r.route(&DECODE_HEAVY, &fleet).unwrap();
+    let d = r.route(&DECODE_HEAVY, &fleet, T0).unwrap();
     assert_eq!(names[d.device.0 as usize], "mi250x");
     // At p95 the 8 ms target leaves 6.4 ms of median: the MI250X misses it.
     r.set_config(RouterConfig {
         slo: Slo::from_ms(2000, 8, 0.95),
+        objective: Objective::Elastic,
         ..RouterConfig::default()
     });
-    let d = r.route(&DECODE_HEAVY, &fleet).unwrap();
+    let d = r.route(&DECODE_HEAVY, &fleet, T0).unwrap();
     assert_eq!(names[d.device.0 as usize], "h200");
     assert_eq!(d.reason, DecisionReason::CheapestMeetingSlo);
     assert!(!d.scores[0].meets_slo && d.scores[1].meets_slo);
@@ -201,12 +209,12 @@ fn cost_falls_back_to_lowest_latency_when_slo_is_impossible() {
     });
     let mut latency = router(PolicyKind::Latency);
     for request in [PREFILL_HEAVY, DECODE_HEAVY] {
-        let d = r.route(&request, &fleet).unwrap();
+        let d = r.route(&request, &fleet, T0).unwrap();
         assert_eq!(d.reason, DecisionReason::NoDeviceMeetsSloLowestLatency);
         assert!(d.scores.iter().all(|s| !s.meets_slo));
         let fastest = d.scores.iter().min_by_key(|s| s.e2e).unwrap().device;
         assert_eq!(d.device, fastest);
-        let l = latency.route(&request, &fleet).unwrap();
+        let l = latency.route(&request, &fleet, T0).unwrap();
         assert_eq!(l.device, fastest);
         assert_eq!(l.reason, DecisionReason::LowestLatency);
     }
@@ -218,7 +226,7 @@ fn latency_avoids_a_long_queue() {
     let mut fleet = idle_fleet(&costs);
     fleet[0].load.predicted_queue_delay = Duration::from_secs(5);
     let d = router(PolicyKind::Latency)
-        .route(&DECODE_HEAVY, &fleet)
+        .route(&DECODE_HEAVY, &fleet, T0)
         .unwrap();
     assert_eq!(d.device, DeviceId(1));
     assert!(d.scores[0].ttft > Duration::from_secs(5));
@@ -234,7 +242,7 @@ fn round_robin_cycles_over_eligible_devices() {
     let mut r = router(PolicyKind::RoundRobin);
     let mut picks = Vec::new();
     for _ in 0..8 {
-        let d = r.route(&DECODE_HEAVY, &fleet).unwrap();
+        let d = r.route(&DECODE_HEAVY, &fleet, T0).unwrap();
         assert_eq!(d.reason, DecisionReason::RoundRobin);
         picks.push(d.device.0);
     }
@@ -243,17 +251,17 @@ fn round_robin_cycles_over_eligible_devices() {
     fleet[2].healthy = false;
     fleet[3].max_seq_tokens = 64;
     let picks: Vec<u32> = (0..4)
-        .map(|_| r.route(&DECODE_HEAVY, &fleet).unwrap().device.0)
+        .map(|_| r.route(&DECODE_HEAVY, &fleet, T0).unwrap().device.0)
         .collect();
     assert_eq!(picks, [1, 7, 1, 7]);
     // Other policies leave the cursor alone.
     r.set_config(RouterConfig::default());
-    r.route(&DECODE_HEAVY, &fleet).unwrap();
+    r.route(&DECODE_HEAVY, &fleet, T0).unwrap();
     r.set_config(RouterConfig {
         policy: PolicyKind::RoundRobin,
         ..RouterConfig::default()
     });
-    assert_eq!(r.route(&DECODE_HEAVY, &fleet).unwrap().device.0, 1);
+    assert_eq!(r.route(&DECODE_HEAVY, &fleet, T0).unwrap().device.0, 1);
 }
 
 #[test]
@@ -265,7 +273,7 @@ fn least_loaded_picks_fewest_outstanding_tokens() {
     fleet[2].load.queued_prefill_tokens = 1000;
     fleet[2].load.outstanding_decode_tokens = 1500;
     let mut r = router(PolicyKind::LeastLoaded);
-    let d = r.route(&PREFILL_HEAVY, &fleet).unwrap();
+    let d = r.route(&PREFILL_HEAVY, &fleet, T0).unwrap();
     assert_eq!(
         (d.device, d.reason),
         (DeviceId(2), DecisionReason::LeastLoaded)
@@ -273,7 +281,10 @@ fn least_loaded_picks_fewest_outstanding_tokens() {
     assert_eq!(d.scores[2].outstanding_tokens, 2500);
     fleet[1].load.outstanding_decode_tokens = 2500;
     // Tie on 2500: lowest id.
-    assert_eq!(r.route(&PREFILL_HEAVY, &fleet).unwrap().device, DeviceId(1));
+    assert_eq!(
+        r.route(&PREFILL_HEAVY, &fleet, T0).unwrap().device,
+        DeviceId(1)
+    );
 }
 
 #[test]
@@ -286,7 +297,7 @@ fn prefix_prefers_the_cache_unless_imbalanced() {
     fleet[2].cached_prefix_tokens = 1024;
     fleet[2].load.outstanding_decode_tokens = 500;
     let mut r = router(PolicyKind::Prefix);
-    let d = r.route(&request, &fleet).unwrap();
+    let d = r.route(&request, &fleet, T0).unwrap();
     assert_eq!(
         (d.device, d.reason),
         (DeviceId(1), DecisionReason::LongestPrefix)
@@ -294,7 +305,7 @@ fn prefix_prefers_the_cache_unless_imbalanced() {
     assert_eq!(d.scores[1].cached_prefix_tokens, 4096);
     // The cache holder is 20,000 tokens busier than device 0: over the 16,384 threshold.
     fleet[1].load.queued_prefill_tokens = 20_000;
-    let d = r.route(&request, &fleet).unwrap();
+    let d = r.route(&request, &fleet, T0).unwrap();
     assert_eq!(
         (d.device, d.reason),
         (DeviceId(0), DecisionReason::PrefixImbalancedLeastLoaded)
@@ -305,10 +316,10 @@ fn prefix_prefers_the_cache_unless_imbalanced() {
         prefix_balance_tokens: 20_000,
         ..RouterConfig::default()
     });
-    assert_eq!(r.route(&request, &fleet).unwrap().device, DeviceId(1));
+    assert_eq!(r.route(&request, &fleet, T0).unwrap().device, DeviceId(1));
     // A match below half the prompt is not worth it.
     fleet[1].cached_prefix_tokens = 2048;
-    let d = r.route(&request, &fleet).unwrap();
+    let d = r.route(&request, &fleet, T0).unwrap();
     assert_eq!(
         (d.device, d.reason),
         (DeviceId(0), DecisionReason::LeastLoaded)
@@ -316,7 +327,7 @@ fn prefix_prefers_the_cache_unless_imbalanced() {
     // No cache anywhere: least loaded.
     fleet[1].cached_prefix_tokens = 0;
     fleet[2].cached_prefix_tokens = 0;
-    let d = r.route(&request, &fleet).unwrap();
+    let d = r.route(&request, &fleet, T0).unwrap();
     assert_eq!(
         (d.device, d.reason),
         (DeviceId(0), DecisionReason::LeastLoaded)
@@ -328,7 +339,9 @@ fn cached_prefix_makes_the_cost_policy_prefer_the_cache() {
     let costs = llama(&["mi300x", "mi300x"]);
     let mut fleet = idle_fleet(&costs);
     fleet[1].cached_prefix_tokens = 7900;
-    let d = Router::new(loose()).route(&PREFILL_HEAVY, &fleet).unwrap();
+    let d = Router::new(loose())
+        .route(&PREFILL_HEAVY, &fleet, T0)
+        .unwrap();
     assert_eq!(d.device, DeviceId(1));
     assert!(d.scores[1].ttft < d.scores[0].ttft);
 }
@@ -345,7 +358,7 @@ fn unhealthy_devices_are_never_chosen() {
         fleet[2].load.outstanding_decode_tokens = 1_000_000;
         let mut r = router(policy);
         for request in [PREFILL_HEAVY, DECODE_HEAVY, PREFILL_HEAVY, DECODE_HEAVY] {
-            let d = r.route(&request, &fleet).unwrap();
+            let d = r.route(&request, &fleet, T0).unwrap();
             assert!(
                 d.device == DeviceId(0) || d.device == DeviceId(2),
                 "{policy} chose {}",
@@ -365,7 +378,7 @@ fn ties_go_to_the_lowest_id() {
     fleet[1].id = DeviceId(4);
     fleet[2].id = DeviceId(6);
     for policy in PolicyKind::ALL {
-        let d = router(policy).route(&DECODE_HEAVY, &fleet).unwrap();
+        let d = router(policy).route(&DECODE_HEAVY, &fleet, T0).unwrap();
         assert_eq!(d.device, DeviceId(4), "{policy}");
     }
 }
@@ -375,21 +388,21 @@ fn errors_name_the_problem() {
     let costs = llama(&["h100-sxm", "l4"]);
     let mut r = Router::default();
     assert_eq!(
-        r.route(&DECODE_HEAVY, &[]),
+        r.route(&DECODE_HEAVY, &[], T0),
         Err(RouteError::NoHealthyDevice)
     );
     let mut fleet = idle_fleet(&costs);
     fleet[0].healthy = false;
     fleet[1].healthy = false;
     assert_eq!(
-        r.route(&DECODE_HEAVY, &fleet),
+        r.route(&DECODE_HEAVY, &fleet, T0),
         Err(RouteError::NoHealthyDevice)
     );
     // Fits only the unhealthy device: too long for every healthy one.
     fleet[0].max_seq_tokens = 131_072;
     fleet[1].healthy = true;
     fleet[1].max_seq_tokens = 16_384;
-    let err = r.route(&req(20_000, 10), &fleet).unwrap_err();
+    let err = r.route(&req(20_000, 10), &fleet, T0).unwrap_err();
     assert_eq!(
         err,
         RouteError::PromptTooLong {
@@ -399,15 +412,15 @@ fn errors_name_the_problem() {
     );
     assert!(err.to_string().contains("16383"), "{err}");
     // The limit is exact: prompt + 1 ≤ max_seq_tokens.
-    assert!(r.route(&req(16_383, 10), &fleet).is_ok());
-    assert!(r.route(&req(16_384, 10), &fleet).is_err());
+    assert!(r.route(&req(16_383, 10), &fleet, T0).is_ok());
+    assert!(r.route(&req(16_384, 10), &fleet, T0).is_err());
     for policy in PolicyKind::ALL {
         r.set_config(RouterConfig {
             policy,
             ..RouterConfig::default()
         });
         assert!(matches!(
-            r.route(&req(16_384, 10), &fleet),
+            r.route(&req(16_384, 10), &fleet, T0),
             Err(RouteError::PromptTooLong { .. })
         ));
     }
@@ -426,7 +439,7 @@ fn degenerate_requests_do_not_panic() {
     for policy in PolicyKind::ALL {
         let mut r = router(policy);
         for (p, m) in [(0, 0), (0, 1), (1, 0), (32_767, u32::MAX)] {
-            let d = r.route(&req(p, m), &fleet).unwrap();
+            let d = r.route(&req(p, m), &fleet, T0).unwrap();
             assert!(d.chosen().eligible);
             assert!(d.scores.iter().all(|s| s.cost_usd.is_finite()));
         }
@@ -470,7 +483,12 @@ fn slo_from_ms_takes_integers_and_floats() {
 fn decision_serializes_for_explanations() {
     let costs = llama(&["h100-sxm", "mi300x"]);
     let fleet = idle_fleet(&costs);
-    let d = Router::default().route(&PREFILL_HEAVY, &fleet).unwrap();
+    let d = Router::new(RouterConfig {
+        objective: Objective::Elastic,
+        ..RouterConfig::default()
+    })
+    .route(&PREFILL_HEAVY, &fleet, T0)
+    .unwrap();
     let v = serde_json::to_value(&d).unwrap();
     assert_eq!(v["device"], 1);
     assert_eq!(v["policy"], "cost");
@@ -530,7 +548,7 @@ fn view_of_an_engine_carries_its_limits() {
     assert_eq!(v.max_num_seqs, config.max_num_seqs);
     assert_eq!(v.max_batched_tokens, config.max_batched_tokens);
     assert!(v.healthy && v.eligible(100));
-    let d = Router::default().route(&DECODE_HEAVY, &[v]).unwrap();
+    let d = Router::default().route(&DECODE_HEAVY, &[v], T0).unwrap();
     assert_eq!(d.device, DeviceId(2));
 }
 
@@ -625,6 +643,7 @@ proptest! {
                 max_num_seqs: s.max_num_seqs,
                 max_batched_tokens: s.max_batched_tokens,
                 cached_prefix_tokens: s.cached,
+                step_time_budget: None,
             })
             .collect();
         let mut r = Router::new(RouterConfig {
@@ -638,7 +657,7 @@ proptest! {
         let request = req(prompt, max_tokens);
         let any_eligible = fleet.iter().any(|d| d.eligible(prompt));
         for _ in 0..routes {
-            match r.route(&request, &fleet) {
+            match r.route(&request, &fleet, T0) {
                 Ok(d) => {
                     prop_assert!(any_eligible);
                     prop_assert_eq!(d.scores.len(), fleet.len());

@@ -11,7 +11,7 @@ use switchyard_backends::gpu::ops::StoreType;
 use switchyard_backends::BackendKind;
 
 use crate::engine::EngineConfig;
-use crate::router::{PolicyKind, RouterConfig, Slo};
+use crate::router::{Objective, PolicyKind, RouterConfig, Slo};
 
 use super::ServerError;
 
@@ -115,6 +115,9 @@ pub struct EngineSection {
     pub max_batched_tokens: u32,
     /// Reuse KV blocks of identical prompt prefixes.
     pub enable_prefix_caching: bool,
+    /// Cap each step's prefill tokens so its predicted time stays within
+    /// the TPOT target (SLO-budgeted steps; see [`EngineConfig::step_time_budget`]).
+    pub slo_budgeted_steps: bool,
 }
 
 impl Default for EngineSection {
@@ -124,6 +127,7 @@ impl Default for EngineSection {
             max_num_seqs: 256,
             max_batched_tokens: 2048,
             enable_prefix_caching: true,
+            slo_budgeted_steps: true,
         }
     }
 }
@@ -136,6 +140,7 @@ impl EngineSection {
             max_batched_tokens: self.max_batched_tokens,
             max_model_len: max_context,
             enable_prefix_caching: self.enable_prefix_caching,
+            step_time_budget: None,
         }
     }
 }
@@ -146,6 +151,8 @@ impl EngineSection {
 pub struct RouterSection {
     /// `cost`, `latency`, `round-robin`, `least-loaded` or `prefix`.
     pub policy: PolicyKind,
+    /// What `cost` optimises among devices meeting the SLO: `fixed` or `elastic`.
+    pub objective: Objective,
     /// Service-level objective for the `cost` policy.
     pub slo: SloSection,
 }
@@ -154,6 +161,7 @@ impl Default for RouterSection {
     fn default() -> Self {
         Self {
             policy: PolicyKind::Cost,
+            objective: Objective::default(),
             slo: SloSection::default(),
         }
     }
@@ -187,6 +195,7 @@ impl RouterSection {
     pub fn router_config(&self) -> RouterConfig {
         RouterConfig {
             policy: self.policy,
+            objective: self.objective,
             slo: Slo::from_ms(self.slo.ttft_ms, self.slo.tpot_ms, self.slo.percentile),
             ..RouterConfig::default()
         }

@@ -54,7 +54,12 @@ impl Fleet {
     pub fn start(config: &Config) -> Result<Arc<Fleet>, ServerError> {
         let catalog = Catalog::new(&config.profiles_dir);
         let model = catalog.model(&config.model.spec)?;
-        let engine_config = config.engine.engine_config(model.max_context);
+        let router_config = config.router.router_config();
+        let mut engine_config = config.engine.engine_config(model.max_context);
+        engine_config.step_time_budget = config
+            .engine
+            .slo_budgeted_steps
+            .then(|| router_config.slo.step_budget());
         let epoch = Instant::now();
         let mut devices = Vec::new();
         let mut threads = Vec::new();
@@ -85,6 +90,7 @@ impl Fleet {
                 max_num_seqs: engine_config.max_num_seqs,
                 max_batched_tokens: engine_config.max_batched_tokens,
                 block_size,
+                step_time_budget: engine_config.step_time_budget,
             };
             let who = DeviceIdentity {
                 index,
@@ -117,7 +123,7 @@ impl Fleet {
         let tokenizer = load_tokenizer(config, &model)?;
         let fleet = Arc::new(Fleet {
             devices,
-            router: Mutex::new(Router::new(config.router.router_config())),
+            router: Mutex::new(Router::new(router_config)),
             served_name: config.model.served_name().to_string(),
             model,
             tokenizer,
@@ -245,7 +251,8 @@ impl Fleet {
         let hashes = prefix_hashes(prompt, self.block_size);
         let costs: Vec<Arc<CostModel>> = self.devices.iter().map(|d| d.cost()).collect();
         let views = self.views(&costs, &hashes, exclude);
-        let decision = lock(&self.router).route(&req, &views)?;
+        let now = self.epoch.elapsed();
+        let decision = lock(&self.router).route(&req, &views, now)?;
         let device = self.devices[decision.device.0 as usize].clone();
         Ok(Routed { device, decision })
     }
@@ -260,7 +267,7 @@ impl Fleet {
         let costs: Vec<Arc<CostModel>> = self.devices.iter().map(|d| d.cost()).collect();
         let views = self.views(&costs, &[], &[]);
         let mut router = lock(&self.router).clone();
-        router.route(&req, &views)
+        router.route(&req, &views, self.epoch.elapsed())
     }
 
     fn views<'a>(
@@ -283,6 +290,7 @@ impl Fleet {
                     max_num_seqs: d.limits.max_num_seqs,
                     max_batched_tokens: d.limits.max_batched_tokens,
                     cached_prefix_tokens: cached * d.limits.block_size,
+                    step_time_budget: d.limits.step_time_budget,
                 }
             })
             .collect()

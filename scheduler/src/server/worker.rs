@@ -106,6 +106,8 @@ pub struct Limits {
     pub max_batched_tokens: u32,
     /// Tokens per KV block.
     pub block_size: u32,
+    /// SLO step-time budget of its engine, if it budgets steps.
+    pub step_time_budget: Option<Duration>,
 }
 
 /// Who a device is: fleet index, config id, backend and profile.

@@ -1,0 +1,189 @@
+//! Prefill interference: how much of a device's step time the prefills that
+//! share its steps will take while a request decodes, from the prefill tokens
+//! the router itself dispatched there (formulas in the [module doc](super)).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use super::DeviceId;
+
+/// An exponentially weighted rate of the uncached prefill tokens dispatched
+/// to one device, and the mean size of one dispatch.
+///
+/// `r(t) = r(t₀)·e^{−(t−t₀)/τ} + P/τ` at each dispatch of `P` tokens: for
+/// dispatches at a steady rate `λ` this averages `λ·P`, and a burst decays
+/// over `τ`.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct PrefillRate {
+    tokens_per_s: f64,
+    mean_tokens: f64,
+    at: Duration,
+    dispatches: u64,
+}
+
+/// EWMA weight of one dispatch in [`PrefillRate::mean_tokens`].
+const MEAN_ALPHA: f64 = 0.1;
+
+impl PrefillRate {
+    /// No dispatches yet.
+    pub const ZERO: Self = Self {
+        tokens_per_s: 0.0,
+        mean_tokens: 0.0,
+        at: Duration::ZERO,
+        dispatches: 0,
+    };
+
+    /// The rate at `now`, tokens per second (decayed since the last dispatch).
+    pub fn tokens_per_s(&self, now: Duration, window: Duration) -> f64 {
+        let tau = window.as_secs_f64();
+        if tau <= 0.0 || self.tokens_per_s == 0.0 {
+            return 0.0;
+        }
+        let dt = now.saturating_sub(self.at).as_secs_f64();
+        self.tokens_per_s * (-dt / tau).exp()
+    }
+
+    /// Mean uncached tokens per dispatch (0 before the first).
+    pub fn mean_tokens(&self) -> f64 {
+        self.mean_tokens
+    }
+
+    /// The rate at `now` with one more dispatch of `tokens` at `now`.
+    pub fn with_dispatch(&self, tokens: u32, now: Duration, window: Duration) -> f64 {
+        let tau = window.as_secs_f64();
+        if tau <= 0.0 {
+            return 0.0;
+        }
+        self.tokens_per_s(now, window) + f64::from(tokens) / tau
+    }
+
+    /// Records a dispatch of `tokens` uncached prefill tokens at `now`.
+    pub fn record(&mut self, tokens: u32, now: Duration, window: Duration) {
+        // A clock that steps back (a driver restart) never revives old load.
+        let now = now.max(self.at);
+        self.tokens_per_s = self.with_dispatch(tokens, now, window);
+        self.at = now;
+        self.mean_tokens = if self.dispatches == 0 {
+            f64::from(tokens)
+        } else {
+            self.mean_tokens + MEAN_ALPHA * (f64::from(tokens) - self.mean_tokens)
+        };
+        self.dispatches += 1;
+    }
+}
+
+/// The router's per-device dispatch history.
+#[derive(Debug, Clone, Default)]
+pub struct DispatchHistory {
+    devices: HashMap<DeviceId, PrefillRate>,
+}
+
+impl DispatchHistory {
+    /// The device's rate (zero for a device never dispatched to).
+    pub fn get(&self, id: DeviceId) -> PrefillRate {
+        self.devices.get(&id).copied().unwrap_or_default()
+    }
+
+    /// Records a dispatch to `id`.
+    pub fn record(&mut self, id: DeviceId, tokens: u32, now: Duration, window: Duration) {
+        self.devices
+            .entry(id)
+            .or_default()
+            .record(tokens, now, window);
+    }
+
+    /// Forgets a device (it left the fleet).
+    pub fn forget(&mut self, id: DeviceId) {
+        self.devices.remove(&id);
+    }
+}
+
+/// What one device's steps look like over a request's decode, in the
+/// time-share model of the module doc.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepMix {
+    /// Seconds of a decode-only step of the batch.
+    pub decode_s: f64,
+    /// Seconds of a step of the batch with one prefill chunk.
+    pub mixed_s: f64,
+    /// Tokens of that chunk.
+    pub chunk_tokens: u32,
+}
+
+impl StepMix {
+    /// Fraction of time spent in mixed steps at `rate` prefill tokens/s
+    /// (`u = rate/chunk · mixed_s`; ≥ 1 when prefills arrive faster than the
+    /// device can take them).
+    pub fn prefill_share(&self, rate: f64) -> f64 {
+        if rate <= 0.0 {
+            return 0.0;
+        }
+        rate / f64::from(self.chunk_tokens.max(1)) * self.mixed_s
+    }
+
+    /// Mean seconds per step (one token per running sequence) at `rate`
+    /// prefill tokens/s: `1 / (rate/chunk + (1 − u)/decode_s)`, or
+    /// `mixed_s` once `u ≥ 1`.
+    pub fn time_per_token(&self, rate: f64) -> f64 {
+        let u = self.prefill_share(rate);
+        if u <= 0.0 {
+            return self.decode_s;
+        }
+        if u >= 1.0 || self.decode_s <= 0.0 {
+            return self.mixed_s.max(self.decode_s);
+        }
+        let mixed_steps = rate / f64::from(self.chunk_tokens.max(1));
+        let decode_steps = (1.0 - u) / self.decode_s;
+        1.0 / (mixed_steps + decode_steps)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TAU: Duration = Duration::from_secs(10);
+
+    #[test]
+    fn steady_dispatches_average_rate_times_size() {
+        let mut r = PrefillRate::default();
+        // 4 dispatches/s of 500 tokens for a minute: 2000 tokens/s.
+        for i in 0..240u64 {
+            r.record(500, Duration::from_millis(250 * i), TAU);
+        }
+        let now = Duration::from_millis(250 * 239);
+        let rate = r.tokens_per_s(now, TAU);
+        assert!((rate - 2000.0).abs() < 0.1 * 2000.0, "{rate}");
+        assert_eq!(r.mean_tokens(), 500.0);
+        // It decays with time constant τ.
+        let later = r.tokens_per_s(now + TAU, TAU);
+        assert!((later / rate - (-1.0f64).exp()).abs() < 1e-9);
+        assert!(r.with_dispatch(1000, now, TAU) > rate);
+    }
+
+    #[test]
+    fn clock_steps_back_do_not_panic_or_grow() {
+        let mut r = PrefillRate::default();
+        r.record(100, Duration::from_secs(50), TAU);
+        r.record(100, Duration::from_secs(10), TAU);
+        assert!(r.tokens_per_s(Duration::ZERO, TAU) <= 20.0 + 1e-9);
+        assert_eq!(r.tokens_per_s(Duration::ZERO, Duration::ZERO), 0.0);
+    }
+
+    #[test]
+    fn time_share_interpolates_decode_and_mixed_steps() {
+        let m = StepMix {
+            decode_s: 0.010,
+            mixed_s: 0.050,
+            chunk_tokens: 1000,
+        };
+        assert_eq!(m.time_per_token(0.0), 0.010);
+        // 10 chunks/s: half the time in 50 ms mixed steps (10 of them), the
+        // other half in 50 decode steps: 60 steps/s.
+        let t = m.time_per_token(10_000.0);
+        assert!((t - 1.0 / 60.0).abs() < 1e-12, "{t}");
+        assert!((m.prefill_share(10_000.0) - 0.5).abs() < 1e-12);
+        // Saturated: every step carries a chunk.
+        assert_eq!(m.time_per_token(1e9), 0.050);
+    }
+}
