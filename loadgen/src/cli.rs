@@ -125,7 +125,7 @@ pub struct PlanArgs {
     /// Model spec name.
     #[arg(long, default_value = "llama-3.1-8b")]
     pub model: String,
-    /// Routing policy of the planned fleet.
+    /// Routing policy of the planned fleet (`cost:elastic` sets the cost policy's objective).
     #[arg(long, default_value = "cost")]
     pub policy: String,
     /// Requests simulated per candidate fleet.
@@ -401,17 +401,28 @@ pub fn run_plan(args: PlanArgs) -> Result<(), LoadgenError> {
         start: args.start,
         ..WorkloadOptions::default()
     })?;
+    // The same spec drawn with another seed, to confirm the answer.
+    let confirm = source.build(&WorkloadOptions {
+        rate: Some(args.rate),
+        arrival: args.arrival.parse()?,
+        requests: Some(args.requests),
+        seed: args.seed.wrapping_add(1),
+        speedup: args.speedup,
+        start: args.start,
+        ..WorkloadOptions::default()
+    })?;
+    let (policy, objective) = parse_policy_choice(&args.policy)?;
     let opts = PlanOptions {
         devices,
         max_devices: args.max_devices,
         slo,
-        policy: parse_policy(&args.policy)?,
-        policy_name: args.policy.clone(),
+        policy,
+        objective: objective.unwrap_or_default(),
         rate: args.rate,
         progress: !args.quiet,
         profiles_dir: catalog.root().to_path_buf(),
     };
-    let result = plan(&catalog, &model, &workload, &opts)?;
+    let result = plan(&catalog, &model, &workload, &confirm, &opts)?;
     result.write(&args.out, &opts)?;
     eprintln!("{}", result.headline());
     eprintln!("wrote {}/plan.json and switchyard.toml", args.out.display());

@@ -5,9 +5,11 @@
 //! (`max_tokens` + `ignore_eos`, greedy) and streams it back; every
 //! server-sent event carrying text is a token arrival (when the final chunk
 //! reports `usage.completion_tokens`, that count is used instead of the
-//! chunk count). Prompts are token-id arrays (`--token-ids`, exact length)
-//! or text of common one-token English words (approximate length), prefixed
-//! with the request id so prompts never share a cached prefix by accident.
+//! chunk count). Prompts are token-id arrays (`--token-ids`, exact length,
+//! sharing exactly what the workload shares: trace block hashes and
+//! `prefix=`, see [`prompt_token_ids`]) or text of common one-token English
+//! words (approximate length), prefixed with the request id so prompts
+//! never share a cached prefix by accident.
 //!
 //! # Invariants and tunables
 //! - in flight ≤ `max_inflight` (a semaphore; the connection pool keeps at
@@ -34,7 +36,7 @@ use tokio::task::JoinSet;
 use crate::error::LoadgenError;
 use crate::metrics::{Outcome, RequestRecord};
 use crate::progress::Progress;
-use crate::workload::{ReqSpec, Workload};
+use crate::workload::{prompt_token_ids, ReqSpec, Workload};
 
 /// Live-driver settings.
 #[derive(Debug, Clone)]
@@ -94,15 +96,14 @@ const WORDS: [&str; 32] = [
 
 /// The prompt JSON value for a request.
 pub fn prompt_value(r: &ReqSpec, token_ids: bool, seed: u64) -> serde_json::Value {
-    let key = mix64(seed ^ r.id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     if token_ids {
         // Ids 16..256 exist in every vocabulary from byte-level (259) up:
         // byte tokens or byte-fallback tokens in real tokenizers.
-        let ids: Vec<u32> = (0..r.prompt_tokens)
-            .map(|i| (mix64(key ^ u64::from(i)) % 240) as u32 + 16)
-            .collect();
+        let mut ids = Vec::new();
+        prompt_token_ids(r, 16..256, seed, &mut ids);
         return serde_json::json!(ids);
     }
+    let key = mix64(seed ^ r.id.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mut s = r.id.to_string();
     for i in 1..r.prompt_tokens {
         s.push_str(WORDS[(mix64(key ^ u64::from(i)) % WORDS.len() as u64) as usize]);
@@ -238,7 +239,7 @@ async fn drive(
                     .await
                     .expect("semaphore never closes");
                 let now = start.elapsed().as_secs_f64();
-                spawn(&mut set, workload.requests[next], now, permit);
+                spawn(&mut set, workload.requests[next].clone(), now, permit);
                 next += 1;
             }
             match set.join_next().await {
@@ -261,7 +262,7 @@ async fn drive(
                 .acquire_owned()
                 .await
                 .expect("semaphore never closes");
-            spawn(&mut set, *r, r.arrival.as_secs_f64(), permit);
+            spawn(&mut set, r.clone(), r.arrival.as_secs_f64(), permit);
             while let Some(res) = set.try_join_next() {
                 records.push(
                     res.map_err(|e| LoadgenError::io("request task", std::io::Error::other(e)))?,
@@ -424,6 +425,7 @@ mod tests {
             output_tokens: 1,
             shared_prefix: 0,
             source: 0,
+            hash_ids: None,
         };
         assert_eq!(prompt_value(&r, true, 0).as_array().unwrap().len(), 50);
         let text = prompt_value(&r, false, 0);

@@ -17,10 +17,18 @@
 //!    cheapest first; the first that meets the SLO becomes the incumbent.
 //!    Stops when no neighbour improves or after [`MAX_EVALUATIONS`].
 //!
+//! 3. **Confirmation.** The cheapest feasible fleet is simulated again on a
+//!    second workload of the same spec (another seed); the cheapest
+//!    candidate that meets the SLO on both is chosen, so the answer is not
+//!    an artefact of one draw.
+//!
 //! A fleet *meets* the SLO when the SLO percentile of TTFT and of TPOT is
 //! within target and at most [`MAX_FAILED_FRACTION`] of requests fail.
 //! Every candidate runs the identical workload; results are cached by
-//! composition.
+//! composition. The bisection of step 1 assumes feasibility is monotone in
+//! the device count, which holds when the router keeps every device within
+//! the SLO it predicts; [`brute_force_min_count`] (simulate n = 1, 2, … under
+//! each policy) is the reference it is tested against.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -33,7 +41,7 @@ use crate::error::LoadgenError;
 use crate::fleet::{DeviceType, EngineTable, Fleet, FleetSpec};
 use crate::progress::Progress;
 use crate::report::Run;
-use crate::router::{PolicyKind, RouterConfig};
+use crate::router::{Objective, PolicyKind, RouterConfig};
 use crate::sim::{simulate, SimOptions};
 use crate::slo::SloSpec;
 use crate::workload::Workload;
@@ -42,6 +50,8 @@ use crate::workload::Workload;
 pub const CAPACITY_SLACK: f64 = 0.7;
 /// Simulations the local search may run.
 pub const MAX_EVALUATIONS: usize = 80;
+/// Cheapest feasible candidates tried on the confirmation workload.
+pub const MAX_CONFIRMATIONS: usize = 8;
 /// Largest fraction of failed requests a feasible fleet may have.
 pub const MAX_FAILED_FRACTION: f64 = 0.01;
 
@@ -56,8 +66,8 @@ pub struct PlanOptions {
     pub slo: SloSpec,
     /// Routing policy.
     pub policy: PolicyKind,
-    /// Its name (for the generated config).
-    pub policy_name: String,
+    /// Objective of the cost policy.
+    pub objective: Objective,
     /// Request rate, req/s.
     pub rate: f64,
     /// Draw a progress bar.
@@ -103,6 +113,8 @@ pub struct Homogeneous {
 /// What the search found.
 #[derive(Debug, Clone, Serialize)]
 pub struct PlanResult {
+    /// Whether the chosen fleet also met the SLO on the confirmation workload.
+    pub confirmed: bool,
     /// The cheapest fleet meeting the SLO.
     pub chosen: Candidate,
     /// Next-cheapest feasible fleets considered.
@@ -128,6 +140,122 @@ struct Search<'a> {
     progress: Progress,
 }
 
+/// Simulates composition `x` of `types` on `workload` under `opts`' policy and SLO.
+fn simulate_candidate(
+    types: &[Option<DeviceType>],
+    x: &[u32],
+    workload: &Workload,
+    opts: &PlanOptions,
+    policy: PolicyKind,
+) -> Candidate {
+    let mut fleet_types = Vec::new();
+    let mut devices = Vec::new();
+    let mut spec = FleetSpec::default();
+    for (i, n) in x.iter().enumerate() {
+        if *n == 0 {
+            continue;
+        }
+        let t = types[i].clone().expect("only fitting types get counts");
+        devices.extend(std::iter::repeat_n(fleet_types.len(), *n as usize));
+        spec.devices.push((t.profile.clone(), *n));
+        fleet_types.push(t);
+    }
+    let fleet = Fleet {
+        types: fleet_types,
+        devices,
+        spec,
+    };
+    let router = RouterConfig {
+        policy,
+        objective: opts.objective,
+        slo: crate::cli::router_slo(&opts.slo),
+        ..RouterConfig::default()
+    };
+    let mut sim = simulate(
+        &fleet,
+        workload,
+        &SimOptions {
+            router,
+            timeout: Duration::from_secs(600),
+            progress: false,
+            multi_step: true,
+            budgeted_steps: true,
+        },
+    );
+    let records = std::mem::take(&mut sim.records);
+    let mut run = Run::new(String::new(), String::new(), records, opts.slo);
+    run.summary = run.summary.with_sim(&fleet, &sim, 0.0);
+    let s = &run.summary;
+    let p = opts.slo.percentile;
+    let failed = s.failed as f64 / s.requests.max(1) as f64;
+    let (ttft, tpot) = (s.ttft_s.at(p) * 1e3, s.tpot_s.at(p) * 1e3);
+    Candidate {
+        fleet: fleet.spec.devices.clone(),
+        usd_per_hour: fleet.usd_per_hour(),
+        meets_slo: failed <= MAX_FAILED_FRACTION
+            && ttft <= opts.slo.ttft_ms
+            && tpot <= opts.slo.tpot_ms,
+        ttft_ms: [s.ttft_s.p50 * 1e3, ttft],
+        tpot_ms: [s.tpot_s.p50 * 1e3, tpot],
+        slo_attainment: s.slo_attainment,
+        goodput_requests_per_s: s.goodput.requests_per_s,
+        failed_fraction: failed,
+        mean_utilization: s.devices.iter().map(|d| d.utilization).sum::<f64>()
+            / s.devices.len().max(1) as f64,
+    }
+}
+
+/// Per device type: the type, or `None` where the model does not fit, and why not.
+type TypesAndNotes = (Vec<Option<DeviceType>>, Vec<Option<String>>);
+
+/// Device types for `opts.devices` (`None` where the model does not fit) and why not.
+fn device_types(
+    catalog: &Catalog,
+    model: &ModelSpec,
+    opts: &PlanOptions,
+) -> Result<TypesAndNotes, LoadgenError> {
+    let mut types = Vec::new();
+    let mut notes = Vec::new();
+    for name in &opts.devices {
+        match DeviceType::new(catalog, name, model, &EngineTable::default()) {
+            Ok(t) => {
+                types.push(Some(t));
+                notes.push(None);
+            }
+            Err(LoadgenError::Device { reason, .. }) => {
+                types.push(None);
+                notes.push(Some(reason));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((types, notes))
+}
+
+/// The reference for the planner's bisection: for `profile` alone,
+/// simulates n = 1, 2, … `opts.max_devices` devices under each of
+/// `policies` and returns the fewest that meet the SLO under any of them,
+/// with that policy.
+pub fn brute_force_min_count(
+    catalog: &Catalog,
+    model: &ModelSpec,
+    workload: &Workload,
+    opts: &PlanOptions,
+    profile: &str,
+    policies: &[PolicyKind],
+) -> Result<Option<(u32, PolicyKind)>, LoadgenError> {
+    let t = DeviceType::new(catalog, profile, model, &EngineTable::default())?;
+    let types = [Some(t)];
+    for n in 1..=opts.max_devices {
+        for &policy in policies {
+            if simulate_candidate(&types, &[n], workload, opts, policy).meets_slo {
+                return Ok(Some((n, policy)));
+            }
+        }
+    }
+    Ok(None)
+}
+
 impl Search<'_> {
     fn price(&self, x: &[u32]) -> f64 {
         x.iter()
@@ -140,65 +268,18 @@ impl Search<'_> {
         if let Some(c) = self.cache.get(x) {
             return c.clone();
         }
-        let mut types = Vec::new();
-        let mut devices = Vec::new();
-        let mut spec = FleetSpec::default();
-        for (i, n) in x.iter().enumerate() {
-            if *n == 0 {
-                continue;
-            }
-            let t = self.types[i]
-                .clone()
-                .expect("only fitting types get counts");
-            devices.extend(std::iter::repeat_n(types.len(), *n as usize));
-            spec.devices.push((t.profile.clone(), *n));
-            types.push(t);
-        }
-        let fleet = Fleet {
-            types,
-            devices,
-            spec,
-        };
-        let router = RouterConfig {
-            policy: self.opts.policy,
-            slo: crate::cli::router_slo(&self.opts.slo),
-            ..RouterConfig::default()
-        };
-        let mut sim = simulate(
-            &fleet,
-            self.workload,
-            &SimOptions {
-                router,
-                timeout: Duration::from_secs(600),
-                progress: false,
-                multi_step: true,
-                budgeted_steps: true,
-            },
-        );
-        let records = std::mem::take(&mut sim.records);
-        let mut run = Run::new(String::new(), String::new(), records, self.opts.slo);
-        run.summary = run.summary.with_sim(&fleet, &sim, 0.0);
-        let s = &run.summary;
-        let p = self.opts.slo.percentile;
-        let failed = s.failed as f64 / s.requests.max(1) as f64;
-        let (ttft, tpot) = (s.ttft_s.at(p) * 1e3, s.tpot_s.at(p) * 1e3);
-        let c = Candidate {
-            fleet: fleet.spec.devices.clone(),
-            usd_per_hour: fleet.usd_per_hour(),
-            meets_slo: failed <= MAX_FAILED_FRACTION
-                && ttft <= self.opts.slo.ttft_ms
-                && tpot <= self.opts.slo.tpot_ms,
-            ttft_ms: [s.ttft_s.p50 * 1e3, ttft],
-            tpot_ms: [s.tpot_s.p50 * 1e3, tpot],
-            slo_attainment: s.slo_attainment,
-            goodput_requests_per_s: s.goodput.requests_per_s,
-            failed_fraction: failed,
-            mean_utilization: s.devices.iter().map(|d| d.utilization).sum::<f64>()
-                / s.devices.len().max(1) as f64,
-        };
+        let c = simulate_candidate(&self.types, x, self.workload, self.opts, self.opts.policy);
         self.cache.insert(x.to_vec(), c.clone());
         self.progress.set(self.cache.len() as u64);
         c
+    }
+
+    /// Composition of a simulated candidate.
+    fn composition(&self, c: &Candidate) -> Vec<u32> {
+        self.names
+            .iter()
+            .map(|n| c.fleet.iter().find(|(p, _)| p == n).map_or(0, |(_, k)| *k))
+            .collect()
     }
 
     /// Fewest devices of type `t` alone that meet the SLO.
@@ -233,28 +314,16 @@ impl Search<'_> {
     }
 }
 
-/// Searches for the cheapest fleet meeting `opts.slo` at `opts.rate`.
+/// Searches for the cheapest fleet meeting `opts.slo` at `opts.rate` on
+/// `workload`, confirmed on `confirm` (the same spec, another seed).
 pub fn plan(
     catalog: &Catalog,
     model: &ModelSpec,
     workload: &Workload,
+    confirm: &Workload,
     opts: &PlanOptions,
 ) -> Result<PlanResult, LoadgenError> {
-    let mut types = Vec::new();
-    let mut notes = Vec::new();
-    for name in &opts.devices {
-        match DeviceType::new(catalog, name, model, &EngineTable::default()) {
-            Ok(t) => {
-                types.push(Some(t));
-                notes.push(None);
-            }
-            Err(LoadgenError::Device { reason, .. }) => {
-                types.push(None);
-                notes.push(Some(reason));
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    let (types, notes) = device_types(catalog, model, opts)?;
     let mut s = Search {
         types,
         names: opts.devices.clone(),
@@ -340,16 +409,24 @@ pub fn plan(
         break;
     }
     s.progress.finish(s.cache.len() as u64);
-    let chosen = s.eval(&x);
-    let mut feasible: Vec<Candidate> = s
-        .cache
-        .values()
-        .filter(|c| c.meets_slo && c.fleet != chosen.fleet)
-        .cloned()
-        .collect();
+    // Confirmation: the cheapest feasible candidate that also meets the SLO
+    // on the second workload; if none does, the search's answer stands.
+    let mut feasible: Vec<Candidate> = s.cache.values().filter(|c| c.meets_slo).cloned().collect();
     feasible.sort_by(|a, b| a.usd_per_hour.total_cmp(&b.usd_per_hour));
+    let mut confirmed = false;
+    for c in feasible.iter().take(MAX_CONFIRMATIONS) {
+        let y = s.composition(c);
+        if simulate_candidate(&s.types, &y, confirm, opts, opts.policy).meets_slo {
+            x = y;
+            confirmed = true;
+            break;
+        }
+    }
+    let chosen = s.eval(&x);
+    feasible.retain(|c| c.fleet != chosen.fleet);
     feasible.truncate(5);
     Ok(PlanResult {
+        confirmed,
         saving_vs_best_homogeneous_usd_per_hour: best_homogeneous - chosen.usd_per_hour,
         chosen,
         runner_ups: feasible,
@@ -390,8 +467,10 @@ fn neighbours(x: &[u32], k: usize) -> Vec<Vec<u32>> {
 /// Everything the generated `switchyard.toml` needs besides the fleet.
 #[derive(Debug, Clone)]
 pub struct ConfigContext<'a> {
-    /// Routing policy name.
-    pub policy: &'a str,
+    /// Routing policy.
+    pub policy: PolicyKind,
+    /// Objective of the cost policy.
+    pub objective: Objective,
     /// SLO targets.
     pub slo: &'a SloSpec,
     /// Model spec name.
@@ -412,12 +491,13 @@ pub fn server_config_toml(fleet: &[(String, u32)], cx: &ConfigContext<'_>) -> St
          # `switchyard loadgen --target sim:switchyard.toml ...`.\n\
          profiles_dir = {:?}\n\n[model]\nspec = {:?}\n\n\
          [engine]\nblock_size = 16\nmax_num_seqs = 256\nmax_batched_tokens = 2048\nenable_prefix_caching = true\n\n\
-         [router]\npolicy = {:?}\n\n[router.slo]\nttft_ms = {}\ntpot_ms = {}\npercentile = {}\n",
+         [router]\npolicy = {:?}\nobjective = {:?}\n\n[router.slo]\nttft_ms = {}\ntpot_ms = {}\npercentile = {}\n",
         cx.model,
         cx.rate,
         cx.profiles_dir.display().to_string(),
         cx.model,
-        cx.policy,
+        cx.policy.as_str(),
+        cx.objective.as_str(),
         cx.slo.ttft_ms,
         cx.slo.tpot_ms,
         (cx.slo.percentile / 100.0).min(0.999),
@@ -437,7 +517,8 @@ impl PlanResult {
         let doc = serde_json::json!({
             "rate": opts.rate,
             "slo": opts.slo,
-            "policy": opts.policy_name,
+            "policy": opts.policy,
+            "objective": opts.objective,
             "plan": self,
         });
         let p = dir.join("plan.json");
@@ -450,7 +531,8 @@ impl PlanResult {
         let profiles_dir =
             std::fs::canonicalize(&opts.profiles_dir).unwrap_or_else(|_| opts.profiles_dir.clone());
         let cx = ConfigContext {
-            policy: &opts.policy_name,
+            policy: opts.policy,
+            objective: opts.objective,
             slo: &opts.slo,
             model: &self.model,
             profiles_dir: &profiles_dir,
@@ -515,7 +597,8 @@ mod tests {
         let slo: SloSpec = "ttft_ms=500,tpot_ms=50".parse().unwrap();
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles");
         let cx = ConfigContext {
-            policy: "cost",
+            policy: PolicyKind::Cost,
+            objective: Objective::Elastic,
             slo: &slo,
             model: "llama-3.1-8b",
             profiles_dir: &root,
@@ -530,5 +613,6 @@ mod tests {
         let f = FleetSpec::from_toml(Path::new("switchyard.toml"), &t).unwrap();
         assert_eq!(f.devices, vec![("l4".into(), 2), ("h100-sxm".into(), 1)]);
         assert_eq!(f.router.slo.unwrap().ttft_ms, 500.0);
+        assert_eq!(f.router.objective.as_deref(), Some("elastic"));
     }
 }

@@ -499,7 +499,7 @@ impl Engine {
         self.copies.clear();
         self.scheduled.clear();
         let mut budget = self.config.max_batched_tokens;
-        let mut prefill_budget = self.prefill_budget();
+        let (mut prefill_budget, decodes) = self.prefill_budget();
         let mut preempted = false;
         let mut i = 0;
         while i < self.running.len() && budget > 0 {
@@ -547,7 +547,7 @@ impl Engine {
             let Some(&slot) = self.waiting.front() else {
                 break;
             };
-            let Some(n) = self.admit(slot, budget.min(prefill_budget)) else {
+            let Some(n) = self.admit(slot, budget.min(prefill_budget), decodes) else {
                 break;
             };
             self.waiting.pop_front();
@@ -565,10 +565,11 @@ impl Engine {
 
     /// Prefill tokens the next step may carry: the whole token budget, or
     /// with a step-time budget the [`budgeted_chunk`] over the running
-    /// decodes (priced at the first running prefill's context).
-    fn prefill_budget(&self) -> u32 {
+    /// decodes (priced at the first running prefill's context); and those
+    /// decodes, for pricing an admission once its cached prefix is known.
+    fn prefill_budget(&self) -> (u32, StepShape) {
         let Some(limit) = self.config.step_time_budget else {
-            return u32::MAX;
+            return (u32::MAX, StepShape::default());
         };
         let (mut decodes, mut context, mut first_prefill) = (0u32, 0u64, None);
         for &slot in &self.running {
@@ -581,13 +582,9 @@ impl Engine {
             }
         }
         let max = self.config.max_batched_tokens.saturating_sub(decodes);
-        budgeted_chunk(
-            &self.cost,
-            StepShape::decodes(decodes, context),
-            first_prefill.unwrap_or(0),
-            max,
-            limit,
-        )
+        let shape = StepShape::decodes(decodes, context);
+        let chunk = budgeted_chunk(&self.cost, shape, first_prefill.unwrap_or(0), max, limit);
+        (chunk, shape)
     }
 
     /// The plan of the step just scheduled, borrowing tokens and tables.
@@ -646,7 +643,7 @@ impl Engine {
     }
 
     /// Tries to give the waiting sequence at `slot` its first chunk; returns the chunk size.
-    fn admit(&mut self, slot: usize, budget: u32) -> Option<u32> {
+    fn admit(&mut self, slot: usize, budget: u32, decodes: StepShape) -> Option<u32> {
         let watermark = self.blocks.num_blocks() / 100;
         let prefix = self.config.enable_prefix_caching;
         let seq = self.slots[slot].as_mut()?;
@@ -656,7 +653,11 @@ impl Engine {
                 seq.stats.cached_tokens = seq.computed;
             }
         }
-        let n = (seq.tokens.len() as u32 - seq.computed).min(budget);
+        let mut n = (seq.tokens.len() as u32 - seq.computed).min(budget);
+        if let Some(limit) = self.config.step_time_budget {
+            // Priced again now that the cached prefix (its context) is known.
+            n = budgeted_chunk(&self.cost, decodes, seq.computed, n, limit).max(1);
+        }
         let need = self
             .blocks
             .blocks_needed(&seq.table, seq.computed, seq.computed + n);
@@ -1152,6 +1153,76 @@ mod tests {
             }
         }
         m
+    }
+
+    /// Runs `e` with eight decoding sequences, then a 3,000-token prompt;
+    /// returns the longest step after the prompt arrived and the steps to
+    /// its first token.
+    fn long_prompt_among_decodes(e: &mut Engine, b: &mut SimBackend) -> (Duration, u32) {
+        for i in 0..8 {
+            e.add(
+                Request::new(SeqId(i), prompt(16, i as u32), 400),
+                Duration::ZERO,
+            )
+            .unwrap();
+        }
+        let mut now = Duration::ZERO;
+        for _ in 0..3 {
+            let plan = e.schedule(now).unwrap();
+            let out = b.execute(&plan).unwrap();
+            now += out.elapsed;
+            e.complete(&out, now).unwrap();
+        }
+        e.add(Request::new(SeqId(99), prompt(3000, 7), 4), now)
+            .unwrap();
+        let (mut longest, mut steps) = (Duration::ZERO, 0);
+        loop {
+            let plan = e.schedule(now).unwrap();
+            let out = b.execute(&plan).unwrap();
+            longest = longest.max(out.elapsed);
+            now += out.elapsed;
+            steps += 1;
+            let events = e.complete(&out, now).unwrap();
+            if events
+                .iter()
+                .any(|ev| matches!(ev, Event::Token { seq: SeqId(99), .. }))
+            {
+                return (longest, steps);
+            }
+        }
+    }
+
+    #[test]
+    fn slo_budgeted_steps_keep_mixed_steps_within_the_budget() {
+        let c = cost();
+        let decodes = StepShape::decodes(9, 9 * 40);
+        let mut with_chunk = decodes;
+        with_chunk.push(SeqWork {
+            new_tokens: 256,
+            context: 0,
+        });
+        let budget = c.step_time(&with_chunk);
+        assert!(c.step_time(&decodes) < budget);
+        let (mut plain, mut b) = setup(4096, 2048);
+        let (unbudgeted_longest, unbudgeted_steps) = long_prompt_among_decodes(&mut plain, &mut b);
+        assert!(
+            unbudgeted_longest > budget,
+            "{unbudgeted_longest:?} ≤ {budget:?}"
+        );
+        let (mut e, mut b) = setup(4096, 2048);
+        e.config.step_time_budget = Some(budget);
+        let (longest, steps) = long_prompt_among_decodes(&mut e, &mut b);
+        assert!(longest <= budget, "{longest:?} > {budget:?}");
+        // The prompt pays instead: more, smaller chunks.
+        assert!(steps > unbudgeted_steps, "{steps} vs {unbudgeted_steps}");
+        let chunk = budgeted_chunk(&c, decodes, 0, 2048 - 9, budget);
+        assert!((200..=256).contains(&chunk), "{chunk}");
+        // Decodes alone over the budget: prefills still get the floor.
+        assert_eq!(
+            budgeted_chunk(&c, decodes, 0, 2048, Duration::ZERO),
+            MIN_BUDGETED_CHUNK
+        );
+        assert_eq!(budgeted_chunk(&c, decodes, 0, 10, Duration::ZERO), 10);
     }
 
     #[test]

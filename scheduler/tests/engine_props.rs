@@ -55,8 +55,11 @@ proptest! {
         blocks in 14u32..80,
         budget in 1u32..300,
         max_num_seqs in 1u32..16,
+        step_budget_us in prop::option::of(0u64..2000),
     ) {
-        let config = EngineConfig { max_num_seqs, max_batched_tokens: budget, max_model_len: 4096, enable_prefix_caching: true, step_time_budget: None };
+        // SLO-budgeted steps, down to budgets no step meets, must not stall anything.
+        let step_time_budget = step_budget_us.map(Duration::from_micros);
+        let config = EngineConfig { max_num_seqs, max_batched_tokens: budget, max_model_len: 4096, enable_prefix_caching: true, step_time_budget };
         let mut engine = Engine::new(config, cost(), blocks, 16);
         let mut sim = SimBackend::new(cost(), SimConfig { kv_blocks: Some(blocks), ..SimConfig::default() }).unwrap();
         let mut wanted: HashMap<SeqId, u32> = HashMap::new();
@@ -210,6 +213,7 @@ proptest! {
         blocks in 14u32..80,
         budget in 1u32..300,
         max_num_seqs in 1u32..16,
+        step_budget_us in prop::option::of(0u64..2000),
         prefix in any::<bool>(),
         stop_at in prop::option::of(0u32..40),
     ) {
@@ -223,7 +227,8 @@ proptest! {
             }
             prev
         });
-        let config = EngineConfig { max_num_seqs, max_batched_tokens: budget, max_model_len: 4096, enable_prefix_caching: prefix, step_time_budget: None };
+        let step_time_budget = step_budget_us.map(Duration::from_micros);
+        let config = EngineConfig { max_num_seqs, max_batched_tokens: budget, max_model_len: 4096, enable_prefix_caching: prefix, step_time_budget };
         let (slow, none, free_slow) = drive(&arrivals, config, blocks, stop_token, false);
         let (fast, _, free_fast) = drive(&arrivals, config, blocks, stop_token, true);
         prop_assert_eq!(none, 0);

@@ -42,7 +42,6 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Duration;
 
-use switchyard_backends::sim::mix64;
 use switchyard_backends::{Backend, SeqId, SimBackend, StepOutput};
 use switchyard_scheduler::{Engine, Event, FinishReason, Request};
 
@@ -50,7 +49,7 @@ use crate::fleet::Fleet;
 use crate::metrics::{Outcome, RequestRecord};
 use crate::progress::Progress;
 use crate::router::{DeviceId, DeviceView, PolicyKind, RouteRequest, Router, RouterConfig};
-use crate::workload::{ReqSpec, Workload};
+use crate::workload::{prompt_token_ids, ReqSpec, Workload};
 
 /// Simulation settings.
 #[derive(Debug, Clone)]
@@ -170,7 +169,8 @@ fn on_token(records: &mut [RequestRecord], live: &mut [Live], t: Duration, seq: 
     rec.output_tokens = index + 1;
 }
 
-/// Synthetic prompt ids: a shared prefix per source, then unique per request.
+/// Prompt ids from [`prompt_token_ids`] (trace block hashes, else a shared
+/// prefix per source, then unique per request), in `1..vocab - 1`.
 /// With `hashed` false (no engine caches prefixes) contents cannot matter,
 /// so the prompt is one repeated id, written at memset speed. Capacity
 /// covers the output too, so generation never reallocates.
@@ -181,23 +181,18 @@ fn prompt_ids(r: &ReqSpec, vocab: u32, hashed: bool) -> Vec<u32> {
         v.resize(r.prompt_tokens as usize, (r.id % range) as u32 + 1);
         return v;
     }
-    let prefix_key = mix64(0xA11CE ^ u64::from(r.source));
-    let own_key = mix64(0xB0B ^ r.id.wrapping_mul(0x9E37_79B9));
-    v.extend((0..r.prompt_tokens).map(|i| {
-        let key = if i < r.shared_prefix {
-            prefix_key
-        } else {
-            own_key
-        };
-        (mix64(key ^ u64::from(i)) % range) as u32 + 1
-    }));
+    prompt_token_ids(r, 1..vocab.max(3) - 1, 0, &mut v);
     v
 }
 
 /// Runs `workload` on `fleet` and returns one record per request.
 pub fn simulate(fleet: &Fleet, workload: &Workload, opts: &SimOptions) -> SimResult {
     let prefix = opts.router.policy == PolicyKind::Prefix;
-    let shared = prefix || workload.requests.iter().any(|r| r.shared_prefix > 0);
+    let shared = prefix
+        || workload
+            .requests
+            .iter()
+            .any(|r| r.shared_prefix > 0 || r.hash_ids.is_some());
     let hashed = shared || fleet.types.iter().any(|t| t.prefix_caching == Some(true));
     let mut devices: Vec<Device> = fleet
         .devices
@@ -362,7 +357,10 @@ pub fn simulate(fleet: &Fleet, workload: &Workload, opts: &SimOptions) -> SimRes
             .enumerate()
             .map(|(i, dv)| {
                 let mut view = DeviceView::from_engine(DeviceId(i as u32), &dv.engine);
-                if prefix {
+                // Every policy prices cached tokens (cost and latency in
+                // their prefill predictions), so look them up wherever
+                // prompts can share blocks.
+                if shared && dv.engine.config().enable_prefix_caching {
                     view.cached_prefix_tokens = dv.engine.blocks().cached_prefix_len(&prompt);
                 }
                 view
@@ -397,6 +395,8 @@ pub fn simulate(fleet: &Fleet, workload: &Workload, opts: &SimOptions) -> SimRes
         let mut req = Request::new(SeqId(r.id), prompt, r.output_tokens);
         req.ignore_eos = true;
         if dev.engine.add(req, t).is_err() {
+            // Never on the device: not a timeout when the run ends.
+            records[k].device = None;
             records[k].outcome = Outcome::Rejected;
             finished += 1;
             // The client's slot comes back, as after a router rejection.

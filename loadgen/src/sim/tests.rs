@@ -234,3 +234,82 @@ fn multi_step_decode_is_unused_in_closed_loop() {
     let r = assert_multi_step_identical(&f, &w, opts(PolicyKind::LeastLoaded));
     assert_eq!(r.multi_steps, 0);
 }
+
+#[test]
+fn mooncake_shared_blocks_hit_the_prefix_cache() {
+    // 30 requests of 8 blocks; the first 7 (a long shared context) are common.
+    let text: Vec<String> = (0..30u64)
+        .map(|i| {
+            let mut ids: Vec<u64> = (0..7).collect();
+            ids.push(1000 + i);
+            serde_json::json!({
+                "timestamp": i * 500,
+                "input_length": 8 * 512,
+                "output_length": 4,
+                "hash_ids": ids,
+            })
+            .to_string()
+        })
+        .collect();
+    let dir = std::env::temp_dir().join(format!("switchyard-loadgen-sim-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("shared-blocks.jsonl");
+    std::fs::write(&path, text.join("\n")).unwrap();
+    let hashed = workload(
+        &format!("trace:{}", path.display()),
+        WorkloadOptions::default(),
+    );
+    std::fs::remove_file(&path).ok();
+    let a = prompt_ids(&hashed.requests[0], 32_000, true);
+    let b = prompt_ids(&hashed.requests[1], 32_000, true);
+    assert_eq!(a[..7 * 512], b[..7 * 512]);
+    assert_ne!(a[7 * 512..], b[7 * 512..]);
+    let mut stripped = hashed.clone();
+    for r in &mut stripped.requests {
+        r.hash_ids = None;
+    }
+    let f = fleet("h100-sxm=1");
+    let mean_ttft = |w: &Workload| {
+        let r = simulate(&f, w, &opts(PolicyKind::LeastLoaded));
+        assert!(r.records.iter().all(|x| x.outcome == Outcome::Ok));
+        r.records.iter().map(|x| x.ttft_s.unwrap()).sum::<f64>() / r.records.len() as f64
+    };
+    let (cached, cold) = (mean_ttft(&hashed), mean_ttft(&stripped));
+    // Only the first request prefills the shared 7/8; the rest prefill one block.
+    assert!(cached < 0.5 * cold, "cached {cached} s vs cold {cold} s");
+}
+
+#[test]
+fn closed_loop_engine_rejection_returns_the_client_slot() {
+    // The router accepts an empty prompt (it fits anywhere); the engine
+    // refuses it. Before the fix each refusal kept its client slot, so two
+    // refusals ended a two-client run after two requests.
+    let f = fleet("h100-sxm=1");
+    let reqs: Vec<ReqSpec> = (0..10u64)
+        .map(|id| ReqSpec {
+            id,
+            arrival: Duration::ZERO,
+            prompt_tokens: if id % 3 == 0 { 0 } else { 64 },
+            output_tokens: 8,
+            shared_prefix: 0,
+            source: 0,
+            hash_ids: None,
+        })
+        .collect();
+    let w = Workload {
+        requests: reqs,
+        concurrency: Some(2),
+        duration: None,
+        sources: vec!["test".into()],
+    };
+    let r = simulate(&f, &w, &opts(PolicyKind::Cost));
+    assert_eq!(r.records.len(), 10, "every request was sent");
+    for rec in &r.records {
+        let want = if rec.id % 3 == 0 {
+            Outcome::Rejected
+        } else {
+            Outcome::Ok
+        };
+        assert_eq!(rec.outcome, want, "request {}", rec.id);
+    }
+}

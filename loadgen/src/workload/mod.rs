@@ -5,7 +5,9 @@
 //!   `uniform:A:B` or `lognormal:MEDIAN:SIGMA` (see [`shapes`]).
 //! - `mix:NAME=WEIGHT,...` — a weighted combination of named mixes
 //!   ([`shapes::NAMED_MIXES`]).
-//! - `trace:PATH` — Azure CSV replay ([`trace`]).
+//! - `trace:PATH` — trace replay ([`trace`]): Azure CSV, or Mooncake JSON
+//!   lines when `PATH` ends in `.jsonl` (with per-block prompt hashes, so
+//!   replays reproduce the trace's prefix reuse).
 //!
 //! # Arrivals
 //! Synthetic workloads arrive by [`Arrival`] (Poisson, gamma with a CV,
@@ -21,23 +23,31 @@
 //! Every workload is finite: `requests` caps the merged count, `duration`
 //! caps arrival times; a synthetic workload with neither gets
 //! [`DEFAULT_REQUESTS`]. Everything is seeded by `seed`.
+//!
+//! # Prompt contents
+//! [`prompt_token_ids`] is the one definition of a request's prompt, used
+//! by the simulator and the live driver alike, so both present the same
+//! sharing to prefix caches and prefix-aware routing.
 
 pub mod shapes;
 pub mod trace;
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::LoadgenError;
 use crate::rng::Rng;
 use shapes::{named_mix, Length, ShapeDist, NAMED_MIXES};
-use trace::TraceRow;
+use switchyard_backends::sim::mix64;
+use trace::{TraceRow, HASH_BLOCK_TOKENS};
 
 /// Requests generated for a synthetic workload with no count or time bound.
 pub const DEFAULT_REQUESTS: u64 = 1000;
 
 /// One request to send: when, and its shape.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ReqSpec {
     /// Index in the merged workload (0-based, in arrival order).
     pub id: u64,
@@ -51,6 +61,47 @@ pub struct ReqSpec {
     pub shared_prefix: u32,
     /// Which `--workload` it came from (index).
     pub source: u16,
+    /// Hashes of the prompt's 512-token blocks (Mooncake traces); shared, so cloning stays cheap.
+    pub hash_ids: Option<Arc<[u64]>>,
+}
+
+/// Appends `r`'s prompt token ids, each in `ids`, to `out`.
+///
+/// Token `i` of a hashed request lies in block `b = i / 512`; while `b` is
+/// covered by `hash_ids` the token is a pure function of `(hash_ids[b],
+/// i % 512)` (and `seed`), so requests with equal leading ids have equal
+/// leading tokens whatever their source or id. Other tokens follow the
+/// synthetic scheme: the first `shared_prefix` are common to the source,
+/// the rest unique to the request. Appending lets a caller reserve room for
+/// the output too.
+pub fn prompt_token_ids(r: &ReqSpec, ids: Range<u32>, seed: u64, out: &mut Vec<u32>) {
+    let lo = ids.start;
+    let span = u64::from(ids.end.saturating_sub(lo).max(1));
+    let tok = move |key: u64, i: u32| (mix64(key ^ u64::from(i)) % span) as u32 + lo;
+    // Seed 0 (the simulator's) adds no salt, so synthetic prompts keep their ids.
+    let salt = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let n = r.prompt_tokens;
+    out.reserve(n as usize);
+    let mut covered = 0u32;
+    for &h in r.hash_ids.as_deref().unwrap_or(&[]) {
+        if covered >= n {
+            break;
+        }
+        let len = (n - covered).min(HASH_BLOCK_TOKENS);
+        let key = mix64(0xB10C_4A54 ^ mix64(h) ^ salt);
+        out.extend((0..len).map(|j| tok(key, j)));
+        covered += len;
+    }
+    let prefix_key = mix64(0xA11CE ^ u64::from(r.source) ^ salt);
+    let own_key = mix64(0xB0B ^ r.id.wrapping_mul(0x9E37_79B9) ^ salt);
+    out.extend((covered..n).map(|i| {
+        let key = if i < r.shared_prefix {
+            prefix_key
+        } else {
+            own_key
+        };
+        tok(key, i)
+    }));
 }
 
 /// A parsed `--workload` value.
@@ -335,7 +386,10 @@ impl WorkloadSource {
                         } else {
                             (r.t - o.start) / o.speedup * trace_scale
                         };
-                        all.push(req(t, r.prompt_tokens, r.output_tokens, 0, src));
+                        all.push(ReqSpec {
+                            hash_ids: r.hash_ids.clone(),
+                            ..req(t, r.prompt_tokens, r.output_tokens, 0, src)
+                        });
                     }
                 }
                 (WorkloadSpec::Shape { dist, prefix }, None) => gen_synthetic(
@@ -438,6 +492,7 @@ fn req(t: f64, prompt: u32, output: u32, prefix: u32, source: u16) -> ReqSpec {
         output_tokens: output.max(1),
         shared_prefix: prefix.min(prompt.saturating_sub(1)),
         source,
+        hash_ids: None,
     }
 }
 

@@ -1,18 +1,42 @@
-//! Azure LLM inference trace reader (`TIMESTAMP,ContextTokens,GeneratedTokens`).
+//! Trace readers: Azure LLM inference CSV and Mooncake (FAST'25) JSON lines.
 //!
+//! The format follows the file extension: `.jsonl` is Mooncake, anything
+//! else is CSV. Both yield [`TraceRow`]s sorted by time (stable, so equal
+//! timestamps keep file order, which keeps multi-turn conversations in
+//! order), relative to the first row. Token counts of 0 are raised to 1 (an
+//! engine refuses an empty prompt). Every malformed row is an error naming
+//! the file, the 1-based line and the field.
+//!
+//! # Azure CSV (`TIMESTAMP,ContextTokens,GeneratedTokens`)
 //! Columns are found by header name (any order, case-insensitive); without a
 //! header the order above is assumed. `TIMESTAMP` is `YYYY-MM-DD
-//! HH:MM:SS[.fffffff]` or plain seconds. Rows are returned sorted by time,
-//! relative to the first row. Token counts of 0 are raised to 1 (an engine
-//! refuses an empty prompt). Every malformed row is an error naming the
-//! file, the 1-based line and the column.
+//! HH:MM:SS[.fffffff]` or plain seconds.
+//!
+//! # Mooncake JSON lines
+//! One object per line (blank lines are skipped, unknown keys ignored):
+//! `timestamp` (milliseconds from the trace start, a non-negative number),
+//! `input_length` and `output_length` (token counts), `hash_ids` (integers,
+//! one per [`HASH_BLOCK_TOKENS`]-token block of the prompt, the last block
+//! possibly partial). Requests with equal leading ids share those blocks'
+//! tokens, which is how a replay exposes the trace's prefix reuse. Ids only
+//! need to be equal or different, so negative ids are kept by their bits.
+//!
+//! The id list is matched to the prompt rather than rejected, because a
+//! length mismatch does not make the rest of the row unusable: ids past
+//! `ceil(input_length / 512)` describe tokens the prompt does not have and
+//! are dropped; with fewer ids the tokens past the last listed block are
+//! unique to the request. An empty list means nothing is shared.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::LoadgenError;
 
+/// Prompt tokens covered by one Mooncake `hash_ids` entry.
+pub const HASH_BLOCK_TOKENS: u32 = 512;
+
 /// One trace row: seconds since the trace's first row, prompt and output tokens.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TraceRow {
     /// Seconds since the first row.
     pub t: f64,
@@ -20,12 +44,24 @@ pub struct TraceRow {
     pub prompt_tokens: u32,
     /// Output tokens.
     pub output_tokens: u32,
+    /// Hashes of the prompt's [`HASH_BLOCK_TOKENS`]-token blocks (Mooncake traces only).
+    pub hash_ids: Option<Arc<[u64]>>,
 }
 
-/// Reads and parses a trace file.
+/// Reads and parses a trace file, choosing the format by its extension.
 pub fn read_trace(path: &Path) -> Result<Vec<TraceRow>, LoadgenError> {
     let text = std::fs::read_to_string(path).map_err(|e| LoadgenError::io(path, e))?;
-    parse_trace(path, &text)
+    if is_jsonl(path) {
+        parse_jsonl_trace(path, &text)
+    } else {
+        parse_trace(path, &text)
+    }
+}
+
+/// Whether `path` names a JSON-lines (Mooncake) trace.
+pub fn is_jsonl(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("jsonl"))
 }
 
 /// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
@@ -112,15 +148,91 @@ pub fn parse_trace(path: &Path, text: &str) -> Result<Vec<TraceRow>, LoadgenErro
             t,
             prompt_tokens: tokens(1)?,
             output_tokens: tokens(2)?,
+            hash_ids: None,
         });
     }
+    Ok(relative_to_first(rows))
+}
+
+/// Sorts rows by time (stably) and makes times relative to the first row.
+fn relative_to_first(mut rows: Vec<TraceRow>) -> Vec<TraceRow> {
     rows.sort_by(|a, b| a.t.total_cmp(&b.t));
     if let Some(t0) = rows.first().map(|r| r.t) {
         for r in &mut rows {
             r.t -= t0;
         }
     }
-    Ok(rows)
+    rows
+}
+
+/// Parses Mooncake JSON-lines trace text; `path` names the source in errors.
+pub fn parse_jsonl_trace(path: &Path, text: &str) -> Result<Vec<TraceRow>, LoadgenError> {
+    let mut rows = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let row_err = |field: &'static str, reason: String| LoadgenError::TraceRow {
+            path: PathBuf::from(path),
+            line: i + 1,
+            field,
+            reason,
+        };
+        let value: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| row_err("json", format!("not valid JSON: {e}")))?;
+        let obj = value
+            .as_object()
+            .ok_or_else(|| row_err("json", "not a JSON object".into()))?;
+        let field = |name: &'static str| {
+            obj.get(name)
+                .filter(|v| !v.is_null())
+                .ok_or_else(|| row_err(name, "missing".into()))
+        };
+        let ts = field("timestamp")?;
+        let ms = ts
+            .as_f64()
+            .filter(|ms| ms.is_finite() && *ms >= 0.0)
+            .ok_or_else(|| {
+                row_err(
+                    "timestamp",
+                    format!("`{ts}` is not a non-negative number of milliseconds"),
+                )
+            })?;
+        let tokens = |name: &'static str| -> Result<u32, LoadgenError> {
+            let v = field(name)?;
+            v.as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .map(|n| n.max(1))
+                .ok_or_else(|| row_err(name, format!("`{v}` is not a token count")))
+        };
+        let prompt_tokens = tokens("input_length")?;
+        let output_tokens = tokens("output_length")?;
+        let ids = field("hash_ids")?
+            .as_array()
+            .ok_or_else(|| row_err("hash_ids", "not an array of integers".into()))?;
+        let needed = prompt_tokens.div_ceil(HASH_BLOCK_TOKENS) as usize;
+        let hash_ids = ids
+            .iter()
+            .take(needed)
+            .enumerate()
+            .map(|(k, v)| {
+                v.as_u64()
+                    // Ids are only compared, so a negative one keeps its bits.
+                    .or_else(|| v.as_i64().map(|x| x as u64))
+                    .ok_or_else(|| {
+                        row_err("hash_ids", format!("entry {k}: `{v}` is not an integer"))
+                    })
+            })
+            .collect::<Result<Vec<u64>, _>>()?;
+        rows.push(TraceRow {
+            t: ms / 1000.0,
+            prompt_tokens,
+            output_tokens,
+            hash_ids: (!hash_ids.is_empty()).then(|| Arc::from(hash_ids)),
+        });
+    }
+    Ok(relative_to_first(rows))
 }
 
 #[cfg(test)]

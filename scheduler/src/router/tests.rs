@@ -685,3 +685,102 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// On a fleet of identical devices, the cost policy never admits a
+    /// request whose predicted TPOT, or that of the sequences already
+    /// running where it lands (prefill interference included), exceeds the
+    /// SLO budget, as long as some device can take it within the SLO.
+    #[test]
+    fn cost_policy_never_pushes_running_sequences_past_the_slo(
+        profile in prop::sample::select(vec!["a100-80g", "h100-sxm", "l4", "mi300x"]),
+        loads in prop::collection::vec((0u32..300, 100u32..6000, 0u32..20), 1..9),
+        arrivals in prop::collection::vec((1u32..12_000, 1u32..1500, 0u64..400), 1..40),
+        objective in prop::sample::select(vec![Objective::Fixed, Objective::Elastic]),
+        budgeted in any::<bool>(),
+        tpot_ms in 20u32..150,
+    ) {
+        let cost = catalog_cost(profile, "llama-3.1-8b");
+        let slo = Slo::from_ms(2000, tpot_ms, 0.95);
+        let budget = slo.tpot.mul_f64(slo.headroom());
+        let fleet: Vec<DeviceView<'_>> = loads
+            .iter()
+            .enumerate()
+            .map(|(i, &(running, ctx, waiting))| {
+                let mut v = view(i as u32, &cost);
+                v.load.running = running;
+                v.load.waiting = waiting;
+                v.load.running_context_tokens = u64::from(running) * u64::from(ctx);
+                v.load.queued_prefill_tokens = u64::from(waiting) * 500;
+                v.step_time_budget = budgeted.then_some(budget);
+                v
+            })
+            .collect();
+        let mut r = Router::new(RouterConfig {
+            policy: PolicyKind::Cost,
+            objective,
+            slo,
+            ..RouterConfig::default()
+        });
+        let mut now = Duration::ZERO;
+        for (prompt, max_tokens, dt_ms) in arrivals {
+            now += Duration::from_millis(dt_ms);
+            let d = r.route(&req(prompt, max_tokens), &fleet, now).unwrap();
+            let c = d.chosen();
+            let any_meets = d.scores.iter().any(|s| s.meets_slo);
+            match d.reason {
+                DecisionReason::FastestMeetingSlo | DecisionReason::CheapestMeetingSlo => {
+                    prop_assert!(c.meets_slo);
+                    prop_assert!(c.running_tpot <= budget, "{:?} > {budget:?}", c.running_tpot);
+                    prop_assert!(d.shape.expected_output_tokens <= 1 || c.tpot <= budget);
+                    prop_assert!(c.running_tpot >= c.tpot);
+                    prop_assert!(c.prefill_share < 1.0);
+                }
+                DecisionReason::NoDeviceMeetsSloLowestLatency => prop_assert!(!any_meets),
+                other => prop_assert!(false, "unexpected reason {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn dispatches_raise_the_predicted_tpot_until_the_device_misses_the_slo() {
+    // One A100 at a steady 30 req/s of 1,000-token prompts: the router's own
+    // dispatch history alone (no change in the load snapshot) must lift
+    // the TPOT prediction, and admission must stop before the SLO.
+    let cost = catalog_cost("a100-80g", "llama-3.1-8b");
+    let mut v = view(0, &cost);
+    v.load.running = 40;
+    v.load.running_context_tokens = 40 * 1200;
+    let mut r = Router::new(RouterConfig {
+        slo: Slo::from_ms(2000, 40, 0.5),
+        ..RouterConfig::default()
+    });
+    let first = r.route(&req(1000, 200), &[v], T0).unwrap();
+    let mut last = first.chosen().tpot;
+    let mut missed = false;
+    for i in 1..300u64 {
+        let d = r
+            .route(&req(1000, 200), &[v], Duration::from_millis(33 * i))
+            .unwrap();
+        let s = d.chosen();
+        assert!(s.tpot >= last || s.tpot + Duration::from_micros(50) >= last);
+        last = s.tpot;
+        if !s.meets_slo {
+            missed = true;
+            assert_eq!(d.reason, DecisionReason::NoDeviceMeetsSloLowestLatency);
+            break;
+        }
+    }
+    assert!(
+        last > first.chosen().tpot,
+        "{last:?} vs {:?}",
+        first.chosen().tpot
+    );
+    assert!(
+        missed,
+        "30 req/s of 1k-token prompts fit in 40 ms TPOT: {last:?}"
+    );
+}
