@@ -11,7 +11,8 @@ every policy on the identical workloads. Writes, under --out:
   PAIR/RATE/  loadgen's own results.json, requests.csv, report.html per swept rate
 
 Usage: scripts/grid.py [--bin target/release/switchyard] [--out out/grid]
-                       [--quick] [--jobs 2]
+                       [--quick] [--jobs 2] [--step-budget on|off]
+                       [--fleets a100-80gx4,mixed16] [--workloads balanced,mooncake]
 """
 import argparse
 import concurrent.futures as cf
@@ -32,6 +33,7 @@ MIXED_FLEETS = {
     "h100+l4": "h100-sxm=2,l4=4",
     "mi300x+l4+cpu": "mi300x=2,l4=4,cpu=2",
 }
+STEP_BUDGET = ["on"]  # SLO-budgeted engine steps (--step-budget)
 COARSE = [0.0625 * 2**k for k in range(15)]  # 0.0625 … 1024 req/s
 # Capacity lies in [c, 2c) of the coarse step c: 4.4 % steps across it (8.3 % when quick).
 FINE = [2 ** (k / 16) for k in range(17)]
@@ -68,6 +70,7 @@ def loadgen(binary, fleet, workload, rate, policies, requests, out):
         "--model", "llama-3.1-8b", "--rate", f"{rate:g}",
         "--policy", ",".join(policies), "--slo", SLO, "--requests", str(requests),
         "--seed", "3", "--timeout", "300", "--quiet", "--out", out,
+        "--step-budget", STEP_BUDGET[0],
     ]
     subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     with open(os.path.join(out, "results.json")) as fh:
@@ -190,7 +193,7 @@ def write_tables(out, entries):
         lines.append(f"| {e['fleet']} | {e['workload']} | " + " | ".join(cells) + f" | {tcell} |")
     summary = f"{passed} passed, {failed} failed"
     with open(os.path.join(out, "grid.md"), "w") as fh:
-        fh.write(f"SLO {SLO}; SLO capacity = highest swept rate meeting it; "
+        fh.write(f"SLO {SLO}; SLO-budgeted steps {STEP_BUDGET[0]}; SLO capacity = highest swept rate meeting it; "
                  f"good/USD = good requests per fleet USD at that rate.\n\n")
         fh.write(head + "\n".join(lines) + f"\n\ntargets: {summary}\n")
     write_html(out, entries, summary)
@@ -237,8 +240,11 @@ def main():
     ap.add_argument("--quick", action="store_true", help="fewer requests and rates")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--fleets", help="comma-separated subset of fleet names")
+    ap.add_argument("--step-budget", default="on", choices=["on", "off"],
+                    help="SLO-budgeted engine steps")
     ap.add_argument("--workloads", help="comma-separated subset of workload names")
     a = ap.parse_args()
+    STEP_BUDGET[0] = a.step_budget
     fl, wl = fleets(), workloads()
     if a.fleets:
         fl = {k: v for k, v in fl.items() if k in a.fleets.split(",")}

@@ -118,12 +118,10 @@ fn serve(config: PathBuf, addr: Option<std::net::SocketAddr>) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime
-        .block_on(switchyard_scheduler::server::serve(
-            switchyard_scheduler::server::ServeOptions {
-                config_path: config,
-                addr,
-            },
-        ))
+        .block_on(switchyard_server::serve(switchyard_server::ServeOptions {
+            config_path: config,
+            addr,
+        }))
         .context("server")?;
     Ok(())
 }
@@ -136,7 +134,7 @@ fn profile(
     statistic: &str,
 ) -> Result<()> {
     use switchyard_backends::calibrate::{self, Statistic, SweepConfig};
-    use switchyard_scheduler::server::{fleet, Config};
+    use switchyard_server::{fleet, Config};
     let cfg = Config::load(config)?;
     let dc = cfg
         .devices

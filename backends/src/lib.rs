@@ -4,6 +4,8 @@
 //! This crate knows nothing about requests, queues or HTTP; the scheduler
 //! crate builds on it.
 
+#![warn(missing_docs)]
+
 pub mod calibrate;
 pub mod contract;
 pub mod cost;
@@ -15,6 +17,7 @@ pub mod gpu;
 pub mod model_config;
 #[cfg(feature = "onnx")]
 pub mod onnx;
+pub mod open;
 pub mod profile;
 pub mod sampling;
 pub mod sim;

@@ -222,14 +222,13 @@ impl FleetSpec {
 
     /// Reads a server configuration as a fleet.
     fn from_server_config(path: &Path, text: &str) -> Result<Self, LoadgenError> {
-        let c =
-            switchyard_scheduler::server::config::Config::from_toml(path, text).map_err(|e| {
-                LoadgenError::Fleet {
-                    path: path.to_path_buf(),
-                    line: None,
-                    reason: e.to_string(),
-                }
-            })?;
+        let c = switchyard_scheduler::config::Config::from_toml(path, text).map_err(|e| {
+            LoadgenError::Fleet {
+                path: path.to_path_buf(),
+                line: None,
+                reason: e.to_string(),
+            }
+        })?;
         let mut devices: Vec<(String, u32)> = Vec::new();
         for d in &c.devices {
             match devices.iter_mut().find(|x| x.0 == d.profile) {

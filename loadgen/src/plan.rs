@@ -605,11 +605,8 @@ mod tests {
             rate: 3.0,
         };
         let t = server_config_toml(&[("l4".into(), 2), ("h100-sxm".into(), 1)], &cx);
-        switchyard_scheduler::server::config::Config::from_toml(
-            Path::new("/tmp/switchyard.toml"),
-            &t,
-        )
-        .unwrap();
+        switchyard_scheduler::config::Config::from_toml(Path::new("/tmp/switchyard.toml"), &t)
+            .unwrap();
         let f = FleetSpec::from_toml(Path::new("switchyard.toml"), &t).unwrap();
         assert_eq!(f.devices, vec![("l4".into(), 2), ("h100-sxm".into(), 1)]);
         assert_eq!(f.router.slo.unwrap().ttft_ms, 500.0);

@@ -205,7 +205,7 @@ fn plan_finds_a_fleet_and_writes_a_server_config() {
         .fold(f64::INFINITY, f64::min);
     assert!(chosen["usd_per_hour"].as_f64().unwrap() <= cheapest_homogeneous + 1e-9);
     let toml_path = out.join("switchyard.toml");
-    switchyard_scheduler::server::config::Config::load(&toml_path).unwrap();
+    switchyard_scheduler::config::Config::load(&toml_path).unwrap();
     let mut a = args(
         &format!("sim:{}", toml_path.display()),
         &["fixed:prompt=512,output=64"],

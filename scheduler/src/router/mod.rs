@@ -94,15 +94,20 @@
 //! # Policies (ties: lowest [`DeviceId`])
 //! - `cost`: among devices meeting the SLO, by its [`Objective`]:
 //!   - `fixed` (default): a fleet paid whether busy or not, where an idle
-//!     device costs nothing more: the lowest e2e (tie: cheaper), so users
-//!     get the latency the fleet can give and the SLO check keeps every
+//!     device costs nothing more: the fastest devices (predicted e2e within
+//!     [`FASTEST_BAND`] = 1.1 × the lowest), and among them the one
+//!     with the fewest outstanding tokens, so users get the latency the
+//!     fleet can give, near-equal devices share the queue (the strict
+//!     minimum herded arrivals and lost ~8 % of SLO capacity to
+//!     least-loaded on homogeneous fleets), and the SLO check keeps every
 //!     device within its capacity;
 //!   - `elastic`: a fleet paid for busy time (scaled to demand): the
 //!     cheapest `cost_usd` (tie: lower e2e), which packs requests onto the
 //!     cheapest devices up to the SLO so idle ones can be scaled down;
 //!     reports show the saving as `busy_usd_per_hour`.
 //!
-//!   If no device meets the SLO, lowest e2e among eligible devices.
+//!   If no device meets the SLO, the same fastest-band rule over every
+//!   eligible device.
 //! - `latency`: lowest e2e.
 //! - `round-robin`: the eligible device with the smallest id above the last
 //!   round-robin pick, wrapping around (stable when devices join, leave or
@@ -149,7 +154,7 @@ mod shape;
 mod tests;
 
 pub use interference::{DispatchHistory, PrefillRate, StepMix};
-pub use policy::{Objective, PolicyKind, UnknownObjective, UnknownPolicy};
+pub use policy::{Objective, PolicyKind, UnknownObjective, UnknownPolicy, FASTEST_BAND};
 pub use score::{DeviceScore, DeviceView};
 pub use shape::{ContextBucket, OutputEstimator, Shape, ShapeClass, CONTEXT_BUCKET_BOUNDS};
 

@@ -169,20 +169,17 @@ fn by_outstanding(a: &DeviceScore, b: &DeviceScore) -> Ordering {
     a.outstanding_tokens.cmp(&b.outstanding_tokens)
 }
 
-/// Among devices meeting the SLO: the fastest (`Fixed`; tie: cheaper) or
-/// the cheapest (`Elastic`; tie: lower e2e); if none meets it, lowest e2e.
+/// Among devices meeting the SLO: the fastest band (`Fixed`) or the
+/// cheapest (`Elastic`; tie: lower e2e); if none meets it, the fastest band of all.
 pub(crate) fn cost(
     scores: &[DeviceScore],
     objective: Objective,
 ) -> Option<(usize, DecisionReason)> {
     let by_cost = |a: &DeviceScore, b: &DeviceScore| a.cost_usd.total_cmp(&b.cost_usd);
     match objective {
-        Objective::Fixed => best(
-            scores,
-            |s| s.meets_slo,
-            |a, b| by_e2e(a, b).then_with(|| by_cost(a, b)),
-        )
-        .map(|i| (i, DecisionReason::FastestMeetingSlo)),
+        Objective::Fixed => {
+            fastest_band(scores, |s| s.meets_slo).map(|i| (i, DecisionReason::FastestMeetingSlo))
+        }
         Objective::Elastic => best(
             scores,
             |s| s.meets_slo,
@@ -191,8 +188,28 @@ pub(crate) fn cost(
         .map(|i| (i, DecisionReason::CheapestMeetingSlo)),
     }
     .or_else(|| {
-        best(scores, |_| true, by_e2e).map(|i| (i, DecisionReason::NoDeviceMeetsSloLowestLatency))
+        fastest_band(scores, |_| true).map(|i| (i, DecisionReason::NoDeviceMeetsSloLowestLatency))
     })
+}
+
+/// Devices whose predicted e2e is within this factor of the fastest count as equally fast.
+pub const FASTEST_BAND: f64 = 1.1;
+
+/// Among the eligible scores that `keep`, those within [`FASTEST_BAND`] of
+/// the lowest e2e, the one with the fewest outstanding tokens (tie: lower
+/// e2e). Predictions of near-equal devices differ by less than their
+/// error, and picking the strict minimum herds arrivals onto whichever
+/// device the last snapshot flatters; balancing queues among them is what
+/// keeps TTFT tails short (join-the-shortest-queue), while a clearly slower
+/// device is still only used when the fast ones are loaded.
+fn fastest_band(scores: &[DeviceScore], keep: impl Fn(&DeviceScore) -> bool) -> Option<usize> {
+    let fastest = best(scores, &keep, by_e2e)?;
+    let limit = scores[fastest].e2e.mul_f64(FASTEST_BAND);
+    best(
+        scores,
+        |s| keep(s) && s.e2e <= limit,
+        |a, b| by_outstanding(a, b).then_with(|| by_e2e(a, b)),
+    )
 }
 
 /// Lowest predicted end-to-end latency.

@@ -6,9 +6,10 @@
 //! is a tokio task (`generate`) that routes, relays tokens and re-routes on
 //! device failure.
 
+#![warn(missing_docs)]
+
 pub mod admin;
 pub mod api;
-pub mod config;
 pub mod fleet;
 pub mod generate;
 pub mod http;
@@ -25,20 +26,15 @@ use std::time::Duration;
 use axum::serve::ListenerExt;
 use switchyard_backends::ProfileError;
 
-pub use config::Config;
 pub use fleet::Fleet;
+pub use switchyard_scheduler::config::{self, Config};
 
 /// Why the server could not start or run.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// The config file is unreadable or invalid.
-    #[error("{}: {message}", path.display())]
-    Config {
-        /// Config file.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
+    #[error(transparent)]
+    Config(#[from] switchyard_scheduler::config::ConfigError),
     /// A profile or model spec is invalid.
     #[error(transparent)]
     Profile(#[from] ProfileError),

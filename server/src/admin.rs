@@ -10,10 +10,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use switchyard_backends::BackendKind;
 
-use super::api::ApiError;
-use super::config::Config;
-use super::generate::route_error;
-use super::http::{authorize, SharedState};
+use crate::api::ApiError;
+use crate::generate::route_error;
+use crate::http::{authorize, SharedState};
+use crate::ServerError;
+use switchyard_scheduler::config::Config;
 
 /// The admin routes.
 pub fn routes() -> Router<SharedState> {
@@ -62,7 +63,7 @@ async fn devices(State(state): State<SharedState>, headers: HeaderMap) -> Respon
                 "backend": d.backend,
                 "profile": d.profile,
                 "state": d.state(),
-                "healthy": d.state() == super::worker::DeviceState::Ready,
+                "healthy": d.state() == crate::worker::DeviceState::Ready,
                 "last_error": d.last_error(),
                 "info": d.info,
                 "limits": d.limits,
@@ -129,7 +130,9 @@ async fn reload(State(state): State<SharedState>, headers: HeaderMap) -> Respons
         )
         .into_response();
     };
-    let applied = Config::load(path).and_then(|c| state.fleet.reload(&c));
+    let applied = Config::load(path)
+        .map_err(ServerError::from)
+        .and_then(|c| state.fleet.reload(&c));
     match applied {
         Ok(()) => Json(json!({ "reloaded": path })).into_response(),
         Err(e) => ApiError::new(

@@ -6,22 +6,19 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use switchyard_backends::fault::{FaultPlan, FaultyBackend};
-use switchyard_backends::gpu::GpuConfig;
-use switchyard_backends::{
-    Backend, BackendError, BackendKind, Catalog, CostModel, ModelSpec, OnnxBackend, OnnxConfig,
-    SeqId, SimBackend, SimConfig,
+use switchyard_backends::{Backend, BackendError, Catalog, CostModel, ModelSpec, SeqId};
+use switchyard_scheduler::config::{Config, DeviceConfig};
+use switchyard_scheduler::engine::Engine;
+use switchyard_scheduler::kv::prefix_hashes;
+use switchyard_scheduler::router::{
+    Decision, DeviceId, DeviceView, RouteError, RouteRequest, Router,
 };
 
-use super::config::{Config, DeviceConfig};
-use super::tokenizer::{SharedTokenizer, SyntheticTokenizer};
-use super::worker::{
+use crate::tokenizer::{SharedTokenizer, SyntheticTokenizer};
+use crate::worker::{
     self, lock, Command, DeviceIdentity, DeviceShared, DeviceState, Limits, WorkerOptions,
 };
-use super::ServerError;
-use crate::engine::Engine;
-use crate::kv::prefix_hashes;
-use crate::router::{Decision, DeviceId, DeviceView, RouteError, RouteRequest, Router};
+use crate::ServerError;
 
 /// Every device, the router and the shared request state.
 pub struct Fleet {
@@ -145,7 +142,7 @@ impl Fleet {
     /// Registers counters that only move on rare events, so dashboards and
     /// alerts see them (at zero) from the first scrape.
     fn register_metrics(&self) {
-        use super::metrics as m;
+        use crate::metrics as m;
         metrics::counter!(m::REJECTED).absolute(0);
         for d in &self.devices {
             metrics::counter!(m::REROUTES, "from" => d.id.clone()).absolute(0);
@@ -359,11 +356,12 @@ impl Drop for AdmissionPermit {
 fn load_tokenizer(config: &Config, model: &ModelSpec) -> Result<SharedTokenizer, ServerError> {
     match &config.model.path {
         Some(dir) => {
-            let tok =
-                switchyard_backends::Tokenizer::from_dir(dir).map_err(|e| ServerError::Config {
+            let tok = switchyard_backends::Tokenizer::from_dir(dir).map_err(|e| {
+                ServerError::Config(switchyard_scheduler::config::ConfigError {
                     path: dir.clone(),
                     message: format!("tokenizer: {e}"),
-                })?;
+                })
+            })?;
             Ok(Arc::new(tok))
         }
         None => Ok(Arc::new(SyntheticTokenizer::new(
@@ -379,81 +377,11 @@ fn load_tokenizer(config: &Config, model: &ModelSpec) -> Result<SharedTokenizer,
 }
 
 /// The GPU backend settings of a device config.
-fn gpu_config(dc: &DeviceConfig, config: &Config) -> Result<GpuConfig, BackendError> {
-    let dir = config.model.path.clone().ok_or_else(|| {
-        BackendError::Unavailable(format!(
-            "the {} backend needs [model] path = \"<model directory>\" (config.json + model.safetensors)",
-            dc.backend
-        ))
-    })?;
-    Ok(GpuConfig {
-        ordinal: dc.ordinal,
-        store: dc.dtype,
-        block_size: config.engine.block_size,
-        kv_blocks: dc.kv_blocks,
-        memory_fraction: dc.memory_fraction,
-        max_batched_tokens: config.engine.max_batched_tokens,
-        max_num_seqs: config.engine.max_num_seqs,
-        ..GpuConfig::new(dir)
-    })
-}
-
-/// Starts the backend a device config asks for (also used by `switchyard profile`).
+/// Starts the backend a device config asks for.
 pub fn build_backend(
     dc: &DeviceConfig,
     cost: &CostModel,
     config: &Config,
 ) -> Result<Box<dyn Backend>, BackendError> {
-    let backend: Box<dyn Backend> = match dc.backend {
-        BackendKind::Sim => Box::new(SimBackend::new(
-            cost.clone(),
-            SimConfig {
-                block_size: config.engine.block_size,
-                max_num_seqs: config.engine.max_num_seqs,
-                max_batched_tokens: config.engine.max_batched_tokens,
-                kv_blocks: dc.kv_blocks,
-            },
-        )?),
-        BackendKind::Onnx => {
-            let dir = config.model.path.clone().ok_or_else(|| {
-                BackendError::Unavailable(
-                    "the onnx backend needs [model] path = \"<model directory>\"".into(),
-                )
-            })?;
-            Box::new(OnnxBackend::new(OnnxConfig {
-                library: dc.library.clone(),
-                block_size: config.engine.block_size,
-                kv_blocks: dc.kv_blocks,
-                kv_cache_bytes: dc.kv_cache_mib << 20,
-                intra_threads: dc.threads,
-                ..OnnxConfig::new(dir)
-            })?)
-        }
-        BackendKind::Cuda => Box::new(switchyard_backends::gpu::cuda::open(&gpu_config(
-            dc, config,
-        )?)?),
-        #[cfg(feature = "rocm")]
-        BackendKind::Rocm => Box::new(switchyard_backends::gpu::rocm::open(&gpu_config(
-            dc, config,
-        )?)?),
-        #[cfg(not(feature = "rocm"))]
-        BackendKind::Rocm => {
-            return Err(BackendError::Unavailable(
-                "the rocm backend is not part of this build (build with `--features rocm`)".into(),
-            ))
-        }
-    };
-    Ok(match dc.fault {
-        Some(f) => Box::new(FaultyBackend::new(
-            backend,
-            FaultPlan {
-                fail_rate: f.fail_rate,
-                hang_rate: f.hang_rate,
-                hang: Duration::from_secs_f64(f.hang_s.max(0.0)),
-                panic_rate: f.panic_rate,
-                seed: f.seed,
-            },
-        )),
-        None => backend,
-    })
+    switchyard_backends::open::open(&dc.spec(config)?, cost)
 }

@@ -25,12 +25,12 @@ use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 use switchyard_backends::{Backend, BackendKind, CostModel, DeviceInfo, SeqId, StepPlan};
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::metrics as m;
-use crate::engine::{
+use crate::metrics as m;
+use switchyard_scheduler::engine::{
     AbortOutcome, Engine, EngineError, Event, FinishReason, Load, Request, SeqStats,
 };
-use crate::kv::CacheEvent;
-use crate::router::DeviceId;
+use switchyard_scheduler::kv::CacheEvent;
+use switchyard_scheduler::router::DeviceId;
 
 /// What a request task hears from the device running it.
 #[derive(Debug, Clone, PartialEq)]

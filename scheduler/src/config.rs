@@ -1,19 +1,32 @@
-//! `switchyard.toml`: server limits, model, engine sizing, router objective
-//! and the device list. Parsed strictly (`deny_unknown_fields`); CLI flags
-//! override the address.
+//! `switchyard.toml`, the one configuration vocabulary: server limits,
+//! model, engine sizing, router objective and the device list. Serde only
+//! (no I/O beyond reading the file in [`Config::load`]): the live server,
+//! the load generator and the CLI parse the same types. Parsed strictly
+//! (`deny_unknown_fields`); CLI flags override the address.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use switchyard_backends::fault::FaultPlan;
 use switchyard_backends::gpu::ops::StoreType;
-use switchyard_backends::BackendKind;
+use switchyard_backends::gpu::GpuConfig;
+use switchyard_backends::open::{BackendSpec, DeviceSpec, OnnxSpec};
+use switchyard_backends::{BackendError, BackendKind, SimConfig};
 
 use crate::engine::EngineConfig;
 use crate::router::{Objective, PolicyKind, RouterConfig, Slo};
 
-use super::ServerError;
+/// Why a configuration file was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", path.display())]
+pub struct ConfigError {
+    /// The config file.
+    pub path: PathBuf,
+    /// What is wrong.
+    pub message: String,
+}
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -263,6 +276,62 @@ pub struct DeviceConfig {
     pub fault: Option<FaultConfig>,
 }
 
+impl DeviceConfig {
+    /// This device's settings checked for its backend kind, with the
+    /// engine sizing and model directory of `config`; a backend that needs a
+    /// model directory and has none is unavailable.
+    pub fn spec(&self, config: &Config) -> Result<DeviceSpec, BackendError> {
+        let engine = &config.engine;
+        let model_dir = |needs: &str| {
+            config.model.path.clone().ok_or_else(|| {
+                BackendError::Unavailable(format!(
+                    "the {} backend needs [model] path = \"<model directory>\"{needs}",
+                    self.backend
+                ))
+            })
+        };
+        let gpu = |dir: PathBuf| GpuConfig {
+            ordinal: self.ordinal,
+            store: self.dtype,
+            block_size: engine.block_size,
+            kv_blocks: self.kv_blocks,
+            memory_fraction: self.memory_fraction,
+            max_batched_tokens: engine.max_batched_tokens,
+            max_num_seqs: engine.max_num_seqs,
+            ..GpuConfig::new(dir)
+        };
+        const WEIGHTS: &str = " (config.json + model.safetensors)";
+        let backend = match self.backend {
+            BackendKind::Sim => BackendSpec::Sim(SimConfig {
+                block_size: engine.block_size,
+                max_num_seqs: engine.max_num_seqs,
+                max_batched_tokens: engine.max_batched_tokens,
+                kv_blocks: self.kv_blocks,
+            }),
+            BackendKind::Onnx => BackendSpec::Onnx(OnnxSpec {
+                model_dir: model_dir("")?,
+                library: self.library.clone(),
+                block_size: engine.block_size,
+                kv_blocks: self.kv_blocks,
+                kv_cache_bytes: self.kv_cache_mib << 20,
+                intra_threads: self.threads,
+            }),
+            BackendKind::Cuda => BackendSpec::Cuda(gpu(model_dir(WEIGHTS)?)),
+            BackendKind::Rocm => BackendSpec::Rocm(gpu(model_dir(WEIGHTS)?)),
+        };
+        Ok(DeviceSpec {
+            backend,
+            fault: self.fault.map(|f| FaultPlan {
+                fail_rate: f.fail_rate,
+                hang_rate: f.hang_rate,
+                hang: Duration::from_secs_f64(f.hang_s.max(0.0)),
+                panic_rate: f.panic_rate,
+                seed: f.seed,
+            }),
+        })
+    }
+}
+
 fn default_dtype() -> StoreType {
     StoreType::Bf16
 }
@@ -281,8 +350,8 @@ fn one() -> f64 {
 
 impl Config {
     /// Parses a config; `path` names the source in errors and anchors relative paths.
-    pub fn from_toml(path: &Path, text: &str) -> Result<Self, ServerError> {
-        let mut config: Config = toml::from_str(text).map_err(|e| ServerError::Config {
+    pub fn from_toml(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError {
             path: path.to_path_buf(),
             message: e.message().to_string(),
         })?;
@@ -303,16 +372,16 @@ impl Config {
     }
 
     /// Reads and parses a config file.
-    pub fn load(path: &Path) -> Result<Self, ServerError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ServerError::Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
         Self::from_toml(path, &text)
     }
 
-    fn validate(&self, path: &Path) -> Result<(), ServerError> {
-        let bad = |message: String| ServerError::Config {
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let bad = |message: String| ConfigError {
             path: path.to_path_buf(),
             message,
         };

@@ -20,12 +20,12 @@ use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 use tokio::sync::mpsc;
 
-use super::api::{ApiError, ChatRequest, CommonParams, CompletionRequest, PromptInput, Usage};
-use super::fleet::Fleet;
-use super::generate::{self, Completion, Generation, StreamItem};
-use super::metrics as m;
-use super::tokenizer::render_chat;
-use super::worker::DeviceState;
+use crate::api::{ApiError, ChatRequest, CommonParams, CompletionRequest, PromptInput, Usage};
+use crate::fleet::Fleet;
+use crate::generate::{self, Completion, Generation, StreamItem};
+use crate::metrics as m;
+use crate::tokenizer::render_chat;
+use crate::worker::DeviceState;
 
 /// What every handler can reach.
 pub struct AppState {
@@ -53,7 +53,7 @@ pub fn app(state: SharedState, max_body_bytes: usize) -> Router {
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
-        .merge(super::admin::routes())
+        .merge(crate::admin::routes())
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use switchyard_backends::SamplingParams;
 
-use super::tokenizer::ChatMessage;
+use crate::tokenizer::ChatMessage;
 
 /// An error as the API reports it: `{"error": {message, type, param, code}}`.
 #[derive(Debug, Clone, PartialEq)]

@@ -12,14 +12,14 @@ use metrics::{counter, histogram};
 use switchyard_backends::SeqId;
 use tokio::sync::mpsc;
 
-use super::api::{ApiError, GenerationSettings};
-use super::fleet::{AdmissionPermit, Fleet};
-use super::metrics as m;
-use super::tokenizer::IncrementalDecoder;
-use super::worker::{Command, DeviceShared, SeqEvent, Submission};
-use crate::engine::{FinishReason, Request};
-use crate::router::{DeviceId, RouteError};
+use crate::api::{ApiError, GenerationSettings};
+use crate::fleet::{AdmissionPermit, Fleet};
+use crate::metrics as m;
+use crate::tokenizer::IncrementalDecoder;
+use crate::worker::{Command, DeviceShared, SeqEvent, Submission};
 use axum::http::StatusCode;
+use switchyard_scheduler::engine::{FinishReason, Request};
+use switchyard_scheduler::router::{DeviceId, RouteError};
 
 /// What the HTTP layer receives from a generation task.
 #[derive(Debug, Clone, PartialEq)]

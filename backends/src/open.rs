@@ -1,0 +1,115 @@
+//! Opening a backend from a checked device specification: the one place
+//! `serve`, `profile` and the load generator turn configuration into a
+//! running backend. A backend whose runtime is not part of this build
+//! (cargo features `onnx`, `cuda`, `rocm`) is reported unavailable, so a
+//! fleet runs on the devices it can start.
+
+use std::path::PathBuf;
+
+use crate::fault::{FaultPlan, FaultyBackend};
+use crate::gpu::GpuConfig;
+use crate::{Backend, BackendError, CostModel, SimBackend, SimConfig};
+
+/// What one device runs, checked per backend kind.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BackendSpec {
+    /// Simulated steps priced by the cost model.
+    Sim(SimConfig),
+    /// ONNX Runtime on the CPU.
+    Onnx(OnnxSpec),
+    /// An NVIDIA GPU through CUDA.
+    Cuda(GpuConfig),
+    /// An AMD GPU through ROCm.
+    Rocm(GpuConfig),
+}
+
+/// The ONNX backend's settings (also when the runtime is not built in, so
+/// configuration parses the same everywhere).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OnnxSpec {
+    /// The model directory (`model.onnx`, `config.json`, `tokenizer.json`).
+    pub model_dir: PathBuf,
+    /// The ONNX Runtime shared library; `None` reads `ORT_DYLIB_PATH`.
+    pub library: Option<PathBuf>,
+    /// Tokens per KV block; must equal the engine's.
+    pub block_size: u32,
+    /// KV blocks in the pool; `None` sizes the pool by `kv_cache_bytes`.
+    pub kv_blocks: Option<u32>,
+    /// Host memory for the KV pool when `kv_blocks` is `None`, bytes.
+    pub kv_cache_bytes: u64,
+    /// ONNX Runtime intra-op threads; 0 lets it choose.
+    pub intra_threads: usize,
+}
+
+/// A device to open: its backend and, in tests, injected faults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceSpec {
+    /// The backend.
+    pub backend: BackendSpec,
+    /// Faults to inject (never set in production).
+    pub fault: Option<FaultPlan>,
+}
+
+/// Opens the device `spec` describes, priced by `cost` where it simulates.
+pub fn open(spec: &DeviceSpec, cost: &CostModel) -> Result<Box<dyn Backend>, BackendError> {
+    let backend = open_backend(&spec.backend, cost)?;
+    Ok(match spec.fault {
+        Some(plan) => Box::new(FaultyBackend::new(backend, plan)),
+        None => backend,
+    })
+}
+
+fn open_backend(spec: &BackendSpec, cost: &CostModel) -> Result<Box<dyn Backend>, BackendError> {
+    match spec {
+        BackendSpec::Sim(c) => Ok(Box::new(SimBackend::new(cost.clone(), *c)?)),
+        BackendSpec::Onnx(o) => open_onnx(o),
+        BackendSpec::Cuda(g) => open_cuda(g),
+        BackendSpec::Rocm(g) => open_rocm(g),
+    }
+}
+
+/// Why a backend is missing from this build.
+#[cfg(not(all(feature = "onnx", feature = "cuda", feature = "rocm")))]
+fn not_built(kind: &str, feature: &str) -> BackendError {
+    BackendError::Unavailable(format!(
+        "the {kind} backend is not part of this build (build with `--features {feature}`)"
+    ))
+}
+
+#[cfg(feature = "onnx")]
+fn open_onnx(o: &OnnxSpec) -> Result<Box<dyn Backend>, BackendError> {
+    use crate::onnx::{OnnxBackend, OnnxConfig};
+    Ok(Box::new(OnnxBackend::new(OnnxConfig {
+        library: o.library.clone(),
+        block_size: o.block_size,
+        kv_blocks: o.kv_blocks,
+        kv_cache_bytes: o.kv_cache_bytes,
+        intra_threads: o.intra_threads,
+        ..OnnxConfig::new(o.model_dir.clone())
+    })?))
+}
+
+#[cfg(not(feature = "onnx"))]
+fn open_onnx(_: &OnnxSpec) -> Result<Box<dyn Backend>, BackendError> {
+    Err(not_built("onnx", "onnx"))
+}
+
+#[cfg(feature = "cuda")]
+fn open_cuda(g: &GpuConfig) -> Result<Box<dyn Backend>, BackendError> {
+    Ok(Box::new(crate::gpu::cuda::open(g)?))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn open_cuda(_: &GpuConfig) -> Result<Box<dyn Backend>, BackendError> {
+    Err(not_built("cuda", "cuda"))
+}
+
+#[cfg(feature = "rocm")]
+fn open_rocm(g: &GpuConfig) -> Result<Box<dyn Backend>, BackendError> {
+    Ok(Box::new(crate::gpu::rocm::open(g)?))
+}
+
+#[cfg(not(feature = "rocm"))]
+fn open_rocm(_: &GpuConfig) -> Result<Box<dyn Backend>, BackendError> {
+    Err(not_built("rocm", "rocm"))
+}
