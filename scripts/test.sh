@@ -7,4 +7,5 @@ cd "$(dirname "$0")/.."
 source scripts/setup.sh
 # `rocm` adds the AMD backend and its hiprtc compile tests; CUDA is always built.
 cargo build --workspace --locked --features rocm
+cargo clippy --workspace --all-targets --locked --features rocm -- -D warnings
 cargo test --workspace --locked --features rocm "$@"

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::contract::{Backend, DeviceInfo, SeqId, StepOutput, StepPlan};
 use crate::error::BackendError;
-use crate::sim::mix64;
+use crate::hash::mix64;
 
 /// Fault probabilities.
 #[derive(Debug, Clone, Copy, PartialEq)]

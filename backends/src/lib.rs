@@ -14,6 +14,7 @@ pub mod fault;
 #[cfg(test)]
 mod fixtures;
 pub mod gpu;
+pub mod hash;
 pub mod model_config;
 #[cfg(feature = "onnx")]
 pub mod onnx;

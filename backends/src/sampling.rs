@@ -20,32 +20,11 @@
 use std::cmp::Ordering;
 
 use crate::contract::{SamplingParams, SeqId};
-use crate::sim::mix64;
+use crate::hash::mix64;
+pub use crate::hash::SplitMix64;
 
 /// Temperatures at or below this are treated as greedy.
 pub const GREEDY_TEMPERATURE: f32 = 1e-5;
-
-/// A small, fast, seedable generator (SplitMix64): reproducible on every platform.
-#[derive(Debug, Clone)]
-pub struct SplitMix64(u64);
-
-impl SplitMix64 {
-    /// A generator whose stream is fixed by `seed`.
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        mix64(self.0)
-    }
-
-    /// A uniform draw in [0, 1) with 53 bits of precision.
-    pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-}
 
 /// The seed of the draw for `seq`'s token at `position`.
 pub fn seed_for(params: &SamplingParams, seq: SeqId, position: u32) -> u64 {

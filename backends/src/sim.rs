@@ -9,6 +9,7 @@
 use crate::contract::{Backend, BackendKind, DeviceInfo, StepOutput, StepPlan};
 use crate::cost::{CostModel, SeqWork, StepShape};
 use crate::error::BackendError;
+use crate::hash::mix64;
 
 /// Sizing of a simulated device's KV pool and batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,15 +42,6 @@ pub struct SimBackend {
     info: DeviceInfo,
     eos: Vec<u32>,
     vocab: u32,
-}
-
-/// Mixes 64 bits (splitmix64 finaliser).
-#[inline]
-pub fn mix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 impl SimBackend {

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use switchyard_backends::hash::SplitMix64;
 use switchyard_backends::{Catalog, CostModel};
 use switchyard_scheduler::router::{
     DeviceId, DeviceView, PolicyKind, RouteRequest, Router, RouterConfig,
@@ -16,23 +17,6 @@ use switchyard_scheduler::Load;
 const PROFILES: [&str; 7] = [
     "h100-sxm", "h200", "mi300x", "mi250x", "a100-80g", "l40s", "l4",
 ];
-
-/// SplitMix64: a seeded, dependency-free generator for the loads.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn costs() -> Vec<CostModel> {
     let catalog = Catalog::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles"));
@@ -44,7 +28,7 @@ fn costs() -> Vec<CostModel> {
 }
 
 fn fleet(costs: &[CostModel]) -> Vec<DeviceView<'_>> {
-    let mut rng = SplitMix(0x5EED);
+    let mut rng = SplitMix64::new(0x5EED);
     (0..16u32)
         .map(|i| {
             let running = rng.below(200) as u32;

@@ -29,7 +29,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
-use switchyard_backends::sim::mix64;
+use switchyard_backends::hash::mix64;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -59,32 +59,37 @@ pub struct HttpOptions {
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
-/// Host, port and path prefix of an `http://` URL.
+/// Host (IPv6 literals keep their brackets, so `host:port` stays a socket
+/// address), port and path prefix of an `http://` URL.
 fn split_url(url: &str) -> Result<(String, u16, String), LoadgenError> {
-    let rest = url.strip_prefix("http://").ok_or_else(|| {
-        LoadgenError::spec(
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|e| LoadgenError::spec("target", url, format!("not a URL: {e}")))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(LoadgenError::spec(
             "target",
             url,
             "expected sim:FLEET or an http:// URL (TLS is not supported; use a local proxy)",
-        )
-    })?;
-    let (hostport, path) = rest.split_once('/').map_or((rest, ""), |(h, p)| (h, p));
-    let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) => (
-            h,
-            p.parse::<u16>()
-                .map_err(|_| LoadgenError::spec("target", url, format!("bad port `{p}`")))?,
-        ),
-        None => (hostport, 80),
-    };
+        ));
+    }
+    let host = uri.host().unwrap_or_default();
     if host.is_empty() {
         return Err(LoadgenError::spec("target", url, "missing host"));
     }
-    Ok((
-        host.to_string(),
-        port,
-        path.trim_end_matches('/').to_string(),
-    ))
+    // `Uri` keeps an unparsable port in the authority rather than refusing it.
+    let authority = uri.authority().map_or("", |a| a.as_str());
+    let authority = authority.rsplit('@').next().unwrap_or(authority);
+    let port = match authority
+        .strip_prefix(host)
+        .and_then(|r| r.strip_prefix(':'))
+    {
+        Some(p) => p
+            .parse::<u16>()
+            .map_err(|_| LoadgenError::spec("target", url, format!("bad port `{p}`")))?,
+        None => 80,
+    };
+    let path = uri.path().trim_matches('/');
+    Ok((host.to_string(), port, path.to_string()))
 }
 
 /// Common English words that most BPE tokenizers encode as one token each (with the leading space).
@@ -412,8 +417,13 @@ mod tests {
             split_url("http://h/api/").unwrap(),
             ("h".into(), 80, "api".into())
         );
+        assert_eq!(
+            split_url("http://[::1]:9000/v/").unwrap(),
+            ("[::1]".into(), 9000, "v".into())
+        );
         assert!(split_url("https://h").is_err());
         assert!(split_url("http://h:x").is_err());
+        assert!(split_url("http://:80").is_err());
     }
 
     #[test]

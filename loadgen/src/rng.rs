@@ -3,7 +3,7 @@
 //! lognormal and gamma. Deterministic across platforms for a given seed, so
 //! a workload is reproducible from `--seed`.
 
-use switchyard_backends::sim::mix64;
+use switchyard_backends::hash::mix64;
 
 /// xoshiro256++ generator.
 #[derive(Debug, Clone)]
@@ -17,7 +17,7 @@ impl Rng {
         let mut z = seed;
         let mut s = [0u64; 4];
         for v in &mut s {
-            z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            z = z.wrapping_add(switchyard_backends::hash::GOLDEN_GAMMA);
             *v = mix64(z);
         }
         Self { s }

@@ -37,9 +37,9 @@ pub struct Config {
     pub profiles_dir: PathBuf,
     /// HTTP server settings.
     #[serde(default)]
-    pub server: ServerConfig,
+    pub server: ServerSection,
     /// The model every device serves.
-    pub model: ModelConfig,
+    pub model: ModelSection,
     /// Engine sizing, shared by every device.
     #[serde(default)]
     pub engine: EngineSection,
@@ -57,7 +57,7 @@ fn default_profiles() -> PathBuf {
 /// HTTP server settings.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ServerConfig {
+pub struct ServerSection {
     /// Listen address.
     pub addr: SocketAddr,
     /// Bearer keys accepted on the API; empty means no authentication.
@@ -80,7 +80,7 @@ pub struct ServerConfig {
     pub unavailable_wait_s: f64,
 }
 
-impl Default for ServerConfig {
+impl Default for ServerSection {
     fn default() -> Self {
         Self {
             addr: SocketAddr::from(([127, 0, 0, 1], 8000)),
@@ -100,7 +100,7 @@ impl Default for ServerConfig {
 /// The served model.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ModelConfig {
+pub struct ModelSection {
     /// Model spec in `profiles/models/` (prices the cost model).
     pub spec: String,
     /// Name clients pass as `model` (defaults to `spec`).
@@ -109,7 +109,7 @@ pub struct ModelConfig {
     pub path: Option<PathBuf>,
 }
 
-impl ModelConfig {
+impl ModelSection {
     /// The name clients use.
     pub fn served_name(&self) -> &str {
         self.served_name.as_deref().unwrap_or(&self.spec)

@@ -31,7 +31,7 @@
 
 use std::collections::HashMap;
 
-use switchyard_backends::sim::mix64;
+use switchyard_backends::hash::mix64;
 use switchyard_backends::{BlockCopy, BlockId};
 
 const NIL: u32 = u32::MAX;
@@ -134,7 +134,7 @@ pub fn block_hash(parent: u64, tokens: &[u32]) -> u64 {
     let mut h = parent;
     for &t in tokens {
         h = (h ^ u64::from(t))
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            .wrapping_mul(switchyard_backends::hash::GOLDEN_GAMMA)
             .rotate_left(29);
     }
     mix64(h ^ tokens.len() as u64)

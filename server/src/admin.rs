@@ -10,9 +10,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use switchyard_backends::BackendKind;
 
+use crate::api::route_error;
 use crate::api::ApiError;
-use crate::generate::route_error;
-use crate::http::{authorize, SharedState};
+use crate::state::{authorize, SharedState};
 use crate::ServerError;
 use switchyard_scheduler::config::Config;
 
@@ -123,9 +123,8 @@ async fn reload(State(state): State<SharedState>, headers: HeaderMap) -> Respons
         return e.into_response();
     }
     let Some(path) = &state.config_path else {
-        return ApiError::new(
+        return ApiError::invalid_request(
             StatusCode::CONFLICT,
-            "invalid_request_error",
             "server was started without a config file",
         )
         .into_response();
@@ -135,9 +134,8 @@ async fn reload(State(state): State<SharedState>, headers: HeaderMap) -> Respons
         .and_then(|c| state.fleet.reload(&c));
     match applied {
         Ok(()) => Json(json!({ "reloaded": path })).into_response(),
-        Err(e) => ApiError::new(
+        Err(e) => ApiError::invalid_request(
             StatusCode::BAD_REQUEST,
-            "invalid_request_error",
             format!("reload rejected, previous configuration kept: {e}"),
         )
         .into_response(),

@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use switchyard_backends::SamplingParams;
 
+use switchyard_scheduler::router::RouteError;
+
 use crate::tokenizer::ChatMessage;
 
 /// An error as the API reports it: `{"error": {message, type, param, code}}`.
@@ -26,17 +28,25 @@ pub struct ApiError {
     pub retry_after: Option<u32>,
 }
 
+/// OpenAI's error type for anything wrong with the request itself.
+pub const INVALID_REQUEST: &str = "invalid_request_error";
+
 impl ApiError {
     /// 400 for an invalid parameter.
     pub fn invalid(param: &'static str, message: impl Into<String>) -> Self {
         Self {
             status: StatusCode::BAD_REQUEST,
             message: message.into(),
-            kind: "invalid_request_error",
+            kind: INVALID_REQUEST,
             param: Some(param),
             code: None,
             retry_after: None,
         }
+    }
+
+    /// An `invalid_request_error` with no single offending parameter.
+    pub fn invalid_request(status: StatusCode, message: impl Into<String>) -> Self {
+        Self::new(status, INVALID_REQUEST, message)
     }
 
     /// An error of any status.
@@ -84,6 +94,28 @@ impl IntoResponse for ApiError {
                 .insert("retry-after", HeaderValue::from(secs));
         }
         resp
+    }
+}
+
+/// Maps a routing failure to the API.
+pub fn route_error(e: RouteError) -> ApiError {
+    match e {
+        RouteError::PromptTooLong {
+            prompt_tokens,
+            max_supported,
+        } => ApiError::invalid(
+            "prompt",
+            format!(
+                "prompt of {prompt_tokens} tokens exceeds the longest context any device supports ({max_supported})"
+            ),
+        )
+        .with_code("context_length_exceeded"),
+        RouteError::NoHealthyDevice => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "no healthy device can serve this request",
+        )
+        .retry_after(1),
     }
 }
 

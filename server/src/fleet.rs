@@ -21,7 +21,7 @@ use crate::worker::{
 use crate::ServerError;
 
 /// Every device, the router and the shared request state.
-pub struct Fleet {
+pub struct LiveFleet {
     devices: Vec<Arc<DeviceShared>>,
     router: Mutex<Router>,
     model: ModelSpec,
@@ -46,9 +46,9 @@ pub struct Routed {
     pub decision: Decision,
 }
 
-impl Fleet {
+impl LiveFleet {
     /// Starts every device that can start; fails only if none can.
-    pub fn start(config: &Config) -> Result<Arc<Fleet>, ServerError> {
+    pub fn start(config: &Config) -> Result<Arc<LiveFleet>, ServerError> {
         let catalog = Catalog::new(&config.profiles_dir);
         let model = catalog.model(&config.model.spec)?;
         let router_config = config.router.router_config();
@@ -118,7 +118,7 @@ impl Fleet {
             return Err(ServerError::NoUsableDevice(reasons.join("; ")));
         }
         let tokenizer = load_tokenizer(config, &model)?;
-        let fleet = Arc::new(Fleet {
+        let fleet = Arc::new(LiveFleet {
             devices,
             router: Mutex::new(Router::new(router_config)),
             served_name: config.model.served_name().to_string(),
@@ -342,7 +342,7 @@ impl Fleet {
 
 /// An admitted request; releases its slot when dropped.
 pub struct AdmissionPermit {
-    fleet: Arc<Fleet>,
+    fleet: Arc<LiveFleet>,
 }
 
 impl Drop for AdmissionPermit {

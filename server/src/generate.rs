@@ -12,8 +12,8 @@ use metrics::{counter, histogram};
 use switchyard_backends::SeqId;
 use tokio::sync::mpsc;
 
-use crate::api::{ApiError, GenerationSettings};
-use crate::fleet::{AdmissionPermit, Fleet};
+use crate::api::{route_error, ApiError, GenerationSettings};
+use crate::fleet::{AdmissionPermit, LiveFleet};
 use crate::metrics as m;
 use crate::tokenizer::IncrementalDecoder;
 use crate::worker::{Command, DeviceShared, SeqEvent, Submission};
@@ -54,30 +54,11 @@ pub struct Generation {
     pub settings: GenerationSettings,
 }
 
-/// Maps a routing failure to the API.
-pub fn route_error(e: RouteError) -> ApiError {
-    match e {
-        RouteError::PromptTooLong {
-            prompt_tokens,
-            max_supported,
-        } => ApiError::invalid(
-            "prompt",
-            format!(
-                "prompt of {prompt_tokens} tokens exceeds the longest context any device supports ({max_supported})"
-            ),
-        )
-        .with_code("context_length_exceeded"),
-        RouteError::NoHealthyDevice => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "server_error",
-            "no healthy device can serve this request",
-        )
-        .retry_after(1),
-    }
-}
-
 /// Admits and starts a generation; the receiver yields its items.
-pub fn start(fleet: &Arc<Fleet>, gen: Generation) -> Result<mpsc::Receiver<StreamItem>, ApiError> {
+pub fn start(
+    fleet: &Arc<LiveFleet>,
+    gen: Generation,
+) -> Result<mpsc::Receiver<StreamItem>, ApiError> {
     if gen.prompt.is_empty() {
         return Err(ApiError::invalid("prompt", "prompt must not be empty"));
     }
@@ -138,7 +119,7 @@ enum TokenFlow {
 }
 
 struct Task {
-    fleet: Arc<Fleet>,
+    fleet: Arc<LiveFleet>,
     gen: Generation,
     out: mpsc::Sender<StreamItem>,
     generated: Vec<u32>,
@@ -152,7 +133,7 @@ struct Task {
 }
 
 async fn run(
-    fleet: Arc<Fleet>,
+    fleet: Arc<LiveFleet>,
     gen: Generation,
     out: mpsc::Sender<StreamItem>,
     _permit: AdmissionPermit,

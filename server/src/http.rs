@@ -3,7 +3,6 @@
 //! Admin endpoints live in `admin.rs`.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
@@ -14,35 +13,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream;
-use metrics_exporter_prometheus::PrometheusHandle;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
-use subtle::ConstantTimeEq;
 use tokio::sync::mpsc;
 
 use crate::api::{ApiError, ChatRequest, CommonParams, CompletionRequest, PromptInput, Usage};
-use crate::fleet::Fleet;
+use crate::fleet::LiveFleet;
 use crate::generate::{self, Completion, Generation, StreamItem};
 use crate::metrics as m;
+use crate::state::{authorize, SharedState};
 use crate::tokenizer::render_chat;
 use crate::worker::DeviceState;
-
-/// What every handler can reach.
-pub struct AppState {
-    /// The fleet.
-    pub fleet: Arc<Fleet>,
-    /// Renders `/metrics`.
-    pub prometheus: PrometheusHandle,
-    /// Accepted API keys (empty: open).
-    pub api_keys: Vec<String>,
-    /// Admin key (absent: admin open).
-    pub admin_key: Option<String>,
-    /// Config file, for `/admin/reload`.
-    pub config_path: Option<std::path::PathBuf>,
-}
-
-/// Shared state handle.
-pub type SharedState = Arc<AppState>;
 
 /// Builds the router of every endpoint.
 pub fn app(state: SharedState, max_body_bytes: usize) -> Router {
@@ -54,80 +35,29 @@ pub fn app(state: SharedState, max_body_bytes: usize) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .merge(crate::admin::routes())
-        .fallback(|| async {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "invalid_request_error",
-                "no such endpoint",
-            )
-        })
+        .fallback(|| async { ApiError::invalid_request(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
-}
-
-/// True when `presented` equals one of `keys`, compared in constant time.
-fn key_matches(keys: &[String], presented: &str) -> bool {
-    keys.iter().fold(false, |ok, k| {
-        ok | bool::from(k.as_bytes().ct_eq(presented.as_bytes()))
-    })
-}
-
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
-}
-
-/// Checks `Authorization: Bearer` against `keys` (no keys: open).
-pub fn authorize(keys: &[String], headers: &HeaderMap) -> Result<(), ApiError> {
-    if keys.is_empty() {
-        return Ok(());
-    }
-    match bearer(headers) {
-        Some(k) if key_matches(keys, k) => Ok(()),
-        _ => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "authentication_error",
-            "missing or invalid API key",
-        )
-        .with_code("invalid_api_key")),
-    }
 }
 
 /// Parses a JSON body, mapping size and syntax problems to API errors.
 fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
     let bytes = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "invalid_request_error",
-                "request body too large",
-            )
+            ApiError::invalid_request(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
         } else {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                e.body_text(),
-            )
+            ApiError::invalid_request(StatusCode::BAD_REQUEST, e.body_text())
         }
     })?;
     serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            format!("invalid JSON body: {e}"),
-        )
+        ApiError::invalid_request(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}"))
     })
 }
 
-fn check_model(fleet: &Fleet, params: &CommonParams) -> Result<(), ApiError> {
+fn check_model(fleet: &LiveFleet, params: &CommonParams) -> Result<(), ApiError> {
     match &params.model {
-        Some(name) if name != fleet.served_name() => Err(ApiError::new(
+        Some(name) if name != fleet.served_name() => Err(ApiError::invalid_request(
             StatusCode::NOT_FOUND,
-            "invalid_request_error",
             format!(
                 "model `{name}` does not exist; this server serves `{}`",
                 fleet.served_name()
@@ -138,7 +68,7 @@ fn check_model(fleet: &Fleet, params: &CommonParams) -> Result<(), ApiError> {
     }
 }
 
-fn prompt_ids(fleet: &Fleet, prompt: PromptInput) -> Result<Vec<u32>, ApiError> {
+fn prompt_ids(fleet: &LiveFleet, prompt: PromptInput) -> Result<Vec<u32>, ApiError> {
     let vocab = fleet.model().vocab_size;
     let ids = match prompt {
         PromptInput::Text(t) => fleet.tokenizer().encode(&t),
@@ -228,7 +158,7 @@ struct Envelope {
 }
 
 impl Envelope {
-    fn new(fleet: &Fleet, flavor: Flavor) -> Self {
+    fn new(fleet: &LiveFleet, flavor: Flavor) -> Self {
         let prefix = if flavor == Flavor::Chat {
             "chatcmpl"
         } else {

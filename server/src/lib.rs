@@ -14,6 +14,7 @@ pub mod fleet;
 pub mod generate;
 pub mod http;
 pub mod metrics;
+pub mod state;
 pub mod tokenizer;
 pub mod worker;
 
@@ -26,7 +27,7 @@ use std::time::Duration;
 use axum::serve::ListenerExt;
 use switchyard_backends::ProfileError;
 
-pub use fleet::Fleet;
+pub use fleet::LiveFleet;
 pub use switchyard_scheduler::config::{self, Config};
 
 /// Why the server could not start or run.
@@ -66,9 +67,9 @@ pub struct ServeOptions {
 pub async fn serve(opts: ServeOptions) -> Result<(), ServerError> {
     let config = Config::load(&opts.config_path)?;
     let prometheus = metrics::install().map_err(ServerError::Metrics)?;
-    let fleet = Fleet::start(&config)?;
+    let fleet = LiveFleet::start(&config)?;
     let addr = opts.addr.unwrap_or(config.server.addr);
-    let state = Arc::new(http::AppState {
+    let state = Arc::new(state::AppState {
         fleet: fleet.clone(),
         prometheus,
         api_keys: config.server.api_keys.clone(),

@@ -11,10 +11,10 @@ use std::sync::Arc;
 
 use minijinja::{context, Environment};
 use serde::Serialize;
-use switchyard_backends::sim::mix64;
+use switchyard_backends::hash::mix64;
 
 /// What the HTTP layer needs from a tokenizer.
-pub trait Tokenizer: Send + Sync {
+pub trait TokenCodec: Send + Sync {
     /// Token ids of `text` (no special tokens added).
     fn encode(&self, text: &str) -> Vec<u32>;
     /// Text of `ids`; invalid UTF-8 pieces become U+FFFD.
@@ -34,10 +34,10 @@ pub trait Tokenizer: Send + Sync {
 }
 
 /// A shared tokenizer.
-pub type SharedTokenizer = Arc<dyn Tokenizer>;
+pub type SharedTokenizer = Arc<dyn TokenCodec>;
 
 /// A model's own Hugging Face tokenizer (`tokenizer.json` + `tokenizer_config.json`).
-impl Tokenizer for switchyard_backends::Tokenizer {
+impl TokenCodec for switchyard_backends::Tokenizer {
     fn encode(&self, text: &str) -> Vec<u32> {
         // Chat templates add BOS themselves; plain completions follow the
         // tokenizer's post-processor, as Hugging Face clients expect.
@@ -91,7 +91,7 @@ const ONSETS: [&str; 16] = [
 ];
 const VOWELS: [&str; 8] = ["a", "e", "i", "o", "u", "ai", "ou", "ee"];
 
-impl Tokenizer for SyntheticTokenizer {
+impl TokenCodec for SyntheticTokenizer {
     fn encode(&self, text: &str) -> Vec<u32> {
         let mut ids = Vec::new();
         let mut word = String::new();
@@ -144,7 +144,7 @@ pub struct IncrementalDecoder {
 
 impl IncrementalDecoder {
     /// Adds a token; returns the new text it completes (may be empty).
-    pub fn push(&mut self, tok: &dyn Tokenizer, id: u32) -> String {
+    pub fn push(&mut self, tok: &dyn TokenCodec, id: u32) -> String {
         self.ids.push(id);
         let prefix = tok.decode(&self.ids[self.prefix_offset..self.read_offset]);
         let full = tok.decode(&self.ids[self.prefix_offset..]);
@@ -177,7 +177,10 @@ pub const FALLBACK_CHAT_TEMPLATE: &str = "{% for m in messages %}<|{{ m.role }}|
 pub struct TemplateError(String);
 
 /// Renders `messages` with the model's chat template (or the fallback).
-pub fn render_chat(tok: &dyn Tokenizer, messages: &[ChatMessage]) -> Result<String, TemplateError> {
+pub fn render_chat(
+    tok: &dyn TokenCodec,
+    messages: &[ChatMessage],
+) -> Result<String, TemplateError> {
     let source = tok.chat_template().unwrap_or(FALLBACK_CHAT_TEMPLATE);
     let mut env = Environment::new();
     env.add_template("chat", source)
@@ -219,7 +222,7 @@ mod tests {
 
     /// A byte-level tokenizer (ids 3.. are bytes), enough to test UTF-8 hold-back.
     struct Bytes;
-    impl Tokenizer for Bytes {
+    impl TokenCodec for Bytes {
         fn encode(&self, text: &str) -> Vec<u32> {
             text.bytes().map(|b| u32::from(b) + 3).collect()
         }
@@ -261,7 +264,7 @@ mod tests {
     }
 
     struct Templated;
-    impl Tokenizer for Templated {
+    impl TokenCodec for Templated {
         fn encode(&self, _: &str) -> Vec<u32> {
             vec![]
         }

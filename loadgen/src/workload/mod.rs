@@ -40,7 +40,7 @@ use std::time::Duration;
 use crate::error::LoadgenError;
 use crate::rng::Rng;
 use shapes::{named_mix, Length, ShapeDist, NAMED_MIXES};
-use switchyard_backends::sim::mix64;
+use switchyard_backends::hash::mix64;
 use trace::{TraceRow, HASH_BLOCK_TOKENS};
 
 /// Requests generated for a synthetic workload with no count or time bound.
@@ -371,7 +371,7 @@ impl WorkloadSource {
             u64::MAX
         });
         for (i, ((_, spec), tr)) in self.specs.iter().zip(&self.traces).enumerate() {
-            let mut rng = Rng::new(o.seed ^ switchyard_backends::sim::mix64(i as u64 + 1));
+            let mut rng = Rng::new(o.seed ^ switchyard_backends::hash::mix64(i as u64 + 1));
             let src = i as u16;
             match (spec, tr) {
                 (_, Some(rows)) => {
