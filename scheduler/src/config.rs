@@ -68,16 +68,20 @@ pub struct ServerSection {
     pub max_body_bytes: usize,
     /// Requests admitted but not finished before new ones get 429.
     pub max_pending_requests: usize,
-    /// How long SIGTERM waits for in-flight requests, seconds.
-    pub drain_timeout_s: f64,
-    /// A device step running longer than this is declared hung, seconds.
-    pub step_timeout_s: f64,
+    /// How long SIGTERM waits for in-flight requests (`drain_timeout_s`).
+    #[serde(rename = "drain_timeout_s", with = "serde_secs")]
+    pub drain_timeout: Duration,
+    /// A device step running longer than this is declared hung (`step_timeout_s`).
+    #[serde(rename = "step_timeout_s", with = "serde_secs")]
+    pub step_timeout: Duration,
     /// Times a request is re-routed after device failures before it fails.
     pub max_reroutes: u32,
-    /// First back-off of a failed device before it is probed, milliseconds.
-    pub unhealthy_backoff_ms: u64,
-    /// How long a request waits for some device to recover when none is healthy, seconds.
-    pub unavailable_wait_s: f64,
+    /// First back-off of a failed device before it is probed (`unhealthy_backoff_ms`).
+    #[serde(rename = "unhealthy_backoff_ms", with = "serde_ms")]
+    pub unhealthy_backoff: Duration,
+    /// How long a request waits for some device to recover when none is healthy (`unavailable_wait_s`).
+    #[serde(rename = "unavailable_wait_s", with = "serde_secs")]
+    pub unavailable_wait: Duration,
 }
 
 impl Default for ServerSection {
@@ -88,11 +92,11 @@ impl Default for ServerSection {
             admin_key: None,
             max_body_bytes: 4 << 20,
             max_pending_requests: 4096,
-            drain_timeout_s: 30.0,
-            step_timeout_s: 60.0,
+            drain_timeout: Duration::from_secs(30),
+            step_timeout: Duration::from_secs(60),
             max_reroutes: 3,
-            unhealthy_backoff_ms: 500,
-            unavailable_wait_s: 10.0,
+            unhealthy_backoff: Duration::from_millis(500),
+            unavailable_wait: Duration::from_secs(10),
         }
     }
 }
@@ -225,9 +229,9 @@ pub struct FaultConfig {
     /// Probability that a step hangs for `hang_s` seconds.
     #[serde(default)]
     pub hang_rate: f64,
-    /// How long a hung step blocks, seconds.
-    #[serde(default = "default_hang")]
-    pub hang_s: f64,
+    /// How long a hung step blocks (`hang_s`).
+    #[serde(rename = "hang_s", default = "default_hang", with = "serde_secs")]
+    pub hang: Duration,
     /// Probability that a step panics.
     #[serde(default)]
     pub panic_rate: f64,
@@ -236,8 +240,8 @@ pub struct FaultConfig {
     pub seed: u64,
 }
 
-fn default_hang() -> f64 {
-    5.0
+fn default_hang() -> Duration {
+    Duration::from_secs(5)
 }
 
 /// One device of the fleet.
@@ -324,7 +328,7 @@ impl DeviceConfig {
             fault: self.fault.map(|f| FaultPlan {
                 fail_rate: f.fail_rate,
                 hang_rate: f.hang_rate,
-                hang: Duration::from_secs_f64(f.hang_s.max(0.0)),
+                hang: f.hang,
                 panic_rate: f.panic_rate,
                 seed: f.seed,
             }),
@@ -422,6 +426,44 @@ impl Config {
 
     /// Step-hang timeout.
     pub fn step_timeout(&self) -> Duration {
-        Duration::from_secs_f64(self.server.step_timeout_s.max(0.001))
+        self.server.step_timeout.max(Duration::from_millis(1))
+    }
+}
+
+/// `Duration` as (de)serialized milliseconds (`f64`).
+pub mod serde_ms {
+    use std::time::Duration;
+
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    /// Serializes a duration as milliseconds.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64() * 1e3)
+    }
+
+    /// Deserializes non-negative finite milliseconds.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let ms = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(ms / 1e3)
+            .map_err(|_| D::Error::custom(format!("expected milliseconds ≥ 0, got {ms}")))
+    }
+}
+
+/// `Duration` as (de)serialized seconds (`f64`).
+pub mod serde_secs {
+    use std::time::Duration;
+
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    /// Serializes a duration as seconds.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    /// Deserializes non-negative finite seconds.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs)
+            .map_err(|_| D::Error::custom(format!("expected seconds ≥ 0, got {secs}")))
     }
 }

@@ -99,7 +99,7 @@ impl LiveFleet {
             if let Some(backend) = backend {
                 let opts = WorkerOptions {
                     time_scale: dc.time_scale,
-                    unhealthy_backoff: Duration::from_millis(config.server.unhealthy_backoff_ms),
+                    unhealthy_backoff: config.server.unhealthy_backoff,
                     epoch,
                 };
                 let handle = worker::spawn(shared.clone(), engine, backend, opts)
@@ -128,7 +128,7 @@ impl LiveFleet {
             pending: AtomicUsize::new(0),
             max_pending: config.server.max_pending_requests,
             max_reroutes: config.server.max_reroutes,
-            unavailable_wait: Duration::from_secs_f64(config.server.unavailable_wait_s.max(0.0)),
+            unavailable_wait: config.server.unavailable_wait,
             next_id: AtomicU64::new(1),
             epoch,
             stopping: AtomicBool::new(false),

@@ -22,7 +22,6 @@ use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::serve::ListenerExt;
 use switchyard_backends::ProfileError;
@@ -94,7 +93,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServerError> {
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = stop_wait.wait_for(|s| *s).await;
     });
-    let drain = Duration::from_secs_f64(config.server.drain_timeout_s.max(0.0));
+    let drain = config.server.drain_timeout;
     let mut server = Box::pin(server.into_future());
     tokio::select! {
         res = &mut server => res.map_err(|e| ServerError::Io(e.to_string()))?,

@@ -158,6 +158,7 @@ pub use policy::{Objective, PolicyKind, UnknownObjective, UnknownPolicy, FASTEST
 pub use score::{DeviceScore, DeviceView};
 pub use shape::{ContextBucket, OutputEstimator, Shape, ShapeClass, CONTEXT_BUCKET_BOUNDS};
 
+use crate::config::serde_ms;
 use policy::PrefixParams;
 use score::Budgets;
 
@@ -538,24 +539,5 @@ fn no_eligible_device(req: &RouteRequest, fleet: &[DeviceView<'_>]) -> RouteErro
             prompt_tokens: req.prompt_tokens,
             max_supported,
         },
-    }
-}
-
-/// `Duration` as (de)serialized milliseconds (`f64`).
-pub(crate) mod serde_ms {
-    use std::time::Duration;
-
-    use serde::{de::Error, Deserialize, Deserializer, Serializer};
-
-    /// Serializes a duration as milliseconds.
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_f64(d.as_secs_f64() * 1e3)
-    }
-
-    /// Deserializes non-negative finite milliseconds.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let ms = f64::deserialize(d)?;
-        Duration::try_from_secs_f64(ms / 1e3)
-            .map_err(|_| D::Error::custom(format!("expected milliseconds ≥ 0, got {ms}")))
     }
 }

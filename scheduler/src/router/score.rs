@@ -9,7 +9,8 @@ use switchyard_backends::{CostModel, SeqWork, StepCost, StepShape};
 
 use super::interference::{PrefillRate, StepMix};
 use super::shape::Shape;
-use super::{serde_ms, DeviceId};
+use super::DeviceId;
+use crate::config::serde_ms;
 use crate::engine::{budgeted_chunk, Engine, Load};
 
 /// What the router sees of one device for one routing decision.
