@@ -1,11 +1,13 @@
-//! Shared test fixtures: a device profile and a dense 8B-class model spec
-//! with every field spelled out, so tests read as hand computations.
+//! Shared test fixtures: a device profile, a dense 8B-class model spec and
+//! a tiny model spec with every field spelled out, so tests read as hand
+//! computations. Other crates' tests reach them through the `test-fixtures`
+//! feature (from `[dev-dependencies]`), so no crate hand-builds its own.
 
 use crate::profile::{AttentionSpec, Calibration, DeviceProfile, ModelSpec, Vendor};
 
 /// A device of `peak_tflops` and `bandwidth_gbps` with calibration
 /// `[compute_eff, bandwidth_eff, step_overhead_us, per_sequence_overhead_us]`.
-pub(crate) fn device(peak_tflops: f64, bandwidth_gbps: f64, cal: [f64; 4]) -> DeviceProfile {
+pub fn device(peak_tflops: f64, bandwidth_gbps: f64, cal: [f64; 4]) -> DeviceProfile {
     DeviceProfile {
         name: "d".into(),
         vendor: Vendor::Nvidia,
@@ -30,7 +32,7 @@ pub(crate) fn device(peak_tflops: f64, bandwidth_gbps: f64, cal: [f64; 4]) -> De
 }
 
 /// A dense GQA model of 8 B parameters (Llama-3-8B-like), BF16.
-pub(crate) fn dense_8b(max_context: u32) -> ModelSpec {
+pub fn dense_8b(max_context: u32) -> ModelSpec {
     ModelSpec {
         name: "m".into(),
         description: "test".into(),
@@ -46,6 +48,29 @@ pub(crate) fn dense_8b(max_context: u32) -> ModelSpec {
         weight_bytes: 2,
         kv_bytes: 2,
         eos_token_ids: vec![1],
+        attention: AttentionSpec::Gqa,
+        moe: None,
+    }
+}
+
+/// A tiny dense GQA model (4 layers, hidden size 256, 10 M parameters) whose
+/// steps cost little more than the device's overheads; end-of-sequence id 0.
+pub fn tiny(max_context: u32) -> ModelSpec {
+    ModelSpec {
+        name: "m".into(),
+        description: "test".into(),
+        num_layers: 4,
+        hidden_size: 256,
+        num_attention_heads: 4,
+        num_kv_heads: 2,
+        head_dim: 64,
+        vocab_size: 1000,
+        max_context,
+        total_params_b: 0.01,
+        active_params_b: 0.01,
+        weight_bytes: 2,
+        kv_bytes: 2,
+        eos_token_ids: vec![0],
         attention: AttentionSpec::Gqa,
         moe: None,
     }

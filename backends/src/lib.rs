@@ -11,8 +11,8 @@ pub mod contract;
 pub mod cost;
 pub mod error;
 pub mod fault;
-#[cfg(test)]
-mod fixtures;
+#[cfg(any(test, feature = "test-fixtures"))]
+pub mod fixtures;
 pub mod gpu;
 pub mod hash;
 pub mod model_config;

@@ -17,6 +17,6 @@ pub mod router;
 
 pub use engine::{
     budgeted_chunk, AbortOutcome, DecodeRun, Engine, EngineConfig, EngineError, Event,
-    FinishReason, Load, Request, SeqStats,
+    FinishReason, Load, Request, SeqStats, StepTimer,
 };
 pub use kv::{BlockManager, BlockTable, KvError};

@@ -1,0 +1,125 @@
+//! What the router sees of an engine: the [`Load`] snapshot and its
+//! queue-delay prediction.
+
+use std::time::Duration;
+
+use switchyard_backends::{SeqWork, StepShape};
+
+use super::{budgeted_chunk, Engine, StepTimer};
+
+/// What the router sees of an engine.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
+pub struct Load {
+    /// Sequences waiting for admission.
+    pub waiting: u32,
+    /// Sequences admitted.
+    pub running: u32,
+    /// Prompt tokens not yet computed, waiting and running.
+    pub queued_prefill_tokens: u64,
+    /// Output tokens still to generate, upper bound from `max_tokens`.
+    pub outstanding_decode_tokens: u64,
+    /// Tokens held in the running sequences' caches.
+    pub running_context_tokens: u64,
+    /// Free KV blocks.
+    pub free_blocks: u32,
+    /// KV blocks in the pool.
+    pub total_blocks: u32,
+    /// Predicted wait before a new request's first prefill step.
+    pub predicted_queue_delay: Duration,
+}
+
+impl<T: StepTimer> Engine<T> {
+    /// A snapshot for the router. O(live sequences).
+    pub fn load(&self) -> Load {
+        let mut l = Load {
+            waiting: self.waiting.len() as u32,
+            running: self.running.len() as u32,
+            free_blocks: self.blocks.num_free_blocks(),
+            total_blocks: self.blocks.num_blocks(),
+            ..Load::default()
+        };
+        for seq in self.slots.iter().flatten() {
+            let left = seq.tokens.len() as u32 - seq.computed;
+            if left > 1 {
+                l.queued_prefill_tokens += u64::from(left);
+            }
+            let remaining = seq.max_tokens.saturating_sub(seq.output_len());
+            l.outstanding_decode_tokens += u64::from(remaining);
+        }
+        for &slot in &self.running {
+            l.running_context_tokens += u64::from(self.seq(slot).computed);
+        }
+        l.predicted_queue_delay = self.predict_queue_delay(&l);
+        l
+    }
+
+    /// Remaining output tokens of running sequence `slot`.
+    fn remaining(&self, slot: usize) -> u32 {
+        let s = self.seq(slot);
+        s.max_tokens.saturating_sub(s.output_len())
+    }
+
+    /// The `k`-th smallest remaining output (1-based, `1 ≤ k ≤ running`),
+    /// by bisection over values: O(running · log max), no allocation.
+    fn kth_smallest_remaining(&self, k: usize) -> u32 {
+        let (mut lo, mut hi) = (0u32, 0u32);
+        for &slot in &self.running {
+            hi = hi.max(self.remaining(slot));
+        }
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let at_most = self
+                .running
+                .iter()
+                .filter(|&&slot| self.remaining(slot) <= mid)
+                .count();
+            if at_most >= k {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        lo
+    }
+
+    /// Time until a new arrival's first prefill chunk: the prefill backlog
+    /// drains at the budget left after decodes, and when the batch is full
+    /// the arrival needs a free slot after every waiting sequence ahead of
+    /// it: `w + 1` finishes for `w` waiting, i.e. the `(w+1)`-th smallest
+    /// remaining output (plus a whole batch's longest remaining output per
+    /// full round of the batch beyond that).
+    fn predict_queue_delay(&self, l: &Load) -> Duration {
+        let decodes = l.running.min(self.config.max_batched_tokens);
+        let mut chunk = (self.config.max_batched_tokens - decodes).max(1);
+        let mut shape = StepShape::decodes(l.running, l.running_context_tokens);
+        if let Some(limit) = self.config.step_time_budget {
+            chunk = budgeted_chunk(&self.timer, shape, 0, chunk, limit).max(1);
+        }
+        let mut delay = Duration::ZERO;
+        if l.queued_prefill_tokens > 0 {
+            let steps = l.queued_prefill_tokens.div_ceil(u64::from(chunk));
+            let step_chunk = l.queued_prefill_tokens.min(u64::from(chunk)) as u32;
+            shape.push(SeqWork {
+                new_tokens: step_chunk,
+                context: 0,
+            });
+            delay += self.timer.step_duration(&shape) * steps.min(u64::from(u32::MAX)) as u32;
+        }
+        if l.running >= self.config.max_num_seqs && !self.running.is_empty() {
+            let running = self.running.len();
+            let ahead = self.waiting.len();
+            let rounds = (ahead / running) as u32;
+            let mut steps = self.kth_smallest_remaining(ahead % running + 1);
+            if rounds > 0 {
+                let longest = self.kth_smallest_remaining(running);
+                steps = steps.saturating_add(longest.saturating_mul(rounds));
+            }
+            // A full batch is never empty, so this is a real decode step.
+            let step = self
+                .timer
+                .step_duration(&StepShape::decodes(l.running, l.running_context_tokens));
+            delay += step.saturating_mul(steps);
+        }
+        delay
+    }
+}
