@@ -18,9 +18,9 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use switchyard_backends::Catalog;
 use switchyard_loadgen::fleet::{Fleet, FleetSpec};
-use switchyard_loadgen::router::{PolicyKind, RouterConfig};
 use switchyard_loadgen::sim::{simulate, SimOptions};
 use switchyard_loadgen::workload::{Workload, WorkloadOptions, WorkloadSource};
+use switchyard_scheduler::router::{PolicyKind, RouterConfig};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

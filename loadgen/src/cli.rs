@@ -7,21 +7,23 @@
 //! (policy, rate) pair is one run on the identical workload; on a live
 //! target every rate is one run.
 
+use std::fmt;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use switchyard_backends::Catalog;
+use switchyard_scheduler::router::{Objective, PolicyKind, RouterConfig};
 
 use crate::error::LoadgenError;
 use crate::fleet::{Fleet, FleetSpec};
 use crate::http::{run_http, HttpOptions};
 use crate::plan::{plan, PlanOptions};
 use crate::report::{self, Run};
-use crate::router::{Objective, PolicyKind, RouterConfig, Slo};
 use crate::sim::{simulate, SimOptions};
 use crate::slo::SloSpec;
-use crate::workload::{Arrival, WorkloadOptions, WorkloadSource};
+use crate::workload::{Arrival, Workload, WorkloadOptions, WorkloadSource};
 
 /// Flags of `switchyard loadgen`.
 #[derive(Debug, Clone, Args)]
@@ -43,7 +45,7 @@ pub struct LoadgenArgs {
     pub sweep: Vec<f64>,
     /// Arrival process of synthetic workloads: `poisson`, `constant`, `gamma:cv=X`.
     #[arg(long, default_value = "poisson")]
-    pub arrival: String,
+    pub arrival: Arrival,
     /// Length of the arrival window, seconds (for traces: of the replayed window after speedup).
     #[arg(long)]
     pub duration: Option<f64>,
@@ -61,17 +63,17 @@ pub struct LoadgenArgs {
     pub start: f64,
     /// Routing policies to compare on a sim target (comma-separated; default: the fleet's, else `cost`);
     /// `cost:elastic` / `cost:fixed` set the cost policy's objective for that run.
-    #[arg(long, value_delimiter = ',')]
-    pub policy: Vec<String>,
+    #[arg(long, value_delimiter = ',', value_name = "POLICY[:OBJECTIVE]")]
+    pub policy: Vec<PolicyChoice>,
     /// Objective of the cost policy, `fixed` or `elastic` (default: the fleet's, else `fixed`).
-    #[arg(long)]
-    pub objective: Option<String>,
+    #[arg(long, value_parser = parse_objective)]
+    pub objective: Option<Objective>,
     /// SLO-budgeted engine steps on sim targets, `on` or `off` (default: the fleet's, else `on`).
-    #[arg(long)]
-    pub step_budget: Option<String>,
+    #[arg(long, value_name = "on|off", value_parser = parse_switch)]
+    pub step_budget: Option<bool>,
     /// SLO targets, `ttft_ms=T,tpot_ms=P[,percentile=95]` (default: the fleet's, else 2000/100).
     #[arg(long)]
-    pub slo: Option<String>,
+    pub slo: Option<SloSpec>,
     /// Model spec name for sim targets (profiles/models/NAME.toml; default: the fleet's, else llama-3.1-8b).
     #[arg(long)]
     pub model: Option<String>,
@@ -112,7 +114,7 @@ pub struct PlanArgs {
     pub rate: f64,
     /// SLO, `ttft_p95_ms=T,tpot_p95_ms=P` (or `ttft_ms=..,tpot_ms=..,percentile=..`).
     #[arg(long)]
-    pub slo: String,
+    pub slo: SloSpec,
     /// Device catalog directory (profiles/devices); its parent holds models/.
     #[arg(long, default_value = "profiles/devices")]
     pub catalog: PathBuf,
@@ -126,14 +128,14 @@ pub struct PlanArgs {
     #[arg(long, default_value = "llama-3.1-8b")]
     pub model: String,
     /// Routing policy of the planned fleet (`cost:elastic` sets the cost policy's objective).
-    #[arg(long, default_value = "cost")]
-    pub policy: String,
+    #[arg(long, default_value = "cost", value_name = "POLICY[:OBJECTIVE]")]
+    pub policy: PolicyChoice,
     /// Requests simulated per candidate fleet.
     #[arg(long, default_value_t = 2000)]
     pub requests: u64,
     /// Arrival process, as for `loadgen`.
     #[arg(long, default_value = "poisson")]
-    pub arrival: String,
+    pub arrival: Arrival,
     /// Trace time compression.
     #[arg(long, default_value_t = 1.0)]
     pub speedup: f64,
@@ -151,6 +153,38 @@ pub struct PlanArgs {
     pub quiet: bool,
 }
 
+/// A routing policy and, optionally, the cost objective it runs under:
+/// `POLICY[:OBJECTIVE]`, e.g. `cost:elastic`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyChoice {
+    /// The policy.
+    pub policy: PolicyKind,
+    /// The objective, when the choice names one (else the run's default applies).
+    pub objective: Option<Objective>,
+}
+
+impl FromStr for PolicyChoice {
+    type Err = LoadgenError;
+
+    fn from_str(s: &str) -> Result<Self, LoadgenError> {
+        let (policy, objective) = s.split_once(':').map_or((s, None), |(p, o)| (p, Some(o)));
+        Ok(Self {
+            policy: parse_policy(policy)?,
+            objective: objective.map(parse_objective).transpose()?,
+        })
+    }
+}
+
+impl fmt::Display for PolicyChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.policy.as_str())?;
+        match self.objective {
+            Some(o) => write!(f, ":{o}"),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Parses a policy name.
 pub fn parse_policy(s: &str) -> Result<PolicyKind, LoadgenError> {
     s.trim().parse::<PolicyKind>().map_err(|_| {
@@ -162,179 +196,29 @@ pub fn parse_policy(s: &str) -> Result<PolicyKind, LoadgenError> {
     })
 }
 
-/// Parses `POLICY[:OBJECTIVE]`, e.g. `cost:elastic`.
-pub fn parse_policy_choice(s: &str) -> Result<(PolicyKind, Option<Objective>), LoadgenError> {
-    match s.split_once(':') {
-        None => Ok((parse_policy(s)?, None)),
-        Some((p, o)) => Ok((parse_policy(p)?, Some(parse_objective(o)?))),
-    }
-}
-
 /// Parses an objective name.
 pub fn parse_objective(s: &str) -> Result<Objective, LoadgenError> {
     s.parse::<Objective>()
         .map_err(|_| LoadgenError::spec("objective", s, "expected fixed or elastic"))
 }
 
-/// Parses `on` / `off`.
-fn parse_switch(what: &'static str, s: &str) -> Result<bool, LoadgenError> {
+/// Parses `on` / `off` (also `true`/`false`, `yes`/`no`).
+fn parse_switch(s: &str) -> Result<bool, LoadgenError> {
     match s.trim().to_ascii_lowercase().as_str() {
         "on" | "true" | "yes" => Ok(true),
         "off" | "false" | "no" => Ok(false),
-        _ => Err(LoadgenError::spec(what, s, "expected on or off")),
+        _ => Err(LoadgenError::spec("switch", s, "expected on or off")),
     }
-}
-
-/// The router's SLO for our spec.
-pub fn router_slo(s: &SloSpec) -> Slo {
-    Slo::from_ms(s.ttft_ms, s.tpot_ms, s.percentile / 100.0)
-}
-
-/// Builds a catalog and loads `name`'s model spec.
-fn load_model(
-    catalog: &Catalog,
-    name: &str,
-) -> Result<switchyard_backends::ModelSpec, LoadgenError> {
-    Ok(catalog.model(name)?)
 }
 
 /// Runs `switchyard loadgen`.
 pub fn run_loadgen(args: LoadgenArgs) -> Result<(), LoadgenError> {
     let source = WorkloadSource::new(&args.workload)?;
-    let arrival: Arrival = args.arrival.parse()?;
-    let base = WorkloadOptions {
-        rate: args.rate,
-        arrival,
-        concurrency: args.concurrency,
-        duration: args.duration,
-        requests: args.requests,
-        seed: args.seed,
-        speedup: args.speedup,
-        start: args.start,
+    let (runs, title) = match args.target.strip_prefix("sim:") {
+        Some(fleet) => run_sim_target(&args, &source, fleet)?,
+        None => run_live_target(&args, &source)?,
     };
-    let rates: Vec<Option<f64>> = if args.sweep.is_empty() {
-        vec![args.rate]
-    } else {
-        args.sweep.iter().map(|r| Some(*r)).collect()
-    };
-    let mut runs = Vec::new();
-    if let Some(fleet_text) = args.target.strip_prefix("sim:") {
-        let spec = FleetSpec::parse_target(fleet_text)?;
-        let catalog = Catalog::new(spec.profiles_dir.clone().unwrap_or(args.profiles.clone()));
-        let model_name = args
-            .model
-            .clone()
-            .or(spec.model.clone())
-            .unwrap_or_else(|| "llama-3.1-8b".into());
-        let model = load_model(&catalog, &model_name)?;
-        let fleet = Fleet::build(&catalog, &spec, &model)?;
-        let slo = match (&args.slo, spec.router.slo) {
-            (Some(s), _) => s.parse()?,
-            (None, Some(t)) => SloSpec::from_table(t.ttft_ms, t.tpot_ms, t.percentile),
-            (None, None) => SloSpec::default(),
-        };
-        let policies: Vec<(PolicyKind, Option<Objective>)> = if args.policy.is_empty() {
-            vec![parse_policy_choice(
-                spec.router.policy.as_deref().unwrap_or("cost"),
-            )?]
-        } else {
-            args.policy
-                .iter()
-                .map(|p| parse_policy_choice(p))
-                .collect::<Result<_, _>>()?
-        };
-        let objective = match (&args.objective, &spec.router.objective) {
-            (Some(o), _) => parse_objective(o)?,
-            (None, Some(o)) => parse_objective(o)?,
-            (None, None) => Objective::default(),
-        };
-        let budgeted_steps = match &args.step_budget {
-            Some(s) => parse_switch("step-budget", s)?,
-            None => spec.engine.slo_budgeted_steps.unwrap_or(true),
-        };
-        for rate in &rates {
-            let workload = source.build(&WorkloadOptions {
-                rate: *rate,
-                ..base.clone()
-            })?;
-            for (pi, (policy, policy_objective)) in policies.iter().enumerate() {
-                let mut router = RouterConfig {
-                    policy: *policy,
-                    objective: policy_objective.unwrap_or(objective),
-                    slo: router_slo(&slo),
-                    ..RouterConfig::default()
-                };
-                if let Some(m) = spec.router.prefix_min_match {
-                    router.prefix_min_match = m;
-                }
-                if let Some(b) = spec.router.prefix_balance_tokens {
-                    router.prefix_balance_tokens = b;
-                }
-                let opts = SimOptions {
-                    router,
-                    timeout: Duration::from_secs_f64(args.timeout),
-                    progress: !args.quiet,
-                    multi_step: true,
-                    budgeted_steps,
-                };
-                let started = Instant::now();
-                let mut result = simulate(&fleet, &workload, &opts);
-                let wall = started.elapsed().as_secs_f64();
-                let pname =
-                    &args.policy.get(pi).cloned().unwrap_or_else(|| {
-                        spec.router.policy.clone().unwrap_or_else(|| "cost".into())
-                    });
-                let label = run_label(Some(pname), *rate, rates.len() > 1, policies.len() > 1);
-                let records = std::mem::take(&mut result.records);
-                let mut run = Run::new(label, args.target.clone(), records, slo);
-                run.summary = run.summary.with_sim(&fleet, &result, wall);
-                run.summary.policy = Some(pname.trim().to_string());
-                run.summary.rate = rate.or(Some(workload.offered_rate())).filter(|r| *r > 0.0);
-                eprintln!("{}", one_line(&run));
-                runs.push(run);
-            }
-        }
-        let title = format!(
-            "Switchyard loadgen — sim {} ({model_name})",
-            fleet.spec.label()
-        );
-        report::write_all(&args.out, &runs, &source.labels(), &title, args.csv_itls)?;
-    } else {
-        let slo: SloSpec = args
-            .slo
-            .as_deref()
-            .map(str::parse)
-            .transpose()?
-            .unwrap_or_default();
-        for rate in &rates {
-            let workload = source.build(&WorkloadOptions {
-                rate: *rate,
-                ..base.clone()
-            })?;
-            let opts = HttpOptions {
-                url: args.target.clone(),
-                token_ids: args.token_ids,
-                model: args.api_model.clone(),
-                max_inflight: args.max_inflight,
-                timeout: Duration::from_secs_f64(args.timeout),
-                progress: !args.quiet,
-                seed: args.seed,
-            };
-            let records = run_http(&workload, &opts)?;
-            let label = run_label(None, *rate, rates.len() > 1, false);
-            let mut run = Run::new(label, args.target.clone(), records, slo);
-            run.summary.rate = rate.or(Some(workload.offered_rate())).filter(|r| *r > 0.0);
-            eprintln!("{}", one_line(&run));
-            runs.push(run);
-        }
-        report::write_all(
-            &args.out,
-            &runs,
-            &source.labels(),
-            &format!("Switchyard loadgen — {}", args.target),
-            args.csv_itls,
-        )?;
-    }
+    report::write_all(&args.out, &runs, &source.labels(), &title, args.csv_itls)?;
     eprintln!(
         "wrote {}/results.json, requests.csv, report.html",
         args.out.display()
@@ -342,8 +226,209 @@ pub fn run_loadgen(args: LoadgenArgs) -> Result<(), LoadgenError> {
     Ok(())
 }
 
+impl LoadgenArgs {
+    /// One run per swept rate, else one at `--rate` (none: closed loop, or a trace's own rate).
+    fn rates(&self) -> Vec<Option<f64>> {
+        if self.sweep.is_empty() {
+            vec![self.rate]
+        } else {
+            self.sweep.iter().map(|r| Some(*r)).collect()
+        }
+    }
+
+    /// The workload flags, at `rate`.
+    fn workload_options(&self, rate: Option<f64>) -> WorkloadOptions {
+        WorkloadOptions {
+            rate,
+            arrival: self.arrival,
+            concurrency: self.concurrency,
+            duration: self.duration,
+            requests: self.requests,
+            seed: self.seed,
+            speedup: self.speedup,
+            start: self.start,
+        }
+    }
+
+    /// `--timeout` as a duration.
+    fn timeout(&self) -> Result<Duration, LoadgenError> {
+        Duration::try_from_secs_f64(self.timeout).map_err(|_| {
+            LoadgenError::spec(
+                "timeout",
+                &self.timeout.to_string(),
+                "expected a number of seconds, at least 0",
+            )
+        })
+    }
+}
+
+/// The rate a run reports: the one asked for, else the workload's own; none if zero.
+fn reported_rate(rate: Option<f64>, workload: &Workload) -> Option<f64> {
+    rate.or(Some(workload.offered_rate())).filter(|r| *r > 0.0)
+}
+
+/// A sim target with its settings resolved: flags first, then the fleet
+/// file's, then the defaults.
+struct SimTarget {
+    fleet: Fleet,
+    model_name: String,
+    slo: SloSpec,
+    policies: Vec<PolicyChoice>,
+    /// Objective of runs whose policy choice names none.
+    objective: Objective,
+    /// Router settings every run shares; each run sets its policy and objective.
+    router: RouterConfig,
+    budgeted_steps: bool,
+    timeout: Duration,
+}
+
+impl SimTarget {
+    /// Builds the fleet of `fleet_text` (a fleet file or `PROFILE=COUNT,...`).
+    fn resolve(args: &LoadgenArgs, fleet_text: &str) -> Result<Self, LoadgenError> {
+        let spec = FleetSpec::parse_target(fleet_text)?;
+        let catalog = Catalog::new(
+            spec.profiles_dir
+                .clone()
+                .unwrap_or_else(|| args.profiles.clone()),
+        );
+        let model_name = args
+            .model
+            .clone()
+            .or_else(|| spec.model.clone())
+            .unwrap_or_else(|| "llama-3.1-8b".into());
+        let model = catalog.model(&model_name)?;
+        let fleet = Fleet::build(&catalog, &spec, &model)?;
+        let slo = match (args.slo, spec.router.slo) {
+            (Some(s), _) => s,
+            (None, Some(t)) => SloSpec::from_table(t.ttft_ms, t.tpot_ms, t.percentile),
+            (None, None) => SloSpec::default(),
+        };
+        let policies = if args.policy.is_empty() {
+            vec![spec.router.policy.as_deref().unwrap_or("cost").parse()?]
+        } else {
+            args.policy.clone()
+        };
+        let objective = match (args.objective, &spec.router.objective) {
+            (Some(o), _) => o,
+            (None, Some(o)) => parse_objective(o)?,
+            (None, None) => Objective::default(),
+        };
+        let mut router = RouterConfig {
+            slo: slo.router_slo(),
+            ..RouterConfig::default()
+        };
+        if let Some(m) = spec.router.prefix_min_match {
+            router.prefix_min_match = m;
+        }
+        if let Some(b) = spec.router.prefix_balance_tokens {
+            router.prefix_balance_tokens = b;
+        }
+        Ok(Self {
+            fleet,
+            model_name,
+            slo,
+            policies,
+            objective,
+            router,
+            budgeted_steps: args
+                .step_budget
+                .or(spec.engine.slo_budgeted_steps)
+                .unwrap_or(true),
+            timeout: args.timeout()?,
+        })
+    }
+
+    /// Simulates `workload` (offered at `rate`) under `policy` as the run `label`.
+    fn run(
+        &self,
+        args: &LoadgenArgs,
+        workload: &Workload,
+        rate: Option<f64>,
+        policy: PolicyChoice,
+        label: String,
+    ) -> Run {
+        let opts = SimOptions {
+            router: RouterConfig {
+                policy: policy.policy,
+                objective: policy.objective.unwrap_or(self.objective),
+                ..self.router.clone()
+            },
+            timeout: self.timeout,
+            progress: !args.quiet,
+            multi_step: true,
+            budgeted_steps: self.budgeted_steps,
+        };
+        let started = Instant::now();
+        let mut result = simulate(&self.fleet, workload, &opts);
+        let wall = started.elapsed().as_secs_f64();
+        let records = std::mem::take(&mut result.records);
+        let mut run = Run::new(label, args.target.clone(), records, self.slo);
+        run.summary = run.summary.with_sim(&self.fleet, &result, wall);
+        run.summary.policy = Some(policy.to_string());
+        run.summary.rate = reported_rate(rate, workload);
+        run
+    }
+}
+
+/// Runs every (rate, policy) pair on a sim target; returns the runs and the report's title.
+fn run_sim_target(
+    args: &LoadgenArgs,
+    source: &WorkloadSource,
+    fleet_text: &str,
+) -> Result<(Vec<Run>, String), LoadgenError> {
+    let target = SimTarget::resolve(args, fleet_text)?;
+    let rates = args.rates();
+    let many_policies = target.policies.len() > 1;
+    let mut runs = Vec::new();
+    for &rate in &rates {
+        let workload = source.build(&args.workload_options(rate))?;
+        for &policy in &target.policies {
+            let label = run_label(Some(policy), rate, rates.len() > 1, many_policies);
+            let run = target.run(args, &workload, rate, policy, label);
+            eprintln!("{}", one_line(&run));
+            runs.push(run);
+        }
+    }
+    let title = format!(
+        "Switchyard loadgen — sim {} ({})",
+        target.fleet.spec.label(),
+        target.model_name
+    );
+    Ok((runs, title))
+}
+
+/// Runs every rate against a live server; returns the runs and the report's title.
+fn run_live_target(
+    args: &LoadgenArgs,
+    source: &WorkloadSource,
+) -> Result<(Vec<Run>, String), LoadgenError> {
+    let slo = args.slo.unwrap_or_default();
+    let opts = HttpOptions {
+        url: args.target.clone(),
+        token_ids: args.token_ids,
+        model: args.api_model.clone(),
+        max_inflight: args.max_inflight,
+        timeout: args.timeout()?,
+        progress: !args.quiet,
+        seed: args.seed,
+    };
+    let rates = args.rates();
+    let mut runs = Vec::new();
+    for &rate in &rates {
+        let workload = source.build(&args.workload_options(rate))?;
+        let records = run_http(&workload, &opts)?;
+        let label = run_label(None, rate, rates.len() > 1, false);
+        let mut run = Run::new(label, args.target.clone(), records, slo);
+        run.summary.rate = reported_rate(rate, &workload);
+        eprintln!("{}", one_line(&run));
+        runs.push(run);
+    }
+    Ok((runs, format!("Switchyard loadgen — {}", args.target)))
+}
+
+/// A run's name in the reports: the policy, with the rate when several are swept.
 fn run_label(
-    policy: Option<&str>,
+    policy: Option<PolicyChoice>,
     rate: Option<f64>,
     many_rates: bool,
     many_policies: bool,
@@ -379,52 +464,140 @@ pub fn one_line(run: &Run) -> String {
 /// Runs `switchyard plan`.
 pub fn run_plan(args: PlanArgs) -> Result<(), LoadgenError> {
     let source = WorkloadSource::new(&args.workload)?;
-    let slo: SloSpec = args.slo.parse()?;
+    // `--catalog` names profiles/devices; the catalog's root is its parent, which also holds models/.
     let root = args
         .catalog
         .parent()
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));
     let catalog = Catalog::new(root);
-    let model = load_model(&catalog, &args.model)?;
-    let devices = if args.devices.is_empty() {
-        catalog.device_names()?
-    } else {
-        args.devices.clone()
-    };
-    let workload = source.build(&WorkloadOptions {
-        rate: Some(args.rate),
-        arrival: args.arrival.parse()?,
-        requests: Some(args.requests),
-        seed: args.seed,
-        speedup: args.speedup,
-        start: args.start,
-        ..WorkloadOptions::default()
-    })?;
+    let model = catalog.model(&args.model)?;
+    let opts = args.plan_options(&catalog)?;
+    let workload = source.build(&args.workload_options(args.seed))?;
     // The same spec drawn with another seed, to confirm the answer.
-    let confirm = source.build(&WorkloadOptions {
-        rate: Some(args.rate),
-        arrival: args.arrival.parse()?,
-        requests: Some(args.requests),
-        seed: args.seed.wrapping_add(1),
-        speedup: args.speedup,
-        start: args.start,
-        ..WorkloadOptions::default()
-    })?;
-    let (policy, objective) = parse_policy_choice(&args.policy)?;
-    let opts = PlanOptions {
-        devices,
-        max_devices: args.max_devices,
-        slo,
-        policy,
-        objective: objective.unwrap_or_default(),
-        rate: args.rate,
-        progress: !args.quiet,
-        profiles_dir: catalog.root().to_path_buf(),
-    };
+    let confirm = source.build(&args.workload_options(args.seed.wrapping_add(1)))?;
     let result = plan(&catalog, &model, &workload, &confirm, &opts)?;
     result.write(&args.out, &opts)?;
     eprintln!("{}", result.headline());
     eprintln!("wrote {}/plan.json and switchyard.toml", args.out.display());
     Ok(())
+}
+
+impl PlanArgs {
+    /// The search's settings; without `--devices`, every profile in `catalog`.
+    fn plan_options(&self, catalog: &Catalog) -> Result<PlanOptions, LoadgenError> {
+        let devices = if self.devices.is_empty() {
+            catalog.device_names()?
+        } else {
+            self.devices.clone()
+        };
+        Ok(PlanOptions {
+            devices,
+            max_devices: self.max_devices,
+            slo: self.slo,
+            policy: self.policy.policy,
+            objective: self.policy.objective.unwrap_or_default(),
+            rate: self.rate,
+            progress: !self.quiet,
+            profiles_dir: catalog.root().to_path_buf(),
+        })
+    }
+
+    /// The workload flags, drawn with `seed`.
+    fn workload_options(&self, seed: u64) -> WorkloadOptions {
+        WorkloadOptions {
+            rate: Some(self.rate),
+            arrival: self.arrival,
+            requests: Some(self.requests),
+            seed,
+            speedup: self.speedup,
+            start: self.start,
+            ..WorkloadOptions::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Loadgen {
+        #[command(flatten)]
+        args: LoadgenArgs,
+    }
+
+    fn parse(extra: &[&str]) -> Result<LoadgenArgs, clap::Error> {
+        let base = [
+            "loadgen",
+            "--target",
+            "sim:l4=1",
+            "--workload",
+            "fixed:prompt=8,output=8",
+        ];
+        let argv = base.iter().chain(extra).chain(&["--out", "/tmp/o"]);
+        Loadgen::try_parse_from(argv).map(|l| l.args)
+    }
+
+    #[test]
+    fn policy_choices_print_as_written() {
+        for s in ["cost", "cost:elastic", "least-loaded", "cost:fixed"] {
+            assert_eq!(s.parse::<PolicyChoice>().unwrap().to_string(), s);
+        }
+        let c: PolicyChoice = "Least_Loaded".parse().unwrap();
+        assert_eq!(c.policy, PolicyKind::LeastLoaded);
+        assert_eq!(c.objective, None);
+    }
+
+    #[test]
+    fn flags_parse_into_their_types() {
+        let a = parse(&[
+            "--policy",
+            "cost,cost:elastic",
+            "--objective",
+            "elastic",
+            "--step-budget",
+            "off",
+            "--slo",
+            "ttft_ms=500,tpot_ms=50",
+            "--arrival",
+            "gamma:cv=2",
+        ])
+        .unwrap();
+        let labels: Vec<String> = a.policy.iter().map(ToString::to_string).collect();
+        assert_eq!(labels, ["cost", "cost:elastic"]);
+        assert_eq!(a.objective, Some(Objective::Elastic));
+        assert_eq!(a.step_budget, Some(false));
+        assert_eq!(a.slo.map(|s| s.ttft_ms), Some(500.0));
+        assert_eq!(a.arrival, Arrival::Gamma { cv: 2.0 });
+        let d = parse(&[]).unwrap();
+        assert_eq!(
+            (d.arrival, d.step_budget, d.slo),
+            (Arrival::Poisson, None, None)
+        );
+    }
+
+    #[test]
+    fn bad_flags_name_the_flag_and_the_fix() {
+        for (flag, value, hint) in [
+            ("--policy", "cost:cheap", "expected fixed or elastic"),
+            ("--policy", "fastest", "expected cost, latency"),
+            ("--objective", "cheap", "expected fixed or elastic"),
+            ("--step-budget", "maybe", "expected on or off"),
+            ("--slo", "ttft_ms=fast,tpot_ms=10", "ttft_ms"),
+            ("--arrival", "bursty", "gamma:cv=X"),
+        ] {
+            let e = parse(&[flag, value]).unwrap_err().to_string();
+            assert!(e.contains(flag) && e.contains(hint), "{flag} {value}: {e}");
+        }
+    }
+
+    #[test]
+    fn negative_timeouts_are_an_error() {
+        let mut a = parse(&[]).unwrap();
+        a.timeout = -1.0;
+        assert!(a.timeout().unwrap_err().to_string().contains("timeout"));
+    }
 }

@@ -25,7 +25,4 @@ pub mod sim;
 pub mod slo;
 pub mod workload;
 
-/// The router the simulator drives: Switchyard's real one.
-pub use switchyard_scheduler::router;
-
 pub use error::LoadgenError;

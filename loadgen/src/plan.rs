@@ -36,12 +36,12 @@ use std::time::Duration;
 
 use serde::Serialize;
 use switchyard_backends::{Catalog, ModelSpec};
+use switchyard_scheduler::router::{Objective, PolicyKind, RouterConfig};
 
 use crate::error::LoadgenError;
 use crate::fleet::{DeviceType, EngineTable, Fleet, FleetSpec};
 use crate::progress::Progress;
 use crate::report::Run;
-use crate::router::{Objective, PolicyKind, RouterConfig};
 use crate::sim::{simulate, SimOptions};
 use crate::slo::SloSpec;
 use crate::workload::Workload;
@@ -168,7 +168,7 @@ fn simulate_candidate(
     let router = RouterConfig {
         policy,
         objective: opts.objective,
-        slo: crate::cli::router_slo(&opts.slo),
+        slo: opts.slo.router_slo(),
         ..RouterConfig::default()
     };
     let mut sim = simulate(
@@ -256,7 +256,28 @@ pub fn brute_force_min_count(
     Ok(None)
 }
 
-impl Search<'_> {
+/// Step 1's outcome: per-type bounds and the cheapest homogeneous fleet.
+struct Bounds {
+    /// Per type, its cheapest homogeneous fleet (or why there is none).
+    homogeneous: Vec<Homogeneous>,
+    /// Per type, the estimated requests per second one device sustains.
+    capacity: Vec<f64>,
+    /// The cheapest homogeneous fleet that meets the SLO, with its price.
+    best: Option<(Vec<u32>, f64)>,
+}
+
+impl<'a> Search<'a> {
+    fn new(types: Vec<Option<DeviceType>>, workload: &'a Workload, opts: &'a PlanOptions) -> Self {
+        Self {
+            types,
+            names: opts.devices.clone(),
+            workload,
+            opts,
+            cache: HashMap::new(),
+            progress: Progress::new("planning", MAX_EVALUATIONS as u64, opts.progress),
+        }
+    }
+
     fn price(&self, x: &[u32]) -> f64 {
         x.iter()
             .zip(&self.types)
@@ -312,6 +333,120 @@ impl Search<'_> {
         }
         Some((hi, self.eval(&unit(hi))))
     }
+
+    /// Best goodput per device that any simulated fleet of type `t` alone reached.
+    fn best_goodput_per_device(&self, t: usize) -> f64 {
+        self.cache
+            .iter()
+            .filter(|(x, _)| x.iter().enumerate().all(|(i, n)| (i == t) == (*n > 0)))
+            .map(|(x, c)| c.goodput_requests_per_s / f64::from(x[t]))
+            .fold(0.0, f64::max)
+    }
+
+    /// Step 1: the cheapest homogeneous fleet of every type that fits
+    /// (`notes` says why the others do not) and each type's capacity.
+    fn bounds(&mut self, notes: &[Option<String>]) -> Bounds {
+        let k = self.types.len();
+        let mut b = Bounds {
+            homogeneous: Vec::with_capacity(k),
+            capacity: vec![0.0; k],
+            best: None,
+        };
+        for t in 0..k {
+            if self.types[t].is_none() {
+                b.homogeneous.push(Homogeneous {
+                    profile: self.names[t].clone(),
+                    best: None,
+                    note: notes[t].clone(),
+                });
+                continue;
+            }
+            let found = self.min_count(t);
+            // An infeasible type may still help in a mix: credit it with the
+            // best goodput per device any of its homogeneous fleets reached.
+            b.capacity[t] = self.best_goodput_per_device(t);
+            if let Some((n, c)) = &found {
+                b.capacity[t] = b.capacity[t].max(self.opts.rate / f64::from(*n));
+                let mut x = vec![0; k];
+                x[t] = *n;
+                if b.best.as_ref().is_none_or(|best| c.usd_per_hour < best.1) {
+                    b.best = Some((x, c.usd_per_hour));
+                }
+            }
+            b.homogeneous.push(Homogeneous {
+                profile: self.names[t].clone(),
+                note: found.is_none().then(|| {
+                    format!(
+                        "no fleet of up to {} devices meets the SLO",
+                        self.opts.max_devices
+                    )
+                }),
+                best: found.map(|f| f.1),
+            });
+        }
+        b
+    }
+
+    /// Neighbours of `x` worth simulating: cheaper than `cost`, within the
+    /// device bound, estimated to carry the rate, not simulated yet; cheapest first.
+    fn promising_neighbours(&self, x: &[u32], cost: f64, capacity: &[f64]) -> Vec<Vec<u32>> {
+        let mut out = neighbours(x, self.types.len());
+        out.retain(|y| {
+            let est: f64 = y.iter().zip(capacity).map(|(n, c)| f64::from(*n) * c).sum();
+            y.iter().sum::<u32>() <= self.opts.max_devices
+                && y.iter().sum::<u32>() > 0
+                && y.iter()
+                    .zip(&self.types)
+                    .all(|(n, t)| *n == 0 || t.is_some())
+                && self.price(y) < cost - 1e-9
+                && est >= CAPACITY_SLACK * self.opts.rate
+                && !self.cache.contains_key(y)
+        });
+        out.sort_by(|a, b| self.price(a).total_cmp(&self.price(b)));
+        out
+    }
+
+    /// Step 2: from `x` at price `cost`, moves to the cheapest promising
+    /// neighbour that meets the SLO until none does or the budget is spent.
+    fn local_search(&mut self, mut x: Vec<u32>, mut cost: f64, capacity: &[f64]) -> Vec<u32> {
+        'search: while self.cache.len() < MAX_EVALUATIONS {
+            for y in self.promising_neighbours(&x, cost, capacity) {
+                if self.cache.len() >= MAX_EVALUATIONS {
+                    break 'search;
+                }
+                if self.eval(&y).meets_slo {
+                    cost = self.price(&y);
+                    x = y;
+                    continue 'search;
+                }
+            }
+            break;
+        }
+        x
+    }
+
+    /// Every simulated candidate that meets the SLO, cheapest first.
+    fn feasible(&self) -> Vec<Candidate> {
+        let mut feasible: Vec<Candidate> = self
+            .cache
+            .values()
+            .filter(|c| c.meets_slo)
+            .cloned()
+            .collect();
+        feasible.sort_by(|a, b| a.usd_per_hour.total_cmp(&b.usd_per_hour));
+        feasible
+    }
+
+    /// Step 3: the composition of the cheapest of `feasible` that also
+    /// meets the SLO on `confirm`, if one of the first few does.
+    fn confirmed(&self, feasible: &[Candidate], confirm: &Workload) -> Option<Vec<u32>> {
+        feasible.iter().take(MAX_CONFIRMATIONS).find_map(|c| {
+            let y = self.composition(c);
+            simulate_candidate(&self.types, &y, confirm, self.opts, self.opts.policy)
+                .meets_slo
+                .then_some(y)
+        })
+    }
 }
 
 /// Searches for the cheapest fleet meeting `opts.slo` at `opts.rate` on
@@ -324,113 +459,28 @@ pub fn plan(
     opts: &PlanOptions,
 ) -> Result<PlanResult, LoadgenError> {
     let (types, notes) = device_types(catalog, model, opts)?;
-    let mut s = Search {
-        types,
-        names: opts.devices.clone(),
-        workload,
-        opts,
-        cache: HashMap::new(),
-        progress: Progress::new("planning", MAX_EVALUATIONS as u64, opts.progress),
-    };
-    let k = s.types.len();
-    let mut homogeneous = Vec::new();
-    let mut capacity = vec![0.0; k];
-    let mut best: Option<(Vec<u32>, f64)> = None;
-    for t in 0..k {
-        if s.types[t].is_none() {
-            homogeneous.push(Homogeneous {
-                profile: s.names[t].clone(),
-                best: None,
-                note: notes[t].clone(),
-            });
-            continue;
-        }
-        let found = s.min_count(t);
-        // An infeasible type may still help in a mix: credit it with the
-        // best goodput per device any of its homogeneous fleets reached.
-        capacity[t] = s
-            .cache
-            .iter()
-            .filter(|(x, _)| x.iter().enumerate().all(|(i, n)| (i == t) == (*n > 0)))
-            .map(|(x, c)| c.goodput_requests_per_s / f64::from(x[t]))
-            .fold(0.0, f64::max);
-        if let Some((n, c)) = &found {
-            capacity[t] = capacity[t].max(opts.rate / f64::from(*n));
-            let mut x = vec![0; k];
-            x[t] = *n;
-            if best.as_ref().is_none_or(|b| c.usd_per_hour < b.1) {
-                best = Some((x, c.usd_per_hour));
-            }
-        }
-        homogeneous.push(Homogeneous {
-            profile: s.names[t].clone(),
-            note: found.is_none().then(|| {
-                format!(
-                    "no fleet of up to {} devices meets the SLO",
-                    opts.max_devices
-                )
-            }),
-            best: found.map(|f| f.1),
-        });
-    }
-    let Some((mut x, mut cost)) = best else {
+    let mut s = Search::new(types, workload, opts);
+    let bounds = s.bounds(&notes);
+    let Some((x, best_homogeneous)) = bounds.best else {
         return Err(LoadgenError::Infeasible {
             max_devices: opts.max_devices,
             rate: opts.rate,
         });
     };
-    let best_homogeneous = cost;
-    'search: while s.cache.len() < MAX_EVALUATIONS {
-        let mut neighbours = neighbours(&x, k);
-        neighbours.retain(|y| {
-            let est: f64 = y
-                .iter()
-                .zip(&capacity)
-                .map(|(n, c)| f64::from(*n) * c)
-                .sum();
-            y.iter().sum::<u32>() <= opts.max_devices
-                && y.iter().sum::<u32>() > 0
-                && y.iter().zip(&s.types).all(|(n, t)| *n == 0 || t.is_some())
-                && s.price(y) < cost - 1e-9
-                && est >= CAPACITY_SLACK * opts.rate
-                && !s.cache.contains_key(y)
-        });
-        neighbours.sort_by(|a, b| s.price(a).total_cmp(&s.price(b)));
-        for y in neighbours {
-            if s.cache.len() >= MAX_EVALUATIONS {
-                break 'search;
-            }
-            if s.eval(&y).meets_slo {
-                cost = s.price(&y);
-                x = y;
-                continue 'search;
-            }
-        }
-        break;
-    }
+    let x = s.local_search(x, best_homogeneous, &bounds.capacity);
     s.progress.finish(s.cache.len() as u64);
-    // Confirmation: the cheapest feasible candidate that also meets the SLO
-    // on the second workload; if none does, the search's answer stands.
-    let mut feasible: Vec<Candidate> = s.cache.values().filter(|c| c.meets_slo).cloned().collect();
-    feasible.sort_by(|a, b| a.usd_per_hour.total_cmp(&b.usd_per_hour));
-    let mut confirmed = false;
-    for c in feasible.iter().take(MAX_CONFIRMATIONS) {
-        let y = s.composition(c);
-        if simulate_candidate(&s.types, &y, confirm, opts, opts.policy).meets_slo {
-            x = y;
-            confirmed = true;
-            break;
-        }
-    }
-    let chosen = s.eval(&x);
+    // If no candidate holds on the second workload, the search's answer stands.
+    let mut feasible = s.feasible();
+    let confirmed = s.confirmed(&feasible, confirm);
+    let chosen = s.eval(confirmed.as_deref().unwrap_or(&x));
     feasible.retain(|c| c.fleet != chosen.fleet);
     feasible.truncate(5);
     Ok(PlanResult {
-        confirmed,
+        confirmed: confirmed.is_some(),
         saving_vs_best_homogeneous_usd_per_hour: best_homogeneous - chosen.usd_per_hour,
         chosen,
         runner_ups: feasible,
-        homogeneous,
+        homogeneous: bounds.homogeneous,
         evaluated: s.cache.len(),
         model: model.name.clone(),
         requests_per_candidate: workload.requests.len(),

@@ -5,6 +5,7 @@
 //! a run *meets* it when the chosen percentile of each is within target.
 
 use serde::Serialize;
+use switchyard_scheduler::router::Slo;
 
 use crate::error::LoadgenError;
 
@@ -98,6 +99,11 @@ impl SloSpec {
             tpot_ms,
             percentile: if p < 1.0 { p * 100.0 } else { p },
         }
+    }
+
+    /// The router's SLO for these targets (the router takes the percentile as a fraction).
+    pub fn router_slo(&self) -> Slo {
+        Slo::from_ms(self.ttft_ms, self.tpot_ms, self.percentile / 100.0)
     }
 
     /// Compact text form, `ttft_ms=..,tpot_ms=..,percentile=..`.

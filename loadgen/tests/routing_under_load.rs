@@ -8,8 +8,8 @@ use common::{args, root, tmpdir};
 use switchyard_backends::Catalog;
 use switchyard_loadgen::cli::{run_loadgen, run_plan, PlanArgs};
 use switchyard_loadgen::plan::{brute_force_min_count, plan, PlanOptions};
-use switchyard_loadgen::router::{Objective, PolicyKind};
-use switchyard_loadgen::workload::{WorkloadOptions, WorkloadSource};
+use switchyard_loadgen::workload::{Arrival, WorkloadOptions, WorkloadSource};
+use switchyard_scheduler::router::{Objective, PolicyKind};
 
 fn read_json(path: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
@@ -34,8 +34,8 @@ fn a100x8_cost_capacity_keeps_up_with_least_loaded() {
     a.sweep = vec![8.0, 32.0, 48.0, 56.0, 64.0, 72.0];
     a.requests = Some(1500);
     a.seed = 3;
-    a.policy = vec!["cost".into(), "least-loaded".into()];
-    a.slo = Some("ttft_ms=2000,tpot_ms=100".into());
+    a.policy = vec!["cost".parse().unwrap(), "least-loaded".parse().unwrap()];
+    a.slo = Some("ttft_ms=2000,tpot_ms=100".parse().unwrap());
     run_loadgen(a).unwrap();
     let doc = read_json(&out.join("results.json"));
     let (cost, ll) = (capacity(&doc, "cost"), capacity(&doc, "least-loaded"));
@@ -117,14 +117,14 @@ fn planned_config_meets_the_slo_on_another_seed() {
     run_plan(PlanArgs {
         workload: vec!["mix:balanced=1".into()],
         rate: 12.0,
-        slo: "ttft_p95_ms=2000,tpot_p95_ms=100".into(),
+        slo: "ttft_p95_ms=2000,tpot_p95_ms=100".parse().unwrap(),
         catalog: root().join("profiles/devices"),
         devices: vec!["h100-sxm".into(), "l4".into(), "mi250x".into()],
         max_devices: 16,
         model: "llama-3.1-8b".into(),
-        policy: "cost".into(),
+        policy: "cost".parse().unwrap(),
         requests: 800,
-        arrival: "poisson".into(),
+        arrival: Arrival::Poisson,
         speedup: 1.0,
         start: 0.0,
         seed: 5,
@@ -147,7 +147,7 @@ fn planned_config_meets_the_slo_on_another_seed() {
     a.rate = Some(12.0);
     a.requests = Some(800);
     a.seed = 11;
-    a.slo = Some("ttft_ms=2000,tpot_ms=100,percentile=95".into());
+    a.slo = Some("ttft_ms=2000,tpot_ms=100,percentile=95".parse().unwrap());
     run_loadgen(a).unwrap();
     let run = &read_json(&sim_out.join("results.json"))["runs"][0];
     assert_eq!(run["policy"], "cost");

@@ -2,8 +2,17 @@
 
 mod common;
 
+use clap::Parser;
 use common::{args, fixture, root, tmpdir};
-use switchyard_loadgen::cli::{run_loadgen, run_plan, PlanArgs};
+use switchyard_loadgen::cli::{run_loadgen, run_plan, LoadgenArgs, PlanArgs};
+use switchyard_loadgen::workload::Arrival;
+
+/// `switchyard loadgen`'s flags, as the binary parses them.
+#[derive(Debug, Parser)]
+struct LoadgenCommand {
+    #[command(flatten)]
+    _args: LoadgenArgs,
+}
 
 fn read_json(path: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
@@ -20,8 +29,12 @@ fn policy_comparison_on_merged_traces_writes_every_report() {
         ],
         out.clone(),
     );
-    a.policy = vec!["cost".into(), "round-robin".into(), "least-loaded".into()];
-    a.slo = Some("ttft_ms=2000,tpot_ms=100".into());
+    a.policy = vec![
+        "cost".parse().unwrap(),
+        "round-robin".parse().unwrap(),
+        "least-loaded".parse().unwrap(),
+    ];
+    a.slo = Some("ttft_ms=2000,tpot_ms=100".parse().unwrap());
     a.speedup = 4.0;
     run_loadgen(a).unwrap();
     let doc = read_json(&out.join("results.json"));
@@ -80,7 +93,7 @@ fn sweep_and_closed_loop_runs() {
     );
     a.sweep = vec![1.0, 4.0];
     a.requests = Some(60);
-    a.policy = vec!["least-loaded".into()];
+    a.policy = vec!["least-loaded".parse().unwrap()];
     run_loadgen(a).unwrap();
     let doc = read_json(&out.join("results.json"));
     let rates: Vec<f64> = doc["runs"]
@@ -162,13 +175,20 @@ fn bad_input_is_a_clear_error() {
     .unwrap_err()
     .to_string();
     assert!(e.contains("/nonexistent/fleet.toml"), "{e}");
-    let mut a = args(
+    // A bad SLO is refused where the command line is parsed.
+    let e = LoadgenCommand::try_parse_from([
+        "loadgen",
+        "--target",
         "sim:l4=1",
-        &[&format!("trace:{}", fixture("conv-window.csv"))],
-        dir.join("o"),
-    );
-    a.slo = Some("ttft_ms=fast,tpot_ms=10".into());
-    let e = run_loadgen(a).unwrap_err().to_string();
+        "--workload",
+        &format!("trace:{}", fixture("conv-window.csv")),
+        "--out",
+        &dir.join("o").display().to_string(),
+        "--slo",
+        "ttft_ms=fast,tpot_ms=10",
+    ])
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("ttft_ms"), "{e}");
 }
 
@@ -178,14 +198,14 @@ fn plan_finds_a_fleet_and_writes_a_server_config() {
     run_plan(PlanArgs {
         workload: vec!["fixed:prompt=512,output=64".into()],
         rate: 4.0,
-        slo: "ttft_p95_ms=1500,tpot_p95_ms=80".into(),
+        slo: "ttft_p95_ms=1500,tpot_p95_ms=80".parse().unwrap(),
         catalog: root().join("profiles/devices"),
         devices: vec!["h100-sxm".into(), "l4".into()],
         max_devices: 8,
         model: "llama-3.1-8b".into(),
-        policy: "cost".into(),
+        policy: "cost".parse().unwrap(),
         requests: 150,
-        arrival: "poisson".into(),
+        arrival: Arrival::Poisson,
         speedup: 1.0,
         start: 0.0,
         seed: 1,

@@ -11,13 +11,14 @@
 //! the SLO and its goodput per dollar (capacity at the SLO).
 //! `requests.csv` has one row per request per run (with the largest ITL;
 //! every ITL in whole microseconds, `;`-separated, in column `itl_us` when
-//! asked for: an hour of traffic has millions).
+//! asked for: an hour of traffic has millions); a field holding a comma, a
+//! quote or a line break is quoted as CSV.
 
 pub mod html;
 pub mod summary;
 pub mod svg;
 
-use std::io::Write;
+use std::fmt::{self, Write as _};
 use std::path::Path;
 
 use crate::error::LoadgenError;
@@ -130,48 +131,143 @@ pub fn write_json(path: &Path, runs: &[Run], workload: &[String]) -> Result<(), 
     std::fs::write(path, text).map_err(|e| LoadgenError::io(path, e))
 }
 
-fn opt(v: Option<f64>) -> String {
-    v.map(|x| format!("{x:.6}")).unwrap_or_default()
-}
+/// Columns of `requests.csv`, in order.
+const CSV_HEADER: [&str; 18] = [
+    "run",
+    "id",
+    "source",
+    "scheduled_s",
+    "sent_s",
+    "dispatch_delay_s",
+    "device",
+    "prompt_tokens",
+    "max_tokens",
+    "output_tokens",
+    "ttft_s",
+    "tpot_s",
+    "e2e_s",
+    "outcome",
+    "status",
+    "preemptions",
+    "itl_max_s",
+    "itl_us",
+];
 
 /// Writes `requests.csv`; the `itl_us` column is filled only with `itls`.
 pub fn write_csv(path: &Path, runs: &[Run], itls: bool) -> Result<(), LoadgenError> {
     let f = std::fs::File::create(path).map_err(|e| LoadgenError::io(path, e))?;
-    let mut w = std::io::BufWriter::new(f);
-    let io = |e| LoadgenError::io(path, e);
-    writeln!(w, "run,id,source,scheduled_s,sent_s,dispatch_delay_s,device,prompt_tokens,max_tokens,output_tokens,ttft_s,tpot_s,e2e_s,outcome,status,preemptions,itl_max_s,itl_us").map_err(io)?;
+    let mut w = csv::Writer::from_writer(f);
+    let csv_err = |e: csv::Error| LoadgenError::io(path, e.into());
+    w.write_record(CSV_HEADER).map_err(csv_err)?;
+    let mut row = CsvRow::default();
     for run in runs {
-        let label = run.summary.label.replace(',', ";");
         for r in &run.records {
-            write!(
-                w,
-                "{label},{},{},{:.6},{:.6},{:.6},{},{},{},{},{},{},{},{},{},{},{:.6},",
-                r.id,
-                r.source,
-                r.scheduled_s,
-                r.sent_s,
-                r.dispatch_delay_s(),
-                r.device.map(|d| d.to_string()).unwrap_or_default(),
-                r.prompt_tokens,
-                r.max_tokens,
-                r.output_tokens,
-                opt(r.ttft_s),
-                opt(r.tpot_s()),
-                opt(r.e2e_s),
-                r.outcome.as_str(),
-                r.status.map(|s| s.to_string()).unwrap_or_default(),
-                r.preemptions,
-                r.itl_s.iter().fold(0.0f32, |a, &b| a.max(b))
-            )
-            .map_err(io)?;
-            for (i, x) in r.itl_s.iter().enumerate().filter(|_| itls) {
-                if i > 0 {
-                    w.write_all(b";").map_err(io)?;
-                }
-                write!(w, "{}", (f64::from(*x) * 1e6).round() as u64).map_err(io)?;
-            }
-            w.write_all(b"\n").map_err(io)?;
+            row.fill(&run.summary.label, r, itls);
+            w.write_byte_record(&row.record).map_err(csv_err)?;
         }
     }
-    w.flush().map_err(io)
+    w.flush().map_err(|e| LoadgenError::io(path, e))
+}
+
+/// A `requests.csv` row, reused from one request to the next so that a
+/// long run's millions of rows allocate nothing.
+#[derive(Default)]
+struct CsvRow {
+    record: csv::ByteRecord,
+    /// Scratch space a field is formatted into.
+    buf: String,
+}
+
+impl CsvRow {
+    /// The row of `r` in the run labelled `label`.
+    fn fill(&mut self, label: &str, r: &RequestRecord, itls: bool) {
+        self.record.clear();
+        self.push(label);
+        self.push(r.id);
+        self.push(r.source);
+        self.push(format_args!("{:.6}", r.scheduled_s));
+        self.push(format_args!("{:.6}", r.sent_s));
+        self.push(format_args!("{:.6}", r.dispatch_delay_s()));
+        self.push_opt(r.device);
+        self.push(r.prompt_tokens);
+        self.push(r.max_tokens);
+        self.push(r.output_tokens);
+        for v in [r.ttft_s, r.tpot_s(), r.e2e_s] {
+            match v {
+                Some(x) => self.push(format_args!("{x:.6}")),
+                None => self.record.push_field(b""),
+            }
+        }
+        self.push(r.outcome.as_str());
+        self.push_opt(r.status);
+        self.push(r.preemptions);
+        self.push(format_args!(
+            "{:.6}",
+            r.itl_s.iter().fold(0.0f32, |a, &b| a.max(b))
+        ));
+        self.buf.clear();
+        for (i, x) in r.itl_s.iter().enumerate().filter(|_| itls) {
+            if i > 0 {
+                self.buf.push(';');
+            }
+            // Writing into a String cannot fail.
+            let _ = write!(self.buf, "{}", (f64::from(*x) * 1e6).round() as u64);
+        }
+        self.record.push_field(self.buf.as_bytes());
+    }
+
+    fn push(&mut self, value: impl fmt::Display) {
+        self.buf.clear();
+        // Writing into a String cannot fail.
+        let _ = write!(self.buf, "{value}");
+        self.record.push_field(self.buf.as_bytes());
+    }
+
+    /// `value`, or an empty field.
+    fn push_opt(&mut self, value: Option<impl fmt::Display>) {
+        match value {
+            Some(v) => self.push(v),
+            None => self.record.push_field(b""),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Outcome;
+    use crate::slo::SloSpec;
+
+    #[test]
+    fn csv_quotes_fields_but_keeps_the_itl_list() {
+        let mut r = RequestRecord::pending(7, 1, 0.5, 100, 3);
+        r.device = Some(2);
+        r.output_tokens = 3;
+        r.ttft_s = Some(0.25);
+        r.e2e_s = Some(0.5);
+        r.itl_s = vec![0.125, 0.125];
+        r.outcome = Outcome::Ok;
+        let run = Run::new(
+            "cost, fast".into(),
+            "sim".into(),
+            vec![r],
+            SloSpec::default(),
+        );
+        let dir = std::env::temp_dir().join(format!("switchyard-csv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("requests.csv");
+        write_csv(&path, &[run], true).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some(CSV_HEADER.join(",").as_str()));
+        assert_eq!(
+            lines.next(),
+            Some("\"cost, fast\",7,1,0.500000,0.500000,0.000000,2,100,3,3,0.250000,0.125000,0.500000,ok,,0,0.125000,125000;125000")
+        );
+        let mut reader = csv::Reader::from_path(&path).unwrap();
+        let row = reader.records().next().unwrap().unwrap();
+        assert_eq!(row.len(), CSV_HEADER.len());
+        assert_eq!((&row[0], &row[17]), ("cost, fast", "125000;125000"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

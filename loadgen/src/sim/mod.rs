@@ -15,7 +15,10 @@
 //!   arrival, or had not finished when the clock passed the last arrival +
 //!   `timeout` (the simulation stops there);
 //! - prompts are synthetic token ids: unique per request, except a source's
-//!   `shared_prefix` leading tokens, which are identical across its requests.
+//!   `shared_prefix` leading tokens, which are identical across its requests;
+//! - closed loop: a client sends its next request once its last one has
+//!   finished or been rejected (by the router or by the engine), so at most
+//!   `concurrency` requests are ever in flight.
 //!
 //! # Multi-step decode
 //! Devices interact only through the router, at arrivals (views) and
@@ -36,19 +39,22 @@
 //! is ~30% of simulation time.
 //!
 //! # Tunables ([`SimOptions`])
-//! `router` (policy, SLO), `timeout`, `progress`, `multi_step`.
+//! `router` (policy, SLO), `timeout`, `progress`, `multi_step`,
+//! `budgeted_steps`.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Duration;
 
 use switchyard_backends::{Backend, SeqId, SimBackend, StepOutput};
+use switchyard_scheduler::router::{
+    DeviceId, DeviceView, PolicyKind, RouteRequest, Router, RouterConfig,
+};
 use switchyard_scheduler::{Engine, Event, FinishReason, Request};
 
-use crate::fleet::Fleet;
+use crate::fleet::{DeviceType, Fleet};
 use crate::metrics::{Outcome, RequestRecord};
 use crate::progress::Progress;
-use crate::router::{DeviceId, DeviceView, PolicyKind, RouteRequest, Router, RouterConfig};
 use crate::workload::{prompt_token_ids, ReqSpec, Workload};
 
 /// Simulation settings.
@@ -64,7 +70,7 @@ pub struct SimOptions {
     /// only); the records are identical either way.
     pub multi_step: bool,
     /// SLO-budgeted engine steps: each step's prefill is capped to keep it
-    /// within the router SLO's step budget ([`Slo::step_budget`](crate::router::Slo::step_budget)).
+    /// within the router SLO's step budget ([`Slo::step_budget`](switchyard_scheduler::router::Slo::step_budget)).
     pub budgeted_steps: bool,
 }
 
@@ -97,6 +103,22 @@ struct Device {
 }
 
 impl Device {
+    /// A device of type `ty`, caching prefixes as the fleet file says, else when prompts are `shared`.
+    fn new(ty: &DeviceType, opts: &SimOptions, shared: bool) -> Self {
+        let mut config = ty.engine;
+        config.enable_prefix_caching = ty.prefix_caching.unwrap_or(shared);
+        config.step_time_budget = opts.budgeted_steps.then(|| opts.router.slo.step_budget());
+        Self {
+            engine: Engine::new(config, ty.cost.clone(), ty.kv_blocks, ty.sim.block_size),
+            backend: SimBackend::new(ty.cost.clone(), ty.sim)
+                .expect("sized when the fleet was built"),
+            out: StepOutput::default(),
+            busy: Duration::ZERO,
+            routed: 0,
+            running_step: false,
+        }
+    }
+
     /// Plans and prices the next step; returns its end time.
     fn start(&mut self, now: Duration) -> Option<Duration> {
         let plan = self.engine.schedule(now)?;
@@ -187,172 +209,299 @@ fn prompt_ids(r: &ReqSpec, vocab: u32, hashed: bool) -> Vec<u32> {
 
 /// Runs `workload` on `fleet` and returns one record per request.
 pub fn simulate(fleet: &Fleet, workload: &Workload, opts: &SimOptions) -> SimResult {
-    let prefix = opts.router.policy == PolicyKind::Prefix;
-    let shared = prefix
-        || workload
-            .requests
-            .iter()
-            .any(|r| r.shared_prefix > 0 || r.hash_ids.is_some());
-    let hashed = shared || fleet.types.iter().any(|t| t.prefix_caching == Some(true));
-    let mut devices: Vec<Device> = fleet
-        .devices
-        .iter()
-        .map(|&t| {
-            let ty = &fleet.types[t];
-            let mut config = ty.engine;
-            config.enable_prefix_caching = ty.prefix_caching.unwrap_or(shared);
-            config.step_time_budget = opts.budgeted_steps.then(|| opts.router.slo.step_budget());
-            Device {
-                engine: Engine::new(config, ty.cost.clone(), ty.kv_blocks, ty.sim.block_size),
-                backend: SimBackend::new(ty.cost.clone(), ty.sim)
-                    .expect("sized when the fleet was built"),
-                out: StepOutput::default(),
-                busy: Duration::ZERO,
-                routed: 0,
-                running_step: false,
-            }
-        })
-        .collect();
-    let reqs = &workload.requests;
-    let mut records: Vec<RequestRecord> = reqs
-        .iter()
-        .map(|r| {
-            let s = r.arrival.as_secs_f64();
-            RequestRecord::pending(r.id, r.source, s, r.prompt_tokens, r.output_tokens)
-        })
-        .collect();
-    let mut live = vec![Live::default(); reqs.len()];
-    let mut router = Router::new(opts.router.clone());
-    let vocab = fleet
-        .types
-        .first()
-        .map_or(32_000, |t| t.cost.model().vocab_size);
-    let mut steps = StepQueue::new(devices.len());
-    // Closed loop: times at which a client slot frees up.
-    let mut slots: BinaryHeap<Reverse<Duration>> = BinaryHeap::new();
-    if let Some(c) = workload.concurrency {
-        slots.extend((0..c.max(1)).map(|_| Reverse(Duration::ZERO)));
+    Simulation::new(fleet, workload, opts).run()
+}
+
+/// Closed loop: the clients, each free to send its next request at some time.
+struct ClientSlots {
+    /// When each idle client's slot frees up; earliest first.
+    free: BinaryHeap<Reverse<Duration>>,
+    /// The workload's duration bound: no request is sent at or after it.
+    end: Option<Duration>,
+}
+
+impl ClientSlots {
+    fn new(clients: u32, end: Option<Duration>) -> Self {
+        Self {
+            free: (0..clients.max(1))
+                .map(|_| Reverse(Duration::ZERO))
+                .collect(),
+            end,
+        }
     }
-    let closed_end = workload.duration.map(Duration::from_secs_f64);
-    let mut next = 0usize;
-    let mut horizon = reqs.last().map_or(Duration::ZERO, |r| r.arrival) + opts.timeout;
-    let mut progress = Progress::new("simulating", reqs.len() as u64, opts.progress);
-    let (mut finished, mut nsteps, mut last) = (0u64, 0u64, Duration::ZERO);
-    let mut multi_steps = 0u64;
-    // Closed loop: a finish anywhere can bring the next arrival forward,
-    // so no device may run ahead of the others.
-    let multi_step = opts.multi_step && workload.concurrency.is_none();
-    loop {
-        let t_arr = if next >= reqs.len() {
+
+    /// When the next request can be sent, if any client may still send.
+    fn next_send(&self) -> Option<Duration> {
+        self.free
+            .peek()
+            .map(|s| s.0)
+            .filter(|t| self.end.is_none_or(|e| *t < e))
+    }
+}
+
+/// The event that comes next.
+enum Next {
+    /// A device's step ends.
+    StepEnd {
+        /// When.
+        at: Duration,
+        /// Which device.
+        device: u32,
+    },
+    /// The next request arrives at this time.
+    Arrival(Duration),
+}
+
+/// One run in progress: the devices, the records being filled in, and the
+/// sources of events (step completions, arrivals, closed-loop clients).
+struct Simulation<'a> {
+    reqs: &'a [ReqSpec],
+    opts: &'a SimOptions,
+    devices: Vec<Device>,
+    records: Vec<RequestRecord>,
+    live: Vec<Live>,
+    router: Router,
+    steps: StepQueue,
+    /// Closed loop only.
+    clients: Option<ClientSlots>,
+    /// Some prompts share blocks, so routing looks cached prefixes up.
+    shared: bool,
+    /// Some engine caches prefixes, so prompt contents matter.
+    hashed: bool,
+    vocab: u32,
+    /// Index of the next request to arrive.
+    next: usize,
+    /// The run stops once the clock passes this: the last arrival (so far,
+    /// in a closed loop) plus the timeout.
+    horizon: Duration,
+    /// Whether decode-only stretches may run ahead (open loop only).
+    multi_step: bool,
+    progress: Progress,
+    /// Requests that finished or were rejected.
+    finished: u64,
+    nsteps: u64,
+    multi_steps: u64,
+    /// Time of the latest event.
+    last: Duration,
+}
+
+impl<'a> Simulation<'a> {
+    fn new(fleet: &Fleet, workload: &'a Workload, opts: &'a SimOptions) -> Self {
+        let reqs = &workload.requests;
+        let shared = opts.router.policy == PolicyKind::Prefix
+            || reqs
+                .iter()
+                .any(|r| r.shared_prefix > 0 || r.hash_ids.is_some());
+        let hashed = shared || fleet.types.iter().any(|t| t.prefix_caching == Some(true));
+        let devices: Vec<Device> = fleet
+            .devices
+            .iter()
+            .map(|&t| Device::new(&fleet.types[t], opts, shared))
+            .collect();
+        let records = reqs
+            .iter()
+            .map(|r| {
+                let s = r.arrival.as_secs_f64();
+                RequestRecord::pending(r.id, r.source, s, r.prompt_tokens, r.output_tokens)
+            })
+            .collect();
+        let clients = workload
+            .concurrency
+            .map(|c| ClientSlots::new(c, workload.duration.map(Duration::from_secs_f64)));
+        Self {
+            reqs,
+            opts,
+            steps: StepQueue::new(devices.len()),
+            devices,
+            records,
+            live: vec![Live::default(); reqs.len()],
+            router: Router::new(opts.router.clone()),
+            // A finish anywhere can bring a closed loop's next arrival
+            // forward, so no device may run ahead of the others.
+            multi_step: opts.multi_step && clients.is_none(),
+            clients,
+            shared,
+            hashed,
+            vocab: fleet
+                .types
+                .first()
+                .map_or(32_000, |t| t.cost.model().vocab_size),
+            next: 0,
+            horizon: reqs.last().map_or(Duration::ZERO, |r| r.arrival) + opts.timeout,
+            progress: Progress::new("simulating", reqs.len() as u64, opts.progress),
+            finished: 0,
+            nsteps: 0,
+            multi_steps: 0,
+            last: Duration::ZERO,
+        }
+    }
+
+    /// Processes events in order until none is left or the clock passes the horizon.
+    fn run(mut self) -> SimResult {
+        while let Some(next) = self.next_event() {
+            match next {
+                Next::StepEnd { at, .. } if at > self.horizon => break,
+                Next::StepEnd { at, device } => self.on_step_end(at, device),
+                Next::Arrival(t) => self.on_arrival(t),
+            }
+        }
+        self.into_result()
+    }
+
+    /// The next event; a step ending at the same time as an arrival comes first.
+    fn next_event(&self) -> Option<Next> {
+        let arrival = if self.next >= self.reqs.len() {
             None
-        } else if workload.concurrency.is_some() {
-            slots
-                .peek()
-                .map(|s| s.0)
-                .filter(|t| closed_end.is_none_or(|e| *t < e))
+        } else if let Some(clients) = &self.clients {
+            clients.next_send()
         } else {
-            Some(reqs[next].arrival)
+            Some(self.reqs[self.next].arrival)
         };
-        let next_step = steps.peek();
-        let t_step = next_step.map(|s| s.0);
-        let step_first = match (t_step, t_arr) {
-            (Some(s), Some(a)) => s <= a,
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-            (None, None) => break,
-        };
-        if step_first {
-            let (t, d) = next_step.expect("peeked");
-            steps.clear(d);
-            if t > horizon {
-                break;
+        match (self.steps.peek(), arrival) {
+            (Some((at, device)), a) if a.is_none_or(|a| at <= a) => {
+                Some(Next::StepEnd { at, device })
             }
-            last = last.max(t);
-            nsteps += 1;
-            let dev = &mut devices[d as usize];
-            dev.running_step = false;
-            let events = dev
-                .engine
-                .complete(&dev.out, t)
-                .expect("one step in flight");
-            for ev in events {
-                match ev {
-                    Event::Token { seq, index, .. } => {
-                        on_token(&mut records, &mut live, t, seq, index);
-                    }
-                    Event::Finished { seq, reason, stats } => {
-                        let k = seq.0 as usize;
-                        let (rec, l) = (&mut records[k], &live[k]);
-                        rec.e2e_s = Some((t - l.arrival).as_secs_f64());
-                        rec.preemptions = stats.preemptions;
-                        rec.outcome = if t - l.arrival > opts.timeout {
-                            Outcome::Timeout
-                        } else if reason == FinishReason::Abort {
-                            Outcome::Error
-                        } else if rec.output_tokens < rec.max_tokens {
-                            Outcome::Truncated
-                        } else {
-                            Outcome::Ok
-                        };
-                        router.observe_output(rec.max_tokens, rec.output_tokens);
-                        finished += 1;
-                        if workload.concurrency.is_some() {
-                            slots.push(Reverse(t));
-                        }
-                    }
-                    Event::Preempted { .. } => {}
+            (_, a) => a.map(Next::Arrival),
+        }
+    }
+
+    /// Device `d`'s step ended at `t`: applies its output, runs decode-only
+    /// steps ahead where allowed, and starts the next step.
+    fn on_step_end(&mut self, t: Duration, d: u32) {
+        self.steps.clear(d);
+        self.last = self.last.max(t);
+        self.nsteps += 1;
+        let dev = &mut self.devices[d as usize];
+        dev.running_step = false;
+        let events = dev
+            .engine
+            .complete(&dev.out, t)
+            .expect("one step in flight");
+        for ev in events {
+            match ev {
+                Event::Token { seq, index, .. } => {
+                    on_token(&mut self.records, &mut self.live, t, seq, index);
                 }
+                Event::Finished { seq, reason, stats } => {
+                    self.on_finished(t, seq, reason, stats.preemptions);
+                }
+                Event::Preempted { .. } => {}
             }
-            let mut resume = t;
-            if multi_step {
-                // Devices interact only through the router, at arrivals
-                // and finishes: a stretch of this device's decode steps
-                // that ends by the next arrival and finishes nothing can
-                // run ahead of other devices' events.
-                let until = reqs.get(next).map_or(horizon, |r| r.arrival.min(horizon));
-                let Device {
-                    engine, backend, ..
-                } = dev;
-                let run = engine.run_decode_steps(
-                    t,
-                    until,
-                    |shape| backend.cost_model().step_time(shape),
-                    |prev, pos| backend.next_token(prev, pos),
-                    |end, ev| {
-                        if let Event::Token { seq, index, .. } = ev {
-                            on_token(&mut records, &mut live, end, seq, index);
-                        }
-                    },
-                );
-                dev.busy += run.busy;
-                nsteps += u64::from(run.steps);
-                multi_steps += u64::from(run.steps);
-                resume = run.end;
-                last = last.max(resume);
-            }
-            if let Some(end) = dev.start(resume) {
-                steps.push(end, d);
-            }
-            if finished & 1023 == 0 {
-                progress.set(finished);
-            }
-            continue;
         }
-        // Arrival.
-        let t = t_arr.expect("arrival");
-        if workload.concurrency.is_some() {
-            slots.pop();
-            horizon = horizon.max(t + opts.timeout);
+        let resume = if self.multi_step {
+            self.run_ahead(t, d)
+        } else {
+            t
+        };
+        self.start_step(d, resume);
+        if self.finished & 1023 == 0 {
+            self.progress.set(self.finished);
         }
-        last = last.max(t);
-        let r = &reqs[next];
-        next += 1;
+    }
+
+    /// Completes the record of `seq`, which finished at `t`.
+    fn on_finished(&mut self, t: Duration, seq: SeqId, reason: FinishReason, preemptions: u32) {
+        let k = seq.0 as usize;
+        let (rec, arrival) = (&mut self.records[k], self.live[k].arrival);
+        rec.e2e_s = Some((t - arrival).as_secs_f64());
+        rec.preemptions = preemptions;
+        rec.outcome = if t - arrival > self.opts.timeout {
+            Outcome::Timeout
+        } else if reason == FinishReason::Abort {
+            Outcome::Error
+        } else if rec.output_tokens < rec.max_tokens {
+            Outcome::Truncated
+        } else {
+            Outcome::Ok
+        };
+        self.router
+            .observe_output(rec.max_tokens, rec.output_tokens);
+        self.release(t);
+    }
+
+    /// Runs device `d`'s decode-only steps from `t` up to the next arrival;
+    /// returns when the device is free again.
+    fn run_ahead(&mut self, t: Duration, d: u32) -> Duration {
+        // Devices interact only through the router, at arrivals and
+        // finishes: a stretch of this device's decode steps that ends by
+        // the next arrival and finishes nothing can run ahead of other
+        // devices' events.
+        let until = self
+            .reqs
+            .get(self.next)
+            .map_or(self.horizon, |r| r.arrival.min(self.horizon));
+        let Device {
+            engine,
+            backend,
+            busy,
+            ..
+        } = &mut self.devices[d as usize];
+        let (records, live) = (&mut self.records, &mut self.live);
+        let run = engine.run_decode_steps(
+            t,
+            until,
+            |shape| backend.cost_model().step_time(shape),
+            |prev, pos| backend.next_token(prev, pos),
+            |end, ev| {
+                if let Event::Token { seq, index, .. } = ev {
+                    on_token(records, live, end, seq, index);
+                }
+            },
+        );
+        *busy += run.busy;
+        self.nsteps += u64::from(run.steps);
+        self.multi_steps += u64::from(run.steps);
+        self.last = self.last.max(run.end);
+        run.end
+    }
+
+    /// Starts device `d`'s next step at `t`, if it has work.
+    fn start_step(&mut self, d: u32, t: Duration) {
+        if let Some(end) = self.devices[d as usize].start(t) {
+            self.steps.push(end, d);
+        }
+    }
+
+    /// The next request arrives at `t`: routes it and hands it to its device.
+    fn on_arrival(&mut self, t: Duration) {
+        if let Some(clients) = &mut self.clients {
+            clients.free.pop();
+            self.horizon = self.horizon.max(t + self.opts.timeout);
+        }
+        self.last = self.last.max(t);
+        let reqs = self.reqs;
+        let r = &reqs[self.next];
+        self.next += 1;
         let k = r.id as usize;
-        records[k].scheduled_s = t.as_secs_f64();
-        records[k].sent_s = t.as_secs_f64();
-        live[k].arrival = t;
-        let prompt = prompt_ids(r, vocab, hashed);
-        let views: Vec<DeviceView<'_>> = devices
+        self.records[k].scheduled_s = t.as_secs_f64();
+        self.records[k].sent_s = t.as_secs_f64();
+        self.live[k].arrival = t;
+        let prompt = prompt_ids(r, self.vocab, self.hashed);
+        let Some(d) = self.route(r, &prompt, t) else {
+            self.reject(k, t);
+            return;
+        };
+        self.records[k].device = Some(d);
+        self.records[k]
+            .itl_s
+            .reserve_exact(r.output_tokens.saturating_sub(1) as usize);
+        let dev = &mut self.devices[d as usize];
+        dev.routed += 1;
+        let mut req = Request::new(SeqId(r.id), prompt, r.output_tokens);
+        req.ignore_eos = true;
+        if dev.engine.add(req, t).is_err() {
+            self.reject(k, t);
+            return;
+        }
+        if !self.devices[d as usize].running_step {
+            self.start_step(d, t);
+        }
+    }
+
+    /// The router's device for `r`, or `None` if it rejects the request.
+    fn route(&mut self, r: &ReqSpec, prompt: &[u32], t: Duration) -> Option<u32> {
+        let views: Vec<DeviceView<'_>> = self
+            .devices
             .iter()
             .enumerate()
             .map(|(i, dv)| {
@@ -360,75 +509,59 @@ pub fn simulate(fleet: &Fleet, workload: &Workload, opts: &SimOptions) -> SimRes
                 // Every policy prices cached tokens (cost and latency in
                 // their prefill predictions), so look them up wherever
                 // prompts can share blocks.
-                if shared && dv.engine.config().enable_prefix_caching {
-                    view.cached_prefix_tokens = dv.engine.blocks().cached_prefix_len(&prompt);
+                if self.shared && dv.engine.config().enable_prefix_caching {
+                    view.cached_prefix_tokens = dv.engine.blocks().cached_prefix_len(prompt);
                 }
                 view
             })
             .collect();
-        let decision = router.route(
-            &RouteRequest {
-                prompt_tokens: r.prompt_tokens,
-                max_tokens: r.output_tokens,
-            },
-            &views,
-            t,
-        );
-        drop(views);
-        let d = match decision {
-            Ok(dec) => dec.device.0,
-            Err(_) => {
-                records[k].outcome = Outcome::Rejected;
-                finished += 1;
-                if workload.concurrency.is_some() {
-                    slots.push(Reverse(t));
-                }
-                continue;
-            }
+        let request = RouteRequest {
+            prompt_tokens: r.prompt_tokens,
+            max_tokens: r.output_tokens,
         };
-        records[k].device = Some(d);
-        records[k]
-            .itl_s
-            .reserve_exact(r.output_tokens.saturating_sub(1) as usize);
-        let dev = &mut devices[d as usize];
-        dev.routed += 1;
-        let mut req = Request::new(SeqId(r.id), prompt, r.output_tokens);
-        req.ignore_eos = true;
-        if dev.engine.add(req, t).is_err() {
-            // Never on the device: not a timeout when the run ends.
-            records[k].device = None;
-            records[k].outcome = Outcome::Rejected;
-            finished += 1;
-            // The client's slot comes back, as after a router rejection.
-            if workload.concurrency.is_some() {
-                slots.push(Reverse(t));
+        let decision = self.router.route(&request, &views, t);
+        decision.ok().map(|dec| dec.device.0)
+    }
+
+    /// Request `k` was rejected at `t`, by the router or by its device's
+    /// engine: it never ran, so it is not a timeout when the run ends.
+    fn reject(&mut self, k: usize, t: Duration) {
+        self.records[k].device = None;
+        self.records[k].outcome = Outcome::Rejected;
+        self.release(t);
+    }
+
+    /// A request left the fleet at `t` (finished or rejected); in a closed
+    /// loop its client may send the next one from then on.
+    fn release(&mut self, t: Duration) {
+        self.finished += 1;
+        if let Some(clients) = &mut self.clients {
+            clients.free.push(Reverse(t));
+        }
+    }
+
+    /// Marks requests still on a device as timeouts and collects the result.
+    fn into_result(mut self) -> SimResult {
+        self.progress.finish(self.finished);
+        if self.clients.is_some() {
+            // Closed loop: requests never sent before the duration bound are not part of the run.
+            self.records.truncate(self.next);
+        }
+        for rec in &mut self.records {
+            if rec.e2e_s.is_none() && rec.device.is_some() {
+                rec.outcome = Outcome::Timeout;
             }
-            continue;
         }
-        if !dev.running_step {
-            if let Some(end) = dev.start(t) {
-                steps.push(end, d);
-            }
+        let devices = &self.devices;
+        SimResult {
+            busy_s: devices.iter().map(|d| d.busy.as_secs_f64()).collect(),
+            routed: devices.iter().map(|d| d.routed).collect(),
+            preemptions: devices.iter().map(|d| d.engine.preemptions()).sum(),
+            records: self.records,
+            end_s: self.last.as_secs_f64(),
+            steps: self.nsteps,
+            multi_steps: self.multi_steps,
         }
-    }
-    progress.finish(finished);
-    if workload.concurrency.is_some() {
-        // Closed loop: requests never sent before the duration bound are not part of the run.
-        records.truncate(next);
-    }
-    for rec in &mut records {
-        if rec.e2e_s.is_none() && rec.device.is_some() {
-            rec.outcome = Outcome::Timeout;
-        }
-    }
-    SimResult {
-        busy_s: devices.iter().map(|d| d.busy.as_secs_f64()).collect(),
-        routed: devices.iter().map(|d| d.routed).collect(),
-        preemptions: devices.iter().map(|d| d.engine.preemptions()).sum(),
-        records,
-        end_s: last.as_secs_f64(),
-        steps: nsteps,
-        multi_steps,
     }
 }
 

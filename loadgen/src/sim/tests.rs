@@ -3,10 +3,11 @@ use std::time::Duration;
 
 use switchyard_backends::Catalog;
 
+use switchyard_scheduler::router::{PolicyKind, RouterConfig};
+
 use super::*;
 use crate::fleet::{Fleet, FleetSpec};
 use crate::metrics::Outcome;
-use crate::router::{PolicyKind, RouterConfig};
 use crate::workload::{WorkloadOptions, WorkloadSource};
 
 fn catalog() -> Catalog {

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use switchyard_loadgen::cli::LoadgenArgs;
+use switchyard_loadgen::workload::Arrival;
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -26,7 +27,7 @@ pub fn args(target: &str, workloads: &[&str], out: PathBuf) -> LoadgenArgs {
         rate: None,
         concurrency: None,
         sweep: vec![],
-        arrival: "poisson".into(),
+        arrival: Arrival::Poisson,
         duration: None,
         requests: None,
         seed: 0,
