@@ -53,7 +53,7 @@ enum Command {
     /// Print cost-model predictions for a model on one or more device profiles.
     Cost {
         /// Model spec name (profiles/models/NAME.toml).
-        #[arg(long, default_value = "llama-3.1-8b")]
+        #[arg(long, default_value = switchyard_scheduler::config::DEFAULT_MODEL_SPEC)]
         model: String,
         /// Device profile names, comma-separated (default: every profile).
         #[arg(long, value_delimiter = ',')]

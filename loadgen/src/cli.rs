@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use switchyard_backends::Catalog;
+use switchyard_scheduler::config::DEFAULT_MODEL_SPEC;
 use switchyard_scheduler::router::{Objective, PolicyKind, RouterConfig};
 
 use crate::error::LoadgenError;
@@ -22,7 +23,7 @@ use crate::http::{run_http, HttpOptions};
 use crate::plan::{plan, PlanOptions};
 use crate::report::{self, Run};
 use crate::sim::{simulate, SimOptions};
-use crate::slo::SloSpec;
+use crate::slo::SloSection;
 use crate::workload::{Arrival, Workload, WorkloadOptions, WorkloadSource};
 
 /// Flags of `switchyard loadgen`.
@@ -73,7 +74,7 @@ pub struct LoadgenArgs {
     pub step_budget: Option<bool>,
     /// SLO targets, `ttft_ms=T,tpot_ms=P[,percentile=95]` (default: the fleet's, else 2000/100).
     #[arg(long)]
-    pub slo: Option<SloSpec>,
+    pub slo: Option<SloSection>,
     /// Model spec name for sim targets (profiles/models/NAME.toml; default: the fleet's, else llama-3.1-8b).
     #[arg(long)]
     pub model: Option<String>,
@@ -114,7 +115,7 @@ pub struct PlanArgs {
     pub rate: f64,
     /// SLO, `ttft_p95_ms=T,tpot_p95_ms=P` (or `ttft_ms=..,tpot_ms=..,percentile=..`).
     #[arg(long)]
-    pub slo: SloSpec,
+    pub slo: SloSection,
     /// Device catalog directory (profiles/devices); its parent holds models/.
     #[arg(long, default_value = "profiles/devices")]
     pub catalog: PathBuf,
@@ -125,7 +126,7 @@ pub struct PlanArgs {
     #[arg(long, default_value_t = 32)]
     pub max_devices: u32,
     /// Model spec name.
-    #[arg(long, default_value = "llama-3.1-8b")]
+    #[arg(long, default_value = DEFAULT_MODEL_SPEC)]
     pub model: String,
     /// Routing policy of the planned fleet (`cost:elastic` sets the cost policy's objective).
     #[arg(long, default_value = "cost", value_name = "POLICY[:OBJECTIVE]")]
@@ -272,7 +273,7 @@ fn reported_rate(rate: Option<f64>, workload: &Workload) -> Option<f64> {
 struct SimTarget {
     fleet: Fleet,
     model_name: String,
-    slo: SloSpec,
+    slo: SloSection,
     policies: Vec<PolicyChoice>,
     /// Objective of runs whose policy choice names none.
     objective: Objective,
@@ -295,34 +296,24 @@ impl SimTarget {
             .model
             .clone()
             .or_else(|| spec.model.clone())
-            .unwrap_or_else(|| "llama-3.1-8b".into());
+            .unwrap_or_else(|| DEFAULT_MODEL_SPEC.into());
         let model = catalog.model(&model_name)?;
         let fleet = Fleet::build(&catalog, &spec, &model)?;
-        let slo = match (args.slo, spec.router.slo) {
-            (Some(s), _) => s,
-            (None, Some(t)) => SloSpec::from_table(t.ttft_ms, t.tpot_ms, t.percentile),
-            (None, None) => SloSpec::default(),
-        };
+        // Flags, then the fleet file, then the defaults (the sections' own).
+        let slo = args.slo.unwrap_or(spec.router.slo);
         let policies = if args.policy.is_empty() {
-            vec![spec.router.policy.as_deref().unwrap_or("cost").parse()?]
+            vec![PolicyChoice {
+                policy: spec.router.policy,
+                objective: None,
+            }]
         } else {
             args.policy.clone()
         };
-        let objective = match (args.objective, &spec.router.objective) {
-            (Some(o), _) => o,
-            (None, Some(o)) => parse_objective(o)?,
-            (None, None) => Objective::default(),
-        };
-        let mut router = RouterConfig {
+        let objective = args.objective.unwrap_or(spec.router.objective);
+        let router = RouterConfig {
             slo: slo.router_slo(),
-            ..RouterConfig::default()
+            ..spec.router.router_config()
         };
-        if let Some(m) = spec.router.prefix_min_match {
-            router.prefix_min_match = m;
-        }
-        if let Some(b) = spec.router.prefix_balance_tokens {
-            router.prefix_balance_tokens = b;
-        }
         Ok(Self {
             fleet,
             model_name,
@@ -330,10 +321,7 @@ impl SimTarget {
             policies,
             objective,
             router,
-            budgeted_steps: args
-                .step_budget
-                .or(spec.engine.slo_budgeted_steps)
-                .unwrap_or(true),
+            budgeted_steps: args.step_budget.unwrap_or(spec.engine.slo_budgeted_steps),
             timeout: args.timeout()?,
         })
     }

@@ -27,6 +27,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use switchyard_backends::{Catalog, CostModel, ModelSpec, SimConfig};
+use switchyard_scheduler::config::{EngineSection, RouterSection};
 use switchyard_scheduler::EngineConfig;
 
 use crate::error::LoadgenError;
@@ -50,56 +51,6 @@ fn one() -> u32 {
     1
 }
 
-/// `[router.slo]` table.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct SloTable {
-    /// TTFT target, ms.
-    pub ttft_ms: f64,
-    /// TPOT target, ms.
-    pub tpot_ms: f64,
-    /// Percentile (0–100).
-    #[serde(default)]
-    pub percentile: Option<f64>,
-}
-
-/// `[router]` table.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RouterTable {
-    /// Policy name.
-    #[serde(default)]
-    pub policy: Option<String>,
-    /// SLO targets.
-    #[serde(default)]
-    pub slo: Option<SloTable>,
-    /// Objective of the cost policy (`fixed` or `elastic`).
-    #[serde(default)]
-    pub objective: Option<String>,
-    /// Prefix policy: least fraction of the prompt cached to prefer a device.
-    #[serde(default)]
-    pub prefix_min_match: Option<f64>,
-    /// Prefix policy: queued-token slack before balancing wins.
-    #[serde(default)]
-    pub prefix_balance_tokens: Option<u64>,
-}
-
-/// `[engine]` table.
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct EngineTable {
-    /// Most running sequences per device.
-    pub max_num_seqs: Option<u32>,
-    /// Token budget per step.
-    pub max_batched_tokens: Option<u32>,
-    /// KV block size, tokens.
-    pub block_size: Option<u32>,
-    /// Prefix caching on/off.
-    pub enable_prefix_caching: Option<bool>,
-    /// SLO-budgeted steps on/off.
-    pub slo_budgeted_steps: Option<bool>,
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FleetFile {
@@ -107,9 +58,9 @@ struct FleetFile {
     model: Option<String>,
     devices: Vec<DeviceEntry>,
     #[serde(default)]
-    router: RouterTable,
+    router: RouterSection,
     #[serde(default)]
-    engine: EngineTable,
+    engine: EngineSection,
 }
 
 /// A fleet as written: device types with counts, plus settings.
@@ -119,10 +70,10 @@ pub struct FleetSpec {
     pub devices: Vec<(String, u32)>,
     /// Model named by the file.
     pub model: Option<String>,
-    /// Router settings.
-    pub router: RouterTable,
-    /// Engine limits.
-    pub engine: EngineTable,
+    /// Router settings (the server config's vocabulary).
+    pub router: RouterSection,
+    /// Engine limits (the server config's vocabulary).
+    pub engine: EngineSection,
     /// Where it came from (file path or the inline text).
     pub source: String,
     /// Profiles directory named by a server config.
@@ -236,28 +187,11 @@ impl FleetSpec {
                 None => devices.push((d.profile.clone(), 1)),
             }
         }
-        let slo = c.router.slo;
         Ok(Self {
             devices,
             model: Some(c.model.spec.clone()),
-            router: RouterTable {
-                policy: Some(c.router.policy.as_str().to_string()),
-                objective: Some(c.router.objective.as_str().to_string()),
-                slo: Some(SloTable {
-                    ttft_ms: slo.ttft_ms,
-                    tpot_ms: slo.tpot_ms,
-                    percentile: Some(slo.percentile),
-                }),
-                prefix_min_match: None,
-                prefix_balance_tokens: None,
-            },
-            engine: EngineTable {
-                max_num_seqs: Some(c.engine.max_num_seqs),
-                max_batched_tokens: Some(c.engine.max_batched_tokens),
-                block_size: Some(c.engine.block_size),
-                enable_prefix_caching: None,
-                slo_budgeted_steps: Some(c.engine.slo_budgeted_steps),
-            },
+            router: c.router.clone(),
+            engine: c.engine,
             source: path.display().to_string(),
             profiles_dir: Some(c.profiles_dir.clone()),
         })
@@ -301,15 +235,15 @@ impl DeviceType {
         catalog: &Catalog,
         profile: &str,
         model: &ModelSpec,
-        engine: &EngineTable,
+        engine: &EngineSection,
     ) -> Result<Self, LoadgenError> {
         let prefix_caching = engine.enable_prefix_caching;
         let device = catalog.device(profile)?;
         let cost = CostModel::new(device, model.clone());
         let sim = SimConfig {
-            block_size: engine.block_size.unwrap_or(16),
-            max_num_seqs: engine.max_num_seqs.unwrap_or(256),
-            max_batched_tokens: engine.max_batched_tokens.unwrap_or(2048),
+            block_size: engine.block_size,
+            max_num_seqs: engine.max_num_seqs,
+            max_batched_tokens: engine.max_batched_tokens,
             kv_blocks: None,
         };
         let kv_blocks = cost
@@ -408,7 +342,10 @@ mod tests {
         let text = "[[devices]]\nprofile = \"l4\"\ncount = 3\n[[devices]]\nid = \"d1\"\nbackend = \"sim\"\nprofile = \"l4\"\n[router]\npolicy = \"cost\"\n[router.slo]\nttft_ms = 100\ntpot_ms = 10\n";
         let f = FleetSpec::from_toml(Path::new("f.toml"), text).unwrap();
         assert_eq!(f.devices, vec![("l4".into(), 4)]);
-        assert_eq!(f.router.policy.as_deref(), Some("cost"));
+        assert_eq!(
+            f.router.policy,
+            switchyard_scheduler::router::PolicyKind::Cost
+        );
     }
 
     #[test]
@@ -418,7 +355,7 @@ mod tests {
         assert!(f.num_devices() >= 1, "{f:?}");
         assert_eq!(f.model.as_deref(), Some("tiny-llama"));
         assert!(f.profiles_dir.is_some());
-        assert_eq!(f.router.slo.unwrap().percentile, Some(0.95));
+        assert_eq!(f.router.slo.percentile, 0.95);
     }
 
     #[test]

@@ -11,7 +11,7 @@
 
 use serde::Serialize;
 
-use crate::slo::SloSpec;
+use crate::slo::SloSection;
 
 /// How a request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -121,7 +121,7 @@ impl RequestRecord {
     }
 
     /// Whether it completed and met the SLO.
-    pub fn good(&self, slo: &SloSpec) -> bool {
+    pub fn good(&self, slo: &SloSection) -> bool {
         self.outcome == Outcome::Ok && self.ttft_s.is_some_and(|t| slo.met_by(t, self.tpot_s()))
     }
 

@@ -39,12 +39,13 @@ use switchyard_backends::{Catalog, ModelSpec};
 use switchyard_scheduler::router::{Objective, PolicyKind, RouterConfig};
 
 use crate::error::LoadgenError;
-use crate::fleet::{DeviceType, EngineTable, Fleet, FleetSpec};
+use crate::fleet::{DeviceType, Fleet, FleetSpec};
 use crate::progress::Progress;
 use crate::report::Run;
 use crate::sim::{simulate, SimOptions};
-use crate::slo::SloSpec;
+use crate::slo::SloSection;
 use crate::workload::Workload;
+use switchyard_scheduler::config::EngineSection;
 
 /// Neighbours whose estimated capacity is below this fraction of the rate are not simulated.
 pub const CAPACITY_SLACK: f64 = 0.7;
@@ -63,7 +64,7 @@ pub struct PlanOptions {
     /// Largest fleet.
     pub max_devices: u32,
     /// Targets.
-    pub slo: SloSpec,
+    pub slo: SloSection,
     /// Routing policy.
     pub policy: PolicyKind,
     /// Objective of the cost policy.
@@ -186,7 +187,7 @@ fn simulate_candidate(
     let mut run = Run::new(String::new(), String::new(), records, opts.slo);
     run.summary = run.summary.with_sim(&fleet, &sim, 0.0);
     let s = &run.summary;
-    let p = opts.slo.percentile;
+    let p = opts.slo.percent();
     let failed = s.failed as f64 / s.requests.max(1) as f64;
     let (ttft, tpot) = (s.ttft_s.at(p) * 1e3, s.tpot_s.at(p) * 1e3);
     Candidate {
@@ -217,7 +218,7 @@ fn device_types(
     let mut types = Vec::new();
     let mut notes = Vec::new();
     for name in &opts.devices {
-        match DeviceType::new(catalog, name, model, &EngineTable::default()) {
+        match DeviceType::new(catalog, name, model, &EngineSection::default()) {
             Ok(t) => {
                 types.push(Some(t));
                 notes.push(None);
@@ -244,7 +245,7 @@ pub fn brute_force_min_count(
     profile: &str,
     policies: &[PolicyKind],
 ) -> Result<Option<(u32, PolicyKind)>, LoadgenError> {
-    let t = DeviceType::new(catalog, profile, model, &EngineTable::default())?;
+    let t = DeviceType::new(catalog, profile, model, &EngineSection::default())?;
     let types = [Some(t)];
     for n in 1..=opts.max_devices {
         for &policy in policies {
@@ -522,7 +523,7 @@ pub struct ConfigContext<'a> {
     /// Objective of the cost policy.
     pub objective: Objective,
     /// SLO targets.
-    pub slo: &'a SloSpec,
+    pub slo: &'a SloSection,
     /// Model spec name.
     pub model: &'a str,
     /// Profiles directory (written as given; make it absolute to run the config from anywhere).
@@ -550,7 +551,7 @@ pub fn server_config_toml(fleet: &[(String, u32)], cx: &ConfigContext<'_>) -> St
         cx.objective.as_str(),
         cx.slo.ttft_ms,
         cx.slo.tpot_ms,
-        (cx.slo.percentile / 100.0).min(0.999),
+        cx.slo.percentile.min(0.999),
     );
     for (profile, n) in fleet {
         for i in 0..*n {
@@ -644,7 +645,7 @@ mod tests {
 
     #[test]
     fn server_config_is_a_valid_fleet() {
-        let slo: SloSpec = "ttft_ms=500,tpot_ms=50".parse().unwrap();
+        let slo: SloSection = "ttft_ms=500,tpot_ms=50".parse().unwrap();
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles");
         let cx = ConfigContext {
             policy: PolicyKind::Cost,
@@ -659,7 +660,7 @@ mod tests {
             .unwrap();
         let f = FleetSpec::from_toml(Path::new("switchyard.toml"), &t).unwrap();
         assert_eq!(f.devices, vec![("l4".into(), 2), ("h100-sxm".into(), 1)]);
-        assert_eq!(f.router.slo.unwrap().ttft_ms, 500.0);
-        assert_eq!(f.router.objective.as_deref(), Some("elastic"));
+        assert_eq!(f.router.slo.ttft_ms, 500.0);
+        assert_eq!(f.router.objective, Objective::Elastic);
     }
 }

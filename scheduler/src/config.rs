@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use switchyard_backends::fault::FaultPlan;
 use switchyard_backends::gpu::ops::StoreType;
 use switchyard_backends::gpu::GpuConfig;
@@ -120,8 +120,12 @@ impl ModelSection {
     }
 }
 
-/// Engine sizing (see [`EngineConfig`]).
-#[derive(Debug, Clone, Copy, Deserialize)]
+/// The model spec a fleet is priced with when nothing names one.
+pub const DEFAULT_MODEL_SPEC: &str = "llama-3.1-8b";
+
+/// Engine sizing (see [`EngineConfig`]); the `[engine]` table of
+/// `switchyard.toml` and of loadgen fleet files.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EngineSection {
     /// Tokens per KV block.
@@ -130,8 +134,11 @@ pub struct EngineSection {
     pub max_num_seqs: u32,
     /// Token budget of one step.
     pub max_batched_tokens: u32,
-    /// Reuse KV blocks of identical prompt prefixes.
-    pub enable_prefix_caching: bool,
+    /// Reuse KV blocks of identical prompt prefixes; unset: on for the live
+    /// server, and in the simulator only when some prompts share a prefix
+    /// (elsewhere the cache could only ever hit a preempted sequence's own
+    /// blocks, and its upkeep costs simulation time).
+    pub enable_prefix_caching: Option<bool>,
     /// Cap each step's prefill tokens so its predicted time stays within
     /// the TPOT target (SLO-budgeted steps; see [`EngineConfig::step_time_budget`]).
     pub slo_budgeted_steps: bool,
@@ -139,70 +146,58 @@ pub struct EngineSection {
 
 impl Default for EngineSection {
     fn default() -> Self {
+        let e = EngineConfig::default();
         Self {
             block_size: 16,
-            max_num_seqs: 256,
-            max_batched_tokens: 2048,
-            enable_prefix_caching: true,
+            max_num_seqs: e.max_num_seqs,
+            max_batched_tokens: e.max_batched_tokens,
+            enable_prefix_caching: None,
             slo_budgeted_steps: true,
         }
     }
 }
 
 impl EngineSection {
-    /// Engine limits for a model with `max_context` tokens.
+    /// Engine limits for a model with `max_context` tokens, as the live
+    /// server runs them (prefix caching unless turned off; no step budget,
+    /// which the driver sets from the SLO).
     pub fn engine_config(&self, max_context: u32) -> EngineConfig {
         EngineConfig {
             max_num_seqs: self.max_num_seqs,
             max_batched_tokens: self.max_batched_tokens,
             max_model_len: max_context,
-            enable_prefix_caching: self.enable_prefix_caching,
+            enable_prefix_caching: self.enable_prefix_caching.unwrap_or(true),
             step_time_budget: None,
         }
     }
 }
 
-/// Router policy and SLO objective.
-#[derive(Debug, Clone, Deserialize)]
+/// Router policy, objective and SLO; the `[router]` table of
+/// `switchyard.toml` and of loadgen fleet files (defaults: [`RouterConfig`]'s).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RouterSection {
     /// `cost`, `latency`, `round-robin`, `least-loaded` or `prefix`.
     pub policy: PolicyKind,
     /// What `cost` optimises among devices meeting the SLO: `fixed` or `elastic`.
     pub objective: Objective,
-    /// Service-level objective for the `cost` policy.
+    /// Service-level objective.
     pub slo: SloSection,
+    /// `prefix`: least fraction of the prompt the cached prefix must cover.
+    pub prefix_min_match: f64,
+    /// `prefix`: most outstanding tokens the cache holder may exceed the least-loaded device by.
+    pub prefix_balance_tokens: u64,
 }
 
 impl Default for RouterSection {
     fn default() -> Self {
+        let r = RouterConfig::default();
         Self {
-            policy: PolicyKind::Cost,
-            objective: Objective::default(),
-            slo: SloSection::default(),
-        }
-    }
-}
-
-/// SLO targets.
-#[derive(Debug, Clone, Copy, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SloSection {
-    /// Time-to-first-token target, milliseconds.
-    pub ttft_ms: f64,
-    /// Time-per-output-token target, milliseconds.
-    pub tpot_ms: f64,
-    /// Percentile the targets apply to, in (0, 1).
-    pub percentile: f64,
-}
-
-impl Default for SloSection {
-    fn default() -> Self {
-        let slo = Slo::default();
-        Self {
-            ttft_ms: slo.ttft.as_secs_f64() * 1e3,
-            tpot_ms: slo.tpot.as_secs_f64() * 1e3,
-            percentile: slo.percentile,
+            policy: r.policy,
+            objective: r.objective,
+            slo: SloSection::from(r.slo),
+            prefix_min_match: r.prefix_min_match,
+            prefix_balance_tokens: r.prefix_balance_tokens,
         }
     }
 }
@@ -213,9 +208,154 @@ impl RouterSection {
         RouterConfig {
             policy: self.policy,
             objective: self.objective,
-            slo: Slo::from_ms(self.slo.ttft_ms, self.slo.tpot_ms, self.slo.percentile),
+            slo: self.slo.router_slo(),
+            prefix_min_match: self.prefix_min_match,
+            prefix_balance_tokens: self.prefix_balance_tokens,
             ..RouterConfig::default()
         }
+    }
+}
+
+/// SLO targets: the `[router.slo]` table and the CLI's `--slo`.
+///
+/// The percentile is stored as a fraction in (0, 1]; on input a value of 1
+/// or more is read as a percentage (`95` = `0.95`), so both spellings work.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SloSection {
+    /// Time-to-first-token target, milliseconds.
+    pub ttft_ms: f64,
+    /// Time-per-output-token target, milliseconds.
+    pub tpot_ms: f64,
+    /// Percentile the targets apply to, as a fraction (0.95 = p95).
+    #[serde(deserialize_with = "fraction_or_percent")]
+    pub percentile: f64,
+}
+
+/// A percentile as a fraction, from a fraction or a percentage.
+fn fraction_or_percent<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(as_fraction(f64::deserialize(d)?))
+}
+
+/// `p` as a fraction: values of 1 or more are percentages.
+fn as_fraction(p: f64) -> f64 {
+    if p >= 1.0 {
+        p / 100.0
+    } else {
+        p
+    }
+}
+
+impl Default for SloSection {
+    fn default() -> Self {
+        Self::from(Slo::default())
+    }
+}
+
+impl From<Slo> for SloSection {
+    fn from(slo: Slo) -> Self {
+        Self {
+            ttft_ms: slo.ttft.as_secs_f64() * 1e3,
+            tpot_ms: slo.tpot.as_secs_f64() * 1e3,
+            percentile: slo.percentile,
+        }
+    }
+}
+
+/// Why an `--slo` value was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid SLO `{input}`: {reason}")]
+pub struct SloParseError {
+    /// The value given.
+    pub input: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl std::str::FromStr for SloSection {
+    type Err = SloParseError;
+
+    /// `ttft_ms=T,tpot_ms=P[,percentile=95]`, or the planner's
+    /// `ttft_p95_ms=T,tpot_p95_ms=P` (the percentile read from the key).
+    fn from_str(s: &str) -> Result<Self, SloParseError> {
+        let err = |reason: String| SloParseError {
+            input: s.to_string(),
+            reason,
+        };
+        let mut slo = SloSection::default();
+        let (mut ttft, mut tpot) = (false, false);
+        for kv in s.split(',').filter(|x| !x.trim().is_empty()) {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| err(format!("`{kv}` is not KEY=VALUE")))?;
+            let k = k.trim();
+            let v: f64 = v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|v: &f64| v.is_finite() && *v > 0.0)
+                .ok_or_else(|| err(format!("field `{k}`: `{v}` is not a positive number")))?;
+            let pct_of = |key: &str, metric: &str| -> Option<f64> {
+                key.strip_prefix(metric)?
+                    .strip_suffix("_ms")?
+                    .strip_prefix("_p")?
+                    .parse()
+                    .ok()
+            };
+            match k {
+                "ttft_ms" => (slo.ttft_ms, ttft) = (v, true),
+                "tpot_ms" => (slo.tpot_ms, tpot) = (v, true),
+                "percentile" | "p" => slo.percentile = as_fraction(v),
+                _ => {
+                    if let Some(p) = pct_of(k, "ttft") {
+                        (slo.ttft_ms, ttft, slo.percentile) = (v, true, p / 100.0);
+                    } else if let Some(p) = pct_of(k, "tpot") {
+                        (slo.tpot_ms, tpot, slo.percentile) = (v, true, p / 100.0);
+                    } else {
+                        return Err(err(format!(
+                            "unknown field `{k}` (expected ttft_ms, tpot_ms, percentile, ttft_pNN_ms, tpot_pNN_ms)"
+                        )));
+                    }
+                }
+            }
+        }
+        if !(ttft && tpot) {
+            return Err(err("both a TTFT and a TPOT target are required".into()));
+        }
+        if !(slo.percentile > 0.0 && slo.percentile <= 1.0) {
+            return Err(err(format!(
+                "field `percentile`: {} is not in (0, 100]",
+                slo.percentile * 100.0
+            )));
+        }
+        Ok(slo)
+    }
+}
+
+impl SloSection {
+    /// Whether one request's latencies meet the targets (no TPOT: a single-token output passes it).
+    pub fn met_by(&self, ttft_s: f64, tpot_s: Option<f64>) -> bool {
+        ttft_s * 1e3 <= self.ttft_ms && tpot_s.is_none_or(|t| t * 1e3 <= self.tpot_ms)
+    }
+
+    /// The percentile in percent (95 for p95), as latency summaries index it.
+    pub fn percent(&self) -> f64 {
+        self.percentile * 100.0
+    }
+
+    /// The router's SLO for these targets.
+    pub fn router_slo(&self) -> Slo {
+        Slo::from_ms(self.ttft_ms, self.tpot_ms, self.percentile)
+    }
+
+    /// Compact text form, `ttft_ms=..,tpot_ms=..,percentile=..` (percent), as `FromStr` reads it.
+    pub fn to_spec_string(&self) -> String {
+        format!(
+            "ttft_ms={},tpot_ms={},percentile={}",
+            self.ttft_ms,
+            self.tpot_ms,
+            self.percent()
+        )
     }
 }
 

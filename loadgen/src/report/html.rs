@@ -40,7 +40,9 @@ pub fn render(runs: &[Run], workload: &[String], title: &str) -> String {
         let _ = write!(
             h,
             "<b>SLO:</b> TTFT ≤ {} ms, TPOT ≤ {} ms at p{}</p>",
-            s.ttft_ms, s.tpot_ms, s.percentile
+            s.ttft_ms,
+            s.tpot_ms,
+            s.percent()
         );
     }
     summary_table(&mut h, runs);

@@ -4,7 +4,8 @@
 //! `results.json` is `{"runs": [RunSummary...], "workload": [...], "generated_by": ...}`;
 //! each run has `label`, `policy`, `rate`, `requests`, `completed`, `failed`,
 //! `duration_s`, `throughput.{requests_per_s,output_tokens_per_s}`,
-//! `ttft_s`/`tpot_s`/`itl_s`/`e2e_s` (each `mean,p50,p90,p95,p99`), `slo`,
+//! `ttft_s`/`tpot_s`/`itl_s`/`e2e_s` (each `mean,p50,p90,p95,p99`), `slo`
+//! (`ttft_ms`, `tpot_ms`, `percentile` as a fraction, as in `switchyard.toml`),
 //! `goodput.requests_per_s`, `slo_attainment`, and for sim targets
 //! `cost.{usd_per_hour,usd_per_million_output_tokens}` and `devices[].utilization`.
 //! With a sweep, `slo_capacity` lists per policy the highest rate that met
@@ -42,7 +43,7 @@ impl Run {
         label: String,
         target: String,
         records: Vec<RequestRecord>,
-        slo: crate::slo::SloSpec,
+        slo: crate::slo::SloSection,
     ) -> Self {
         let mut samples = Samples::collect(&records);
         let summary = RunSummary::new(label, target, &records, &mut samples, slo);
@@ -236,7 +237,7 @@ impl CsvRow {
 mod tests {
     use super::*;
     use crate::metrics::Outcome;
-    use crate::slo::SloSpec;
+    use crate::slo::SloSection;
 
     #[test]
     fn csv_quotes_fields_but_keeps_the_itl_list() {
@@ -251,7 +252,7 @@ mod tests {
             "cost, fast".into(),
             "sim".into(),
             vec![r],
-            SloSpec::default(),
+            SloSection::default(),
         );
         let dir = std::env::temp_dir().join(format!("switchyard-csv-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

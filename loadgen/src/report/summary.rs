@@ -8,7 +8,7 @@ use serde::Serialize;
 use crate::fleet::Fleet;
 use crate::metrics::{Dist, Outcome, RequestRecord, Samples};
 use crate::sim::SimResult;
-use crate::slo::SloSpec;
+use crate::slo::SloSection;
 
 /// Requests and tokens per second.
 #[derive(Debug, Clone, Copy, Serialize, Default)]
@@ -116,7 +116,7 @@ pub struct RunSummary {
     /// The generator's own send lag, seconds.
     pub dispatch_delay_s: Dist,
     /// SLO targets used.
-    pub slo: SloSpec,
+    pub slo: SloSection,
     /// Goodput.
     pub goodput: Goodput,
     /// Fraction of all requests that completed within the SLO.
@@ -140,7 +140,7 @@ impl RunSummary {
         target: String,
         records: &[RequestRecord],
         samples: &mut Samples,
-        slo: SloSpec,
+        slo: SloSection,
     ) -> Self {
         let mut outcomes = BTreeMap::new();
         for r in records {
@@ -175,8 +175,8 @@ impl RunSummary {
         let n = records.len() as u64;
         let slo_met = n > 0
             && completed == n
-            && ttft_s.at(slo.percentile) * 1e3 <= slo.ttft_ms
-            && tpot_s.at(slo.percentile) * 1e3 <= slo.tpot_ms;
+            && ttft_s.at(slo.percent()) * 1e3 <= slo.ttft_ms
+            && tpot_s.at(slo.percent()) * 1e3 <= slo.tpot_ms;
         Self {
             label,
             policy: None,
@@ -269,7 +269,7 @@ impl RunSummary {
 }
 
 /// Buckets finished requests by finish time (about 60 buckets, at least 1 s each).
-fn timeline(records: &[RequestRecord], slo: &SloSpec, start: f64, duration: f64) -> Vec<Bucket> {
+fn timeline(records: &[RequestRecord], slo: &SloSection, start: f64, duration: f64) -> Vec<Bucket> {
     if duration <= 0.0 {
         return Vec::new();
     }
