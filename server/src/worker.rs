@@ -142,12 +142,46 @@ pub struct DeviceShared {
     /// Hashes of the prefix blocks this device caches.
     pub cached: DashSet<u64>,
     state: AtomicU8,
-    load: Mutex<Load>,
+    load: Mutex<LoadState>,
     inflight: Mutex<HashMap<SeqId, SeqSink>>,
     step_started_us: AtomicU64,
     generation: AtomicU64,
     last_error: Mutex<Option<String>>,
     commands: Mutex<Option<Sender<Command>>>,
+}
+
+/// Requests sent to a worker that its published load does not show yet.
+///
+/// A snapshot is published after each step, so without this a burst of
+/// arrivals between two steps would all be routed by the same stale
+/// snapshot, onto the same device; the simulator's router sees every add
+/// at once, so this is also what keeps live routing equal to simulated.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Unseen {
+    seqs: u32,
+    prompt_tokens: u64,
+    decode_tokens: u64,
+}
+
+impl Unseen {
+    fn add(&mut self, req: &switchyard_scheduler::Request) {
+        self.seqs = self.seqs.saturating_add(1);
+        self.prompt_tokens = self.prompt_tokens.saturating_add(req.prompt.len() as u64);
+        self.decode_tokens = self.decode_tokens.saturating_add(u64::from(req.max_tokens));
+    }
+
+    fn remove(&mut self, seen: Unseen) {
+        self.seqs = self.seqs.saturating_sub(seen.seqs);
+        self.prompt_tokens = self.prompt_tokens.saturating_sub(seen.prompt_tokens);
+        self.decode_tokens = self.decode_tokens.saturating_sub(seen.decode_tokens);
+    }
+}
+
+/// The worker's last published load and what was sent since.
+#[derive(Debug, Clone, Copy, Default)]
+struct LoadState {
+    snapshot: Load,
+    unseen: Unseen,
 }
 
 /// Locks plain data, recovering from poisoning.
@@ -186,7 +220,7 @@ impl DeviceShared {
             info,
             cached: DashSet::new(),
             state: AtomicU8::new(state as u8),
-            load: Mutex::new(Load::default()),
+            load: Mutex::new(LoadState::default()),
             inflight: Mutex::new(HashMap::new()),
             step_started_us: AtomicU64::new(0),
             generation: AtomicU64::new(0),
@@ -217,9 +251,33 @@ impl DeviceShared {
             .set(if s == DeviceState::Ready { 1.0 } else { 0.0 });
     }
 
-    /// The latest load snapshot.
+    /// The latest load snapshot, plus the requests sent since it was taken
+    /// (queued, with their prefill ahead of any new arrival).
     pub fn load(&self) -> Load {
-        *lock(&self.load)
+        let LoadState {
+            mut snapshot,
+            unseen,
+        } = *lock(&self.load);
+        if unseen.seqs == 0 {
+            return snapshot;
+        }
+        snapshot.waiting = snapshot.waiting.saturating_add(unseen.seqs);
+        snapshot.queued_prefill_tokens = snapshot
+            .queued_prefill_tokens
+            .saturating_add(unseen.prompt_tokens);
+        snapshot.outstanding_decode_tokens = snapshot
+            .outstanding_decode_tokens
+            .saturating_add(unseen.decode_tokens);
+        // Their prefill, in full step-budget chunks, comes before a new arrival's.
+        let chunk = self.limits.max_batched_tokens.max(1);
+        let steps = unseen.prompt_tokens.div_ceil(u64::from(chunk));
+        let chunk_time = self
+            .cost()
+            .prefill_time(chunk.min(unseen.prompt_tokens as u32), 0);
+        snapshot.predicted_queue_delay = snapshot
+            .predicted_queue_delay
+            .saturating_add(chunk_time.saturating_mul(steps.min(u64::from(u32::MAX)) as u32));
+        snapshot
     }
 
     /// The last failure message, if any.
@@ -229,10 +287,19 @@ impl DeviceShared {
 
     /// Sends a command to the worker; `false` when the worker is gone.
     pub fn send(&self, cmd: Command) -> bool {
-        match lock(&self.commands).as_ref() {
+        let mut added = Unseen::default();
+        if let Command::Add(sub) = &cmd {
+            added.add(&sub.request);
+            lock(&self.load).unseen.add(&sub.request);
+        }
+        let sent = match lock(&self.commands).as_ref() {
             Some(tx) => tx.send(cmd).is_ok(),
             None => false,
+        };
+        if !sent {
+            lock(&self.load).unseen.remove(added);
         }
+        sent
     }
 
     /// Declares the running step hung if it started more than `timeout` ago
@@ -331,6 +398,7 @@ pub fn spawn(
         let watch = shared.clone();
         let mut w = Worker {
             shared,
+            seen: Unseen::default(),
             engine,
             backend,
             rx,
@@ -360,6 +428,8 @@ pub fn spawn(
 
 struct Worker {
     shared: Arc<DeviceShared>,
+    /// Adds handled since the last published snapshot.
+    seen: Unseen,
     engine: Engine,
     backend: Box<dyn Backend>,
     rx: Receiver<Command>,
@@ -431,6 +501,8 @@ impl Worker {
     fn handle(&mut self, cmd: Command) -> Flow {
         match cmd {
             Command::Add(sub) => {
+                // Seen now, whatever becomes of it: the next snapshot shows it or never will.
+                self.seen.add(&sub.request);
                 if self.shared.state() != DeviceState::Ready {
                     let _ = sub.sink.send(SeqEvent::Failed(format!(
                         "device {} is {:?}",
@@ -599,7 +671,11 @@ impl Worker {
     /// Publishes load, KV usage, prefix-cache contents and counters.
     fn publish(&mut self) {
         let load = self.engine.load();
-        *lock(&self.shared.load) = load;
+        {
+            let mut state = lock(&self.shared.load);
+            state.snapshot = load;
+            state.unseen.remove(std::mem::take(&mut self.seen));
+        }
         self.metrics.running.set(f64::from(load.running));
         self.metrics.waiting.set(f64::from(load.waiting));
         self.metrics.kv_usage.set(self.engine.blocks().usage());
@@ -627,5 +703,76 @@ impl Worker {
         let p = self.engine.preemptions();
         self.metrics.preemptions.increment(p - self.preempt_seen);
         self.preempt_seen = p;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use switchyard_backends::Catalog;
+
+    use super::*;
+
+    fn shared() -> DeviceShared {
+        let catalog = Catalog::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("../profiles"));
+        let cost = CostModel::new(
+            catalog.device("a100-80g").expect("profile"),
+            catalog.model("llama-3.1-8b").expect("model"),
+        );
+        let who = DeviceIdentity {
+            index: DeviceId(0),
+            id: "a100-0".into(),
+            backend: BackendKind::Sim,
+            profile: "a100-80g".into(),
+        };
+        let limits = Limits {
+            max_seq_tokens: 32_768,
+            max_num_seqs: 256,
+            max_batched_tokens: 2048,
+            block_size: 16,
+            step_time_budget: None,
+        };
+        DeviceShared::new(who, cost, limits, None, None)
+    }
+
+    fn add(id: u64, prompt: usize) -> Command {
+        let (sink, _) = tokio::sync::mpsc::unbounded_channel();
+        Command::Add(Submission {
+            request: Request::new(SeqId(id), vec![1; prompt], 50),
+            sink,
+        })
+    }
+
+    #[test]
+    fn requests_sent_since_the_snapshot_count_in_the_load() {
+        let d = shared();
+        // No worker: nothing is sent, nothing is counted.
+        assert!(!d.send(add(1, 1000)));
+        assert_eq!(d.load(), Load::default());
+        let (tx, rx) = std::sync::mpsc::channel();
+        *lock(&d.commands) = Some(tx);
+        assert!(d.send(add(2, 1000)));
+        assert!(d.send(add(3, 3000)));
+        let l = d.load();
+        assert_eq!(l.waiting, 2);
+        assert_eq!(l.queued_prefill_tokens, 4000);
+        assert_eq!(l.outstanding_decode_tokens, 100);
+        // Two full chunks of prefill ahead of the next arrival.
+        assert!(l.predicted_queue_delay > Duration::ZERO);
+        // The worker's next snapshot shows them; they stop counting twice.
+        let mut seen = Unseen::default();
+        for cmd in rx.try_iter() {
+            if let Command::Add(sub) = cmd {
+                seen.add(&sub.request);
+            }
+        }
+        {
+            let mut state = lock(&d.load);
+            state.snapshot.waiting = 2;
+            state.unseen.remove(seen);
+        }
+        assert_eq!(d.load().waiting, 2);
+        assert_eq!(d.load().queued_prefill_tokens, 0);
     }
 }
