@@ -48,7 +48,7 @@ enum Command {
         repetitions: u32,
         /// Statistic over repetitions: `median`, or `min` on a shared, busy host.
         #[arg(long, default_value = "median")]
-        statistic: String,
+        statistic: switchyard_backends::calibrate::Statistic,
     },
     /// Print cost-model predictions for a model on one or more device profiles.
     Cost {
@@ -90,7 +90,7 @@ fn main() -> Result<()> {
             out,
             repetitions,
             statistic,
-        } => profile(&device, &config, &out, repetitions, &statistic),
+        } => profile(&device, &config, &out, repetitions, statistic),
         Command::Cost {
             model,
             devices,
@@ -131,10 +131,10 @@ fn profile(
     config: &std::path::Path,
     out: &std::path::Path,
     repetitions: u32,
-    statistic: &str,
+    statistic: switchyard_backends::calibrate::Statistic,
 ) -> Result<()> {
-    use switchyard_backends::calibrate::{self, Statistic, SweepConfig};
-    use switchyard_server::{fleet, Config};
+    use switchyard_backends::calibrate::{self, SweepConfig};
+    use switchyard_scheduler::config::Config;
     let cfg = Config::load(config)?;
     let dc = cfg
         .devices
@@ -147,13 +147,10 @@ fn profile(
     let model = catalog.model(&cfg.model.spec)?;
     let base = catalog.device(&dc.profile)?;
     let cost = CostModel::new(base.clone(), model.clone());
-    let mut backend = fleet::build_backend(dc, &cost, &cfg)
+    let mut backend = dc
+        .spec(&cfg)
+        .and_then(|spec| switchyard_backends::open::open(&spec, &cost))
         .with_context(|| format!("starting device `{device}`"))?;
-    let statistic = match statistic {
-        "median" => Statistic::Median,
-        "min" => Statistic::Min,
-        other => anyhow::bail!("--statistic must be `median` or `min`, not `{other}`"),
-    };
     let sweep = SweepConfig {
         repetitions,
         statistic,

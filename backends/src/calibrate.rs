@@ -130,6 +130,19 @@ pub enum Statistic {
     Min,
 }
 
+impl std::str::FromStr for Statistic {
+    type Err = String;
+
+    /// `median` or `min`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "median" => Ok(Self::Median),
+            "min" => Ok(Self::Min),
+            other => Err(format!("expected `median` or `min`, not `{other}`")),
+        }
+    }
+}
+
 impl Default for SweepConfig {
     fn default() -> Self {
         Self {

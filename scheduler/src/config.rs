@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use switchyard_backends::fault::FaultPlan;
 use switchyard_backends::gpu::ops::StoreType;
 use switchyard_backends::gpu::GpuConfig;
-use switchyard_backends::open::{BackendSpec, DeviceSpec, OnnxSpec};
+use switchyard_backends::open::{BackendSpec, DeviceSpec, OnnxConfig};
 use switchyard_backends::{BackendError, BackendKind, SimConfig};
 
 use crate::engine::EngineConfig;
@@ -452,13 +452,13 @@ impl DeviceConfig {
                 max_batched_tokens: engine.max_batched_tokens,
                 kv_blocks: self.kv_blocks,
             }),
-            BackendKind::Onnx => BackendSpec::Onnx(OnnxSpec {
-                model_dir: model_dir("")?,
+            BackendKind::Onnx => BackendSpec::Onnx(OnnxConfig {
                 library: self.library.clone(),
                 block_size: engine.block_size,
                 kv_blocks: self.kv_blocks,
                 kv_cache_bytes: self.kv_cache_mib << 20,
                 intra_threads: self.threads,
+                ..OnnxConfig::new(model_dir("")?)
             }),
             BackendKind::Cuda => BackendSpec::Cuda(gpu(model_dir(WEIGHTS)?)),
             BackendKind::Rocm => BackendSpec::Rocm(gpu(model_dir(WEIGHTS)?)),

@@ -40,7 +40,7 @@ pub mod runtime;
 pub mod tokenizer;
 
 use std::borrow::Cow;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use ort::session::{Session, SessionInputValue};
@@ -57,45 +57,7 @@ use kv::{Kv, KvPool, KvShape};
 pub use runtime::{GraphIo, INSTALL_HINT};
 pub use tokenizer::{Tokenizer, TokenizerError};
 
-/// How to start an ONNX backend.
-#[derive(Debug, Clone, PartialEq)]
-pub struct OnnxConfig {
-    /// The model directory (`model.onnx`, `config.json`, `tokenizer.json`).
-    pub model_dir: PathBuf,
-    /// The ONNX Runtime shared library; `None` reads `ORT_DYLIB_PATH`.
-    pub library: Option<PathBuf>,
-    /// Tokens per KV block; must equal the engine's.
-    pub block_size: u32,
-    /// KV blocks in the pool; `None` sizes the pool by `kv_cache_bytes`.
-    pub kv_blocks: Option<u32>,
-    /// Host memory for the KV pool when `kv_blocks` is `None`, bytes.
-    pub kv_cache_bytes: u64,
-    /// ONNX Runtime intra-op threads; 0 lets it choose (one per physical core).
-    pub intra_threads: usize,
-    /// Let ONNX Runtime's idle threads spin between operators. Off by default:
-    /// spinning threads steal cores from the KV gather between graph runs and
-    /// from everything else on the host (on a busy 2-core host, 8 concurrent
-    /// requests ran at 15 tokens/s with spinning, 22-23 without).
-    pub intra_spinning: bool,
-    /// Largest padded/real token ratio of one graph run ([`batch`]); infinity runs each step as one batch.
-    pub max_padding_ratio: f64,
-}
-
-impl OnnxConfig {
-    /// Defaults for the model in `model_dir`.
-    pub fn new(model_dir: impl Into<PathBuf>) -> Self {
-        Self {
-            model_dir: model_dir.into(),
-            library: None,
-            block_size: 16,
-            kv_blocks: None,
-            kv_cache_bytes: 512 << 20,
-            intra_threads: 0,
-            intra_spinning: false,
-            max_padding_ratio: 1.5,
-        }
-    }
-}
+pub use crate::open::OnnxConfig;
 
 /// A decoder served by ONNX Runtime on the CPU.
 pub struct OnnxBackend {
