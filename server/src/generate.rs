@@ -281,6 +281,17 @@ impl Task {
                     };
                     self.fleet
                         .observe_output(max_tokens.min(remaining), self.generated.len() as u32);
+                    // Bytes held back for an incomplete character end the text as U+FFFD.
+                    let tail = self.decoder.finish(self.fleet.tokenizer().as_ref());
+                    let reason = if tail.is_empty() {
+                        reason
+                    } else {
+                        match self.on_text(tail).await {
+                            TokenFlow::ClientGone => return Attempt::ClientGone,
+                            TokenFlow::StopString => "stop",
+                            TokenFlow::Continue => reason,
+                        }
+                    };
                     self.finish(reason, &device.id).await;
                     return Attempt::Done;
                 }
@@ -332,6 +343,11 @@ impl Task {
         self.last_token = Some(now);
         self.generated.push(token);
         let delta = self.decoder.push(self.fleet.tokenizer().as_ref(), token);
+        self.on_text(delta).await
+    }
+
+    /// Sends new text, or holds back what could still grow into a stop string.
+    async fn on_text(&mut self, delta: String) -> TokenFlow {
         let stops = &self.gen.settings.stop;
         if stops.is_empty() {
             return self.send_text(delta).await;

@@ -156,6 +156,17 @@ impl IncrementalDecoder {
         self.read_offset = self.ids.len();
         delta
     }
+
+    /// Ends the sequence: the text still held back, where bytes of an
+    /// incomplete character become U+FFFD as a whole-sequence `decode`
+    /// writes them, so the deltas add up to `decode(all ids)`.
+    pub fn finish(&mut self, tok: &dyn TokenCodec) -> String {
+        let prefix = tok.decode(&self.ids[self.prefix_offset..self.read_offset]);
+        let full = tok.decode(&self.ids[self.prefix_offset..]);
+        self.prefix_offset = self.ids.len();
+        self.read_offset = self.ids.len();
+        full.get(prefix.len()..).unwrap_or_default().to_string()
+    }
 }
 
 /// One chat message.
@@ -233,6 +244,29 @@ mod tests {
                 .map(|&i| (i - 3) as u8)
                 .collect();
             String::from_utf8_lossy(&bytes).into_owned()
+        }
+    }
+
+    proptest::proptest! {
+        /// Streamed deltas plus the final flush equal decoding every id at
+        /// once, whatever the byte sequence (incomplete and invalid UTF-8
+        /// included).
+        #[test]
+        fn deltas_add_up_to_the_whole_decode(
+            bytes in proptest::collection::vec(proptest::prop_oneof![
+                0u8..128,
+                0x80u8..=0xFF,
+                proptest::sample::select(vec![0xE2u8, 0x82, 0xAC, 0xF0, 0x9F, 0x98, 0x80, 0xC3, 0xA9]),
+            ], 0..40),
+        ) {
+            let ids: Vec<u32> = bytes.iter().map(|&b| u32::from(b) + 3).collect();
+            let mut d = IncrementalDecoder::default();
+            let mut text = String::new();
+            for &id in &ids {
+                text.push_str(&d.push(&Bytes, id));
+            }
+            text.push_str(&d.finish(&Bytes));
+            proptest::prop_assert_eq!(text, Bytes.decode(&ids));
         }
     }
 
