@@ -31,6 +31,56 @@ impl<F: Fn(&StepShape) -> f64> StepTimer for F {
     }
 }
 
+/// Most step-time credit an engine banks, in step budgets.
+pub const MAX_STEP_CREDIT: f64 = 4.0;
+
+/// The credit after a step predicted to take `step_s` seconds: steps under
+/// the budget bank the difference (up to [`MAX_STEP_CREDIT`] budgets), a
+/// step over it spends from the bank. The budget bounds the *mean* step
+/// time, which is what TPOT measures, so a prefill may take one long step
+/// after several short decode-only ones instead of crawling in chunks that
+/// each fit a single step; without the bank a slow device whose decodes
+/// nearly fill the budget prefills a few tokens a step.
+pub(crate) fn next_credit(credit_s: f64, budget: Duration, step_s: f64) -> f64 {
+    let b = budget.as_secs_f64();
+    let next = credit_s + b - step_s;
+    if next.is_finite() {
+        next.clamp(0.0, MAX_STEP_CREDIT * b)
+    } else {
+        0.0
+    }
+}
+
+/// A mixed step may always take this much longer than the decodes alone.
+pub const MIXED_STEP_SLACK: f64 = 0.5;
+
+/// The time a step with `decodes` may take: the budget plus banked credit;
+/// or, once the decodes alone reach the budget, [`MIXED_STEP_SLACK`] over
+/// them. Then capping the prefill cannot save their TPOT, only starve the
+/// queue (measured on L4 ×4, decode-heavy mix: TTFT p95 5× longer for the
+/// same TPOT), so prefills keep a share of the step in proportion to it.
+/// Below the budget the slack does not apply: a device whose prefills
+/// never stop (prefill-heavy mixes) would run every step at it.
+pub fn mixed_step_limit(
+    timer: &(impl StepTimer + ?Sized),
+    decodes: StepShape,
+    budget: Duration,
+    credit_s: f64,
+) -> Duration {
+    let decode_s = if decodes.seqs() == 0 {
+        0.0
+    } else {
+        timer.step_seconds(&decodes)
+    };
+    let b = budget.as_secs_f64();
+    let limit = if decode_s >= b {
+        decode_s * (1.0 + MIXED_STEP_SLACK)
+    } else {
+        b + credit_s
+    };
+    Duration::try_from_secs_f64(limit).unwrap_or(budget)
+}
+
 /// Fewest prefill tokens a step-time budget leaves a step, so prefills
 /// always progress even when the decodes alone exceed the budget.
 pub const MIN_BUDGETED_CHUNK: u32 = 32;

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use switchyard_backends::StepShape;
 
+use super::budget::next_credit;
 use super::{Engine, Event, StepTimer};
 
 /// What [`Engine::run_decode_steps`] ran.
@@ -74,6 +75,8 @@ impl<T: StepTimer> Engine<T> {
             eos,
             decode_tokens,
             config,
+            timer,
+            step_credit_s,
             ..
         } = self;
         let batch = running.len() as u32;
@@ -130,6 +133,10 @@ impl<T: StepTimer> Engine<T> {
                 if let Some(event) = s.apply_token(blocks, prefix, 1, Some(token), end) {
                     on_token(end, event);
                 }
+            }
+            if let Some(budget) = config.step_time_budget {
+                // As `schedule` banks it for the same step.
+                *step_credit_s = next_credit(*step_credit_s, budget, timer.step_seconds(&shape));
             }
             context += u64::from(batch);
             run.steps += 1;

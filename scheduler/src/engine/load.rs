@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use switchyard_backends::{SeqWork, StepShape};
 
-use super::{budgeted_chunk, Engine, StepTimer};
+use super::{budgeted_chunk, mixed_step_limit, Engine, StepTimer};
 
 /// What the router sees of an engine.
 #[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
@@ -92,7 +92,8 @@ impl<T: StepTimer> Engine<T> {
         let decodes = l.running.min(self.config.max_batched_tokens);
         let mut chunk = (self.config.max_batched_tokens - decodes).max(1);
         let mut shape = StepShape::decodes(l.running, l.running_context_tokens);
-        if let Some(limit) = self.config.step_time_budget {
+        if let Some(budget) = self.config.step_time_budget {
+            let limit = mixed_step_limit(&self.timer, shape, budget, self.step_credit_s);
             chunk = budgeted_chunk(&self.timer, shape, 0, chunk, limit).max(1);
         }
         let mut delay = Duration::ZERO;

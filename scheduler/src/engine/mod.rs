@@ -46,6 +46,15 @@
 //! sequences never stall behind a long prefill; prefills pay instead, in
 //! more, smaller chunks. The cap is shared by every prefill of the step and
 //! never falls below [`MIN_BUDGETED_CHUNK`], so waiting prompts progress.
+//! Two refinements, because TPOT is a mean over a request's steps, not a
+//! bound on each: steps predicted under the budget bank the difference (up
+//! to [`MAX_STEP_CREDIT`] budgets) for a later mixed step to spend, and once
+//! the decodes alone reach the budget a mixed step may take
+//! [`MIXED_STEP_SLACK`] more than they do ([`mixed_step_limit`]): capping
+//! the prefill could not save their TPOT then, only starve the queue. The
+//! router prices chunks with nothing banked, a lower bound on what the
+//! engine takes. Measured on the validation grid (`scripts/grid.py`) with
+//! and without budgeted steps.
 //!
 //! # Tunables ([`EngineConfig`])
 //! `max_num_seqs`, `max_batched_tokens`, `max_model_len`, `enable_prefix_caching`,
@@ -66,7 +75,10 @@ use switchyard_backends::{BlockCopy, CostModel, SamplingParams, SeqId};
 
 use crate::kv::{BlockManager, BlockTable, PrefixStats};
 
-pub use budget::{budgeted_chunk, StepTimer, MIN_BUDGETED_CHUNK};
+pub use budget::{
+    budgeted_chunk, mixed_step_limit, StepTimer, MAX_STEP_CREDIT, MIN_BUDGETED_CHUNK,
+    MIXED_STEP_SLACK,
+};
 pub use decode::DecodeRun;
 pub use load::Load;
 
@@ -305,6 +317,8 @@ pub struct Engine<T = CostModel> {
     preemptions: u64,
     /// Tokens of the next multi-step decode step, before they are applied.
     decode_tokens: Vec<u32>,
+    /// Step time banked under the step budget, seconds (see `budget::next_credit`).
+    step_credit_s: f64,
 }
 
 impl Engine {
@@ -353,6 +367,7 @@ impl<T: StepTimer> Engine<T> {
             pending: Vec::new(),
             preemptions: 0,
             decode_tokens: Vec::new(),
+            step_credit_s: 0.0,
         }
     }
 

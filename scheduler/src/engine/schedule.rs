@@ -4,8 +4,9 @@
 
 use std::time::Duration;
 
-use switchyard_backends::{ScheduledSeq, StepPlan, StepShape};
+use switchyard_backends::{ScheduledSeq, SeqWork, StepPlan, StepShape};
 
+use super::budget::{mixed_step_limit, next_credit};
 use super::{budgeted_chunk, Engine, Event, PlannedSlot, StepTimer};
 
 impl<T: StepTimer> Engine<T> {
@@ -77,6 +78,19 @@ impl<T: StepTimer> Engine<T> {
         if self.scheduled.is_empty() {
             return None;
         }
+        if let Some(limit) = self.config.step_time_budget {
+            let mut shape = StepShape::default();
+            for p in &self.scheduled {
+                if let Some(seq) = self.slots[p.slot].as_ref() {
+                    shape.push(SeqWork {
+                        new_tokens: p.tokens,
+                        context: seq.computed,
+                    });
+                }
+            }
+            self.step_credit_s =
+                next_credit(self.step_credit_s, limit, self.timer.step_seconds(&shape));
+        }
         self.in_flight = true;
         Some(self.build_plan())
     }
@@ -86,9 +100,10 @@ impl<T: StepTimer> Engine<T> {
     /// decodes (priced at the first running prefill's context); and those
     /// decodes, for pricing an admission once its cached prefix is known.
     fn prefill_budget(&self) -> (u32, StepShape) {
-        let Some(limit) = self.config.step_time_budget else {
+        let Some(budget) = self.config.step_time_budget else {
             return (u32::MAX, StepShape::default());
         };
+
         let (mut decodes, mut context, mut first_prefill) = (0u32, 0u64, None);
         for &slot in &self.running {
             let s = self.seq(slot);
@@ -101,6 +116,8 @@ impl<T: StepTimer> Engine<T> {
         }
         let max = self.config.max_batched_tokens.saturating_sub(decodes);
         let shape = StepShape::decodes(decodes, context);
+        // This step may spend what earlier steps under the budget banked.
+        let limit = mixed_step_limit(&self.timer, shape, budget, self.step_credit_s);
         let chunk = budgeted_chunk(&self.timer, shape, first_prefill.unwrap_or(0), max, limit);
         (chunk, shape)
     }
@@ -172,8 +189,9 @@ impl<T: StepTimer> Engine<T> {
             }
         }
         let mut n = (seq.tokens.len() as u32 - seq.computed).min(budget);
-        if let Some(limit) = self.config.step_time_budget {
+        if let Some(budget) = self.config.step_time_budget {
             // Priced again now that the cached prefix (its context) is known.
+            let limit = mixed_step_limit(&self.timer, decodes, budget, self.step_credit_s);
             n = budgeted_chunk(&self.timer, decodes, seq.computed, n, limit).max(1);
         }
         let need = self

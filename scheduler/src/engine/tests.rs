@@ -87,7 +87,9 @@ fn outputs(events: &[Event]) -> HashMap<SeqId, Vec<u32>> {
 /// Runs `e` with eight decoding sequences, then a 3,000-token prompt;
 /// returns the longest step after the prompt arrived and the steps to
 /// its first token.
-fn long_prompt_among_decodes(e: &mut Engine, b: &mut SimBackend) -> (Duration, u32) {
+/// (longest step after the prompt arrived, steps to its first token, mean
+/// step time over the whole run).
+fn long_prompt_among_decodes(e: &mut Engine, b: &mut SimBackend) -> (Duration, u32, Duration) {
     for i in 0..8 {
         e.add(
             Request::new(SeqId(i), prompt(16, i as u32), 400),
@@ -111,7 +113,7 @@ fn long_prompt_among_decodes(e: &mut Engine, b: &mut SimBackend) -> (Duration, u
             .iter()
             .any(|ev| matches!(ev, Event::Token { seq: SeqId(99), .. }))
         {
-            return (longest, steps);
+            return (longest, steps, now / (steps + 3));
         }
     }
 }
@@ -128,15 +130,21 @@ fn slo_budgeted_steps_keep_mixed_steps_within_the_budget() {
     let budget = c.step_time(&with_chunk);
     assert!(c.step_time(&decodes) < budget);
     let (mut plain, mut b) = setup(4096, 2048);
-    let (unbudgeted_longest, unbudgeted_steps) = long_prompt_among_decodes(&mut plain, &mut b);
+    let (unbudgeted_longest, unbudgeted_steps, unbudgeted_mean) =
+        long_prompt_among_decodes(&mut plain, &mut b);
     assert!(
-        unbudgeted_longest > budget,
-        "{unbudgeted_longest:?} ≤ {budget:?}"
+        unbudgeted_longest > budget && unbudgeted_mean > budget,
+        "{unbudgeted_longest:?} {unbudgeted_mean:?} ≤ {budget:?}"
     );
     let (mut e, mut b) = setup(4096, 2048);
     e.config.step_time_budget = Some(budget);
-    let (longest, steps) = long_prompt_among_decodes(&mut e, &mut b);
-    assert!(longest <= budget, "{longest:?} > {budget:?}");
+    let (longest, steps, mean) = long_prompt_among_decodes(&mut e, &mut b);
+    // The budget bounds the mean step (TPOT); one step spends at most the bank.
+    assert!(mean <= budget, "{mean:?} > {budget:?}");
+    assert!(
+        longest <= budget.mul_f64(1.0 + MAX_STEP_CREDIT),
+        "{longest:?} > {budget:?}"
+    );
     // The prompt pays instead: more, smaller chunks.
     assert!(steps > unbudgeted_steps, "{steps} vs {unbudgeted_steps}");
     let chunk = budgeted_chunk(&c, decodes, 0, 2048 - 9, budget);
@@ -147,6 +155,23 @@ fn slo_budgeted_steps_keep_mixed_steps_within_the_budget() {
         MIN_BUDGETED_CHUNK
     );
     assert_eq!(budgeted_chunk(&c, decodes, 0, 10, Duration::ZERO), 10);
+}
+
+#[test]
+fn mixed_steps_get_slack_only_once_decodes_fill_the_budget() {
+    let c = cost();
+    let decodes = StepShape::decodes(9, 9 * 40);
+    let decode = Duration::from_secs_f64(c.step_cost(&decodes).seconds());
+    // Under the budget: the budget plus what was banked.
+    let budget = decode * 2;
+    let limit = mixed_step_limit(&c, decodes, budget, 0.001);
+    let want = budget + Duration::from_millis(1);
+    assert!(limit.abs_diff(want) < Duration::from_nanos(10), "{limit:?}");
+    // Decodes alone over it: a share of the step for prefills.
+    let limit = mixed_step_limit(&c, decodes, decode / 2, 0.0);
+    let want = decode.mul_f64(1.0 + MIXED_STEP_SLACK);
+    assert!(limit.abs_diff(want) < Duration::from_nanos(10), "{limit:?}");
+    assert!(budgeted_chunk(&c, decodes, 0, 2048, limit) > MIN_BUDGETED_CHUNK);
 }
 
 #[test]

@@ -11,7 +11,7 @@ use super::interference::{PrefillRate, StepMix};
 use super::shape::Shape;
 use super::DeviceId;
 use crate::config::serde_ms;
-use crate::engine::{budgeted_chunk, Engine, Load};
+use crate::engine::{budgeted_chunk, mixed_step_limit, Engine, Load};
 
 /// What the router sees of one device for one routing decision.
 #[derive(Debug, Clone, Copy)]
@@ -63,7 +63,11 @@ impl<'a> DeviceView<'a> {
             .saturating_sub(decodes.seqs())
             .max(1);
         match self.step_time_budget {
-            Some(limit) => budgeted_chunk(self.cost, decodes, start, chunk, limit).max(1),
+            Some(budget) => {
+                // The engine's limit with nothing banked (a lower bound on its chunk).
+                let limit = mixed_step_limit(self.cost, decodes, budget, 0.0);
+                budgeted_chunk(self.cost, decodes, start, chunk, limit).max(1)
+            }
             None => chunk,
         }
     }
