@@ -17,10 +17,10 @@
 //!    cheapest first; the first that meets the SLO becomes the incumbent.
 //!    Stops when no neighbour improves or after [`MAX_EVALUATIONS`].
 //!
-//! 3. **Confirmation.** The cheapest feasible fleet is simulated again on a
-//!    second workload of the same spec (another seed); the cheapest
-//!    candidate that meets the SLO on both is chosen, so the answer is not
-//!    an artefact of one draw.
+//! 3. **Confirmation.** The cheapest feasible fleets are simulated again on
+//!    workloads of the same spec drawn with other seeds (`plan` uses three);
+//!    the cheapest candidate that meets the SLO on all of them is chosen, so
+//!    the answer is not an artefact of one draw.
 //!
 //! A fleet *meets* the SLO when the SLO percentile of TTFT and of TPOT is
 //! within target and at most [`MAX_FAILED_FRACTION`] of requests fail.
@@ -51,7 +51,7 @@ use switchyard_scheduler::config::EngineSection;
 pub const CAPACITY_SLACK: f64 = 0.7;
 /// Simulations the local search may run.
 pub const MAX_EVALUATIONS: usize = 80;
-/// Cheapest feasible candidates tried on the confirmation workload.
+/// Cheapest feasible candidates tried on the confirmation workloads.
 pub const MAX_CONFIRMATIONS: usize = 8;
 /// Largest fraction of failed requests a feasible fleet may have.
 pub const MAX_FAILED_FRACTION: f64 = 0.01;
@@ -109,12 +109,24 @@ pub struct Homogeneous {
     pub best: Option<Candidate>,
     /// Why the type was skipped, if it was.
     pub note: Option<String>,
+    /// The brute-force reference, when asked for (`plan --brute-force`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub brute_force: Option<BruteForce>,
+}
+
+/// The fewest devices of one type that meet the SLO by simulating every count.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct BruteForce {
+    /// Devices.
+    pub devices: u32,
+    /// The policy that needed that few.
+    pub policy: PolicyKind,
 }
 
 /// What the search found.
 #[derive(Debug, Clone, Serialize)]
 pub struct PlanResult {
-    /// Whether the chosen fleet also met the SLO on the confirmation workload.
+    /// Whether the chosen fleet also met the SLO on every confirmation workload.
     pub confirmed: bool,
     /// The cheapest fleet meeting the SLO.
     pub chosen: Candidate,
@@ -359,6 +371,7 @@ impl<'a> Search<'a> {
                     profile: self.names[t].clone(),
                     best: None,
                     note: notes[t].clone(),
+                    brute_force: None,
                 });
                 continue;
             }
@@ -383,6 +396,7 @@ impl<'a> Search<'a> {
                     )
                 }),
                 best: found.map(|f| f.1),
+                brute_force: None,
             });
         }
         b
@@ -440,23 +454,27 @@ impl<'a> Search<'a> {
 
     /// Step 3: the composition of the cheapest of `feasible` that also
     /// meets the SLO on `confirm`, if one of the first few does.
-    fn confirmed(&self, feasible: &[Candidate], confirm: &Workload) -> Option<Vec<u32>> {
+    fn confirmed(&self, feasible: &[Candidate], confirm: &[Workload]) -> Option<Vec<u32>> {
         feasible.iter().take(MAX_CONFIRMATIONS).find_map(|c| {
             let y = self.composition(c);
-            simulate_candidate(&self.types, &y, confirm, self.opts, self.opts.policy)
-                .meets_slo
+            confirm
+                .iter()
+                .all(|w| {
+                    simulate_candidate(&self.types, &y, w, self.opts, self.opts.policy).meets_slo
+                })
                 .then_some(y)
         })
     }
 }
 
 /// Searches for the cheapest fleet meeting `opts.slo` at `opts.rate` on
-/// `workload`, confirmed on `confirm` (the same spec, another seed).
+/// `workload`, confirmed on every workload of `confirm` (the same spec,
+/// other seeds).
 pub fn plan(
     catalog: &Catalog,
     model: &ModelSpec,
     workload: &Workload,
-    confirm: &Workload,
+    confirm: &[Workload],
     opts: &PlanOptions,
 ) -> Result<PlanResult, LoadgenError> {
     let (types, notes) = device_types(catalog, model, opts)?;
@@ -624,6 +642,9 @@ impl PlanResult {
                         h.note.as_deref().unwrap_or("infeasible")
                     )
                 }
+            }
+            if let Some(b) = h.brute_force {
+                s += &format!(" (brute force: {} under {})", b.devices, b.policy);
             }
         }
         s

@@ -88,7 +88,7 @@ fn plan_matches_brute_force_for_two_device_types() {
     let catalog = Catalog::new(root().join("profiles"));
     let model = catalog.model("llama-3.1-8b").unwrap();
     let rate = 16.0;
-    let (w, confirm) = (workload(rate, 0), workload(rate, 1));
+    let (w, confirm) = (workload(rate, 0), [workload(rate, 1)]);
     let opts = plan_options(&["a100-80g", "mi250x"], rate);
     let result = plan(&catalog, &model, &w, &confirm, &opts).unwrap();
     let policies = [
@@ -130,6 +130,7 @@ fn planned_config_meets_the_slo_on_another_seed() {
         seed: 5,
         out: out.clone(),
         quiet: true,
+        brute_force: false,
     })
     .unwrap();
     let plan_doc = read_json(&out.join("plan.json"));

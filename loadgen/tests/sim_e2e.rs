@@ -211,6 +211,7 @@ fn plan_finds_a_fleet_and_writes_a_server_config() {
         seed: 1,
         out: out.clone(),
         quiet: true,
+        brute_force: false,
     })
     .unwrap();
     let plan = read_json(&out.join("plan.json"));
