@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{sim_config, Server};
 use serde_json::{json, Value};
@@ -159,4 +159,59 @@ fn a_panicking_backend_stops_its_device_and_requests_move_on() {
         "{devices}"
     );
     assert_eq!(ureq::get(&s.url("/ready")).call().unwrap().status(), 200);
+}
+
+#[test]
+fn a_client_that_stops_reading_is_aborted_and_frees_its_device() {
+    use std::io::{Read, Write};
+    // Steps at 1 % of real time: ~70 µs a token, so the 100,000-token stream
+    // outlasts the socket buffers and the stall timeout by seconds.
+    let s = Server::start(&sim_config(
+        &[("a100-0", "a100-80g")],
+        "time_scale = 0.01",
+        "[server]\nclient_stall_timeout_s = 1\n",
+    ));
+    // A stream far longer than the socket buffers, read no further than its headers.
+    let body =
+        r#"{"prompt": [1, 2, 3, 4], "max_tokens": 100000, "ignore_eos": true, "stream": true}"#;
+    let mut conn = std::net::TcpStream::connect(s.addr()).expect("connect");
+    write!(
+        conn,
+        "POST /v1/completions HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        s.addr(),
+        body.len()
+    )
+    .expect("send request");
+    let mut head = [0u8; 512];
+    let n = conn.read(&mut head).expect("response head");
+    assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"));
+    // The stalled stream is aborted: its slot and KV blocks come back
+    // while the connection is still open, and the metric counts it.
+    let started = Instant::now();
+    s.wait_devices(Duration::from_secs(30), |v| {
+        let d = &v["devices"][0];
+        d["load"]["running"] == 0 && d["kv_usage"] == 0.0
+    });
+    let generated = metric(&s, "switchyard_generation_tokens_total");
+    assert!(
+        generated < 100_000.0,
+        "the stream ran to the end ({generated} tokens in {:?}): nothing was aborted",
+        started.elapsed()
+    );
+    assert_eq!(metric(&s, "switchyard_slow_client_aborts_total"), 1.0);
+    drop(conn);
+}
+
+/// The first sample of `name` in `/metrics` (0 when absent).
+fn metric(s: &Server, name: &str) -> f64 {
+    let text = ureq::get(&s.url("/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
 }

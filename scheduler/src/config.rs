@@ -82,6 +82,10 @@ pub struct ServerSection {
     /// How long a request waits for some device to recover when none is healthy (`unavailable_wait_s`).
     #[serde(rename = "unavailable_wait_s", with = "serde_secs")]
     pub unavailable_wait: Duration,
+    /// A stream whose client has not taken a chunk for this long, with its
+    /// buffer full, is aborted and its device slot freed (`client_stall_timeout_s`).
+    #[serde(rename = "client_stall_timeout_s", with = "serde_secs")]
+    pub client_stall_timeout: Duration,
 }
 
 impl Default for ServerSection {
@@ -97,6 +101,7 @@ impl Default for ServerSection {
             max_reroutes: 3,
             unhealthy_backoff: Duration::from_millis(500),
             unavailable_wait: Duration::from_secs(10),
+            client_stall_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -32,6 +32,7 @@ pub struct LiveFleet {
     max_pending: usize,
     max_reroutes: u32,
     unavailable_wait: Duration,
+    client_stall_timeout: Duration,
     next_id: AtomicU64,
     epoch: Instant,
     stopping: AtomicBool,
@@ -129,6 +130,7 @@ impl LiveFleet {
             max_pending: config.server.max_pending_requests,
             max_reroutes: config.server.max_reroutes,
             unavailable_wait: config.server.unavailable_wait,
+            client_stall_timeout: config.server.client_stall_timeout,
             next_id: AtomicU64::new(1),
             epoch,
             stopping: AtomicBool::new(false),
@@ -227,6 +229,11 @@ impl LiveFleet {
     /// How long a request waits for a device to recover when none is healthy.
     pub fn unavailable_wait(&self) -> Duration {
         self.unavailable_wait
+    }
+
+    /// How long a stream may wait on a client that stopped reading.
+    pub fn client_stall_timeout(&self) -> Duration {
+        self.client_stall_timeout
     }
 
     /// Requests admitted and not yet finished.

@@ -401,10 +401,26 @@ impl Task {
         TokenFlow::Continue
     }
 
+    /// Sends text to the client. A client that stops reading fills the
+    /// bounded stream buffer; past the stall timeout it counts as gone, so
+    /// its sequence is aborted and frees its device slot and KV blocks.
     async fn send_text(&self, text: String) -> TokenFlow {
-        match self.out.send(StreamItem::Text(text)).await {
-            Ok(()) => TokenFlow::Continue,
-            Err(_) => TokenFlow::ClientGone,
+        if self.send_item(StreamItem::Text(text)).await {
+            TokenFlow::Continue
+        } else {
+            TokenFlow::ClientGone
+        }
+    }
+
+    /// Sends one item; `false` when the client is gone or stalled past the timeout.
+    async fn send_item(&self, item: StreamItem) -> bool {
+        let timeout = self.fleet.client_stall_timeout();
+        match tokio::time::timeout(timeout, self.out.send(item)).await {
+            Ok(sent) => sent.is_ok(),
+            Err(_) => {
+                counter!(m::SLOW_CLIENT_ABORTS).increment(1);
+                false
+            }
         }
     }
 
@@ -412,7 +428,7 @@ impl Task {
         if self.emitted < self.text.len() {
             let rest = self.text[self.emitted..].to_string();
             self.emitted = self.text.len();
-            let _ = self.out.send(StreamItem::Text(rest)).await;
+            let _ = self.send_item(StreamItem::Text(rest)).await;
         }
         let e2e = self.arrival.elapsed().as_secs_f64();
         histogram!(m::E2E, "device" => device.to_string(), "shape" => self.shape).record(e2e);
@@ -427,7 +443,7 @@ impl Task {
             completion_tokens: self.generated.len() as u32,
             device: device.to_string(),
         };
-        let _ = self.out.send(StreamItem::Done(done)).await;
+        let _ = self.send_item(StreamItem::Done(done)).await;
     }
 
     fn count_outcome(&self, device: &str, outcome: &'static str) {

@@ -82,6 +82,9 @@ pub const STEP_FAILURES: &str = "switchyard_step_failures_total";
 pub const REROUTES: &str = "switchyard_reroutes_total";
 /// Requests refused with 429 because the admission queue was full.
 pub const REJECTED: &str = "switchyard_rejected_requests_total";
+/// Streams aborted because the client stopped reading (its buffer stayed
+/// full past `server.client_stall_timeout_s`), by device.
+pub const SLOW_CLIENT_ABORTS: &str = "switchyard_slow_client_aborts_total";
 /// Gateway API Inference Extension: waiting requests, by `model_name`.
 pub const GIE_WAITING: &str = "vllm:num_requests_waiting";
 /// Gateway API Inference Extension: running requests, by `model_name`.
@@ -114,6 +117,7 @@ pub const ALL: &[&str] = &[
     STEP_FAILURES,
     REROUTES,
     REJECTED,
+    SLOW_CLIENT_ABORTS,
     GIE_WAITING,
     GIE_RUNNING,
     GIE_KV_USAGE,
@@ -187,6 +191,10 @@ fn describe() {
     describe_counter!(
         REJECTED,
         "Requests refused because the admission queue was full"
+    );
+    describe_counter!(
+        SLOW_CLIENT_ABORTS,
+        "Streams aborted because the client stopped reading"
     );
     describe_gauge!(
         GIE_WAITING,
