@@ -188,6 +188,14 @@ fn a_client_that_stops_reading_is_aborted_and_frees_its_device() {
     // The stalled stream is aborted: its slot and KV blocks come back
     // while the connection is still open, and the metric counts it.
     let started = Instant::now();
+    // The stream has begun (a counter, so it cannot be missed between polls).
+    while metric(&s, "switchyard_generation_tokens_total") == 0.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no token generated"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     s.wait_devices(Duration::from_secs(30), |v| {
         let d = &v["devices"][0];
         d["load"]["running"] == 0 && d["kv_usage"] == 0.0

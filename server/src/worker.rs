@@ -476,6 +476,11 @@ impl Worker {
     /// Handles queued commands; blocks for one when there is nothing to run.
     fn drain_commands(&mut self) -> Flow {
         if !self.engine.has_work() {
+            // Idle: adds handled since the last snapshot (refused, or
+            // aborted before a step) must not count as load while it waits.
+            if self.seen != Unseen::default() {
+                self.publish();
+            }
             match self.rx.recv() {
                 Ok(cmd) => {
                     if let Flow::Stop = self.handle(cmd) {
@@ -540,6 +545,11 @@ impl Worker {
         let wall = Instant::now();
         let result = {
             let Some(plan) = self.engine.schedule(now) else {
+                // Nothing to run (say, every add was aborted or refused):
+                // publish anyway, or those adds would count as load forever.
+                if self.seen != Unseen::default() {
+                    self.publish();
+                }
                 return;
             };
             self.metrics.batch.record(plan.seqs.len() as f64);
