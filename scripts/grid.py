@@ -25,6 +25,10 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRACES = os.path.join(ROOT, "..", "shared", "traces")
 SLO = "ttft_ms=2000,tpot_ms=100,percentile=95"
+# Mooncake's prompts are long (median 11.6 k tokens, up to 191 k): its
+# prefill alone takes ~2 s at p95 on an idle H100, so it is judged on a
+# long-context TTFT target.
+WORKLOAD_SLO = {"mooncake": "ttft_ms=10000,tpot_ms=100,percentile=95"}
 POLICIES = ["cost", "least-loaded", "latency", "prefix", "cost:elastic"]
 DEVICE_TYPES = ["a100-80g", "cpu", "h100-sxm", "h200", "l4", "l40s", "mi250x", "mi300x"]
 HOMOGENEOUS_COUNT = 4
@@ -63,12 +67,12 @@ def fleets():
     return f
 
 
-def loadgen(binary, fleet, workload, rate, policies, requests, out):
+def loadgen(binary, fleet, workload, rate, policies, requests, out, slo=SLO):
     """One loadgen run of every policy at one rate; returns its runs."""
     cmd = [
         binary, "loadgen", "--target", "sim:" + fleet, "--workload", workload,
         "--model", "llama-3.1-8b", "--rate", f"{rate:g}",
-        "--policy", ",".join(policies), "--slo", SLO, "--requests", str(requests),
+        "--policy", ",".join(policies), "--slo", slo, "--requests", str(requests),
         "--seed", "3", "--timeout", "300", "--quiet", "--out", out,
         "--step-budget", STEP_BUDGET[0],
     ]
@@ -78,6 +82,7 @@ def loadgen(binary, fleet, workload, rate, policies, requests, out):
     for r, p in zip(runs, policies):
         r["policy"] = p
         r["rate"] = rate
+        r["slo_met"] = met(r)
     return runs
 
 
@@ -87,12 +92,21 @@ def requests_for(rate, quick):
     return int(min(max(rate * seconds, lo), hi))
 
 
+def met(run):
+    """The planner's criterion: p95 TTFT and TPOT within target, at most 1 % failed
+    (a trace may hold prompts longer than any device's context)."""
+    slo = run["slo"]
+    failed = run["failed"] / max(run["requests"], 1)
+    return (failed <= 0.01 and run["ttft_s"]["p95"] * 1e3 <= slo["ttft_ms"]
+            and run["tpot_s"]["p95"] * 1e3 <= slo["tpot_ms"])
+
+
 def capacities(runs, policies):
     """Per policy: the highest rate whose run met the SLO, and its goodput per USD."""
     rows = []
     for p in policies:
-        met = [r for r in runs if r["policy"] == p and r["slo_met"]]
-        best = max(met, key=lambda r: r["rate"]) if met else None
+        met_runs = [r for r in runs if r["policy"] == p and met(r)]
+        best = max(met_runs, key=lambda r: r["rate"]) if met_runs else None
         rows.append({
             "policy": p,
             "max_rate_meeting_slo": best["rate"] if best else None,
@@ -104,13 +118,14 @@ def capacities(runs, policies):
 
 def run_pair(binary, out, fleet_name, fleet, wl_name, wl, quick):
     pair = f"{fleet_name}__{wl_name}"
+    slo = WORKLOAD_SLO.get(wl_name, SLO)
     probe = ["least-loaded", "cost"]
     coarse = []
     for rate in COARSE:
         runs = loadgen(binary, fleet, wl, rate, probe, requests_for(rate, quick),
-                       os.path.join(out, pair, "coarse", f"{rate:g}"))
+                       os.path.join(out, pair, "coarse", f"{rate:g}"), slo)
         coarse += runs
-        if not any(r["slo_met"] for r in runs):
+        if not any(met(r) for r in runs):
             break
     c = max((row["max_rate_meeting_slo"] or 0.0) for row in capacities(coarse, probe))
     if c == 0.0:
@@ -122,7 +137,7 @@ def run_pair(binary, out, fleet_name, fleet, wl_name, wl, quick):
     for f in factors:
         rate = round(c * f, 4)
         runs += loadgen(binary, fleet, wl, rate, POLICIES, requests_for(rate, quick),
-                        os.path.join(out, pair, f"{rate:g}"))
+                        os.path.join(out, pair, f"{rate:g}"), slo)
     rows = capacities(runs, POLICIES)
     # The stated objective: under 30 % of capacity the default policy's TTFT
     # p50 stays within 1.5 × the latency policy's.
@@ -131,7 +146,7 @@ def run_pair(binary, out, fleet_name, fleet, wl_name, wl, quick):
     if top > 0.0:
         rate = round(0.25 * top, 4)
         lr = loadgen(binary, fleet, wl, rate, ["cost", "latency"], requests_for(rate, quick),
-                     os.path.join(out, pair, "low-load"))
+                     os.path.join(out, pair, "low-load"), slo)
         low = {"rate": rate, "cost_ttft_p50_s": lr[0]["ttft_s"]["p50"],
                "latency_ttft_p50_s": lr[1]["ttft_s"]["p50"]}
     return {"pair": pair, "fleet": fleet_name, "workload": wl_name, "capacity": c,
@@ -193,7 +208,7 @@ def write_tables(out, entries):
         lines.append(f"| {e['fleet']} | {e['workload']} | " + " | ".join(cells) + f" | {tcell} |")
     summary = f"{passed} passed, {failed} failed"
     with open(os.path.join(out, "grid.md"), "w") as fh:
-        fh.write(f"SLO {SLO}; SLO-budgeted steps {STEP_BUDGET[0]}; SLO capacity = highest swept rate meeting it; "
+        fh.write(f"SLO {SLO} (mooncake: {WORKLOAD_SLO['mooncake']}); SLO-budgeted steps {STEP_BUDGET[0]}; SLO capacity = highest swept rate whose p95 TTFT and TPOT meet it with at most 1 % failed; "
                  f"good/USD = good requests per fleet USD at that rate.\n\n")
         fh.write(head + "\n".join(lines) + f"\n\ntargets: {summary}\n")
     write_html(out, entries, summary)
