@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use switchyard_backends::{Backend, BackendError, Catalog, CostModel, ModelSpec, SeqId};
-use switchyard_scheduler::config::{Config, DeviceConfig};
+use switchyard_backends::{Catalog, CostModel, ModelSpec, SeqId};
+use switchyard_scheduler::config::Config;
 use switchyard_scheduler::engine::Engine;
 use switchyard_scheduler::kv::prefix_hashes;
 use switchyard_scheduler::router::{
@@ -65,7 +65,9 @@ impl LiveFleet {
             let index = DeviceId(i as u32);
             let profile = catalog.device(&dc.profile)?;
             let cost = CostModel::new(profile, model.clone());
-            let started = build_backend(dc, &cost, config);
+            let started = dc
+                .spec(config)
+                .and_then(|spec| switchyard_backends::open::open(&spec, &cost));
             let (backend, error) = match started {
                 Ok(b) => (Some(b), None),
                 Err(e) => {
@@ -381,14 +383,4 @@ fn load_tokenizer(config: &Config, model: &ModelSpec) -> Result<SharedTokenizer,
                 .min(16),
         ))),
     }
-}
-
-/// The GPU backend settings of a device config.
-/// Starts the backend a device config asks for.
-pub fn build_backend(
-    dc: &DeviceConfig,
-    cost: &CostModel,
-    config: &Config,
-) -> Result<Box<dyn Backend>, BackendError> {
-    switchyard_backends::open::open(&dc.spec(config)?, cost)
 }

@@ -91,11 +91,6 @@ impl DispatchHistory {
             .or_default()
             .record(tokens, now, window);
     }
-
-    /// Forgets a device (it left the fleet).
-    pub fn forget(&mut self, id: DeviceId) {
-        self.devices.remove(&id);
-    }
 }
 
 /// What one device's steps look like over a request's decode, in the

@@ -6,6 +6,7 @@
 use std::cmp::Ordering;
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -204,7 +205,9 @@ pub const FASTEST_BAND: f64 = 1.1;
 /// device is still only used when the fast ones are loaded.
 fn fastest_band(scores: &[DeviceScore], keep: impl Fn(&DeviceScore) -> bool) -> Option<usize> {
     let fastest = best(scores, &keep, by_e2e)?;
-    let limit = scores[fastest].e2e.mul_f64(FASTEST_BAND);
+    // Saturated predictions (`Duration::MAX`) must not overflow the product.
+    let limit = Duration::try_from_secs_f64(scores[fastest].e2e.as_secs_f64() * FASTEST_BAND)
+        .unwrap_or(Duration::MAX);
     best(
         scores,
         |s| keep(s) && s.e2e <= limit,
@@ -291,5 +294,38 @@ mod tests {
         }
         assert!("".parse::<PolicyKind>().is_err());
         assert!("round-robin-x".parse::<PolicyKind>().is_err());
+    }
+
+    fn score(device: u32, e2e: Duration, outstanding: u64) -> DeviceScore {
+        DeviceScore {
+            device: DeviceId(device),
+            eligible: true,
+            queue_delay: Duration::ZERO,
+            ttft: Duration::ZERO,
+            tpot: Duration::ZERO,
+            running_tpot: Duration::ZERO,
+            prefill_share: 0.0,
+            e2e,
+            device_seconds: 0.0,
+            cost_usd: 0.0,
+            meets_slo: false,
+            cached_prefix_tokens: 0,
+            outstanding_tokens: outstanding,
+        }
+    }
+
+    #[test]
+    fn fastest_band_balances_near_equal_devices_and_survives_saturation() {
+        let ms = Duration::from_millis;
+        // Within 10 % of the fastest: fewest outstanding tokens wins.
+        let s = [
+            score(0, ms(100), 900),
+            score(1, ms(105), 10),
+            score(2, ms(200), 0),
+        ];
+        assert_eq!(fastest_band(&s, |_| true), Some(1));
+        // Saturated predictions do not overflow.
+        let s = [score(0, Duration::MAX, 5), score(1, Duration::MAX, 1)];
+        assert_eq!(fastest_band(&s, |_| true), Some(1));
     }
 }
