@@ -107,9 +107,9 @@ class Graph:
         return out
 
 
-def rms_norm(g, x, weight):
+def rms_norm(g, x, weight, eps=RMS_EPS):
     var = g.op("ReduceMean", g.op("Mul", x, x), axes=[-1], keepdims=1)
-    inv = g.op("Reciprocal", g.op("Sqrt", g.op("Add", var, g.const(RMS_EPS, np.float32))))
+    inv = g.op("Reciprocal", g.op("Sqrt", g.op("Add", var, g.const(eps, np.float32))))
     return g.op("Mul", g.op("Mul", x, inv), weight)
 
 
@@ -127,9 +127,9 @@ def rope(g, x, cos, sin, hd):
     return g.op("Add", g.op("Mul", x, cos), g.op("Mul", rot, sin))
 
 
-def rotary_tables(g, hd):
+def rotary_tables(g, hd, theta=ROPE_THETA):
     """cos/sin [B, 1, S, hd] from position_ids."""
-    inv_freq = 1.0 / (ROPE_THETA ** (np.arange(0, hd, 2, dtype=np.float64) / hd))
+    inv_freq = 1.0 / (theta ** (np.arange(0, hd, 2, dtype=np.float64) / hd))
     pos = g.op("Unsqueeze", g.op("Cast", "position_ids", to=TensorProto.FLOAT), g.const([-1]))
     freqs = g.op("Mul", pos, g.const(inv_freq, np.float32))
     emb = g.op("Concat", freqs, freqs, axis=-1)
@@ -162,14 +162,19 @@ def attention_bias(g):
     return g.op("Where", allowed, g.const(0.0, np.float32), g.const(-1e9, np.float32))
 
 
-def attention_block(g, cfg, w, i, x, cos, sin, bias, shapes):
+def dense_linear(g, w, x, name):
+    """x @ W.T with the float32 weight `name`.weight (the default linear layer)."""
+    return g.op("MatMul", x, g.weight(name + ".T", np.ascontiguousarray(w[name + ".weight"].T)))
+
+
+def attention_block(g, cfg, w, i, x, cos, sin, bias, shapes, linear=dense_linear):
     p = f"model.layers.{i}.self_attn."
     nh, kvh = cfg["heads"], cfg["kv_heads"]
     hd = cfg["hidden"] // nh
-    lin = lambda name: g.weight(p + name + ".T", np.ascontiguousarray(w[p + name + ".weight"].T))
-    q = rope(g, heads_first(g, g.op("MatMul", x, lin("q_proj")), nh, hd), cos, sin, hd)
-    k = rope(g, heads_first(g, g.op("MatMul", x, lin("k_proj")), kvh, hd), cos, sin, hd)
-    v = heads_first(g, g.op("MatMul", x, lin("v_proj")), kvh, hd)
+    lin = lambda a, name: linear(g, w, a, p + name)
+    q = rope(g, heads_first(g, lin(x, "q_proj"), nh, hd), cos, sin, hd)
+    k = rope(g, heads_first(g, lin(x, "k_proj"), kvh, hd), cos, sin, hd)
+    v = heads_first(g, lin(x, "v_proj"), kvh, hd)
     pk = g.op("Concat", f"past_key_values.{i}.key", k, axis=2, out=f"present.{i}.key")
     pv = g.op("Concat", f"past_key_values.{i}.value", v, axis=2, out=f"present.{i}.value")
     # Grouped-query attention without repeating K/V: query head h uses KV head
@@ -184,45 +189,55 @@ def attention_block(g, cfg, w, i, x, cos, sin, bias, shapes):
     ctx = g.op("MatMul", probs, pv)  # [B, kvh, g*S, hd] = [B, nh, S, hd]
     ctx = g.op("Transpose", g.op("Reshape", ctx, g.const([0, nh, -1, hd])), perm=[0, 2, 1, 3])
     ctx = g.op("Reshape", ctx, g.const([0, 0, nh * hd]))
-    return g.op("MatMul", ctx, lin("o_proj"))
+    return lin(ctx, "o_proj")
 
 
-def mlp_block(g, w, i, x):
+def mlp_block(g, w, i, x, linear=dense_linear):
     p = f"model.layers.{i}.mlp."
-    lin = lambda name: g.weight(p + name + ".T", np.ascontiguousarray(w[p + name + ".weight"].T))
-    gate = g.op("MatMul", x, lin("gate_proj"))
+    lin = lambda a, name: linear(g, w, a, p + name)
+    gate = lin(x, "gate_proj")
     act = g.op("Mul", gate, g.op("Sigmoid", gate))
-    return g.op("MatMul", g.op("Mul", act, g.op("MatMul", x, lin("up_proj"))), lin("down_proj"))
+    return lin(g.op("Mul", act, lin(x, "up_proj")), "down_proj")
 
 
-def build_graph(cfg, w):
+def tied_head(g, h, embed):
+    """Logits through the transposed embedding matrix (the default LM head)."""
+    g.op("MatMul", h, g.op("Transpose", embed, perm=[1, 0]), out="logits")
+
+
+def build_graph(cfg, w, linear=dense_linear, head=tied_head):
+    """The decoder graph; `linear(g, w, x, name)` emits each projection and
+    `head(g, h, embed)` the `logits` output (a quantized model swaps both)."""
     g = Graph()
     hd = cfg["hidden"] // cfg["heads"]
+    eps = cfg.get("rms_eps", RMS_EPS)
     embed = g.weight("model.embed_tokens.weight", w["model.embed_tokens.weight"])
     h = g.op("Gather", embed, "input_ids", axis=0)
-    cos, sin = rotary_tables(g, hd)
+    cos, sin = rotary_tables(g, hd, cfg.get("rope_theta", ROPE_THETA))
     bias = attention_bias(g)
     shapes = score_shapes(g, cfg)
     for i in range(cfg["layers"]):
         p = f"model.layers.{i}."
-        x = rms_norm(g, h, g.weight(p + "input_layernorm.weight", w[p + "input_layernorm.weight"]))
-        h = g.op("Add", h, attention_block(g, cfg, w, i, x, cos, sin, bias, shapes))
+        ln = p + "input_layernorm.weight"
+        x = rms_norm(g, h, g.weight(ln, w[ln]), eps)
+        h = g.op("Add", h, attention_block(g, cfg, w, i, x, cos, sin, bias, shapes, linear))
         ln = p + "post_attention_layernorm.weight"
-        h = g.op("Add", h, mlp_block(g, w, i, rms_norm(g, h, g.weight(ln, w[ln]))))
-    h = rms_norm(g, h, g.weight("model.norm.weight", w["model.norm.weight"]))
-    g.op("MatMul", h, g.op("Transpose", embed, perm=[1, 0]), out="logits")
+        h = g.op("Add", h, mlp_block(g, w, i, rms_norm(g, h, g.weight(ln, w[ln]), eps), linear))
+    h = rms_norm(g, h, g.weight("model.norm.weight", w["model.norm.weight"]), eps)
+    head(g, h, embed)
     return g
 
 
 def value_info(cfg):
     kvh, hd = cfg["kv_heads"], cfg["hidden"] // cfg["heads"]
+    vocab = cfg.get("vocab", VOCAB)
     i64, f32 = TensorProto.INT64, TensorProto.FLOAT
     inputs = [
         helper.make_tensor_value_info("input_ids", i64, ["batch_size", "sequence_length"]),
         helper.make_tensor_value_info("attention_mask", i64, ["batch_size", "total_sequence_length"]),
         helper.make_tensor_value_info("position_ids", i64, ["batch_size", "sequence_length"]),
     ]
-    outputs = [helper.make_tensor_value_info("logits", f32, ["batch_size", "sequence_length", VOCAB])]
+    outputs = [helper.make_tensor_value_info("logits", f32, ["batch_size", "sequence_length", vocab])]
     for i in range(cfg["layers"]):
         for kind in ("key", "value"):
             inputs.append(helper.make_tensor_value_info(
@@ -232,12 +247,14 @@ def value_info(cfg):
     return inputs, outputs
 
 
-def build_model(cfg, w):
-    g = build_graph(cfg, w)
+def build_model(cfg, w, linear=dense_linear, head=tied_head, name="switchyard_test_llama",
+                producer="switchyard make_test_model.py", domains=()):
+    """The checked ONNX model; `domains` adds (domain, version) opsets for contrib ops."""
+    g = build_graph(cfg, w, linear, head)
     inputs, outputs = value_info(cfg)
-    graph = helper.make_graph(g.nodes, "switchyard_test_llama", inputs, outputs, g.inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="switchyard make_test_model.py")
+    graph = helper.make_graph(g.nodes, name, inputs, outputs, g.inits)
+    opsets = [helper.make_opsetid("", OPSET)] + [helper.make_opsetid(d, v) for d, v in domains]
+    model = helper.make_model(graph, opset_imports=opsets, producer_name=producer)
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model
@@ -323,8 +340,9 @@ def numpy_forward(cfg, w, ids):
     """Reference logits for one sequence (no cache), from the HF-named weights."""
     nh, kvh, h = cfg["heads"], cfg["kv_heads"], cfg["hidden"]
     hd, s = h // nh, len(ids)
-    norm = lambda x, wt: x / np.sqrt((x * x).mean(-1, keepdims=True) + RMS_EPS) * wt
-    inv = 1.0 / (ROPE_THETA ** (np.arange(0, hd, 2) / hd))
+    eps, theta = cfg.get("rms_eps", RMS_EPS), cfg.get("rope_theta", ROPE_THETA)
+    norm = lambda x, wt: x / np.sqrt((x * x).mean(-1, keepdims=True) + eps) * wt
+    inv = 1.0 / (theta ** (np.arange(0, hd, 2) / hd))
     ang = np.arange(s)[:, None] * inv[None]
     cos, sin = np.cos(np.concatenate([ang, ang], -1)), np.sin(np.concatenate([ang, ang], -1))
     rot = lambda x: x * cos + np.concatenate([-x[..., hd // 2:], x[..., :hd // 2]], -1) * sin
@@ -349,6 +367,18 @@ def numpy_forward(cfg, w, ids):
     return norm(x, w["model.norm.weight"]) @ w["model.embed_tokens.weight"].T
 
 
+def onnx_logits(ort, path, cfg, ids):
+    """Logits [S, vocab] of the graph at `path` for one prompt with an empty past."""
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    hd = cfg["hidden"] // cfg["heads"]
+    feed = {"input_ids": ids[None], "attention_mask": np.ones((1, len(ids)), np.int64),
+            "position_ids": np.arange(len(ids), dtype=np.int64)[None]}
+    for i in range(cfg["layers"]):
+        for kind in ("key", "value"):
+            feed[f"past_key_values.{i}.{kind}"] = np.zeros((1, cfg["kv_heads"], 0, hd), np.float32)
+    return sess.run(["logits"], feed)[0][0]
+
+
 def self_check(path, cfg, w):
     """Compares onnxruntime on the graph with the NumPy forward; skipped without onnxruntime."""
     try:
@@ -356,15 +386,8 @@ def self_check(path, cfg, w):
     except ImportError:
         print("onnxruntime not installed: skipping the self-check", file=sys.stderr)
         return
-    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     ids = np.array([BOS] + [3 + b for b in b"The quick brown fox"], dtype=np.int64)
-    hd = cfg["hidden"] // cfg["heads"]
-    feed = {"input_ids": ids[None], "attention_mask": np.ones((1, len(ids)), np.int64),
-            "position_ids": np.arange(len(ids), dtype=np.int64)[None]}
-    for i in range(cfg["layers"]):
-        for kind in ("key", "value"):
-            feed[f"past_key_values.{i}.{kind}"] = np.zeros((1, cfg["kv_heads"], 0, hd), np.float32)
-    got = sess.run(["logits"], feed)[0][0]
+    got = onnx_logits(ort, path, cfg, ids)
     want = numpy_forward(cfg, w, ids)
     err = np.abs(got - want).max() / max(1.0, np.abs(want).max())
     if err > 1e-3:

