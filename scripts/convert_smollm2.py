@@ -11,8 +11,8 @@ with PyPI `gguf` and numpy, and writes (default `models/smollm2-135m-instruct/`)
                          interleaved-pair RoPE order to Hugging Face's rotate-half order
   model.onnx             the "decoder with past" graph of scripts/make_test_model.py, with every
                          projection a com.microsoft MatMulNBits (4-bit, block 32) holding the
-                         Q4_1 codes unchanged, and the tied LM head an 8-bit MatMulNBits holding
-                         the Q8_0 embedding exactly
+                         Q4_1 codes unchanged; the tied LM head is the float32 embedding
+                         (with --int8-activations an 8-bit MatMulNBits holding the Q8_0 codes)
   conversion.json        what was converted, the graph's self-check, the up-to-date stamp
 
 Q4_1 stores w = d*q + m per block of 32; MatMulNBits computes (q - zp) * scale. ONNX Runtime's
@@ -27,7 +27,12 @@ MatMul (K/32 values per output row).
 A second run with the same GGUF and the same converter is a no-op (the stamp in
 conversion.json matches). Needs numpy, gguf and onnx; no torch, no network.
 
-Usage: python3 scripts/convert_smollm2.py [--gguf FILE] [--out DIR] [--exact-zero-points] [--force]
+MatMulNBits computes with float activations by default (accuracy level 0): ONNX Runtime's
+int8-activation path (--int8-activations) is faster at batch 1 but makes greedy tokens depend
+on how a sequence is batched (see FLOAT_ACTIVATIONS).
+
+Usage: python3 scripts/convert_smollm2.py [--gguf FILE] [--out DIR] [--exact-zero-points]
+           [--int8-activations] [--force] [--quiet]
 """
 
 import argparse
@@ -45,9 +50,11 @@ import make_test_model as mtm  # noqa: E402  (graph builders, safetensors writer
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BLOCK = 32
 CONTRIB = "com.microsoft"
-# int8 activations in MatMulNBits (what llama.cpp's Q4_1 x Q8_1 dot products do too): ~3x
-# faster than float activations at batch 1 on the CPU.
-ACCURACY_LEVEL = 4
+# MatMulNBits accuracy levels: 0 computes with float activations; 4 quantizes the activations
+# to int8 per block (what llama.cpp's Q4_1 x Q8_1 dot products do), faster at batch 1, but the
+# rounding turns ONNX Runtime's last-bit differences between its batch-1 and batched kernels
+# into whole quantization steps, so greedy tokens would depend on the batch.
+FLOAT_ACTIVATIONS, INT8_ACTIVATIONS = 0, 4
 LINEARS = {  # Hugging Face name under model.layers.N. -> GGUF name under blk.N.
     "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
     "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
@@ -68,11 +75,11 @@ def find_gguf():
     return path
 
 
-def stamp(gguf_path, exact):
+def stamp(gguf_path, options):
     """Identifies one conversion: the GGUF (size, mtime), this script and the scripts it uses."""
     h = hashlib.sha256()
     st = os.stat(gguf_path)
-    h.update(f"{os.path.basename(gguf_path)}:{st.st_size}:{int(st.st_mtime)}:{exact}".encode())
+    h.update(f"{os.path.basename(gguf_path)}:{st.st_size}:{int(st.st_mtime)}:{options}".encode())
     here = os.path.dirname(os.path.abspath(__file__))
     for name in ("convert_smollm2.py", "make_test_model.py"):
         with open(os.path.join(here, name), "rb") as f:
@@ -144,8 +151,9 @@ def pack_nibbles(codes):
 class Converted:
     """The converted model: HF-named float32 weights and the MatMulNBits operands."""
 
-    def __init__(self, src, cfg, exact):
+    def __init__(self, src, cfg, exact, accuracy_level):
         self.cfg, self.w, self.nbits, self.block_sums = cfg, {}, {}, {}
+        self.accuracy_level = accuracy_level
         d, q = src.q8_0("token_embd.weight")
         embed = (d[..., None] * q).reshape(q.shape[0], -1).astype(np.float32)
         self.w["model.embed_tokens.weight"] = embed
@@ -188,7 +196,7 @@ class Converted:
         if zp is not None:
             ins.append(g.weight(name + ".zero_points", zp))
         y = g.op("MatMulNBits", *ins, domain=CONTRIB, K=nb * BLOCK, N=n, bits=4,
-                 block_size=BLOCK, accuracy_level=ACCURACY_LEVEL)
+                 block_size=BLOCK, accuracy_level=self.accuracy_level)
         if offsets is None:
             return y
         if x not in self.block_sums:
@@ -197,12 +205,16 @@ class Converted:
         return g.op("Add", y, g.op("MatMul", self.block_sums[x], g.weight(name + ".offsets", offsets)))
 
     def lm_head(self, g, h, embed):
-        """The tied LM head as an 8-bit MatMulNBits over the Q8_0 embedding."""
+        """The tied LM head: with int8 activations an 8-bit MatMulNBits over the Q8_0
+        embedding, else the float32 embedding transposed (ONNX Runtime's 8-bit kernel with
+        float activations dequantizes on every call, far slower than a float32 MatMul)."""
+        if self.accuracy_level == FLOAT_ACTIVATIONS:
+            return mtm.tied_head(g, h, embed)
         codes, d = self.head
         n, nb = d.shape
         g.op("MatMulNBits", h, g.weight("lm_head.qweight", codes),
              g.weight("lm_head.scales", d.reshape(-1)), out="logits", domain=CONTRIB,
-             K=nb * BLOCK, N=n, bits=8, block_size=BLOCK, accuracy_level=ACCURACY_LEVEL)
+             K=nb * BLOCK, N=n, bits=8, block_size=BLOCK, accuracy_level=self.accuracy_level)
 
 
 def model_cfg(src):
@@ -296,7 +308,9 @@ def self_check(path, cfg, conv, src):
     ref = mtm.numpy_forward(cfg, conv.w, ids)
     err = float(np.abs(got - ref).max() / np.abs(ref).max())
     agree = float((got.argmax(-1) == ref.argmax(-1)).mean())
-    if err > 0.1 or agree < 0.75:
+    # int8 activations add their own rounding; float ones leave only float32 summation order.
+    limit, min_agree = (1e-3, 1.0) if conv.accuracy_level == FLOAT_ACTIVATIONS else (0.1, 0.75)
+    if err > limit or agree < min_agree:
         sys.exit(f"self-check failed: ONNX vs NumPy logits differ by {err:.2e} (relative), "
                  f"top-1 agreement {agree:.2f}")
     return {"max_relative_logit_diff": err, "top1_agreement": agree}
@@ -308,13 +322,15 @@ def main():
     ap.add_argument("--out", help="output directory (default models/smollm2-135m-instruct)")
     ap.add_argument("--exact-zero-points", action="store_true",
                     help="float zero points (exact Q4_1, slow on ONNX Runtime's CPU kernel)")
+    ap.add_argument("--int8-activations", action="store_true",
+                    help="MatMulNBits accuracy level 4: faster at batch 1, tokens depend on batching")
     ap.add_argument("--force", action="store_true", help="convert even if up to date")
     ap.add_argument("--quiet", action="store_true", help="print nothing when up to date")
     args = ap.parse_args()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = args.out or os.path.join(root, "models", "smollm2-135m-instruct")
     gguf_path = args.gguf or find_gguf()
-    key = stamp(gguf_path, args.exact_zero_points)
+    key = stamp(gguf_path, (args.exact_zero_points, args.int8_activations))
     report_path = os.path.join(out, "conversion.json")
     if not args.force and os.path.isfile(report_path):
         with open(report_path, encoding="utf-8") as f:
@@ -326,7 +342,8 @@ def main():
         sys.exit("convert_smollm2: the onnx package is missing (pip install onnx)")
     src = Gguf(gguf_path)
     cfg = model_cfg(src)
-    conv = Converted(src, cfg, args.exact_zero_points)
+    level = INT8_ACTIVATIONS if args.int8_activations else FLOAT_ACTIVATIONS
+    conv = Converted(src, cfg, args.exact_zero_points, level)
     os.makedirs(out, exist_ok=True)
     # The report goes last and its stamp marks the directory complete, so an interrupted
     # run is redone.
@@ -344,6 +361,7 @@ def main():
             json.dump(doc, f, indent=1, ensure_ascii=False, sort_keys=name != "tokenizer.json")
             f.write("\n")
     report = {"source": os.path.basename(gguf_path), "exact_zero_points": args.exact_zero_points,
+              "accuracy_level": level,
               "self_check": self_check(model_path, cfg, conv, src), "stamp": key}
     with open(report_path, "w", encoding="utf-8") as f:
         json.dump(report, f, indent=1)

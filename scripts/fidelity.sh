@@ -20,8 +20,8 @@ cargo build --release --locked --bin switchyard >/dev/null 2>&1
 BIN=./target/release/switchyard
 rm -rf "$OUT/profiles" && cp -r profiles "$OUT/profiles"
 sed -e "s#^profiles_dir = .*#profiles_dir = \"$OUT/profiles\"#" \
-    -e "s#^spec = \"tiny-llama\".*#spec = \"$MODEL-llama\"#" \
-    -e "s#^path = \"models/tiny\".*#path = \"$(pwd)/models/$MODEL\"#" switchyard.toml > "$OUT/switchyard.toml"
+    -e "s#^spec = .*#spec = \"$MODEL-llama\"#" \
+    -e "s#^path = .*#path = \"$(pwd)/models/$MODEL\"#" switchyard.toml > "$OUT/switchyard.toml"
 $BIN profile --device cpu-0 --config "$OUT/switchyard.toml" \
   --out "$OUT/profiles/devices/cpu.toml" 2>&1 | tail -2
 W=(--workload "fixed:prompt=${PROMPT:-200},output=${OUTPUT:-64}" --rate "${RATE:-0.5}"

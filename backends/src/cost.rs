@@ -293,7 +293,7 @@ impl CostModel {
         let linear_flops = 4.0 * heads * d * d * f64::from(m.linear_layers());
         let flops_per_token = 2.0 * m.active_params_b * 1e9 + linear_flops;
         let attn_flops_per_pair = 4.0 * heads * attn_dim * f64::from(m.kv_layers());
-        let wb = f64::from(m.weight_bytes);
+        let wb = m.weight_bytes;
         let total = m.total_params_b * 1e9;
         let active = m.active_params_b * 1e9;
         let (shared_weight_bytes, expert_weight_bytes, expert_miss_prob) = match &m.moe {

@@ -219,7 +219,7 @@ impl ModelConfig {
             max_context: self.max_position_embeddings,
             total_params_b: params_b,
             active_params_b: params_b,
-            weight_bytes: dtype_bytes,
+            weight_bytes: f64::from(dtype_bytes),
             kv_bytes: dtype_bytes,
             eos_token_ids: self.eos_ids(),
             attention: AttentionSpec::Gqa,

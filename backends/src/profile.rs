@@ -166,8 +166,8 @@ pub struct ModelSpec {
     pub total_params_b: f64,
     /// Parameters touched per token, billions (equals total for dense models).
     pub active_params_b: f64,
-    /// Bytes per weight element (2 for BF16/FP16).
-    pub weight_bytes: u32,
+    /// Bytes per weight element (2 for BF16/FP16, 0.5 for 4-bit weights).
+    pub weight_bytes: f64,
     /// Bytes per KV-cache element (2 for BF16/FP16, 1 for FP8).
     pub kv_bytes: u32,
     /// End-of-sequence token ids.
@@ -370,7 +370,7 @@ impl ModelSpec {
         nonzero(path, "head_dim", self.head_dim.into())?;
         nonzero(path, "vocab_size", self.vocab_size.into())?;
         nonzero(path, "max_context", self.max_context.into())?;
-        nonzero(path, "weight_bytes", self.weight_bytes.into())?;
+        positive(path, "weight_bytes", self.weight_bytes)?;
         nonzero(path, "kv_bytes", self.kv_bytes.into())?;
         positive(path, "total_params_b", self.total_params_b)?;
         positive(path, "active_params_b", self.active_params_b)?;
@@ -480,7 +480,7 @@ impl ModelSpec {
 
     /// Bytes of all weights resident in device memory.
     pub fn weight_bytes_total(&self) -> f64 {
-        self.total_params_b * 1e9 * f64::from(self.weight_bytes)
+        self.total_params_b * 1e9 * self.weight_bytes
     }
 }
 

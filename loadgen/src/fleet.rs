@@ -353,7 +353,7 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../switchyard.toml");
         let f = FleetSpec::load(&path).unwrap();
         assert!(f.num_devices() >= 1, "{f:?}");
-        assert_eq!(f.model.as_deref(), Some("tiny-llama"));
+        assert_eq!(f.model.as_deref(), Some("smollm2-135m"));
         assert!(f.profiles_dir.is_some());
         assert_eq!(f.router.slo.percentile, 0.95);
     }

@@ -1,11 +1,15 @@
 //! The engine serving a real model: `Engine` + `OnnxBackend` on the
-//! committed tiny model (`models/tiny`) must generate exactly what a plain
-//! Python onnxruntime greedy loop generates (`scripts/onnx_reference.py`),
-//! whether each prompt runs alone, concurrently under KV pressure (mixed
-//! prefill + decode steps, preemption), or with chunked prefill.
+//! committed tiny model (`models/tiny`) and on SmolLM2-135M-Instruct
+//! (`models/smollm2-135m-instruct`, converted by `scripts/setup.sh`) must
+//! generate exactly what a plain Python onnxruntime greedy loop generates
+//! (`scripts/onnx_reference.py`), whether each prompt runs alone,
+//! concurrently under KV pressure (mixed prefill + decode steps,
+//! preemption), or with chunked prefill.
 //!
 //! Needs `python3` with onnxruntime and `ORT_DYLIB_PATH` (`source
-//! scripts/setup.sh`); without them these tests fail, they do not skip.
+//! scripts/setup.sh`); without them these tests fail, they do not skip. The
+//! SmolLM2 tests skip only when its directory is absent and setup has not
+//! run (no `ORT_DYLIB_PATH`): setup always converts it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -29,12 +33,55 @@ const TEXTS: [&str; 6] = [
     "Switchyard schedules LLM inference across devices.",
 ];
 
+/// A model directory under test and how to price and squeeze it.
+struct Fixture {
+    /// Directory under the repository root.
+    dir: &'static str,
+    /// Model spec in `profiles/models`.
+    spec: &'static str,
+    /// KV blocks of the concurrent runs: too few for every sequence at once.
+    pressure_blocks: u32,
+}
+
+const TINY: Fixture = Fixture {
+    dir: "models/tiny",
+    spec: "tiny-llama",
+    // 14 blocks of 16 = 224 tokens for 6 sequences wanting ~6 * 75.
+    pressure_blocks: 14,
+};
+
+const SMOLLM2: Fixture = Fixture {
+    dir: "models/smollm2-135m-instruct",
+    spec: "smollm2-135m",
+    // 10 blocks of 16 = 160 tokens for 8 sequences wanting ~8 * 60.
+    pressure_blocks: 10,
+};
+
+impl Fixture {
+    /// Whether the model is there; `false` (skip) only while setup has not run.
+    fn present(&self) -> bool {
+        if root().join(self.dir).join("model.onnx").is_file() {
+            return true;
+        }
+        assert!(
+            std::env::var_os("ORT_DYLIB_PATH").is_none(),
+            "{} is missing although setup ran: run scripts/convert_smollm2.py",
+            self.dir
+        );
+        eprintln!(
+            "skipping: {} is absent (run `source scripts/setup.sh`)",
+            self.dir
+        );
+        false
+    }
+}
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn backend(kv_blocks: u32, max_padding_ratio: f64) -> OnnxBackend {
-    let mut c = OnnxConfig::new(root().join("models/tiny"));
+fn backend(m: &Fixture, kv_blocks: u32, max_padding_ratio: f64) -> OnnxBackend {
+    let mut c = OnnxConfig::new(root().join(m.dir));
     c.block_size = BLOCK;
     c.kv_blocks = Some(kv_blocks);
     c.intra_threads = 1;
@@ -42,11 +89,11 @@ fn backend(kv_blocks: u32, max_padding_ratio: f64) -> OnnxBackend {
     OnnxBackend::new(c).expect("ONNX backend starts (run `source scripts/setup.sh` first)")
 }
 
-fn engine(b: &OnnxBackend, max_batched_tokens: u32, max_num_seqs: u32) -> Engine {
+fn engine(m: &Fixture, b: &OnnxBackend, max_batched_tokens: u32, max_num_seqs: u32) -> Engine {
     let catalog = Catalog::new(root().join("profiles"));
     let cost = CostModel::new(
         catalog.device("cpu").unwrap(),
-        catalog.model("tiny-llama").unwrap(),
+        catalog.model(m.spec).unwrap(),
     );
     let cfg = EngineConfig {
         max_num_seqs,
@@ -63,6 +110,45 @@ fn prompts(b: &OnnxBackend) -> Vec<Vec<u32>> {
         .iter()
         .map(|t| b.tokenizer().encode(t, true).unwrap())
         .collect()
+}
+
+/// SmolLM2's text prompts plus two chat prompts rendered by Jinja2 from the
+/// GGUF's own template (`scripts/smollm2_reference.py`).
+fn smollm2_prompts(b: &OnnxBackend) -> Vec<Vec<u32>> {
+    let chats = serde_json::json!([
+        [{"role": "user", "content": "What is 2+2?"}],
+        [{"role": "system", "content": "You answer in one word."},
+         {"role": "user", "content": "What colour is the sky?"}],
+    ]);
+    let out = python(&[
+        "smollm2_reference.py".as_ref(),
+        "chat".as_ref(),
+        chats.to_string().as_ref(),
+    ]);
+    let rendered: Vec<String> = serde_json::from_value(out["prompts"].clone()).unwrap();
+    let mut all = prompts(b);
+    all.extend(
+        rendered
+            .iter()
+            .map(|t| b.tokenizer().encode(t, true).unwrap()),
+    );
+    all
+}
+
+/// Runs `scripts/<args[0]> args[1..]` and parses its JSON output.
+fn python(args: &[&std::ffi::OsStr]) -> serde_json::Value {
+    let out = Command::new("python3")
+        .arg(root().join("scripts").join(args[0]))
+        .args(&args[1..])
+        .output()
+        .expect("python3 runs (run `source scripts/setup.sh` first)");
+    assert!(
+        out.status.success(),
+        "{:?} failed: {}",
+        args[0],
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn request(i: usize, prompt: &[u32]) -> Request {
@@ -108,32 +194,30 @@ fn run(e: &mut Engine, b: &mut OnnxBackend) -> (HashMap<SeqId, Vec<u32>>, RunSta
 }
 
 /// Greedy tokens from `scripts/onnx_reference.py` (Python onnxruntime, batch 1, dense cache).
-fn reference(prompts: &[Vec<u32>]) -> Vec<Vec<u32>> {
+fn reference(m: &Fixture, prompts: &[Vec<u32>]) -> Vec<Vec<u32>> {
     let json = serde_json::to_string(prompts).unwrap();
-    let out = Command::new("python3")
-        .arg(root().join("scripts/onnx_reference.py"))
-        .arg("--model")
-        .arg(root().join("models/tiny"))
-        .args(["--max-tokens", &MAX_TOKENS.to_string(), "--prompts", &json])
-        .output()
-        .expect("python3 runs (run `source scripts/setup.sh` first)");
-    assert!(
-        out.status.success(),
-        "onnx_reference.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let dir = root().join(m.dir);
+    let max = MAX_TOKENS.to_string();
+    let v = python(&[
+        "onnx_reference.py".as_ref(),
+        "--model".as_ref(),
+        dir.as_os_str(),
+        "--max-tokens".as_ref(),
+        max.as_ref(),
+        "--prompts".as_ref(),
+        json.as_ref(),
+    ]);
     serde_json::from_value(v["outputs"].clone()).unwrap()
 }
 
 /// Each prompt alone through a fresh engine with a roomy pool.
-fn alone(prompts: &[Vec<u32>]) -> HashMap<SeqId, Vec<u32>> {
-    let mut b = backend(256, 1.5);
+fn alone(m: &Fixture, prompts: &[Vec<u32>]) -> HashMap<SeqId, Vec<u32>> {
+    let mut b = backend(m, 256, 1.5);
     prompts
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let mut e = engine(&b, 2048, 64);
+            let mut e = engine(m, &b, 2048, 64);
             e.add(request(i, p), Duration::ZERO).unwrap();
             let (mut out, _) = run(&mut e, &mut b);
             (SeqId(i as u64), out.remove(&SeqId(i as u64)).unwrap())
@@ -141,30 +225,48 @@ fn alone(prompts: &[Vec<u32>]) -> HashMap<SeqId, Vec<u32>> {
         .collect()
 }
 
+/// Each prompt alone equals the reference; returns the reference.
+fn check_alone(m: &Fixture, prompts: &[Vec<u32>]) -> Vec<Vec<u32>> {
+    let want = reference(m, prompts);
+    let got = alone(m, prompts);
+    for (i, w) in want.iter().enumerate() {
+        assert_eq!(&got[&SeqId(i as u64)], w, "{}: prompt {i}", m.dir);
+    }
+    want
+}
+
 #[test]
 fn alone_matches_the_python_reference() {
-    let b = backend(16, 1.5);
-    let prompts = prompts(&b);
-    let want = reference(&prompts);
-    let got = alone(&prompts);
-    for (i, w) in want.iter().enumerate() {
-        assert_eq!(&got[&SeqId(i as u64)], w, "prompt {i}: {:?}", TEXTS[i]);
-    }
+    let b = backend(&TINY, 16, 1.5);
+    let want = check_alone(&TINY, &prompts(&b));
     // The fixture is not degenerate: outputs vary within and across prompts.
     assert!(want
         .iter()
         .all(|o| o.iter().collect::<std::collections::HashSet<_>>().len() > 10));
 }
 
+#[test]
+fn smollm2_alone_matches_the_python_reference() {
+    if !SMOLLM2.present() {
+        return;
+    }
+    let b = backend(&SMOLLM2, 16, 1.5);
+    let prompts = smollm2_prompts(&b);
+    let want = check_alone(&SMOLLM2, &prompts);
+    // A real model: "What is 2+2?" is answered, and the answer says 4.
+    let answer = b.tokenizer().decode(&want[TEXTS.len()], true).unwrap();
+    assert!(answer.contains('4'), "{answer:?}");
+}
+
 /// Everything at once on a pool too small for all of it, with a budget that
 /// mixes prefill chunks into decode steps.
 fn concurrent(
+    m: &Fixture,
     prompts: &[Vec<u32>],
     max_padding_ratio: f64,
 ) -> (HashMap<SeqId, Vec<u32>>, RunStats, u64) {
-    // 14 blocks of 16 = 224 tokens for 6 sequences wanting ~6 * 75.
-    let mut b = backend(14, max_padding_ratio);
-    let mut e = engine(&b, 48, 8);
+    let mut b = backend(m, m.pressure_blocks, max_padding_ratio);
+    let mut e = engine(m, &b, 48, 8);
     for (i, p) in prompts.iter().enumerate() {
         e.add(request(i, p), Duration::ZERO).unwrap();
     }
@@ -176,40 +278,65 @@ fn concurrent(
     (out, stats, e.preemptions())
 }
 
-#[test]
-fn concurrent_batches_with_preemption_match_alone() {
-    let b = backend(16, 1.5);
-    let prompts = prompts(&b);
-    let solo = alone(&prompts);
+/// Concurrent runs under preemption, with and without a padding limit, equal `solo`.
+fn check_concurrent(m: &Fixture, prompts: &[Vec<u32>], solo: &HashMap<SeqId, Vec<u32>>) {
     for ratio in [1.5, f64::INFINITY] {
-        let (got, stats, preemptions) = concurrent(&prompts, ratio);
+        let (got, stats, preemptions) = concurrent(m, prompts, ratio);
         assert!(preemptions > 0, "the small pool must force preemption");
         assert!(
             stats.mixed_steps > 0,
             "some steps mix prefill and decode: {stats:?}"
         );
-        assert_eq!(got, solo, "padding ratio {ratio}");
+        assert_eq!(&got, solo, "{}: padding ratio {ratio}", m.dir);
     }
 }
 
-#[test]
-fn chunked_prefill_matches_unchunked() {
-    let b = backend(16, 1.5);
-    let prompts = prompts(&b);
-    let solo = alone(&prompts);
-    let mut b = backend(256, 1.5);
-    let mut e = engine(&b, 7, 3);
+/// Prefill chunked to 7 tokens a step equals `solo`.
+fn check_chunked(m: &Fixture, prompts: &[Vec<u32>], solo: &HashMap<SeqId, Vec<u32>>) {
+    let mut b = backend(m, 256, 1.5);
+    let mut e = engine(m, &b, 7, 3);
     for (i, p) in prompts.iter().enumerate() {
         e.add(request(i, p), Duration::ZERO).unwrap();
     }
     let (got, stats) = run(&mut e, &mut b);
     assert!(stats.max_step_tokens <= 7);
-    assert_eq!(got, solo);
+    assert_eq!(&got, solo, "{}: chunked", m.dir);
+}
+
+#[test]
+fn concurrent_batches_with_preemption_match_alone() {
+    let b = backend(&TINY, 16, 1.5);
+    let prompts = prompts(&b);
+    check_concurrent(&TINY, &prompts, &alone(&TINY, &prompts));
+}
+
+#[test]
+fn chunked_prefill_matches_unchunked() {
+    let b = backend(&TINY, 16, 1.5);
+    let prompts = prompts(&b);
+    check_chunked(&TINY, &prompts, &alone(&TINY, &prompts));
+}
+
+#[test]
+fn smollm2_concurrent_and_chunked_match_the_python_reference() {
+    if !SMOLLM2.present() {
+        return;
+    }
+    let b = backend(&SMOLLM2, 16, 1.5);
+    let prompts = smollm2_prompts(&b);
+    let want = reference(&SMOLLM2, &prompts);
+    let solo: HashMap<SeqId, Vec<u32>> = want
+        .into_iter()
+        .enumerate()
+        .map(|(i, w)| (SeqId(i as u64), w))
+        .collect();
+    check_concurrent(&SMOLLM2, &prompts, &solo);
+    check_chunked(&SMOLLM2, &prompts, &solo);
 }
 
 #[test]
 fn seeded_sampling_does_not_depend_on_batching() {
-    let b = backend(16, 1.5);
+    let b = backend(&TINY, 16, 1.5);
     let prompts = prompts(&b);
     let sampled = |i: usize, p: &[u32]| {
         let mut r = request(i, p);
@@ -222,14 +349,14 @@ fn seeded_sampling_does_not_depend_on_batching() {
         r
     };
     let mut solo = HashMap::new();
-    let mut b = backend(256, 1.5);
+    let mut b = backend(&TINY, 256, 1.5);
     for (i, p) in prompts.iter().enumerate() {
-        let mut e = engine(&b, 2048, 64);
+        let mut e = engine(&TINY, &b, 2048, 64);
         e.add(sampled(i, p), Duration::ZERO).unwrap();
         solo.extend(run(&mut e, &mut b).0);
     }
-    let mut b = backend(14, 1.5);
-    let mut e = engine(&b, 48, 8);
+    let mut b = backend(&TINY, TINY.pressure_blocks, 1.5);
+    let mut e = engine(&TINY, &b, 48, 8);
     for (i, p) in prompts.iter().enumerate() {
         e.add(sampled(i, p), Duration::ZERO).unwrap();
     }
