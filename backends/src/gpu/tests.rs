@@ -276,6 +276,47 @@ fn host_decoder_equals_onnx_runtime() {
     }
 }
 
+/// SmolLM2's `model.safetensors` (q/k rows restored to Hugging Face's order by
+/// `scripts/convert_smollm2.py`) decodes on the host reference what its ONNX
+/// graph decodes. Skips only while setup has not run (it converts the model).
+#[cfg(feature = "onnx")]
+#[test]
+fn host_decoder_on_smollm2_equals_onnx_runtime() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/smollm2-135m-instruct");
+    if !dir.join("model.safetensors").is_file() {
+        assert!(
+            std::env::var_os("ORT_DYLIB_PATH").is_none(),
+            "{} is missing although setup ran",
+            dir.display()
+        );
+        eprintln!(
+            "skipping: {} is absent (run `source scripts/setup.sh`)",
+            dir.display()
+        );
+        return;
+    }
+    // "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"
+    let prompt = [
+        1, 4093, 198, 1780, 314, 216, 34, 27, 34, 47, 2, 198, 1, 520, 9531, 198,
+    ];
+    let run = |b: &mut dyn Backend| {
+        let mut s = [Seq::new(0, &prompt, (0..4).map(BlockId).collect())];
+        // A few tokens: the unoptimised host reference takes seconds per token.
+        generate(b, &mut s, 4, 1024);
+        s[0].generated.clone()
+    };
+    let mut onnx = crate::onnx::OnnxBackend::new(crate::onnx::OnnxConfig {
+        block_size: 16,
+        kv_blocks: Some(4),
+        ..crate::onnx::OnnxConfig::new(dir.clone())
+    })
+    .expect("ONNX Runtime available (scripts/setup.sh exports ORT_DYLIB_PATH)");
+    let want = run(&mut onnx);
+    let mut host = GpuBackend::host_reference(&dir, StoreType::F32, 16, 4)
+        .expect("SmolLM2 loads on the host reference");
+    assert_eq!(run(&mut host), want);
+}
+
 /// One decode step of sequence 1 at position 5.
 fn decode_plan<'a>(tok: &'a [u32], table: &'a [BlockId]) -> StepPlan<'a> {
     StepPlan {
