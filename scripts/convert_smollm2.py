@@ -100,13 +100,19 @@ class Gguf:
         field = self.reader.fields.get(key)
         return default if field is None else field.contents()
 
+    def blocks(self, name, qtype, block_bytes):
+        """(d [rows, nb], blocks [rows, nb, block_bytes] uint8) of a `qtype` tensor whose
+        blocks start with their float16 scale d."""
+        t = self.tensors[name]
+        assert t.tensor_type == qtype, (name, t.tensor_type)
+        raw = np.asarray(t.data, np.uint8)
+        blocks = raw.reshape(raw.shape[0], -1, block_bytes)
+        d = blocks[..., 0:2].copy().view(np.float16)[..., 0].astype(np.float32)
+        return d, blocks
+
     def q4_1(self, name):
         """(d [rows, nb], m [rows, nb], q [rows, nb, 32]) of a Q4_1 tensor: w = d*q + m."""
-        t = self.tensors[name]
-        assert t.tensor_type == self.gguf.GGMLQuantizationType.Q4_1, (name, t.tensor_type)
-        raw = np.asarray(t.data, np.uint8)
-        blocks = raw.reshape(raw.shape[0], -1, 20)
-        d = blocks[..., 0:2].copy().view(np.float16)[..., 0].astype(np.float32)
+        d, blocks = self.blocks(name, self.gguf.GGMLQuantizationType.Q4_1, 20)
         m = blocks[..., 2:4].copy().view(np.float16)[..., 0].astype(np.float32)
         qs = blocks[..., 4:20]
         # Element j of a block is the low nibble of byte j, element j + 16 its high nibble.
@@ -115,11 +121,7 @@ class Gguf:
 
     def q8_0(self, name):
         """(d [rows, nb], q [rows, nb, 32] int8) of a Q8_0 tensor: w = d*q."""
-        t = self.tensors[name]
-        assert t.tensor_type == self.gguf.GGMLQuantizationType.Q8_0, (name, t.tensor_type)
-        raw = np.asarray(t.data, np.uint8)
-        blocks = raw.reshape(raw.shape[0], -1, 34)
-        d = blocks[..., 0:2].copy().view(np.float16)[..., 0].astype(np.float32)
+        d, blocks = self.blocks(name, self.gguf.GGMLQuantizationType.Q8_0, 34)
         return d, blocks[..., 2:34].copy().view(np.int8)
 
     def f32(self, name):
@@ -231,7 +233,7 @@ def model_cfg(src):
 
 
 def config_json(src, cfg):
-    doc = {
+    return {
         "architectures": ["LlamaForCausalLM"], "model_type": "llama",
         "hidden_size": cfg["hidden"], "intermediate_size": cfg["intermediate"],
         "num_attention_heads": cfg["heads"], "num_key_value_heads": cfg["kv_heads"],
@@ -244,13 +246,14 @@ def config_json(src, cfg):
         "pad_token_id": int(src.meta("tokenizer.ggml.padding_token_id")),
         "torch_dtype": "float32",
     }
-    return doc
 
 
+# GPT-2's byte-level pre-tokenizer, post-processor and decoder settings.
+BYTE_LEVEL = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+              "use_regex": True}
 # SmolLM's pre-tokenizer (llama.cpp's `smollm`): every digit alone, then GPT-2's byte-level regex.
 PRE_TOKENIZER = {"type": "Sequence", "pretokenizers": [
-    {"type": "Digits", "individual_digits": True},
-    {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
+    {"type": "Digits", "individual_digits": True}, BYTE_LEVEL,
 ]}
 
 
@@ -263,14 +266,12 @@ def tokenizer_json(src):
                   normalized=False, special=True)
              for i, (t, ty) in enumerate(zip(tokens, types)) if ty in (3, 4)]
     unk = src.meta("tokenizer.ggml.unknown_token_id")
-    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
-                  "use_regex": True}
     return {
         "version": "1.0", "truncation": None, "padding": None, "added_tokens": added,
         "normalizer": None, "pre_tokenizer": PRE_TOKENIZER,
         # GGUF add_bos_token is false: encoding adds nothing (the chat template has the markers).
-        "post_processor": dict(byte_level, trim_offsets=False),
-        "decoder": byte_level,
+        "post_processor": dict(BYTE_LEVEL, trim_offsets=False),
+        "decoder": BYTE_LEVEL,
         "model": {"type": "BPE", "dropout": None,
                   "unk_token": tokens[unk] if unk is not None else None,
                   "continuing_subword_prefix": None, "end_of_word_suffix": None,

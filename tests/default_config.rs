@@ -6,16 +6,12 @@ mod common;
 
 use common::{root, sse_data, Server};
 use serde_json::{json, Value};
+use switchyard_backends::fixtures;
 
 #[test]
 fn default_config_serves_a_real_model() {
-    const DIR: &str = "models/smollm2-135m-instruct";
-    if !root().join(DIR).join("model.onnx").is_file() {
-        assert!(
-            std::env::var_os("ORT_DYLIB_PATH").is_none(),
-            "{DIR} is missing although setup ran: run scripts/convert_smollm2.py"
-        );
-        eprintln!("skipping: {DIR} is absent (run `source scripts/setup.sh`)");
+    const DIR: &str = fixtures::SMOLLM2_DIR;
+    if fixtures::smollm2_dir("model.onnx").is_none() {
         return;
     }
     let text = std::fs::read_to_string(root().join("switchyard.toml")).unwrap();

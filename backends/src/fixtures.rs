@@ -75,3 +75,29 @@ pub fn tiny(max_context: u32) -> ModelSpec {
         moe: None,
     }
 }
+
+/// The SmolLM2 directory `scripts/setup.sh` converts, relative to the repository root.
+pub const SMOLLM2_DIR: &str = "models/smollm2-135m-instruct";
+
+/// The converted SmolLM2 directory when it holds `file`, or `None` (the
+/// caller skips) while setup has not run. Setup always converts it, so once
+/// setup ran (it exports `ORT_DYLIB_PATH`) a missing file fails the test
+/// instead of skipping it.
+pub fn smollm2_dir(file: &str) -> Option<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(SMOLLM2_DIR);
+    if dir.join(file).is_file() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("ORT_DYLIB_PATH").is_none(),
+        "{}/{file} is missing although setup ran: run scripts/convert_smollm2.py",
+        dir.display()
+    );
+    eprintln!(
+        "skipping: {} is absent (run `source scripts/setup.sh`)",
+        dir.display()
+    );
+    None
+}

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use switchyard_backends::fixtures;
 use switchyard_backends::{
     Backend, Catalog, CostModel, OnnxBackend, OnnxConfig, SamplingParams, SeqId,
 };
@@ -51,30 +52,11 @@ const TINY: Fixture = Fixture {
 };
 
 const SMOLLM2: Fixture = Fixture {
-    dir: "models/smollm2-135m-instruct",
+    dir: fixtures::SMOLLM2_DIR,
     spec: "smollm2-135m",
     // 10 blocks of 16 = 160 tokens for 8 sequences wanting ~8 * 60.
     pressure_blocks: 10,
 };
-
-impl Fixture {
-    /// Whether the model is there; `false` (skip) only while setup has not run.
-    fn present(&self) -> bool {
-        if root().join(self.dir).join("model.onnx").is_file() {
-            return true;
-        }
-        assert!(
-            std::env::var_os("ORT_DYLIB_PATH").is_none(),
-            "{} is missing although setup ran: run scripts/convert_smollm2.py",
-            self.dir
-        );
-        eprintln!(
-            "skipping: {} is absent (run `source scripts/setup.sh`)",
-            self.dir
-        );
-        false
-    }
-}
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -247,7 +229,7 @@ fn alone_matches_the_python_reference() {
 
 #[test]
 fn smollm2_alone_matches_the_python_reference() {
-    if !SMOLLM2.present() {
+    if fixtures::smollm2_dir("model.onnx").is_none() {
         return;
     }
     let b = backend(&SMOLLM2, 16, 1.5);
@@ -319,7 +301,7 @@ fn chunked_prefill_matches_unchunked() {
 
 #[test]
 fn smollm2_concurrent_and_chunked_match_the_python_reference() {
-    if !SMOLLM2.present() {
+    if fixtures::smollm2_dir("model.onnx").is_none() {
         return;
     }
     let b = backend(&SMOLLM2, 16, 1.5);

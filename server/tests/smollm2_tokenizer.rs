@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::{json, Value};
+use switchyard_backends::fixtures::smollm2_dir;
 use switchyard_backends::Tokenizer;
 use switchyard_server::tokenizer::{render_chat, ChatMessage};
 
@@ -20,19 +21,7 @@ fn root() -> PathBuf {
 
 /// The converted tokenizer, or `None` (skip) while setup has not run.
 fn tokenizer() -> Option<Tokenizer> {
-    let dir = root().join("models/smollm2-135m-instruct");
-    if !dir.join("tokenizer.json").is_file() {
-        assert!(
-            std::env::var_os("ORT_DYLIB_PATH").is_none(),
-            "{} is missing although setup ran: run scripts/convert_smollm2.py",
-            dir.display()
-        );
-        eprintln!(
-            "skipping: {} is absent (run `source scripts/setup.sh`)",
-            dir.display()
-        );
-        return None;
-    }
+    let dir = smollm2_dir("tokenizer.json")?;
     Some(Tokenizer::from_dir(&dir).expect("the converted tokenizer loads"))
 }
 

@@ -282,19 +282,9 @@ fn host_decoder_equals_onnx_runtime() {
 #[cfg(feature = "onnx")]
 #[test]
 fn host_decoder_on_smollm2_equals_onnx_runtime() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/smollm2-135m-instruct");
-    if !dir.join("model.safetensors").is_file() {
-        assert!(
-            std::env::var_os("ORT_DYLIB_PATH").is_none(),
-            "{} is missing although setup ran",
-            dir.display()
-        );
-        eprintln!(
-            "skipping: {} is absent (run `source scripts/setup.sh`)",
-            dir.display()
-        );
+    let Some(dir) = crate::fixtures::smollm2_dir("model.safetensors") else {
         return;
-    }
+    };
     // "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"
     let prompt = [
         1, 4093, 198, 1780, 314, 216, 34, 27, 34, 47, 2, 198, 1, 520, 9531, 198,
