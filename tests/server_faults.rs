@@ -174,7 +174,15 @@ fn a_client_that_stops_reading_is_aborted_and_frees_its_device() {
     // A stream far longer than the socket buffers, read no further than its headers.
     let body =
         r#"{"prompt": [1, 2, 3, 4], "max_tokens": 100000, "ignore_eos": true, "stream": true}"#;
-    let mut conn = std::net::TcpStream::connect(s.addr()).expect("connect");
+    // A small, fixed receive buffer: the kernel would otherwise grow it (up to
+    // `tcp_rmem`'s maximum, 32 MiB here) and absorb the whole stream, so
+    // whether the stream stalls would depend on the host's settings.
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let addr: std::net::SocketAddr = s.addr().parse().expect("server address");
+    socket.connect(&addr.into()).expect("connect");
+    let mut conn: std::net::TcpStream = socket.into();
     write!(
         conn,
         "POST /v1/completions HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
