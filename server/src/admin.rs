@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use switchyard_backends::BackendKind;
 
 use crate::api::route_error;
+use crate::fleet::Target;
 use crate::api::ApiError;
 use crate::state::{authorize, SharedState};
 use crate::ServerError;
@@ -75,7 +76,42 @@ async fn devices(State(state): State<SharedState>, headers: HeaderMap) -> Respon
             })
         })
         .collect();
-    Json(json!({ "model": state.fleet.served_name(), "devices": list })).into_response()
+    let now = std::time::Instant::now();
+    let endpoints: Vec<Value> = state
+        .fleet
+        .remote_targets()
+        .iter()
+        .map(|t| {
+            let cost = t.cost();
+            json!({
+                "id": t.id,
+                "index": t.index.0,
+                "endpoint": t.server.endpoint,
+                "engine": t.server.engine,
+                "url": t.server.base,
+                "node_device": t.node_device,
+                "profile": t.profile_name(),
+                "healthy": t.accepts(now),
+                "reachable": t.server.reachable(),
+                "breaker": t.server.breaker_state(now),
+                "backing_off": t.server.backing_off(now),
+                "last_error": t.server.last_error(),
+                "limits": t.limits(),
+                "inflight": t.inflight(),
+                "scraped": t.server.scraped(),
+                "load": t.load(),
+                "cached_prefix_blocks": t.cached.len(),
+                "prefix_source": if t.follows_cache_events() { "events" } else { "routing_history" },
+                "price_usd_per_hour": cost.device().price_usd_per_hour,
+            })
+        })
+        .collect();
+    Json(json!({
+        "model": state.fleet.served_name(),
+        "devices": list,
+        "endpoints": endpoints,
+    }))
+    .into_response()
 }
 
 #[derive(Debug, Deserialize)]
@@ -103,18 +139,19 @@ async fn explain(
         Ok(d) => d,
         Err(e) => return route_error(e).into_response(),
     };
-    let devices = state.fleet.devices();
-    let name = |i: u32| devices.get(i as usize).map(|d| d.id.clone());
+    let fleet = &state.fleet;
     let mut value = serde_json::to_value(&decision).unwrap_or(Value::Null);
     if let Some(scores) = value.get_mut("scores").and_then(Value::as_array_mut) {
         for (s, score) in scores.iter_mut().zip(&decision.scores) {
-            s["device"] = json!(name(score.device.0));
-            s["profile"] = json!(devices
-                .get(score.device.0 as usize)
-                .map(|d| d.profile.clone()));
+            let target = fleet.target(score.device);
+            s["device"] = json!(target.as_ref().map(|t| t.name().to_string()));
+            s["profile"] = json!(target.map(|t| match t {
+                Target::Local(d) => d.profile.clone(),
+                Target::Remote(r) => r.profile_name(),
+            }));
         }
     }
-    value["device"] = json!(name(decision.device.0));
+    value["device"] = json!(fleet.name_of(decision.device));
     Json(value).into_response()
 }
 

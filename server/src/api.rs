@@ -198,6 +198,9 @@ pub struct CommonParams {
     pub top_logprobs: Option<u32>,
     /// Best-of sampling (not supported).
     pub best_of: Option<u32>,
+    /// Return each chunk's token ids (vLLM's extension; what a tier reads).
+    #[serde(default)]
+    pub return_token_ids: bool,
 }
 
 /// `POST /v1/completions` body.
@@ -269,6 +272,8 @@ pub struct GenerationSettings {
     pub stream: bool,
     /// Final usage chunk when streaming.
     pub include_usage: bool,
+    /// Put the generated token ids in each choice (`token_ids`).
+    pub return_token_ids: bool,
 }
 
 impl CommonParams {
@@ -335,6 +340,7 @@ impl CommonParams {
             ignore_eos: self.ignore_eos,
             stream: self.stream,
             include_usage: self.stream_options.is_some_and(|o| o.include_usage),
+            return_token_ids: self.return_token_ids,
         })
     }
 }

@@ -14,6 +14,7 @@ use switchyard_scheduler::router::{
     Decision, DeviceId, DeviceView, RouteError, RouteRequest, Router,
 };
 
+use crate::tier::{RemoteTarget, Tier};
 use crate::tokenizer::{SharedTokenizer, SyntheticTokenizer};
 use crate::worker::{
     self, lock, Command, DeviceIdentity, DeviceShared, DeviceState, Limits, WorkerOptions,
@@ -23,6 +24,7 @@ use crate::ServerError;
 /// Every device, the router and the shared request state.
 pub struct LiveFleet {
     devices: Vec<Arc<DeviceShared>>,
+    tier: Option<Arc<Tier>>,
     router: Mutex<Router>,
     model: ModelSpec,
     served_name: String,
@@ -39,10 +41,37 @@ pub struct LiveFleet {
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
+/// Where a request runs: a local device or a remote target.
+#[derive(Clone)]
+pub enum Target {
+    /// A device of this process.
+    Local(Arc<DeviceShared>),
+    /// A remote server, or one device of a Switchyard node.
+    Remote(Arc<RemoteTarget>),
+}
+
+impl Target {
+    /// Its name in metrics and admin views.
+    pub fn name(&self) -> &str {
+        match self {
+            Target::Local(d) => &d.id,
+            Target::Remote(t) => &t.id,
+        }
+    }
+
+    /// Its router id.
+    pub fn index(&self) -> DeviceId {
+        match self {
+            Target::Local(d) => d.index,
+            Target::Remote(t) => t.index,
+        }
+    }
+}
+
 /// A device chosen for a request, with the router's reasoning.
 pub struct Routed {
-    /// The device.
-    pub device: Arc<DeviceShared>,
+    /// Where it runs.
+    pub target: Target,
     /// The decision (scores of every device).
     pub decision: Decision,
 }
@@ -113,7 +142,7 @@ impl LiveFleet {
             }
             devices.push(shared);
         }
-        if !devices.iter().any(|d| d.state() == DeviceState::Ready) {
+        if config.endpoints.is_empty() && !devices.iter().any(|d| d.state() == DeviceState::Ready) {
             let reasons: Vec<String> = devices
                 .iter()
                 .map(|d| format!("{}: {}", d.id, d.last_error().unwrap_or_default()))
@@ -121,8 +150,14 @@ impl LiveFleet {
             return Err(ServerError::NoUsableDevice(reasons.join("; ")));
         }
         let tokenizer = load_tokenizer(config, &model)?;
+        let tier = if config.endpoints.is_empty() {
+            None
+        } else {
+            Some(Tier::start(config, &model)?)
+        };
         let fleet = Arc::new(LiveFleet {
             devices,
+            tier,
             router: Mutex::new(Router::new(router_config)),
             served_name: config.model.served_name().to_string(),
             model,
@@ -186,6 +221,40 @@ impl LiveFleet {
         &self.devices
     }
 
+    /// The remote endpoints, when the config lists any.
+    pub fn tier(&self) -> Option<&Arc<Tier>> {
+        self.tier.as_ref()
+    }
+
+    /// Every remote target now configured.
+    pub fn remote_targets(&self) -> Vec<Arc<RemoteTarget>> {
+        self.tier
+            .as_ref()
+            .map(|t| t.targets().as_ref().clone())
+            .unwrap_or_default()
+    }
+
+    /// The local device or remote target with router id `id`.
+    pub fn target(&self, id: DeviceId) -> Option<Target> {
+        if Tier::is_remote(id) {
+            self.tier.as_ref()?.target(id).map(Target::Remote)
+        } else {
+            self.devices.get(id.0 as usize).cloned().map(Target::Local)
+        }
+    }
+
+    /// The name of router id `id` (`None` once a remote target is gone).
+    pub fn name_of(&self, id: DeviceId) -> Option<String> {
+        self.target(id).map(|t| t.name().to_string())
+    }
+
+    /// Longest sequence any local device or remote target holds.
+    pub fn longest_sequence(&self) -> u32 {
+        let local = self.devices.iter().map(|d| d.limits.max_seq_tokens);
+        let remote = self.remote_targets().into_iter().map(|t| t.limits().max_seq_tokens);
+        local.chain(remote).max().unwrap_or(0)
+    }
+
     /// The served model's spec.
     pub fn model(&self) -> &ModelSpec {
         &self.model
@@ -196,14 +265,20 @@ impl LiveFleet {
         &self.served_name
     }
 
+    /// Tokens per KV block (the unit of prefix hashes).
+    pub fn block_size(&self) -> u32 {
+        self.block_size
+    }
+
     /// The tokenizer.
     pub fn tokenizer(&self) -> &SharedTokenizer {
         &self.tokenizer
     }
 
-    /// Whether any device can take work.
+    /// Whether any device or remote target can take work.
     pub fn ready(&self) -> bool {
         self.devices.iter().any(|d| d.state() == DeviceState::Ready)
+            || self.tier.as_ref().is_some_and(|t| t.ready())
     }
 
     /// A fresh sequence id.
@@ -243,7 +318,7 @@ impl LiveFleet {
         self.pending.load(Ordering::Acquire)
     }
 
-    /// Scores every device for a prompt and picks one, skipping `exclude`.
+    /// Scores every device and remote target for a prompt and picks one, skipping `exclude`.
     pub fn route(
         &self,
         prompt: &[u32],
@@ -255,12 +330,23 @@ impl LiveFleet {
             max_tokens,
         };
         let hashes = prefix_hashes(prompt, self.block_size);
-        let costs: Vec<Arc<CostModel>> = self.devices.iter().map(|d| d.cost()).collect();
-        let views = self.views(&costs, &hashes, exclude);
+        let remotes = self.remote_targets();
+        let costs = self.costs(&remotes);
+        let views = self.views(&costs, &remotes, &hashes, exclude);
         let now = self.epoch.elapsed();
         let decision = lock(&self.router).route(&req, &views, now)?;
-        let device = self.devices[decision.device.0 as usize].clone();
-        Ok(Routed { device, decision })
+        let target = match remotes.iter().find(|t| t.index == decision.device) {
+            Some(t) => {
+                if !t.follows_cache_events() {
+                    // No events from this server: remember what was sent there,
+                    // as cache-aware routers do.
+                    t.note_routed_prefix(&hashes);
+                }
+                Target::Remote(t.clone())
+            }
+            None => Target::Local(self.devices[decision.device.0 as usize].clone()),
+        };
+        Ok(Routed { target, decision })
     }
 
     /// What the router would decide for a request of this size, without
@@ -270,36 +356,62 @@ impl LiveFleet {
             prompt_tokens,
             max_tokens,
         };
-        let costs: Vec<Arc<CostModel>> = self.devices.iter().map(|d| d.cost()).collect();
-        let views = self.views(&costs, &[], &[]);
+        let remotes = self.remote_targets();
+        let costs = self.costs(&remotes);
+        let views = self.views(&costs, &remotes, &[], &[]);
         let mut router = lock(&self.router).clone();
         router.route(&req, &views, self.epoch.elapsed())
+    }
+
+    fn costs(&self, remotes: &[Arc<RemoteTarget>]) -> Vec<Arc<CostModel>> {
+        self.devices
+            .iter()
+            .map(|d| d.cost())
+            .chain(remotes.iter().map(|t| t.cost()))
+            .collect()
     }
 
     fn views<'a>(
         &self,
         costs: &'a [Arc<CostModel>],
+        remotes: &[Arc<RemoteTarget>],
         hashes: &[u64],
         exclude: &[DeviceId],
     ) -> Vec<DeviceView<'a>> {
-        self.devices
+        let now = Instant::now();
+        let local = self.devices.iter().zip(costs).map(|(d, cost)| {
+            let cached = hashes.iter().take_while(|h| d.cached.contains(*h)).count() as u32;
+            DeviceView {
+                id: d.index,
+                cost,
+                load: d.load(),
+                healthy: d.state() == DeviceState::Ready && !exclude.contains(&d.index),
+                max_seq_tokens: d.limits.max_seq_tokens,
+                max_num_seqs: d.limits.max_num_seqs,
+                max_batched_tokens: d.limits.max_batched_tokens,
+                cached_prefix_tokens: cached * d.limits.block_size,
+                step_time_budget: d.limits.step_time_budget,
+            }
+        });
+        let remote = remotes
             .iter()
-            .zip(costs)
-            .map(|(d, cost)| {
-                let cached = hashes.iter().take_while(|h| d.cached.contains(*h)).count() as u32;
+            .zip(&costs[self.devices.len()..])
+            .map(|(t, cost)| {
+                let limits = t.limits();
+                let cached = hashes.iter().take_while(|h| t.cached.contains(*h)).count() as u32;
                 DeviceView {
-                    id: d.index,
+                    id: t.index,
                     cost,
-                    load: d.load(),
-                    healthy: d.state() == DeviceState::Ready && !exclude.contains(&d.index),
-                    max_seq_tokens: d.limits.max_seq_tokens,
-                    max_num_seqs: d.limits.max_num_seqs,
-                    max_batched_tokens: d.limits.max_batched_tokens,
-                    cached_prefix_tokens: cached * d.limits.block_size,
-                    step_time_budget: d.limits.step_time_budget,
+                    load: t.load(),
+                    healthy: t.accepts(now) && !exclude.contains(&t.index),
+                    max_seq_tokens: limits.max_seq_tokens,
+                    max_num_seqs: limits.max_num_seqs,
+                    max_batched_tokens: limits.max_batched_tokens,
+                    cached_prefix_tokens: cached * self.block_size,
+                    step_time_budget: limits.step_time_budget,
                 }
-            })
-            .collect()
+            });
+        local.chain(remote).collect()
     }
 
     /// Feeds an observed output length to the router's estimator.
@@ -330,6 +442,13 @@ impl LiveFleet {
                 })?;
             costs.push(CostModel::new(catalog.device(&dc.profile)?, model.clone()));
         }
+        if let Some(tier) = &self.tier {
+            tier.reload(config)?;
+        } else if !config.endpoints.is_empty() {
+            return Err(ServerError::Reload(
+                "endpoints can be added by reload only to a server started with some".into(),
+            ));
+        }
         for (d, cost) in self.devices.iter().zip(costs) {
             d.set_cost(cost);
         }
@@ -340,6 +459,9 @@ impl LiveFleet {
     /// Stops every worker and the watchdog.
     pub fn shutdown(&self) {
         self.stopping.store(true, Ordering::Release);
+        if let Some(tier) = &self.tier {
+            tier.shutdown();
+        }
         for d in &self.devices {
             d.send(Command::Shutdown);
         }

@@ -13,7 +13,8 @@ use switchyard_backends::SeqId;
 use tokio::sync::mpsc;
 
 use crate::api::{route_error, ApiError, GenerationSettings};
-use crate::fleet::{AdmissionPermit, LiveFleet};
+use crate::fleet::{AdmissionPermit, LiveFleet, Target};
+use crate::tier::proxy::{self, RemoteRequest};
 use crate::metrics as m;
 use crate::tokenizer::IncrementalDecoder;
 use crate::worker::{Command, DeviceShared, SeqEvent, Submission};
@@ -26,6 +27,8 @@ use switchyard_scheduler::router::{DeviceId, RouteError};
 pub enum StreamItem {
     /// New text (may be empty when a token completes no character yet).
     Text(String),
+    /// Token ids generated since the last item (only with `return_token_ids`).
+    TokenIds(Vec<u32>),
     /// Generation ended.
     Done(Completion),
     /// Generation failed.
@@ -52,6 +55,8 @@ pub struct Generation {
     pub prompt: Vec<u32>,
     /// Validated settings.
     pub settings: GenerationSettings,
+    /// The local device a tier chose for it (tried first).
+    pub pinned: Option<DeviceId>,
 }
 
 /// Admits and starts a generation; the receiver yields its items.
@@ -72,12 +77,7 @@ pub fn start(
         .retry_after(1));
     };
     // Reject impossible prompts before streaming starts, so they get a 400.
-    let longest = fleet
-        .devices()
-        .iter()
-        .map(|d| d.limits.max_seq_tokens)
-        .max()
-        .unwrap_or(0);
+    let longest = fleet.longest_sequence();
     if gen.prompt.len() as u64 >= u64::from(longest) {
         return Err(route_error(RouteError::PromptTooLong {
             prompt_tokens: gen.prompt.len().min(u32::MAX as usize) as u32,
@@ -100,6 +100,31 @@ impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         if self.armed {
             self.device.send(Command::Abort(self.seq));
+        }
+    }
+}
+
+/// What cancels a request's work upstream when the request task lets go of it.
+enum Upstream {
+    /// A local device's sequence.
+    Local(AbortOnDrop),
+    /// A remote stream's task (dropping its connection cancels it there).
+    Remote(tokio::task::AbortHandle),
+}
+
+impl Upstream {
+    /// The upstream ended on its own: nothing to cancel.
+    fn disarm(&mut self) {
+        if let Upstream::Local(g) = self {
+            g.armed = false;
+        }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        if let Upstream::Remote(task) = self {
+            task.abort();
         }
     }
 }
@@ -130,6 +155,10 @@ struct Task {
     arrival: Instant,
     last_token: Option<Instant>,
     shape: &'static str,
+    /// Ids generated but not yet sent (with `return_token_ids`).
+    unsent_ids: Vec<u32>,
+    /// A local device to try first (a tier's choice); dropped after one attempt.
+    pin: Option<DeviceId>,
 }
 
 async fn run(
@@ -150,7 +179,10 @@ async fn run(
         arrival: Instant::now(),
         last_token: None,
         shape: "unknown",
+        unsent_ids: Vec::new(),
+        pin: None,
     };
+    task.pin = task.gen.pinned;
     // Devices that failed this request; cleared when no other device is left,
     // so a recovered device can take it again.
     let mut excluded: Vec<DeviceId> = Vec::new();
@@ -178,7 +210,7 @@ async fn run(
                 return;
             }
             Attempt::Reroute { device, reason } => {
-                let name = task.fleet.devices()[device.0 as usize].id.clone();
+                let name = task.fleet.name_of(device).unwrap_or_else(|| device.to_string());
                 tracing::debug!(device = %name, %reason, "re-routing request");
                 counter!(m::REROUTES, "from" => name).increment(1);
                 excluded.push(device);
@@ -205,46 +237,86 @@ impl Task {
         let remaining = max_tokens.saturating_sub(self.generated.len() as u32);
         let mut prompt = self.gen.prompt.clone();
         prompt.extend_from_slice(&self.generated);
+        // A tier's choice of device is tried first; after that this node routes.
+        let pinned: Vec<DeviceId>;
+        let excluded = match self.pin.take() {
+            Some(pin) => {
+                pinned = self
+                    .fleet
+                    .devices()
+                    .iter()
+                    .map(|d| d.index)
+                    .filter(|&i| i != pin)
+                    .chain(self.fleet.remote_targets().iter().map(|t| t.index))
+                    .collect();
+                &pinned[..]
+            }
+            None => excluded,
+        };
         let routed = match self.fleet.route(&prompt, remaining, excluded) {
             Ok(r) => r,
             Err(e @ RouteError::NoHealthyDevice) => return Attempt::NoDevice(route_error(e)),
             Err(e) => return Attempt::Failed(route_error(e)),
         };
-        let device = routed.device;
+        let target = routed.target;
         let decision = routed.decision;
+        let (index, name) = (target.index(), target.name().to_string());
         self.shape = decision.shape.class.as_str();
         counter!(m::ROUTING_DECISIONS,
             "policy" => decision.policy.to_string(),
-            "device" => device.id.clone(),
+            "device" => name.clone(),
             "shape" => self.shape,
         )
         .increment(1);
         let predicted_ttft = decision
             .scores
             .iter()
-            .find(|s| s.device == device.index)
+            .find(|s| s.device == index)
             .map(|s| s.ttft);
-        let seq = self.fleet.next_seq_id();
         let (tx, mut rx) = mpsc::unbounded_channel();
         let s = &self.gen.settings;
-        let request = Request {
-            id: seq,
-            prompt,
-            max_tokens: remaining,
-            sampling: s.sampling,
-            ignore_eos: s.ignore_eos,
-            stop_token_ids: s.stop_token_ids.clone(),
-        };
-        if !device.send(Command::Add(Submission { request, sink: tx })) {
-            return Attempt::Reroute {
-                device: device.index,
-                reason: "device worker stopped".into(),
-            };
-        }
-        let mut guard = AbortOnDrop {
-            device: device.clone(),
-            seq,
-            armed: true,
+        let mut guard = match target {
+            Target::Local(device) => {
+                let seq = self.fleet.next_seq_id();
+                let request = Request {
+                    id: seq,
+                    prompt,
+                    max_tokens: remaining,
+                    sampling: s.sampling,
+                    ignore_eos: s.ignore_eos,
+                    stop_token_ids: s.stop_token_ids.clone(),
+                };
+                if !device.send(Command::Add(Submission { request, sink: tx })) {
+                    return Attempt::Reroute {
+                        device: index,
+                        reason: "device worker stopped".into(),
+                    };
+                }
+                Upstream::Local(AbortOnDrop {
+                    device,
+                    seq,
+                    armed: true,
+                })
+            }
+            Target::Remote(remote) => {
+                let Some(tier) = self.fleet.tier().cloned() else {
+                    return Attempt::Reroute {
+                        device: index,
+                        reason: "remote endpoints were removed".into(),
+                    };
+                };
+                let request = RemoteRequest {
+                    prompt,
+                    max_tokens: remaining,
+                    sampling: s.sampling,
+                    ignore_eos: s.ignore_eos,
+                    stop_token_ids: s.stop_token_ids.clone(),
+                    served_model: self.fleet.served_name().to_string(),
+                };
+                let tokenizer = self.fleet.tokenizer().clone();
+                let task = tokio::spawn(proxy::run(tier, remote, request, tokenizer, tx));
+                Upstream::Remote(task.abort_handle())
+            }
         };
         let predicted_ttft = if self.generated.is_empty() {
             predicted_ttft
@@ -258,23 +330,23 @@ impl Task {
             };
             match ev {
                 Some(SeqEvent::Token(t)) => {
-                    match self.on_token(t, &device.id, predicted_ttft).await {
+                    match self.on_token(t, &name, predicted_ttft).await {
                         TokenFlow::Continue => {}
                         TokenFlow::StopString => {
-                            self.finish("stop", &device.id).await;
+                            self.finish("stop", &name).await;
                             return Attempt::Done;
                         }
                         TokenFlow::ClientGone => return Attempt::ClientGone,
                     }
                 }
                 Some(SeqEvent::Finished(reason, _stats)) => {
-                    guard.armed = false;
+                    guard.disarm();
                     let reason = match reason {
                         FinishReason::Length => "length",
                         FinishReason::Stop => "stop",
                         FinishReason::Abort => {
                             return Attempt::Reroute {
-                                device: device.index,
+                                device: index,
                                 reason: "sequence aborted by the device".into(),
                             }
                         }
@@ -292,24 +364,29 @@ impl Task {
                             TokenFlow::Continue => reason,
                         }
                     };
-                    self.finish(reason, &device.id).await;
+                    self.finish(reason, &name).await;
                     return Attempt::Done;
                 }
                 Some(SeqEvent::Failed(reason)) => {
-                    guard.armed = false;
+                    guard.disarm();
                     return Attempt::Reroute {
-                        device: device.index,
+                        device: index,
                         reason,
                     };
                 }
                 Some(SeqEvent::Rejected(e)) => {
-                    guard.armed = false;
+                    guard.disarm();
                     return Attempt::Failed(ApiError::invalid("prompt", e.to_string()));
                 }
+                Some(SeqEvent::Refused { status, message }) => {
+                    guard.disarm();
+                    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+                    return Attempt::Failed(ApiError::invalid_request(status, message));
+                }
                 None => {
-                    guard.armed = false;
+                    guard.disarm();
                     return Attempt::Reroute {
-                        device: device.index,
+                        device: index,
                         reason: "device worker stopped".into(),
                     };
                 }
@@ -342,6 +419,9 @@ impl Task {
         }
         self.last_token = Some(now);
         self.generated.push(token);
+        if self.gen.settings.return_token_ids {
+            self.unsent_ids.push(token);
+        }
         let delta = self.decoder.push(self.fleet.tokenizer().as_ref(), token);
         self.on_text(delta).await
     }
@@ -404,12 +484,24 @@ impl Task {
     /// Sends text to the client. A client that stops reading fills the
     /// bounded stream buffer; past the stall timeout it counts as gone, so
     /// its sequence is aborted and frees its device slot and KV blocks.
-    async fn send_text(&self, text: String) -> TokenFlow {
+    async fn send_text(&mut self, text: String) -> TokenFlow {
+        if !self.flush_ids().await {
+            return TokenFlow::ClientGone;
+        }
         if self.send_item(StreamItem::Text(text)).await {
             TokenFlow::Continue
         } else {
             TokenFlow::ClientGone
         }
+    }
+
+    /// Sends the token ids not yet sent; `false` when the client is gone.
+    async fn flush_ids(&mut self) -> bool {
+        if self.unsent_ids.is_empty() {
+            return true;
+        }
+        let ids = std::mem::take(&mut self.unsent_ids);
+        self.send_item(StreamItem::TokenIds(ids)).await
     }
 
     /// Sends one item; `false` when the client is gone or stalled past the timeout.
@@ -430,6 +522,7 @@ impl Task {
             self.emitted = self.text.len();
             let _ = self.send_item(StreamItem::Text(rest)).await;
         }
+        let _ = self.flush_ids().await;
         let e2e = self.arrival.elapsed().as_secs_f64();
         histogram!(m::E2E, "device" => device.to_string(), "shape" => self.shape).record(e2e);
         histogram!(m::PROMPT_LEN, "device" => device.to_string())

@@ -23,7 +23,9 @@ use crate::generate::{self, Completion, Generation, StreamItem};
 use crate::metrics as m;
 use crate::state::{authorize, SharedState};
 use crate::tokenizer::render_chat;
+use crate::tier::node::DEVICE_HEADER;
 use crate::worker::DeviceState;
+use switchyard_scheduler::router::DeviceId;
 
 /// Builds the router of every endpoint.
 pub fn app(state: SharedState, max_body_bytes: usize) -> Router {
@@ -35,6 +37,7 @@ pub fn app(state: SharedState, max_body_bytes: usize) -> Router {
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .merge(crate::admin::routes())
+        .merge(crate::tier::node::routes())
         .fallback(|| async { ApiError::invalid_request(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
@@ -94,6 +97,25 @@ fn prompt_ids(fleet: &LiveFleet, prompt: PromptInput) -> Result<Vec<u32>, ApiErr
     Ok(ids)
 }
 
+/// The local device a tier asked for in [`DEVICE_HEADER`], if any.
+fn pinned_device(fleet: &LiveFleet, headers: &HeaderMap) -> Result<Option<DeviceId>, ApiError> {
+    let Some(value) = headers.get(DEVICE_HEADER) else {
+        return Ok(None);
+    };
+    let name = value.to_str().unwrap_or_default();
+    fleet
+        .devices()
+        .iter()
+        .find(|d| d.id == name)
+        .map(|d| Some(d.index))
+        .ok_or_else(|| {
+            ApiError::invalid_request(
+                StatusCode::NOT_FOUND,
+                format!("{DEVICE_HEADER}: this node has no device `{name}`"),
+            )
+        })
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum Flavor {
     Completion,
@@ -116,6 +138,7 @@ async fn completions(
             Ok(Generation {
                 prompt,
                 settings: req.params.validate()?,
+                pinned: pinned_device(&state.fleet, &headers)?,
             })
         });
     respond(&state, gen, Flavor::Completion).await
@@ -137,6 +160,7 @@ async fn chat_completions(
             Ok(Generation {
                 prompt: tok.encode(&text),
                 settings: req.params.validate()?,
+                pinned: pinned_device(&state.fleet, &headers)?,
             })
         });
     respond(&state, gen, Flavor::Chat).await
@@ -175,8 +199,14 @@ impl Envelope {
         }
     }
 
-    fn chunk(&self, text: Option<&str>, finish: Option<&str>, first: bool) -> Value {
-        let choice = match self.flavor {
+    fn chunk(
+        &self,
+        text: Option<&str>,
+        finish: Option<&str>,
+        first: bool,
+        token_ids: &[u32],
+    ) -> Value {
+        let mut choice = match self.flavor {
             Flavor::Completion => json!({
                 "index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish,
             }),
@@ -191,6 +221,9 @@ impl Envelope {
                 json!({ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish })
             }
         };
+        if !token_ids.is_empty() {
+            choice["token_ids"] = json!(token_ids);
+        }
         json!({
             "id": self.id, "object": self.object(true), "created": self.created,
             "model": self.model, "choices": [choice],
@@ -259,6 +292,7 @@ async fn collect(env: Envelope, mut rx: mpsc::Receiver<StreamItem>) -> Response 
     while let Some(item) = rx.recv().await {
         match item {
             StreamItem::Text(t) => text.push_str(&t),
+            StreamItem::TokenIds(_) => {}
             StreamItem::Done(done) => return Json(env.full(text, &done)).into_response(),
             StreamItem::Error(e) => return e.into_response(),
         }
@@ -281,6 +315,8 @@ struct SseState {
     include_usage: bool,
     first: bool,
     done: bool,
+    /// Token ids that go with the next text chunk.
+    ids: Vec<u32>,
 }
 
 fn sse(env: Envelope, rx: mpsc::Receiver<StreamItem>, include_usage: bool) -> Response {
@@ -290,6 +326,7 @@ fn sse(env: Envelope, rx: mpsc::Receiver<StreamItem>, include_usage: bool) -> Re
         include_usage,
         first: true,
         done: false,
+        ids: Vec::new(),
     };
     let body = stream::unfold(init, |mut st| async move {
         if st.done {
@@ -304,21 +341,28 @@ fn sse(env: Envelope, rx: mpsc::Receiver<StreamItem>, include_usage: bool) -> Re
                 ));
             };
             let bytes = match item {
-                StreamItem::Text(t) if t.is_empty() && !st.first => continue,
+                StreamItem::TokenIds(ids) => {
+                    st.ids.extend(ids);
+                    continue;
+                }
+                StreamItem::Text(t) if t.is_empty() && !st.first && st.ids.is_empty() => continue,
                 StreamItem::Text(t) => {
-                    let b = sse_event(&st.env.chunk(Some(&t), None, st.first));
+                    let ids = std::mem::take(&mut st.ids);
+                    let b = sse_event(&st.env.chunk(Some(&t), None, st.first, &ids));
                     st.first = false;
                     b
                 }
                 StreamItem::Done(done) => {
                     let mut out = Vec::new();
                     if st.first && st.env.flavor == Flavor::Chat {
-                        out.extend_from_slice(&sse_event(&st.env.chunk(Some(""), None, true)));
+                        out.extend_from_slice(&sse_event(&st.env.chunk(Some(""), None, true, &[])));
                     }
+                    let ids = std::mem::take(&mut st.ids);
                     out.extend_from_slice(&sse_event(&st.env.chunk(
                         None,
                         Some(done.finish_reason),
                         false,
+                        &ids,
                     )));
                     if st.include_usage {
                         let usage = Usage::new(done.prompt_tokens, done.completion_tokens);

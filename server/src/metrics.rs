@@ -32,6 +32,9 @@
 //! | `switchyard_device_healthy` | — |
 //! | `switchyard_step_failures_total` | — |
 //! | `switchyard_reroutes_total` | — |
+//! | `switchyard_endpoint_requests_total` | — (tier: remote endpoints) |
+//! | `switchyard_endpoint_breaker_state` | — |
+//! | `switchyard_endpoint_inflight_requests` | — |
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -85,6 +88,12 @@ pub const REJECTED: &str = "switchyard_rejected_requests_total";
 /// Streams aborted because the client stopped reading (its buffer stayed
 /// full past `server.client_stall_timeout_s`), by device.
 pub const SLOW_CLIENT_ABORTS: &str = "switchyard_slow_client_aborts_total";
+/// Tier: requests sent to a remote endpoint, by `endpoint`, `outcome` (ok/error/overloaded/refused/timeout).
+pub const TIER_REQUESTS: &str = "switchyard_endpoint_requests_total";
+/// Tier: circuit-breaker state per remote endpoint (0 closed, 1 half-open, 2 open), by `endpoint`.
+pub const TIER_BREAKER_STATE: &str = "switchyard_endpoint_breaker_state";
+/// Tier: requests the tier has in flight on a remote endpoint, by `endpoint`.
+pub const TIER_INFLIGHT: &str = "switchyard_endpoint_inflight_requests";
 /// Gateway API Inference Extension: waiting requests, by `model_name`.
 pub const GIE_WAITING: &str = "vllm:num_requests_waiting";
 /// Gateway API Inference Extension: running requests, by `model_name`.
@@ -118,6 +127,9 @@ pub const ALL: &[&str] = &[
     REROUTES,
     REJECTED,
     SLOW_CLIENT_ABORTS,
+    TIER_REQUESTS,
+    TIER_BREAKER_STATE,
+    TIER_INFLIGHT,
     GIE_WAITING,
     GIE_RUNNING,
     GIE_KV_USAGE,
@@ -195,6 +207,18 @@ fn describe() {
     describe_counter!(
         SLOW_CLIENT_ABORTS,
         "Streams aborted because the client stopped reading"
+    );
+    describe_counter!(
+        TIER_REQUESTS,
+        "Requests sent to a remote endpoint, by outcome"
+    );
+    describe_gauge!(
+        TIER_BREAKER_STATE,
+        "Circuit breaker of a remote endpoint: 0 closed, 1 half-open, 2 open"
+    );
+    describe_gauge!(
+        TIER_INFLIGHT,
+        "Requests the tier has in flight on a remote endpoint"
     );
     describe_gauge!(
         GIE_WAITING,

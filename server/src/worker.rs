@@ -43,6 +43,13 @@ pub enum SeqEvent {
     Failed(String),
     /// The engine refused the request.
     Rejected(EngineError),
+    /// A remote endpoint refused the request itself (a 4xx other than 408/429).
+    Refused {
+        /// The endpoint's status.
+        status: u16,
+        /// Its error message.
+        message: String,
+    },
 }
 
 /// Where a sequence's events go.
@@ -96,7 +103,7 @@ impl DeviceState {
 }
 
 /// Engine limits a router needs to know.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     /// Most tokens one sequence may hold.
     pub max_seq_tokens: u32,
@@ -141,6 +148,8 @@ pub struct DeviceShared {
     pub info: Option<DeviceInfo>,
     /// Hashes of the prefix blocks this device caches.
     pub cached: DashSet<u64>,
+    /// Changes to `cached`, for tiers that follow this node's caches.
+    pub kv_events: tokio::sync::broadcast::Sender<crate::tier::node::KvDiff>,
     state: AtomicU8,
     load: Mutex<LoadState>,
     inflight: Mutex<HashMap<SeqId, SeqSink>>,
@@ -219,6 +228,7 @@ impl DeviceShared {
             limits,
             info,
             cached: DashSet::new(),
+            kv_events: tokio::sync::broadcast::channel(1024).0,
             state: AtomicU8::new(state as u8),
             load: Mutex::new(LoadState::default()),
             inflight: Mutex::new(HashMap::new()),
@@ -692,15 +702,28 @@ impl Worker {
         self.engine
             .blocks_mut()
             .drain_cache_events(&mut self.cache_events);
+        let follow = self.shared.kv_events.receiver_count() > 0 && !self.cache_events.is_empty();
+        let mut diff = crate::tier::node::KvDiff {
+            device: self.shared.id.clone(),
+            snapshot: false,
+            stored: Vec::new(),
+            removed: Vec::new(),
+        };
         for ev in self.cache_events.drain(..) {
             match ev {
                 CacheEvent::Stored(h) => {
                     self.shared.cached.insert(h);
+                    diff.stored.push(h);
                 }
                 CacheEvent::Evicted(h) => {
                     self.shared.cached.remove(&h);
+                    diff.removed.push(h);
                 }
             }
+        }
+        if follow {
+            // No reader left is not an error: the diff is simply dropped.
+            let _ = self.shared.kv_events.send(diff);
         }
         let stats = self.engine.prefix_stats();
         self.metrics

@@ -8,7 +8,7 @@ use switchyard_backends::{SeqWork, StepShape};
 use super::{budgeted_chunk, mixed_step_limit, Engine, StepTimer};
 
 /// What the router sees of an engine.
-#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Load {
     /// Sequences waiting for admission.
     pub waiting: u32,
@@ -122,5 +122,78 @@ impl<T: StepTimer> Engine<T> {
             delay += step.saturating_mul(steps);
         }
         delay
+    }
+}
+
+/// Queue delay of an engine seen only from outside (a remote server whose
+/// load is counted, not inspected): the prefill backlog drains at the
+/// step's token budget left after decodes, and a full batch frees a slot
+/// for the `w`-th waiting sequence after about `2·R·(w+1)/(running+1)`
+/// decode steps, `R` the mean remaining output (remaining outputs spread
+/// evenly over `[0, 2R]`). The same shape as [`Engine::load`]'s prediction,
+/// without the per-sequence view it has.
+pub fn estimate_queue_delay(
+    load: &Load,
+    max_num_seqs: u32,
+    max_batched_tokens: u32,
+    timer: &(impl StepTimer + ?Sized),
+) -> Duration {
+    let decodes = StepShape::decodes(load.running, load.running_context_tokens);
+    let mut delay = Duration::ZERO;
+    if load.queued_prefill_tokens > 0 {
+        let chunk = max_batched_tokens.saturating_sub(load.running).max(1);
+        let steps = load.queued_prefill_tokens.div_ceil(u64::from(chunk));
+        let mut shape = decodes;
+        shape.push(SeqWork {
+            new_tokens: load.queued_prefill_tokens.min(u64::from(chunk)) as u32,
+            context: 0,
+        });
+        delay += timer.step_duration(&shape) * steps.min(u64::from(u32::MAX)) as u32;
+    }
+    if load.running > 0 && load.running >= max_num_seqs {
+        let mean_remaining = load.outstanding_decode_tokens as f64 / f64::from(load.running);
+        let ahead = f64::from(load.waiting) + 1.0;
+        let steps = (2.0 * mean_remaining * ahead / (f64::from(load.running) + 1.0)).ceil();
+        delay += timer
+            .step_duration(&decodes)
+            .mul_f64(steps.clamp(0.0, f64::from(u32::MAX)));
+    }
+    delay
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timer(shape: &StepShape) -> f64 {
+        // 10 ms a step plus 0.1 ms a new token.
+        0.010 + 0.0001 * shape.total().tokens as f64
+    }
+
+    #[test]
+    fn an_idle_engine_has_no_queue_delay() {
+        assert_eq!(estimate_queue_delay(&Load::default(), 8, 512, &timer), Duration::ZERO);
+    }
+
+    #[test]
+    fn backlog_and_a_full_batch_both_add_delay() {
+        let backlog = Load {
+            queued_prefill_tokens: 1024,
+            ..Load::default()
+        };
+        // Two steps of 512 tokens: 2 × (10 + 51.2) ms.
+        let d = estimate_queue_delay(&backlog, 8, 512, &timer);
+        assert!((d.as_secs_f64() - 0.1224).abs() < 1e-6, "{d:?}");
+        let full = Load {
+            running: 8,
+            waiting: 3,
+            outstanding_decode_tokens: 8 * 100,
+            running_context_tokens: 8 * 100,
+            ..Load::default()
+        };
+        let d_full = estimate_queue_delay(&full, 8, 512, &timer);
+        let fewer = Load { waiting: 0, ..full };
+        assert!(d_full > estimate_queue_delay(&fewer, 8, 512, &timer));
+        assert!(d_full > Duration::ZERO);
     }
 }

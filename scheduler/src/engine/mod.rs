@@ -80,7 +80,7 @@ pub use budget::{
     MIXED_STEP_SLACK,
 };
 pub use decode::DecodeRun;
-pub use load::Load;
+pub use load::{estimate_queue_delay, Load};
 
 /// Engine limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,6 +18,9 @@ use switchyard_backends::{BackendError, BackendKind, SimConfig};
 use crate::engine::EngineConfig;
 use crate::router::{Objective, PolicyKind, RouterConfig, Slo};
 
+mod tier;
+pub use tier::{parse_http_url, Discovery, EndpointConfig, EngineKind, TierSection};
+
 /// Why a configuration file was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}: {message}", path.display())]
@@ -46,8 +49,15 @@ pub struct Config {
     /// Routing policy and objective.
     #[serde(default)]
     pub router: RouterSection,
-    /// The fleet.
+    /// Local devices (none for a pure tier).
+    #[serde(default)]
     pub devices: Vec<DeviceConfig>,
+    /// Remote OpenAI-compatible servers routed to like devices.
+    #[serde(default)]
+    pub endpoints: Vec<EndpointConfig>,
+    /// How remote endpoints are watched and failed over.
+    #[serde(default)]
+    pub tier: TierSection,
 }
 
 fn default_profiles() -> PathBuf {
@@ -534,13 +544,51 @@ impl Config {
             path: path.to_path_buf(),
             message,
         };
-        if self.devices.is_empty() {
-            return Err(bad("`devices` lists no device".into()));
+        if self.devices.is_empty() && self.endpoints.is_empty() {
+            return Err(bad(
+                "the config lists no [[devices]] and no [[endpoints]]".into(),
+            ));
         }
-        let mut ids: Vec<&str> = self.devices.iter().map(|d| d.id.as_str()).collect();
+        let mut ids: Vec<&str> = self
+            .devices
+            .iter()
+            .map(|d| d.id.as_str())
+            .chain(self.endpoints.iter().map(|e| e.id.as_str()))
+            .collect();
         ids.sort_unstable();
         if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
-            return Err(bad(format!("device id `{}` appears twice", w[0])));
+            return Err(bad(format!(
+                "id `{}` appears twice among devices and endpoints",
+                w[0]
+            )));
+        }
+        for e in &self.endpoints {
+            if e.id.is_empty() || e.id.contains('/') {
+                return Err(bad(format!(
+                    "endpoint id `{}` must be non-empty and contain no `/`",
+                    e.id
+                )));
+            }
+            e.authority()
+                .map_err(|m| bad(format!("endpoints.{}: {m}", e.id)))?;
+            if e.profile.is_none() && e.engine != EngineKind::Switchyard {
+                return Err(bad(format!(
+                    "endpoints.{}: a {} endpoint needs `profile` (the device profile that prices it)",
+                    e.id, e.engine
+                )));
+            }
+            if e.max_num_seqs == Some(0) || e.max_batched_tokens == Some(0) {
+                return Err(bad(format!(
+                    "endpoints.{}: max_num_seqs and max_batched_tokens must be at least 1",
+                    e.id
+                )));
+            }
+        }
+        let t = &self.tier;
+        if t.breaker_failures == 0 || t.scrape_interval.is_zero() {
+            return Err(bad(
+                "tier.breaker_failures and tier.scrape_interval_ms must be at least 1".into(),
+            ));
         }
         let e = &self.engine;
         if e.block_size == 0 || e.max_num_seqs == 0 || e.max_batched_tokens == 0 {
