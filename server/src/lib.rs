@@ -15,6 +15,7 @@ pub mod generate;
 pub mod http;
 pub mod metrics;
 pub mod state;
+pub mod tier;
 pub mod tokenizer;
 pub mod worker;
 
