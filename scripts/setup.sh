@@ -84,3 +84,9 @@ python3 "$(dirname "${BASH_SOURCE[0]}")/convert_smollm2.py" --quiet
 # Python packages: the official OpenAI client (API compatibility test).
 python3 -c "import openai" >/dev/null 2>&1 \
   || python3 -m pip install -q --disable-pip-version-check "openai>=1.40,<4" >/dev/null
+
+# pyzmq + msgpack: tests/python/mock_vllm.py (a vLLM stand-in with vLLM's
+# ZMQ KV-event publisher) for the fleet tier's tests.
+python3 -c "import zmq, msgpack" >/dev/null 2>&1 \
+  || python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore \
+    "pyzmq>=25,<28" "msgpack>=1,<2" >/dev/null

@@ -35,8 +35,8 @@ use switchyard_backends::hash::mix64;
 use switchyard_backends::{BlockCopy, BlockId};
 
 const NIL: u32 = u32::MAX;
-/// Root of every hash chain.
-const ROOT_HASH: u64 = 0x5157_1C4B_1D00_0001;
+/// Root of every hash chain (the parent of a prompt's first block).
+pub const ROOT_HASH: u64 = 0x5157_1C4B_1D00_0001;
 
 /// Why blocks could not be provided.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -12,10 +12,12 @@
 
 pub mod breaker;
 pub mod client;
+pub mod kv_index;
 pub mod node;
 pub mod proxy;
 pub mod scrape;
 pub mod target;
+pub mod vllm_events;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
