@@ -11,8 +11,8 @@ use serde_json::{json, Value};
 use switchyard_backends::BackendKind;
 
 use crate::api::route_error;
-use crate::fleet::Target;
 use crate::api::ApiError;
+use crate::fleet::Target;
 use crate::state::{authorize, SharedState};
 use crate::ServerError;
 use switchyard_scheduler::config::Config;
@@ -100,7 +100,7 @@ async fn devices(State(state): State<SharedState>, headers: HeaderMap) -> Respon
                 "inflight": t.inflight(),
                 "scraped": t.server.scraped(),
                 "load": t.load(),
-                "cached_prefix_blocks": t.cached.len(),
+                "cached_prefix_blocks": state.fleet.tier().map_or(0, |tier| tier.indexed_blocks(t)),
                 "prefix_source": if t.follows_cache_events() { "events" } else { "routing_history" },
                 "price_usd_per_hour": cost.device().price_usd_per_hour,
             })

@@ -251,7 +251,10 @@ impl LiveFleet {
     /// Longest sequence any local device or remote target holds.
     pub fn longest_sequence(&self) -> u32 {
         let local = self.devices.iter().map(|d| d.limits.max_seq_tokens);
-        let remote = self.remote_targets().into_iter().map(|t| t.limits().max_seq_tokens);
+        let remote = self
+            .remote_targets()
+            .into_iter()
+            .map(|t| t.limits().max_seq_tokens);
         local.chain(remote).max().unwrap_or(0)
     }
 
@@ -337,10 +340,8 @@ impl LiveFleet {
         let decision = lock(&self.router).route(&req, &views, now)?;
         let target = match remotes.iter().find(|t| t.index == decision.device) {
             Some(t) => {
-                if !t.follows_cache_events() {
-                    // No events from this server: remember what was sent there,
-                    // as cache-aware routers do.
-                    t.note_routed_prefix(&hashes);
+                if let Some(tier) = &self.tier {
+                    tier.note_routed(t, &hashes);
                 }
                 Target::Remote(t.clone())
             }
@@ -393,12 +394,16 @@ impl LiveFleet {
                 step_time_budget: d.limits.step_time_budget,
             }
         });
+        let cached_blocks = match &self.tier {
+            Some(tier) => tier.cached_prefix_blocks(remotes, hashes),
+            None => vec![0; remotes.len()],
+        };
         let remote = remotes
             .iter()
             .zip(&costs[self.devices.len()..])
-            .map(|(t, cost)| {
+            .zip(cached_blocks)
+            .map(|((t, cost), cached)| {
                 let limits = t.limits();
-                let cached = hashes.iter().take_while(|h| t.cached.contains(*h)).count() as u32;
                 DeviceView {
                     id: t.index,
                     cost,

@@ -14,8 +14,8 @@ use tokio::sync::mpsc;
 
 use crate::api::{route_error, ApiError, GenerationSettings};
 use crate::fleet::{AdmissionPermit, LiveFleet, Target};
-use crate::tier::proxy::{self, RemoteRequest};
 use crate::metrics as m;
+use crate::tier::proxy::{self, RemoteRequest};
 use crate::tokenizer::IncrementalDecoder;
 use crate::worker::{Command, DeviceShared, SeqEvent, Submission};
 use axum::http::StatusCode;
@@ -210,7 +210,10 @@ async fn run(
                 return;
             }
             Attempt::Reroute { device, reason } => {
-                let name = task.fleet.name_of(device).unwrap_or_else(|| device.to_string());
+                let name = task
+                    .fleet
+                    .name_of(device)
+                    .unwrap_or_else(|| device.to_string());
                 tracing::debug!(device = %name, %reason, "re-routing request");
                 counter!(m::REROUTES, "from" => name).increment(1);
                 excluded.push(device);
@@ -329,16 +332,14 @@ impl Task {
                 _ = self.out.closed() => return Attempt::ClientGone,
             };
             match ev {
-                Some(SeqEvent::Token(t)) => {
-                    match self.on_token(t, &name, predicted_ttft).await {
-                        TokenFlow::Continue => {}
-                        TokenFlow::StopString => {
-                            self.finish("stop", &name).await;
-                            return Attempt::Done;
-                        }
-                        TokenFlow::ClientGone => return Attempt::ClientGone,
+                Some(SeqEvent::Token(t)) => match self.on_token(t, &name, predicted_ttft).await {
+                    TokenFlow::Continue => {}
+                    TokenFlow::StopString => {
+                        self.finish("stop", &name).await;
+                        return Attempt::Done;
                     }
-                }
+                    TokenFlow::ClientGone => return Attempt::ClientGone,
+                },
                 Some(SeqEvent::Finished(reason, _stats)) => {
                     guard.disarm();
                     let reason = match reason {

@@ -22,8 +22,8 @@ use crate::fleet::LiveFleet;
 use crate::generate::{self, Completion, Generation, StreamItem};
 use crate::metrics as m;
 use crate::state::{authorize, SharedState};
-use crate::tokenizer::render_chat;
 use crate::tier::node::DEVICE_HEADER;
+use crate::tokenizer::render_chat;
 use crate::worker::DeviceState;
 use switchyard_scheduler::router::DeviceId;
 

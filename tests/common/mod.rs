@@ -100,6 +100,12 @@ impl Server {
         self.dir.join("switchyard.toml")
     }
 
+    /// Kills the process at once (SIGKILL), as a crashed machine would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM and waits for exit.
     pub fn terminate(&mut self) -> ExitStatus {
         let _ = Command::new("kill")
@@ -164,4 +170,18 @@ pub fn sse_data(body: &str) -> Vec<String> {
         .filter_map(|l| l.strip_prefix("data: "))
         .map(str::to_string)
         .collect()
+}
+
+/// The value of Prometheus sample `name{labels}` in `/metrics` (0 when absent).
+pub fn metric_value(s: &Server, name: &str, labels: &str) -> f64 {
+    let text = ureq::get(&s.url("/metrics"))
+        .call()
+        .expect("GET /metrics")
+        .into_string()
+        .expect("metrics text");
+    let prefix = format!("{name}{{{labels}}} ");
+    text.lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .filter_map(|v| v.trim().parse::<f64>().ok())
+        .sum()
 }

@@ -546,7 +546,7 @@ impl Config {
         };
         if self.devices.is_empty() && self.endpoints.is_empty() {
             return Err(bad(
-                "the config lists no [[devices]] and no [[endpoints]]".into(),
+                "the config lists no [[devices]] and no [[endpoints]]".into()
             ));
         }
         let mut ids: Vec<&str> = self

@@ -172,7 +172,10 @@ mod tests {
 
     #[test]
     fn an_idle_engine_has_no_queue_delay() {
-        assert_eq!(estimate_queue_delay(&Load::default(), 8, 512, &timer), Duration::ZERO);
+        assert_eq!(
+            estimate_queue_delay(&Load::default(), 8, 512, &timer),
+            Duration::ZERO
+        );
     }
 
     #[test]

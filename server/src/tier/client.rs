@@ -47,7 +47,13 @@ pub enum RemoteError {
 impl RemoteError {
     /// Whether the server is healthy but full (429 or 503): back off, don't trip the breaker.
     pub fn is_overload(&self) -> bool {
-        matches!(self, RemoteError::Status { status: 429 | 503, .. })
+        matches!(
+            self,
+            RemoteError::Status {
+                status: 429 | 503,
+                ..
+            }
+        )
     }
 
     /// Whether the request itself was refused (4xx other than 408/429): no other server would take it.
@@ -243,7 +249,10 @@ mod tests {
     fn sse_events_split_across_chunks() {
         let mut d = SseDecoder::default();
         assert!(d.push(b"data: {\"a\"").is_empty());
-        assert_eq!(d.push(b":1}\r\n\r\n: comment\n\ndata: [DONE]\n"), vec!["{\"a\":1}"]);
+        assert_eq!(
+            d.push(b":1}\r\n\r\n: comment\n\ndata: [DONE]\n"),
+            vec!["{\"a\":1}"]
+        );
         assert_eq!(d.push(b"\n"), vec!["[DONE]"]);
         assert_eq!(d.push(b"data: x\ndata: y\n\n"), vec!["x\ny"]);
     }

@@ -34,8 +34,10 @@ pub use target::{InflightGuard, RemoteServer, RemoteTarget};
 
 use breaker::Breaker;
 use client::{HttpClient, SseDecoder};
+use kv_index::{ApproxConfig, EndpointKey, KvEvent, KvIndex};
 use node::{KvDiff, NodeInventory};
 use scrape::{parse_load, GaugeNames};
+use vllm_events::{Continuity, SubscriberConfig, VllmBatch};
 
 use crate::metrics as m;
 use crate::worker::{lock, Limits};
@@ -54,6 +56,10 @@ pub struct Tier {
     targets: RwLock<Arc<Vec<Arc<RemoteTarget>>>>,
     next_index: AtomicU32,
     runtime: tokio::runtime::Handle,
+    /// Which target caches which prefix blocks, from events or routing history.
+    kv: Mutex<KvIndex>,
+    /// Zero of the KV index's clock (the index itself never reads one).
+    epoch: Instant,
 }
 
 struct EndpointEntry {
@@ -101,6 +107,11 @@ impl Tier {
             targets: RwLock::new(Arc::new(Vec::new())),
             next_index: AtomicU32::new(FIRST_REMOTE_INDEX),
             runtime,
+            kv: Mutex::new(KvIndex::new(ApproxConfig {
+                capacity_blocks: config.tier.approx_prefix_blocks,
+                ttl: config.tier.approx_prefix_ttl,
+            })),
+            epoch: Instant::now(),
         });
         let catalog = Catalog::new(&config.profiles_dir);
         for e in &config.endpoints {
@@ -143,6 +154,34 @@ impl Tier {
     /// Tokens per KV block of the tier's prefix hashes.
     pub fn block_size(&self) -> u32 {
         self.block_size
+    }
+
+    /// Leading blocks of `hashes` each target is believed to cache, in `targets` order.
+    pub fn cached_prefix_blocks(&self, targets: &[Arc<RemoteTarget>], hashes: &[u64]) -> Vec<u32> {
+        if hashes.is_empty() {
+            return vec![0; targets.len()];
+        }
+        let kv = lock(&self.kv);
+        targets
+            .iter()
+            .map(|t| kv.cached_prefix_blocks(key(t), hashes))
+            .collect()
+    }
+
+    /// Records a prompt's prefix routed to `target`; only targets without
+    /// cache events learn from this, as cache-aware routers do.
+    pub fn note_routed(&self, target: &RemoteTarget, hashes: &[u64]) {
+        if target.follows_cache_events() || hashes.is_empty() {
+            return;
+        }
+        lock(&self.kv).record_routed(key(target), hashes, self.epoch.elapsed());
+    }
+
+    /// Prefix blocks indexed for `target` (for admin views).
+    pub fn indexed_blocks(&self, target: &RemoteTarget) -> usize {
+        let mut kv = lock(&self.kv);
+        kv.expire(self.epoch.elapsed());
+        kv.len(key(target))
     }
 
     /// Whether any remote target takes work now.
@@ -213,7 +252,11 @@ impl Tier {
         Ok(())
     }
 
-    fn add_endpoint(self: &Arc<Self>, e: &EndpointConfig, catalog: &Catalog) -> Result<(), ServerError> {
+    fn add_endpoint(
+        self: &Arc<Self>,
+        e: &EndpointConfig,
+        catalog: &Catalog,
+    ) -> Result<(), ServerError> {
         if let Some(p) = &e.profile {
             // Refuse an unknown profile at startup rather than at first request.
             catalog.device(p)?;
@@ -301,6 +344,14 @@ impl Tier {
                     .spawn(follow_node_kv(weak, server.clone()))
                     .abort_handle(),
             );
+        } else if let (Some(events), Some(target)) = (&e.kv_events, targets.first()) {
+            let host = e.authority().map(|(h, _)| h).unwrap_or_default();
+            let address = kv_events_address(events, &host, &address);
+            tasks.push(
+                self.runtime
+                    .spawn(follow_vllm_kv(weak, target.clone(), address))
+                    .abort_handle(),
+            );
         }
         Ok(ServerEntry {
             address,
@@ -321,10 +372,18 @@ impl Tier {
             .flat_map(|s| s.targets.iter().cloned())
             .collect();
         for t in &all {
-            metrics::gauge!(m::TIER_BREAKER_STATE, "endpoint" => t.id.clone())
+            metrics::gauge!(m::TIER_BREAKER_STATE, "endpoint" => t.server.name.clone())
                 .set(t.server.breaker_state(Instant::now()).gauge());
         }
-        *self.targets.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(all);
+        let mut current = self.targets.write().unwrap_or_else(|p| p.into_inner());
+        let mut kv = lock(&self.kv);
+        for gone in current
+            .iter()
+            .filter(|t| !all.iter().any(|a| a.index == t.index))
+        {
+            kv.remove_endpoint(key(gone));
+        }
+        *current = Arc::new(all);
     }
 
     /// Applies a node's inventory to its targets (adding devices it gained).
@@ -350,7 +409,11 @@ impl Tier {
                 return;
             };
             for t in &entry.targets {
-                if !inv.devices.iter().any(|d| Some(&d.id) == t.node_device.as_ref()) {
+                if !inv
+                    .devices
+                    .iter()
+                    .any(|d| Some(&d.id) == t.node_device.as_ref())
+                {
                     t.set_node_load(Default::default(), false);
                 }
             }
@@ -523,7 +586,13 @@ async fn follow_node_kv(tier: Weak<Tier>, server: Arc<RemoteServer>) {
         let Some(t) = tier.upgrade() else { return };
         let settings = t.settings();
         let url = format!("{}/switchyard/v1/kv_events", server.base);
-        let req = client::request("GET", &url, server.api_key.as_deref(), &[], Default::default());
+        let req = client::request(
+            "GET",
+            &url,
+            server.api_key.as_deref(),
+            &[],
+            Default::default(),
+        );
         let resp = match req {
             Ok(req) => t.client.send(req, settings.connect_timeout).await,
             Err(e) => Err(e),
@@ -533,7 +602,9 @@ async fn follow_node_kv(tier: Weak<Tier>, server: Arc<RemoteServer>) {
             let mut body = resp.into_body();
             let mut sse = SseDecoder::default();
             while let Some(Ok(frame)) = body.frame().await {
-                let Some(data) = frame.data_ref() else { continue };
+                let Some(data) = frame.data_ref() else {
+                    continue;
+                };
                 let Some(t) = tier.upgrade() else { return };
                 for event in sse.push(data) {
                     if let Ok(diff) = serde_json::from_str::<KvDiff>(&event) {
@@ -554,14 +625,62 @@ fn apply_kv_diff(tier: &Tier, server: &Arc<RemoteServer>, diff: KvDiff) {
     else {
         return;
     };
+    let k = key(target);
+    let mut kv = lock(&tier.kv);
     if diff.snapshot {
-        target.cached.clear();
+        kv.clear(k);
     }
-    for h in diff.removed {
-        target.cached.remove(&h);
+    kv.apply(k, KvEvent::RemovedTierHashes(diff.removed));
+    kv.apply(k, KvEvent::StoredTierHashes(diff.stored));
+}
+
+/// Feeds a vLLM server's KV-event publisher into the index until the
+/// target is removed (aborting this drops the receiver, which stops the subscriber).
+async fn follow_vllm_kv(tier: Weak<Tier>, target: Arc<RemoteTarget>, address: String) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<VllmBatch>(256);
+    let subscriber =
+        vllm_events::spawn_subscriber(SubscriberConfig::new(key(&target), address), tx);
+    while let Some(batch) = rx.recv().await {
+        let Some(t) = tier.upgrade() else { break };
+        let mut kv = lock(&t.kv);
+        match batch.continuity {
+            // Lost batches or a restarted engine: what the index holds may be
+            // wrong, and an empty cache is the safe assumption.
+            Continuity::Gap { missed } => {
+                tracing::warn!(endpoint = %target.id, missed, "KV events lost; prefix index cleared");
+                kv.clear(batch.endpoint);
+            }
+            Continuity::Restarted => kv.clear(batch.endpoint),
+            Continuity::First | Continuity::Next => {}
+        }
+        for event in batch.payload.events {
+            kv.apply(batch.endpoint, event);
+        }
     }
-    for h in diff.stored {
-        target.cached.insert(h);
+    subscriber.abort();
+}
+
+/// The KV index's key of a target (its router id, never reused).
+fn key(target: &RemoteTarget) -> EndpointKey {
+    EndpointKey(target.index.0)
+}
+
+/// The KV-event address for one discovered server: the configured host is
+/// replaced by the server's own address when it names the endpoint's host.
+fn kv_events_address(configured: &str, endpoint_host: &str, server_address: &str) -> String {
+    let Some((scheme, rest)) = configured.split_once("://") else {
+        return configured.to_string();
+    };
+    let Some((host, port)) = rest.rsplit_once(':') else {
+        return configured.to_string();
+    };
+    let server_host = server_address
+        .rsplit_once(':')
+        .map_or(server_address, |(h, _)| h);
+    if host == endpoint_host && server_host != endpoint_host {
+        format!("{scheme}://{server_host}:{port}")
+    } else {
+        configured.to_string()
     }
 }
 
@@ -589,5 +708,28 @@ async fn resolve_loop(tier: Weak<Tier>, id: String, catalog: Catalog) {
         }
         drop(t);
         tokio::time::sleep(refresh.max(Duration::from_millis(100))).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kv_events_address;
+
+    #[test]
+    fn a_discovered_server_subscribes_to_its_own_publisher() {
+        assert_eq!(
+            kv_events_address("tcp://vllm.pool:5557", "vllm.pool", "10.1.2.3:8000"),
+            "tcp://10.1.2.3:5557"
+        );
+        // An address naming another host is used as configured.
+        assert_eq!(
+            kv_events_address("tcp://events.local:5557", "vllm.pool", "10.1.2.3:8000"),
+            "tcp://events.local:5557"
+        );
+        // A static endpoint's address is its own host.
+        assert_eq!(
+            kv_events_address("tcp://127.0.0.1:5557", "127.0.0.1", "127.0.0.1:8000"),
+            "tcp://127.0.0.1:5557"
+        );
     }
 }

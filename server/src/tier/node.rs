@@ -124,12 +124,7 @@ async fn kv_events(State(state): State<SharedState>, headers: HeaderMap) -> Resp
         .iter()
         .map(|d| (d.clone(), d.kv_events.subscribe()))
         .collect();
-    let snapshots: Vec<KvDiff> = state
-        .fleet
-        .devices()
-        .iter()
-        .map(|d| snapshot(d))
-        .collect();
+    let snapshots: Vec<KvDiff> = state.fleet.devices().iter().map(|d| snapshot(d)).collect();
     let (tx, rx) = tokio::sync::mpsc::channel::<KvDiff>(1024);
     for (device, mut sub) in subs {
         let tx = tx.clone();

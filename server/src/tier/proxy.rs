@@ -17,7 +17,7 @@ use metrics::counter;
 use serde_json::{json, Value};
 use switchyard_backends::SamplingParams;
 use switchyard_scheduler::config::EngineKind;
-use switchyard_scheduler::engine::{FinishReason, SeqStats};
+use switchyard_scheduler::engine::FinishReason;
 
 use super::client::{self, RemoteError, SseDecoder};
 use super::node::DEVICE_HEADER;
@@ -157,7 +157,11 @@ pub async fn run(
             let frame = match tokio::time::timeout(limit, stream.frame()).await {
                 Err(_) => {
                     return Err(RemoteError::Timeout {
-                        what: if got_token { "next token" } else { "first token" },
+                        what: if got_token {
+                            "next token"
+                        } else {
+                            "first token"
+                        },
                         after: limit,
                     })
                 }
@@ -170,7 +174,9 @@ pub async fn run(
                 }
                 Ok(Some(Ok(frame))) => frame,
             };
-            let Some(data) = frame.data_ref() else { continue };
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
             for event in sse.push(data) {
                 if event.trim() == "[DONE]" {
                     return Ok(finish.map_or(
@@ -186,7 +192,11 @@ pub async fn run(
                     let message = client::error_message(chunk.to_string().as_bytes());
                     let status = err.get("code").and_then(Value::as_u64).unwrap_or(500) as u16;
                     return Err(RemoteError::Status {
-                        status: if (400..600).contains(&status) { status } else { 500 },
+                        status: if (400..600).contains(&status) {
+                            status
+                        } else {
+                            500
+                        },
                         message,
                         retry_after: None,
                     });
@@ -227,7 +237,7 @@ pub async fn run(
     let (outcome, event) = match ending {
         Ending::Finished(reason) => {
             server.on_success();
-            ("ok", Some(SeqEvent::Finished(reason, Box::new(SeqStats::default()))))
+            ("ok", Some(SeqEvent::Finished(reason, Box::default())))
         }
         Ending::ClientGone => {
             server.on_success();
@@ -242,7 +252,10 @@ pub async fn run(
                 _ => settings.overload_backoff,
             };
             server.on_overload(now, wait, e.to_string());
-            ("overloaded", Some(SeqEvent::Failed(format!("{}: {e}", target.id))))
+            (
+                "overloaded",
+                Some(SeqEvent::Failed(format!("{}: {e}", target.id))),
+            )
         }
         Ending::Failed(RemoteError::Status {
             status, message, ..
@@ -259,11 +272,13 @@ pub async fn run(
             };
             tracing::warn!(endpoint = %target.id, error = %e, "remote request failed");
             server.on_failure(now, e.to_string());
-            (outcome, Some(SeqEvent::Failed(format!("{}: {e}", target.id))))
+            (
+                outcome,
+                Some(SeqEvent::Failed(format!("{}: {e}", target.id))),
+            )
         }
     };
-    counter!(m::TIER_REQUESTS, "endpoint" => target.id.clone(), "outcome" => outcome)
-        .increment(1);
+    counter!(m::TIER_REQUESTS, "endpoint" => target.id.clone(), "outcome" => outcome).increment(1);
     drop(inflight);
     metrics::gauge!(m::TIER_INFLIGHT, "endpoint" => target.id.clone())
         .set(f64::from(target.inflight().seqs));

@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use dashmap::DashSet;
 use serde::Serialize;
 use switchyard_backends::CostModel;
 use switchyard_scheduler::config::EngineKind;
@@ -192,14 +191,14 @@ pub struct RemoteTarget {
     inflight: Mutex<Inflight>,
     node: Mutex<NodeLoad>,
     node_healthy: AtomicBool,
-    /// Prefix blocks (tier hashes) it is believed to cache.
-    pub cached: DashSet<u64>,
 }
 
 /// A node device's published load and what was sent since.
 #[derive(Debug, Clone, Copy, Default)]
 struct NodeLoad {
     snapshot: Load,
+    /// Counts snapshots, so a request knows whether the current one saw it.
+    generation: u64,
     sent_seqs: u32,
     sent_prompt: u64,
     sent_decode: u64,
@@ -227,7 +226,6 @@ impl RemoteTarget {
             inflight: Mutex::new(Inflight::default()),
             node: Mutex::new(NodeLoad::default()),
             node_healthy: AtomicBool::new(true),
-            cached: DashSet::new(),
         }
     }
 
@@ -244,7 +242,10 @@ impl RemoteTarget {
 
     /// Its profile name.
     pub fn profile_name(&self) -> String {
-        self.profile.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.profile
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Its limits.
@@ -273,6 +274,7 @@ impl RemoteTarget {
         let mut n = lock(&self.node);
         *n = NodeLoad {
             snapshot: load,
+            generation: n.generation + 1,
             ..NodeLoad::default()
         };
     }
@@ -348,22 +350,11 @@ impl RemoteTarget {
         }
     }
 
-    /// Whether its prefix set follows the server's own cache events (a
-    /// Switchyard node, or vLLM with a KV-event publisher).
+    /// Whether its prefix index follows the server's own cache events (a
+    /// Switchyard node, or vLLM with a KV-event publisher) rather than the
+    /// tier's routing history.
     pub fn follows_cache_events(&self) -> bool {
         self.node_device.is_some() || self.server.kv_events.is_some()
-    }
-
-    /// Records the prefix of a request routed here, for servers that
-    /// publish no cache events: what was sent recently is likely cached.
-    /// Bounded: past [`APPROX_PREFIX_BLOCKS`] the set starts over.
-    pub fn note_routed_prefix(&self, hashes: &[u64]) {
-        if self.cached.len() + hashes.len() > APPROX_PREFIX_BLOCKS {
-            self.cached.clear();
-        }
-        for h in hashes {
-            self.cached.insert(*h);
-        }
     }
 
     /// Counts a request sent here; the guard uncounts it as tokens come back and when it ends.
@@ -375,15 +366,18 @@ impl RemoteTarget {
             f.prefill_tokens += u64::from(prompt_tokens);
             f.decode_tokens += u64::from(max_tokens);
         }
-        if self.node_device.is_some() {
+        let node_generation = self.node_device.as_ref().map(|_| {
             let mut n = lock(&self.node);
             n.sent_seqs += 1;
             n.sent_prompt += u64::from(prompt_tokens);
             n.sent_decode += u64::from(max_tokens);
-        }
+            n.generation
+        });
         InflightGuard {
             target: self.clone(),
+            node_generation,
             prompt: prompt_tokens,
+            max_tokens,
             remaining: max_tokens,
             generated: 0,
             started: false,
@@ -391,14 +385,14 @@ impl RemoteTarget {
     }
 }
 
-/// Most blocks remembered per target without cache events.
-pub const APPROX_PREFIX_BLOCKS: usize = 65536;
-
 /// One request's share of a target's in-flight count.
 #[derive(Debug)]
 pub struct InflightGuard {
     target: Arc<RemoteTarget>,
+    /// For a node device: the snapshot generation current when it was sent.
+    node_generation: Option<u64>,
     prompt: u32,
+    max_tokens: u32,
     remaining: u32,
     generated: u32,
     started: bool,
@@ -438,6 +432,17 @@ impl Drop for InflightGuard {
             f.prefilling = f.prefilling.saturating_sub(1);
             f.prefill_tokens = f.prefill_tokens.saturating_sub(u64::from(self.prompt));
         }
+        drop(f);
+        if let Some(generation) = self.node_generation {
+            // Sent and ended between two snapshots: no snapshot will ever
+            // show it, so it stops counting now.
+            let mut n = lock(&self.target.node);
+            if n.generation == generation {
+                n.sent_seqs = n.sent_seqs.saturating_sub(1);
+                n.sent_prompt = n.sent_prompt.saturating_sub(u64::from(self.prompt));
+                n.sent_decode = n.sent_decode.saturating_sub(u64::from(self.max_tokens));
+            }
+        }
     }
 }
 
@@ -447,6 +452,10 @@ mod tests {
     use switchyard_backends::fixtures;
 
     fn target(engine: EngineKind) -> Arc<RemoteTarget> {
+        target_on(engine, None)
+    }
+
+    fn target_on(engine: EngineKind, node_device: Option<&str>) -> Arc<RemoteTarget> {
         let server = Arc::new(RemoteServer::new(
             "e",
             "e".into(),
@@ -456,7 +465,10 @@ mod tests {
             "m".into(),
             Breaker::new(3, Duration::from_secs(1)),
         ));
-        let cost = CostModel::new(fixtures::device(990.0, 3350.0, [0.6, 0.8, 30.0, 2.0]), fixtures::dense_8b(8192));
+        let cost = CostModel::new(
+            fixtures::device(990.0, 3350.0, [0.6, 0.8, 30.0, 2.0]),
+            fixtures::dense_8b(8192),
+        );
         let limits = Limits {
             max_seq_tokens: 8192,
             max_num_seqs: 4,
@@ -468,7 +480,7 @@ mod tests {
             DeviceId(7),
             "e".into(),
             server,
-            None,
+            node_device.map(str::to_string),
             "h100".into(),
             cost,
             limits,
@@ -476,15 +488,52 @@ mod tests {
     }
 
     #[test]
+    fn a_node_request_counts_until_a_snapshot_shows_it_or_it_ends() {
+        let t = target_on(EngineKind::Switchyard, Some("gpu-0"));
+        t.set_node_load(Load::default(), true);
+        let g = t.begin(100, 10);
+        assert_eq!(t.load().waiting, 1, "sent since the snapshot");
+        drop(g);
+        assert_eq!(t.load().waiting, 0, "ended before any snapshot saw it");
+
+        let g = t.begin(100, 10);
+        let seen = Load {
+            running: 1,
+            ..Load::default()
+        };
+        t.set_node_load(seen, true);
+        drop(g);
+        // The snapshot holds it until the next one says otherwise.
+        assert_eq!((t.load().running, t.load().waiting), (1, 0));
+    }
+
+    #[test]
     fn accounting_follows_a_request_and_returns_to_zero() {
         let t = target(EngineKind::Vllm);
         let mut g = t.begin(100, 10);
         let l = t.load();
-        assert_eq!((l.running, l.queued_prefill_tokens, l.outstanding_decode_tokens), (1, 100, 10));
-        assert!(l.predicted_queue_delay > Duration::ZERO, "a prefill backlog delays the next arrival");
+        assert_eq!(
+            (
+                l.running,
+                l.queued_prefill_tokens,
+                l.outstanding_decode_tokens
+            ),
+            (1, 100, 10)
+        );
+        assert!(
+            l.predicted_queue_delay > Duration::ZERO,
+            "a prefill backlog delays the next arrival"
+        );
         g.tokens(1);
         let l = t.load();
-        assert_eq!((l.queued_prefill_tokens, l.outstanding_decode_tokens, l.running_context_tokens), (0, 9, 101));
+        assert_eq!(
+            (
+                l.queued_prefill_tokens,
+                l.outstanding_decode_tokens,
+                l.running_context_tokens
+            ),
+            (0, 9, 101)
+        );
         g.tokens(3);
         drop(g);
         assert_eq!(t.inflight(), Inflight::default());
