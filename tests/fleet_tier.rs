@@ -9,7 +9,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{metric_value, root, sim_config, sse_data, Server};
+use common::{
+    dashboard_queries, metric_names, metric_value, root, sim_config, sse_data, Server,
+    TIER_METRIC_PREFIX,
+};
 use serde_json::{json, Value};
 
 /// One node serving one sim device of `profile`, named `device`.
@@ -190,6 +193,27 @@ fn three_nodes_behind_a_tier_serve_each_shape_where_admin_route_says() {
     let v: Value = serde_json::from_str(&body).expect("JSON");
     assert_eq!(v["object"], "chat.completion");
     assert_eq!(v["choices"][0]["message"]["role"], "assistant");
+
+    // The dashboard's tier panels query metrics the tier exports.
+    let exposition = ureq::get(&tier.url("/metrics"))
+        .call()
+        .expect("GET /metrics")
+        .into_string()
+        .expect("metrics text");
+    let mut checked = 0;
+    for (title, expr) in dashboard_queries() {
+        for name in metric_names(&expr) {
+            if name.starts_with(TIER_METRIC_PREFIX) {
+                let sample = format!("\n{name}{{");
+                assert!(
+                    exposition.contains(&sample),
+                    "panel {title} queries {name}, not exported:\n{exposition}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 3, "the dashboard has tier panels");
 }
 
 #[test]
@@ -563,4 +587,25 @@ fn vllm_kv_events_feed_the_tier_prefix_index() {
             target(v, "evented").is_some_and(|t| t["cached_prefix_blocks"] == 0)
         });
     }
+}
+
+#[test]
+fn a_dns_endpoint_serves_from_the_addresses_its_name_resolves_to() {
+    let n = node("gpu", "h100-sxm", "time_scale = 0.0");
+    let port = n.addr().rsplit(':').next().expect("port").to_string();
+    let tier = Server::start(&tier_config(
+        &[endpoint(
+            "pool",
+            &format!("http://localhost:{port}"),
+            "switchyard",
+            "discovery = \"dns\"",
+        )],
+        "dns_refresh_s = 1",
+    ));
+    // `localhost` may also resolve to ::1, where nothing listens: that server stays unhealthy.
+    let id = format!("pool/127.0.0.1:{port}/gpu");
+    wait_healthy(&tier, &[id.as_str()]);
+    let v = complete(&tier, &prompt(16, 4242), 3);
+    assert_eq!(v["usage"]["completion_tokens"], 3, "{v}");
+    assert_eq!(sent(&tier, &id, "ok"), 1.0);
 }

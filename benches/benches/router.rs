@@ -1,7 +1,8 @@
 //! Criterion benches of `Router::route` over a 16-device fleet of mixed
 //! profiles (llama-3.1-8b on H100, H200, MI300X, MI250X, A100, L40S, L4)
 //! with seeded, non-trivial loads and cached prefixes, for every policy and
-//! for a prefill-heavy and a decode-heavy request.
+//! for a prefill-heavy and a decode-heavy request; and the cost policy over
+//! 64 and 256 devices, the size of a fleet tier fronting many endpoints.
 
 use std::path::Path;
 use std::time::Duration;
@@ -27,9 +28,9 @@ fn costs() -> Vec<CostModel> {
         .collect()
 }
 
-fn fleet(costs: &[CostModel]) -> Vec<DeviceView<'_>> {
+fn fleet(costs: &[CostModel], devices: u32) -> Vec<DeviceView<'_>> {
     let mut rng = SplitMix64::new(0x5EED);
-    (0..16u32)
+    (0..devices)
         .map(|i| {
             let running = rng.below(200) as u32;
             let waiting = rng.below(20) as u32;
@@ -59,7 +60,7 @@ fn fleet(costs: &[CostModel]) -> Vec<DeviceView<'_>> {
 
 fn route(c: &mut Criterion) {
     let costs = costs();
-    let fleet = fleet(&costs);
+    let fleet = fleet(&costs, 16);
     let requests = [
         (
             "prefill_heavy",
@@ -86,6 +87,19 @@ fn route(c: &mut Criterion) {
                 b.iter(|| {
                     router
                         .route(black_box(req), black_box(&fleet), Duration::ZERO)
+                        .expect("route")
+                })
+            });
+        }
+    }
+    for devices in [64, 256] {
+        let big = self::fleet(&costs, devices);
+        let mut router = Router::default();
+        for (name, req) in &requests {
+            c.bench_function(&format!("route_{devices}_devices/cost/{name}"), |b| {
+                b.iter(|| {
+                    router
+                        .route(black_box(req), black_box(&big), Duration::ZERO)
                         .expect("route")
                 })
             });

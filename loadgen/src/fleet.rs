@@ -18,7 +18,8 @@
 //! table) is also a fleet file: its devices are simulated by profile
 //! whatever their backend, with its model, engine sizing, router settings
 //! and `profiles_dir` — so `plan`'s output and the live server's own config
-//! can both be simulated. Unknown fields are rejected with the file and line.
+//! can both be simulated. A fleet tier's `[[endpoints]]` count one device
+//! each, priced by their `profile`. Unknown fields are rejected with the file and line.
 //! Engine defaults match the server's (`block_size` 16, `max_num_seqs` 256,
 //! `max_batched_tokens` 2048). An SLO `percentile` below 1 is a fraction
 //! (0.95), otherwise a percentage (95).
@@ -181,11 +182,28 @@ impl FleetSpec {
             }
         })?;
         let mut devices: Vec<(String, u32)> = Vec::new();
+        let mut add = |profile: &str| match devices.iter_mut().find(|x| x.0 == profile) {
+            Some(x) => x.1 += 1,
+            None => devices.push((profile.to_string(), 1)),
+        };
         for d in &c.devices {
-            match devices.iter_mut().find(|x| x.0 == d.profile) {
-                Some(x) => x.1 += 1,
-                None => devices.push((d.profile.clone(), 1)),
-            }
+            add(&d.profile);
+        }
+        // A tier's endpoints are simulated by their profiles too, one device
+        // each: the simulator prices them exactly as the tier's router does.
+        for e in &c.endpoints {
+            let Some(profile) = &e.profile else {
+                return Err(LoadgenError::Fleet {
+                    path: path.to_path_buf(),
+                    line: None,
+                    reason: format!(
+                        "endpoints.{}: a Switchyard node reports its devices only when running; \
+                         give it `profile` to simulate it",
+                        e.id
+                    ),
+                });
+            };
+            add(profile);
         }
         Ok(Self {
             devices,
@@ -356,6 +374,45 @@ mod tests {
         assert_eq!(f.model.as_deref(), Some("smollm2-135m"));
         assert!(f.profiles_dir.is_some());
         assert_eq!(f.router.slo.percentile, 0.95);
+    }
+
+    #[test]
+    fn a_tier_config_simulates_its_endpoints_by_profile() {
+        let text = r#"
+[model]
+spec = "llama-3.1-8b"
+[[devices]]
+id = "local"
+backend = "sim"
+profile = "l4"
+[[endpoints]]
+id = "a"
+url = "http://10.0.0.1:8000"
+engine = "vllm"
+profile = "h100-sxm"
+[[endpoints]]
+id = "b"
+url = "http://10.0.0.2:8000"
+engine = "sglang"
+profile = "h100-sxm"
+[[endpoints]]
+id = "node"
+url = "http://10.0.0.3:8000"
+engine = "switchyard"
+profile = "mi300x"
+"#;
+        let f = FleetSpec::from_toml(Path::new("tier.toml"), text).unwrap();
+        assert_eq!(
+            f.devices,
+            vec![
+                ("l4".to_string(), 1),
+                ("h100-sxm".to_string(), 2),
+                ("mi300x".to_string(), 1)
+            ]
+        );
+        let unpriced = text.replace("profile = \"mi300x\"\n", "");
+        let e = FleetSpec::from_toml(Path::new("tier.toml"), &unpriced).unwrap_err();
+        assert!(e.to_string().contains("endpoints.node"), "{e}");
     }
 
     #[test]

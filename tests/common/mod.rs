@@ -185,3 +185,39 @@ pub fn metric_value(s: &Server, name: &str, labels: &str) -> f64 {
         .filter_map(|v| v.trim().parse::<f64>().ok())
         .sum()
 }
+
+/// Prefix of the metrics only a fleet tier exports.
+pub const TIER_METRIC_PREFIX: &str = "switchyard_endpoint_";
+
+/// The metric names a PromQL expression reads.
+pub fn metric_names(expr: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut cur = String::new();
+    for c in expr.chars().chain(std::iter::once(' ')) {
+        if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+            cur.push(c);
+        } else {
+            if cur.starts_with("switchyard_") || cur.starts_with("vllm:") {
+                names.push(std::mem::take(&mut cur));
+            }
+            cur.clear();
+        }
+    }
+    names
+}
+
+/// Every query of the committed Grafana dashboard, with its panel's title.
+pub fn dashboard_queries() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(root().join("deploy/grafana/switchyard.json"))
+        .expect("deploy/grafana/switchyard.json");
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("dashboard JSON");
+    let mut out = Vec::new();
+    for panel in dash["panels"].as_array().expect("panels") {
+        for t in panel["targets"].as_array().into_iter().flatten() {
+            if let Some(expr) = t["expr"].as_str() {
+                out.push((panel["title"].to_string(), expr.to_string()));
+            }
+        }
+    }
+    out
+}

@@ -276,19 +276,22 @@ impl Tier {
                     .servers
                     .push(self.new_server(e, e.id.clone(), address, catalog)?);
             }
-            Discovery::Dns => {
-                let weak = Arc::downgrade(self);
-                let id = e.id.clone();
-                let profiles = catalog.clone();
-                entry.resolver = Some(
-                    self.runtime
-                        .spawn(resolve_loop(weak, id, profiles))
-                        .abort_handle(),
-                );
-            }
+            // Servers come from the resolver, started below.
+            Discovery::Dns => {}
         }
         tracing::info!(endpoint = %e.id, url = %e.url, engine = %e.engine, "endpoint added");
-        lock(&self.endpoints).push(entry);
+        let mut endpoints = lock(&self.endpoints);
+        if e.discovery == Discovery::Dns {
+            // Spawned under the lock, so its first look-up finds the entry.
+            let resolver = self.runtime.spawn(resolve_loop(
+                Arc::downgrade(self),
+                e.id.clone(),
+                catalog.clone(),
+            ));
+            entry.resolver = Some(resolver.abort_handle());
+        }
+        endpoints.push(entry);
+        drop(endpoints);
         self.rebuild_targets();
         Ok(())
     }

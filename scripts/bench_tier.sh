@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Fleet-tier overhead, side by side in one run on loopback: the same
+# closed-loop workload, from the same client (`switchyard loadgen`), against
+# (1) two sim-device nodes directly (half the streams each), (2) a
+# Switchyard tier in front of them, (3) vLLM's router (PyPI vllm-router,
+# round_robin and cache_aware) in front of them. Workers are zero-time sims
+# by default, so what is measured is the proxies.
+#
+# Usage: scripts/bench_tier.sh [OUT_DIR]   (builds release; needs `pip install vllm-router==0.1.17`)
+# Env: STREAMS ("64 512"), REQUESTS per run (2000), PROMPT (256), OUTPUT (32), TIME_SCALE (0).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-target/bench-tier}
+STREAMS=${STREAMS:-64 512}
+REQUESTS=${REQUESTS:-2000}
+PROMPT=${PROMPT:-256}
+OUTPUT=${OUTPUT:-32}
+TIME_SCALE=${TIME_SCALE:-0}
+BIN=target/release/switchyard
+[ -x "$BIN" ] || cargo build --release --bin switchyard
+command -v vllm-router >/dev/null || { echo "bench_tier: vllm-router not found (pip install vllm-router==0.1.17)" >&2; exit 1; }
+rm -rf "$OUT" && mkdir -p "$OUT"
+PIDS=()
+trap 'kill "${PIDS[@]}" 2>/dev/null || true' EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { for _ in $(seq 1 200); do curl -sf "$1" >/dev/null && return 0; sleep 0.1; done; echo "bench_tier: $1 never answered" >&2; exit 1; }
+
+NODE_PORTS=()
+for n in 1 2; do
+  port=$(free_port)
+  cat > "$OUT/node$n.toml" <<EOF
+profiles_dir = "$PWD/profiles"
+[model]
+spec = "llama-3.1-8b"
+[[devices]]
+id = "gpu"
+backend = "sim"
+profile = "h100-sxm"
+time_scale = $TIME_SCALE
+EOF
+  RUST_LOG=warn "$BIN" serve --addr "127.0.0.1:$port" --config "$OUT/node$n.toml" >"$OUT/node$n.log" 2>&1 &
+  PIDS+=($!)
+  NODE_PORTS+=("$port")
+done
+TIER_PORT=$(free_port)
+{
+  printf 'profiles_dir = "%s/profiles"\n[model]\nspec = "llama-3.1-8b"\n[tier]\nscrape_interval_ms = 200\n' "$PWD"
+  for n in 1 2; do
+    printf '[[endpoints]]\nid = "n%s"\nurl = "http://127.0.0.1:%s"\nengine = "switchyard"\n' "$n" "${NODE_PORTS[$((n-1))]}"
+  done
+} > "$OUT/tier.toml"
+RUST_LOG=warn "$BIN" serve --addr "127.0.0.1:$TIER_PORT" --config "$OUT/tier.toml" >"$OUT/tier.log" 2>&1 &
+PIDS+=($!)
+declare -A ROUTER_PORTS
+for policy in round_robin cache_aware; do
+  port=$(free_port)
+  vllm-router --host 127.0.0.1 --port "$port" --policy "$policy" \
+    --prometheus-port "$(free_port)" \
+    --worker-urls "http://127.0.0.1:${NODE_PORTS[0]}" "http://127.0.0.1:${NODE_PORTS[1]}" \
+    >"$OUT/vllm-router-$policy.log" 2>&1 &
+  PIDS+=($!)
+  ROUTER_PORTS[$policy]=$port
+done
+for p in "${NODE_PORTS[@]}" "$TIER_PORT"; do wait_http "http://127.0.0.1:$p/health"; done
+for p in "${ROUTER_PORTS[@]}"; do
+  for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$p/v1/models" >/dev/null && break; sleep 0.1; done
+done
+
+run() { # name target concurrency requests
+  "$BIN" loadgen --target "$2" --workload "fixed:prompt=$PROMPT,output=$OUTPUT" \
+    --concurrency "$3" --requests "$4" --token-ids --api-model llama-3.1-8b --quiet --out "$OUT/$1" >/dev/null
+}
+# Warm-up, then the measured runs. "direct" is two loadgens at once, one per node.
+run warm "http://127.0.0.1:$TIER_PORT" 4 40
+for c in $STREAMS; do
+  run "direct-n1-$c" "http://127.0.0.1:${NODE_PORTS[0]}" $((c / 2)) $((REQUESTS / 2)) &
+  D1=$!
+  run "direct-n2-$c" "http://127.0.0.1:${NODE_PORTS[1]}" $((c / 2)) $((REQUESTS / 2))
+  wait $D1
+  run "switchyard-tier-$c" "http://127.0.0.1:$TIER_PORT" "$c" "$REQUESTS"
+  run "vllm-router-rr-$c" "http://127.0.0.1:${ROUTER_PORTS[round_robin]}" "$c" "$REQUESTS"
+  run "vllm-router-ca-$c" "http://127.0.0.1:${ROUTER_PORTS[cache_aware]}" "$c" "$REQUESTS"
+done
+
+python3 - "$OUT" $STREAMS <<'PY'
+import json, sys
+out, streams = sys.argv[1], sys.argv[2:]
+def load(name):
+    return json.load(open(f"{out}/{name}/results.json"))["runs"][0]
+def pick(r):
+    return dict(ttft50=r["ttft_s"]["p50"], ttft99=r["ttft_s"]["p99"], itl99=r["itl_s"]["p99"],
+                tok=r["throughput"]["output_tokens_per_s"], ok=r["completed"], failed=r["failed"])
+for c in streams:
+    a, b = pick(load(f"direct-n1-{c}")), pick(load(f"direct-n2-{c}"))
+    direct = {k: (a[k] + b[k]) / 2 for k in a}
+    direct.update(tok=a["tok"] + b["tok"], ok=a["ok"] + b["ok"], failed=a["failed"] + b["failed"])
+    rows = [("direct (2 x half)", direct)]
+    for name in ("switchyard-tier", "vllm-router-rr", "vllm-router-ca"):
+        rows.append((name, pick(load(f"{name}-{c}"))))
+    print(f"\n{c} streams")
+    print(f"{'target':<20}{'ok':>6}{'fail':>6}{'TTFT p50 ms':>13}{'TTFT p99 ms':>13}{'ITL p99 ms':>12}{'tok/s':>9}")
+    for name, r in rows:
+        print(f"{name:<20}{r['ok']:>6}{r['failed']:>6}{r['ttft50']*1e3:>13.2f}{r['ttft99']*1e3:>13.2f}"
+              f"{r['itl99']*1e3:>12.2f}{r['tok']:>9.0f}")
+    base = rows[0][1]
+    for name, r in rows[1:]:
+        print(f"  {name}: TTFT p50 {(r['ttft50']-base['ttft50'])*1e3:+.2f} ms, p99 {(r['ttft99']-base['ttft99'])*1e3:+.2f} ms, "
+              f"ITL p99 {(r['itl99']-base['itl99'])*1e3:+.2f} ms over direct; {r['tok']/base['tok']:.3f}x direct tok/s")
+PY
