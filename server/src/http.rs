@@ -17,7 +17,9 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use crate::api::{ApiError, ChatRequest, CommonParams, CompletionRequest, PromptInput, Usage};
+use crate::api::{
+    ApiError, ChatRequest, CommonParams, CompletionRequest, GenerationSettings, PromptInput, Usage,
+};
 use crate::fleet::LiveFleet;
 use crate::generate::{self, Completion, Generation, StreamItem};
 use crate::metrics as m;
@@ -40,6 +42,17 @@ pub fn app(state: SharedState, max_body_bytes: usize) -> Router {
         .merge(crate::tier::node::routes())
         .fallback(|| async { ApiError::invalid_request(StatusCode::NOT_FOUND, "no such endpoint") })
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+/// The endpoint picker's HTTP side: `/metrics`, `/health`, `/ready` and the admin routes.
+pub fn monitoring_app(state: SharedState) -> Router {
+    Router::new()
+        .route("/health", get(|| async { "ok" }))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .merge(crate::admin::routes())
+        .fallback(|| async { ApiError::invalid_request(StatusCode::NOT_FOUND, "no such endpoint") })
         .with_state(state)
 }
 
@@ -98,6 +111,32 @@ fn prompt_ids(fleet: &LiveFleet, prompt: PromptInput) -> Result<Vec<u32>, ApiErr
 }
 
 /// The local device a tier asked for in [`DEVICE_HEADER`], if any.
+/// A completion request's prompt ids and settings, checked against the served model.
+pub fn completion_prompt(
+    fleet: &LiveFleet,
+    req: CompletionRequest,
+) -> Result<(Vec<u32>, GenerationSettings), ApiError> {
+    check_model(fleet, &req.params)?;
+    if req.echo {
+        return Err(ApiError::invalid("echo", "echo is not supported"));
+    }
+    let prompt = prompt_ids(fleet, req.prompt)?;
+    Ok((prompt, req.params.validate()?))
+}
+
+/// A chat request's rendered prompt ids and settings, checked against the served model.
+pub fn chat_prompt(
+    fleet: &LiveFleet,
+    req: ChatRequest,
+) -> Result<(Vec<u32>, GenerationSettings), ApiError> {
+    check_model(fleet, &req.params)?;
+    let messages = req.text_messages()?;
+    let tok = fleet.tokenizer();
+    let text = render_chat(tok.as_ref(), &messages)
+        .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+    Ok((tok.encode(&text), req.params.validate()?))
+}
+
 fn pinned_device(fleet: &LiveFleet, headers: &HeaderMap) -> Result<Option<DeviceId>, ApiError> {
     let Some(value) = headers.get(DEVICE_HEADER) else {
         return Ok(None);
@@ -130,14 +169,10 @@ async fn completions(
     let gen = authorize(&state.api_keys, &headers)
         .and_then(|()| parse_body(body))
         .and_then(|req: CompletionRequest| {
-            check_model(&state.fleet, &req.params)?;
-            if req.echo {
-                return Err(ApiError::invalid("echo", "echo is not supported"));
-            }
-            let prompt = prompt_ids(&state.fleet, req.prompt)?;
+            let (prompt, settings) = completion_prompt(&state.fleet, req)?;
             Ok(Generation {
                 prompt,
-                settings: req.params.validate()?,
+                settings,
                 pinned: pinned_device(&state.fleet, &headers)?,
             })
         });
@@ -152,14 +187,10 @@ async fn chat_completions(
     let gen = authorize(&state.api_keys, &headers)
         .and_then(|()| parse_body(body))
         .and_then(|req: ChatRequest| {
-            check_model(&state.fleet, &req.params)?;
-            let messages = req.text_messages()?;
-            let tok = state.fleet.tokenizer();
-            let text = render_chat(tok.as_ref(), &messages)
-                .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
+            let (prompt, settings) = chat_prompt(&state.fleet, req)?;
             Ok(Generation {
-                prompt: tok.encode(&text),
-                settings: req.params.validate()?,
+                prompt,
+                settings,
                 pinned: pinned_device(&state.fleet, &headers)?,
             })
         });

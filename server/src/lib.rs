@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod epp;
 pub mod fleet;
 pub mod generate;
 pub mod http;
@@ -109,6 +110,41 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServerError> {
     drop(stop_rx);
     let f = fleet.clone();
     let _ = tokio::task::spawn_blocking(move || f.shutdown()).await;
+    Ok(())
+}
+
+/// Runs `switchyard epp`: the endpoint picker over the config's `[[endpoints]]`.
+pub async fn serve_epp(config_path: PathBuf, addrs: epp::EppAddrs) -> Result<(), ServerError> {
+    let config = Config::load(&config_path)?;
+    if !config.devices.is_empty() {
+        return Err(ServerError::NoUsableDevice(format!(
+            "{}: the endpoint picker routes to [[endpoints]] only; it has {} [[devices]]",
+            config_path.display(),
+            config.devices.len()
+        )));
+    }
+    if config.endpoints.is_empty() {
+        return Err(ServerError::NoUsableDevice(format!(
+            "{}: the endpoint picker needs at least one [[endpoints]] entry",
+            config_path.display()
+        )));
+    }
+    let prometheus = metrics::install().map_err(ServerError::Metrics)?;
+    let fleet = LiveFleet::start(&config)?;
+    tracing::info!(
+        model = fleet.served_name(),
+        endpoints = config.endpoints.len(),
+        "endpoint picker starting"
+    );
+    let monitoring = Arc::new(state::AppState {
+        fleet: fleet.clone(),
+        prometheus,
+        api_keys: config.server.api_keys.clone(),
+        admin_key: config.server.admin_key.clone(),
+        config_path: Some(config_path.clone()),
+    });
+    epp::run(fleet.clone(), addrs, monitoring, shutdown_signal()).await?;
+    let _ = tokio::task::spawn_blocking(move || fleet.shutdown()).await;
     Ok(())
 }
 

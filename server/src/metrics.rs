@@ -94,6 +94,8 @@ pub const TIER_REQUESTS: &str = "switchyard_endpoint_requests_total";
 pub const TIER_BREAKER_STATE: &str = "switchyard_endpoint_breaker_state";
 /// Tier: requests the tier has in flight on a remote endpoint, by `endpoint`.
 pub const TIER_INFLIGHT: &str = "switchyard_endpoint_inflight_requests";
+/// Endpoint-picker decisions by outcome (`picked`, `invalid`, `no_endpoint`, `shed`).
+pub const EPP_DECISIONS: &str = "switchyard_epp_decisions_total";
 /// Gateway API Inference Extension: waiting requests, by `model_name`.
 pub const GIE_WAITING: &str = "vllm:num_requests_waiting";
 /// Gateway API Inference Extension: running requests, by `model_name`.
@@ -130,6 +132,7 @@ pub const ALL: &[&str] = &[
     TIER_REQUESTS,
     TIER_BREAKER_STATE,
     TIER_INFLIGHT,
+    EPP_DECISIONS,
     GIE_WAITING,
     GIE_RUNNING,
     GIE_KV_USAGE,
@@ -220,6 +223,7 @@ fn describe() {
         TIER_INFLIGHT,
         "Requests the tier has in flight on a remote endpoint"
     );
+    describe_counter!(EPP_DECISIONS, "Endpoint-picker decisions by outcome");
     describe_gauge!(
         GIE_WAITING,
         "Waiting requests (Gateway API Inference Extension)"

@@ -57,9 +57,21 @@ impl Server {
         Self::start_at(&path, dir)
     }
 
+    /// Writes `config` and starts `switchyard serve` on `addr`.
+    pub fn start_on(config: &str, addr: &str) -> Server {
+        let dir = scratch_dir();
+        let path = dir.join("switchyard.toml");
+        std::fs::write(&path, config).expect("write config");
+        Self::spawn(&path, dir, addr)
+    }
+
     fn start_at(path: &Path, dir: PathBuf) -> Server {
+        Self::spawn(path, dir, "127.0.0.1:0")
+    }
+
+    fn spawn(path: &Path, dir: PathBuf, addr: &str) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-            .args(["serve", "--addr", "127.0.0.1:0", "--config"])
+            .args(["serve", "--addr", addr, "--config"])
             .arg(path)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
