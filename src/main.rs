@@ -1,6 +1,7 @@
 //! The `switchyard` command line: a thin edge over the library crates.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -142,6 +143,7 @@ fn serve(config: PathBuf, addr: Option<std::net::SocketAddr>) -> Result<()> {
         .block_on(switchyard_server::serve(switchyard_server::ServeOptions {
             config_path: config,
             addr,
+            planner: Some(Arc::new(SimReplicaPlanner)),
         }))
         .context("server")?;
     Ok(())
@@ -154,9 +156,67 @@ fn epp(config: PathBuf, addrs: switchyard_server::epp::EppAddrs) -> Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime
-        .block_on(switchyard_server::serve_epp(config, addrs))
+        .block_on(switchyard_server::serve_epp(
+            config,
+            addrs,
+            Some(Arc::new(SimReplicaPlanner)),
+        ))
         .context("endpoint picker")?;
     Ok(())
+}
+
+/// Plans replicas per pool with the fleet simulator (`switchyard plan`'s
+/// search), restricted to the pools' device types.
+#[derive(Debug)]
+struct SimReplicaPlanner;
+
+impl switchyard_server::autoscale::ReplicaPlanner for SimReplicaPlanner {
+    fn plan(
+        &self,
+        config: &switchyard_scheduler::config::Config,
+        observation: &switchyard_server::autoscale::Observation,
+        pools: &[switchyard_server::autoscale::Pool],
+    ) -> std::result::Result<switchyard_server::autoscale::PlannedReplicas, String> {
+        use switchyard_loadgen::autoscale::{
+            desired_replicas, ObservedShape, PoolSpec, ReplicaPlanOptions,
+        };
+        let catalog = Catalog::new(&config.profiles_dir);
+        let model = catalog
+            .model(&config.model.spec)
+            .map_err(|e| e.to_string())?;
+        let shapes: Vec<ObservedShape> = observation
+            .shapes
+            .iter()
+            .map(|&(prompt_tokens, output_tokens)| ObservedShape {
+                prompt_tokens,
+                output_tokens,
+            })
+            .collect();
+        let specs: Vec<PoolSpec> = pools
+            .iter()
+            .map(|p| PoolSpec {
+                pool: p.name.clone(),
+                profile: p.profile.clone(),
+            })
+            .collect();
+        let a = &config.autoscale;
+        let opts = ReplicaPlanOptions {
+            slo: config.router.slo,
+            policy: config.router.policy,
+            objective: config.router.objective,
+            max_replicas: a.max_replicas,
+            min_replicas: a.min_replicas,
+            simulated_requests: a.simulated_requests,
+            profiles_dir: config.profiles_dir.clone(),
+        };
+        let plan = desired_replicas(&catalog, &model, &shapes, observation.rate, &specs, &opts)
+            .map_err(|e| e.to_string())?;
+        Ok(switchyard_server::autoscale::PlannedReplicas {
+            pools: plan.pools,
+            usd_per_hour: plan.usd_per_hour,
+            meets_slo: plan.meets_slo,
+        })
+    }
 }
 
 fn init_logging() {

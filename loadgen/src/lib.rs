@@ -12,6 +12,7 @@
 
 #![warn(missing_docs)]
 
+pub mod autoscale;
 pub mod cli;
 pub mod error;
 pub mod fleet;

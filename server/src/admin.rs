@@ -22,6 +22,7 @@ pub fn routes() -> Router<SharedState> {
     Router::new()
         .route("/admin/devices", get(devices))
         .route("/admin/route", get(explain))
+        .route("/admin/plan", get(plan))
         .route("/admin/reload", post(reload))
 }
 
@@ -174,6 +175,21 @@ async fn reload(State(state): State<SharedState>, headers: HeaderMap) -> Respons
         Err(e) => ApiError::invalid_request(
             StatusCode::BAD_REQUEST,
             format!("reload rejected, previous configuration kept: {e}"),
+        )
+        .into_response(),
+    }
+}
+
+/// The autoscaling planner's latest answer (404 until it has one).
+async fn plan(State(state): State<SharedState>, headers: HeaderMap) -> Response {
+    if let Err(e) = check_admin(&state, &headers) {
+        return e.into_response();
+    }
+    match state.fleet.autoscaler().latest() {
+        Some(p) => Json(p).into_response(),
+        None => ApiError::invalid_request(
+            StatusCode::NOT_FOUND,
+            "no replica plan yet: [autoscale] is disabled or has not run",
         )
         .into_response(),
     }

@@ -38,6 +38,7 @@ pub struct LiveFleet {
     next_id: AtomicU64,
     epoch: Instant,
     stopping: AtomicBool,
+    autoscaler: crate::autoscale::Autoscaler,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -171,6 +172,7 @@ impl LiveFleet {
             next_id: AtomicU64::new(1),
             epoch,
             stopping: AtomicBool::new(false),
+            autoscaler: Default::default(),
             threads: Mutex::new(threads),
         });
         fleet.register_metrics();
@@ -316,6 +318,16 @@ impl LiveFleet {
         self.client_stall_timeout
     }
 
+    /// The arrival window and latest replica plan.
+    pub fn autoscaler(&self) -> &crate::autoscale::Autoscaler {
+        &self.autoscaler
+    }
+
+    /// Whether the fleet is shutting down.
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
     /// Requests admitted and not yet finished.
     pub fn pending(&self) -> usize {
         self.pending.load(Ordering::Acquire)
@@ -338,6 +350,14 @@ impl LiveFleet {
         let views = self.views(&costs, &remotes, &hashes, exclude);
         let now = self.epoch.elapsed();
         let decision = lock(&self.router).route(&req, &views, now)?;
+        if exclude.is_empty() {
+            // A first attempt is an arrival; re-routes are not.
+            self.autoscaler.record(
+                Instant::now(),
+                req.prompt_tokens,
+                decision.shape.expected_output_tokens,
+            );
+        }
         let target = match remotes.iter().find(|t| t.index == decision.device) {
             Some(t) => {
                 if let Some(tier) = &self.tier {

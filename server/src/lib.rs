@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod autoscale;
 pub mod epp;
 pub mod fleet;
 pub mod generate;
@@ -61,6 +62,24 @@ pub struct ServeOptions {
     pub config_path: PathBuf,
     /// Overrides `server.addr`.
     pub addr: Option<SocketAddr>,
+    /// Plans replicas per pool when `[autoscale]` is enabled.
+    pub planner: Option<Arc<dyn autoscale::ReplicaPlanner>>,
+}
+
+/// Starts the replica planner if the config enables it.
+fn start_autoscaler(
+    fleet: &Arc<LiveFleet>,
+    config: &Config,
+    planner: Option<Arc<dyn autoscale::ReplicaPlanner>>,
+) -> Result<(), ServerError> {
+    if !config.autoscale.enabled {
+        return Ok(());
+    }
+    let planner = planner.ok_or_else(|| {
+        ServerError::Io("[autoscale] is enabled but no replica planner was provided".into())
+    })?;
+    tokio::spawn(autoscale::run(fleet.clone(), config.clone(), planner));
+    Ok(())
 }
 
 /// Runs the server until SIGTERM or Ctrl-C, then drains in-flight requests
@@ -69,6 +88,7 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServerError> {
     let config = Config::load(&opts.config_path)?;
     let prometheus = metrics::install().map_err(ServerError::Metrics)?;
     let fleet = LiveFleet::start(&config)?;
+    start_autoscaler(&fleet, &config, opts.planner.clone())?;
     let addr = opts.addr.unwrap_or(config.server.addr);
     let state = Arc::new(state::AppState {
         fleet: fleet.clone(),
@@ -114,7 +134,11 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServerError> {
 }
 
 /// Runs `switchyard epp`: the endpoint picker over the config's `[[endpoints]]`.
-pub async fn serve_epp(config_path: PathBuf, addrs: epp::EppAddrs) -> Result<(), ServerError> {
+pub async fn serve_epp(
+    config_path: PathBuf,
+    addrs: epp::EppAddrs,
+    planner: Option<Arc<dyn autoscale::ReplicaPlanner>>,
+) -> Result<(), ServerError> {
     let config = Config::load(&config_path)?;
     if !config.devices.is_empty() {
         return Err(ServerError::NoUsableDevice(format!(
@@ -131,6 +155,7 @@ pub async fn serve_epp(config_path: PathBuf, addrs: epp::EppAddrs) -> Result<(),
     }
     let prometheus = metrics::install().map_err(ServerError::Metrics)?;
     let fleet = LiveFleet::start(&config)?;
+    start_autoscaler(&fleet, &config, planner)?;
     tracing::info!(
         model = fleet.served_name(),
         endpoints = config.endpoints.len(),

@@ -94,6 +94,8 @@ pub const TIER_REQUESTS: &str = "switchyard_endpoint_requests_total";
 pub const TIER_BREAKER_STATE: &str = "switchyard_endpoint_breaker_state";
 /// Tier: requests the tier has in flight on a remote endpoint, by `endpoint`.
 pub const TIER_INFLIGHT: &str = "switchyard_endpoint_inflight_requests";
+/// Desired replicas per pool from the autoscaling planner.
+pub const POOL_DESIRED_REPLICAS: &str = "switchyard_pool_desired_replicas";
 /// Endpoint-picker decisions by outcome (`picked`, `invalid`, `no_endpoint`, `shed`).
 pub const EPP_DECISIONS: &str = "switchyard_epp_decisions_total";
 /// Gateway API Inference Extension: waiting requests, by `model_name`.
@@ -133,6 +135,7 @@ pub const ALL: &[&str] = &[
     TIER_BREAKER_STATE,
     TIER_INFLIGHT,
     EPP_DECISIONS,
+    POOL_DESIRED_REPLICAS,
     GIE_WAITING,
     GIE_RUNNING,
     GIE_KV_USAGE,

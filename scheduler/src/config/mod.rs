@@ -19,7 +19,9 @@ use crate::engine::EngineConfig;
 use crate::router::{Objective, PolicyKind, RouterConfig, Slo};
 
 mod tier;
-pub use tier::{parse_http_url, Discovery, EndpointConfig, EngineKind, TierSection};
+pub use tier::{
+    parse_http_url, AutoscaleSection, Discovery, EndpointConfig, EngineKind, TierSection,
+};
 
 /// Why a configuration file was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,6 +60,9 @@ pub struct Config {
     /// How remote endpoints are watched and failed over.
     #[serde(default)]
     pub tier: TierSection,
+    /// The replica planner over the endpoints (pools).
+    #[serde(default)]
+    pub autoscale: AutoscaleSection,
 }
 
 fn default_profiles() -> PathBuf {
@@ -544,6 +549,25 @@ impl Config {
             path: path.to_path_buf(),
             message,
         };
+        let a = &self.autoscale;
+        if a.enabled {
+            if self.endpoints.is_empty() {
+                return Err(bad(
+                    "autoscale plans [[endpoints]] pools; there are none".into()
+                ));
+            }
+            if a.window.is_zero() || a.interval.is_zero() {
+                return Err(bad(
+                    "autoscale.window_s and autoscale.interval_s must be > 0".into(),
+                ));
+            }
+            if a.max_replicas == 0 || a.min_replicas > a.max_replicas || a.simulated_requests < 50 {
+                return Err(bad(
+                    "autoscale: need 1 <= max_replicas, min_replicas <= max_replicas, simulated_requests >= 50"
+                        .into(),
+                ));
+            }
+        }
         if self.devices.is_empty() && self.endpoints.is_empty() {
             return Err(bad(
                 "the config lists no [[devices]] and no [[endpoints]]".into()

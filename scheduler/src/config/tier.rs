@@ -213,3 +213,37 @@ mod tests {
         assert!(parse_http_url("http://:80").is_err());
     }
 }
+
+/// The `[autoscale]` table: desired replicas per pool (endpoint), planned
+/// from a sliding window of observed arrivals and shapes.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AutoscaleSection {
+    /// Whether the planner runs (it needs `[[endpoints]]`).
+    pub enabled: bool,
+    /// Arrivals considered (`window_s`).
+    #[serde(rename = "window_s", with = "serde_secs")]
+    pub window: Duration,
+    /// How often the plan is recomputed (`interval_s`).
+    #[serde(rename = "interval_s", with = "serde_secs")]
+    pub interval: Duration,
+    /// Most replicas of one pool.
+    pub max_replicas: u32,
+    /// Fewest replicas of a pool that has seen traffic.
+    pub min_replicas: u32,
+    /// Requests simulated per candidate fleet.
+    pub simulated_requests: u32,
+}
+
+impl Default for AutoscaleSection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            window: Duration::from_secs(120),
+            interval: Duration::from_secs(15),
+            max_replicas: 32,
+            min_replicas: 1,
+            simulated_requests: 1500,
+        }
+    }
+}
