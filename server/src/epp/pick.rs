@@ -3,6 +3,7 @@
 //! a refusal) out, plus the accounting that follows the request until its
 //! response ends.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use axum::http::StatusCode;
@@ -193,11 +194,14 @@ pub fn pick(
     // The device pin goes only where every destination has that device:
     // a fallback node would refuse a device it does not have.
     let node_device = chosen.node_device.clone().filter(|d| {
-        destinations.iter().all(|a| {
-            targets
-                .iter()
-                .any(|t| address_of(t) == a && t.node_device.as_ref() == Some(d))
-        })
+        let with_device: HashSet<&str> = targets
+            .iter()
+            .filter(|t| t.node_device.as_ref() == Some(d))
+            .map(|t| address_of(t))
+            .collect();
+        destinations
+            .iter()
+            .all(|a| with_device.contains(a.as_str()))
     });
     let prompt_tokens = priced.len().min(u32::MAX as usize) as u32;
     let guard = chosen.begin(prompt_tokens, max_tokens);
@@ -245,16 +249,20 @@ fn order_destinations(
     targets: &[Arc<RemoteTarget>],
     excluded: &[DeviceId],
 ) -> Vec<String> {
+    let by_id: HashMap<DeviceId, &RemoteTarget> =
+        targets.iter().map(|t| (t.index, t.as_ref())).collect();
     let mut rest: Vec<&DeviceScore> = scores
         .iter()
         .filter(|s| s.eligible && s.device != chosen.index && !excluded.contains(&s.device))
         .collect();
     rest.sort_by(|a, b| b.meets_slo.cmp(&a.meets_slo).then(a.e2e.cmp(&b.e2e)));
+    let mut seen: HashSet<&str> = HashSet::with_capacity(rest.len() + 1);
+    seen.insert(address_of(chosen));
     let mut out = vec![address_of(chosen).to_string()];
     for s in rest {
-        if let Some(t) = targets.iter().find(|t| t.index == s.device) {
+        if let Some(t) = by_id.get(&s.device) {
             let a = address_of(t);
-            if !out.iter().any(|o| o == a) {
+            if seen.insert(a) {
                 out.push(a.to_string());
             }
         }
