@@ -686,3 +686,54 @@ fn the_picker_is_not_ready_until_it_has_an_endpoint() {
     }
     assert_eq!(epp.health("envoy.service.ext_proc.v3.ExternalProcessor"), 1);
 }
+
+#[test]
+fn past_its_admission_bound_the_picker_sheds_with_429() {
+    // A slow node (an L4 at twice real time: seconds per request) keeps one
+    // request open; the picker admits one request at a time.
+    let slow = Server::start(&sim_config(&[("gpu", "l4")], "time_scale = 2.0", ""));
+    let ports = [port_of(&slow)];
+    let epp = Epp::start(&epp_config(&ports, "[server]\nmax_pending_requests = 1"));
+    wait_endpoints_healthy(&epp, 1);
+    let envoy = Envoy::start(&Gateway {
+        epp_port: epp.grpc,
+        backends: &ports,
+        full_duplex: true,
+        fail_open: false,
+        subset: None,
+    });
+    envoy.wait_epp_healthy();
+    let base = envoy.base.clone();
+    let long = std::thread::spawn(move || {
+        ureq::post(&format!("{base}/v1/completions"))
+            .timeout(Duration::from_secs(120))
+            .send_json(json!({"model": "llama-3.1-8b", "prompt": prompt(16, 900), "max_tokens": 32, "ignore_eos": true}))
+            .map(|r| r.status())
+            .unwrap_or(0)
+    });
+    // Once the long request holds the only slot, the next one is shed.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = epp.get_json("/admin/devices");
+        if v["endpoints"][0]["inflight"]["seqs"] == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the long request never started: {v}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, body) = envoy.post(
+        "/v1/completions",
+        &json!({"model": "llama-3.1-8b", "prompt": prompt(16, 901), "max_tokens": 2}),
+    );
+    assert_eq!(code, 429, "{body}");
+    let v: Value = serde_json::from_str(&body).expect("error JSON");
+    assert_eq!(v["error"]["type"], "rate_limit_error", "{v}");
+    assert_eq!(
+        long.join().expect("long request"),
+        200,
+        "the admitted request still completes"
+    );
+}
