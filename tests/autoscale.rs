@@ -9,7 +9,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{metric_value, root, sim_config, Server};
+use common::{
+    check_dashboard_metrics, metric_value, root, sim_config, Server, AUTOSCALE_METRIC_PREFIX,
+};
 use serde_json::{json, Value};
 
 const PROMPT: usize = 1024;
@@ -115,6 +117,15 @@ fn a_step_in_arrival_rate_moves_the_desired_replicas_to_the_offline_plan() {
         "switchyard_pool_desired_replicas",
         "pool=\"l4-pool\"",
     ) as u32;
+    let exposition = ureq::get(&tier.url("/metrics"))
+        .call()
+        .expect("GET /metrics")
+        .into_string()
+        .expect("metrics text");
+    assert!(
+        check_dashboard_metrics(AUTOSCALE_METRIC_PREFIX, &exposition) >= 1,
+        "the dashboard has an autoscaling panel"
+    );
     for t in high {
         t.join().expect("sender");
     }

@@ -20,7 +20,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{metric_value, root, sim_config, sse_data, Server};
+use common::{
+    check_dashboard_metrics, metric_value, root, sim_config, sse_data, Server, PICKER_METRIC_PREFIX,
+};
 use serde_json::{json, Value};
 
 fn free_port() -> u16 {
@@ -527,6 +529,10 @@ fn envoy_sends_each_shape_where_the_picker_says() {
     assert!(
         metrics.contains("switchyard_epp_decisions_total{outcome=\"picked\"}"),
         "{metrics}"
+    );
+    assert!(
+        check_dashboard_metrics(PICKER_METRIC_PREFIX, &metrics) >= 1,
+        "the dashboard has a picker panel"
     );
 }
 

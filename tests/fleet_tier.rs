@@ -10,8 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{
-    dashboard_queries, metric_names, metric_value, root, sim_config, sse_data, Server,
-    TIER_METRIC_PREFIX,
+    check_dashboard_metrics, metric_value, root, sim_config, sse_data, Server, TIER_METRIC_PREFIX,
 };
 use serde_json::{json, Value};
 
@@ -200,19 +199,7 @@ fn three_nodes_behind_a_tier_serve_each_shape_where_admin_route_says() {
         .expect("GET /metrics")
         .into_string()
         .expect("metrics text");
-    let mut checked = 0;
-    for (title, expr) in dashboard_queries() {
-        for name in metric_names(&expr) {
-            if name.starts_with(TIER_METRIC_PREFIX) {
-                let sample = format!("\n{name}{{");
-                assert!(
-                    exposition.contains(&sample),
-                    "panel {title} queries {name}, not exported:\n{exposition}"
-                );
-                checked += 1;
-            }
-        }
-    }
+    let checked = check_dashboard_metrics(TIER_METRIC_PREFIX, &exposition);
     assert!(checked >= 3, "the dashboard has tier panels");
 }
 

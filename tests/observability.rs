@@ -9,7 +9,10 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{metric_names, root, sim_config, Server, TIER_METRIC_PREFIX};
+use common::{
+    metric_names, root, sim_config, Server, AUTOSCALE_METRIC_PREFIX, PICKER_METRIC_PREFIX,
+    TIER_METRIC_PREFIX,
+};
 use serde_json::{json, Value};
 
 fn server_with_traffic() -> Server {
@@ -53,10 +56,16 @@ fn every_grafana_panel_queries_exported_metrics() {
             let expr = t["expr"].as_str().unwrap();
             let names = metric_names(expr);
             assert!(!names.is_empty(), "no metric in {expr}");
-            // The fleet tier's metrics exist only on a tier: tests/fleet_tier.rs checks them there.
+            // The tier's, the picker's and the autoscaler's metrics exist only
+            // there: tests/fleet_tier.rs, tests/epp_envoy.rs and tests/autoscale.rs check them.
+            let elsewhere = [
+                TIER_METRIC_PREFIX,
+                PICKER_METRIC_PREFIX,
+                AUTOSCALE_METRIC_PREFIX,
+            ];
             for n in names
                 .into_iter()
-                .filter(|n| !n.starts_with(TIER_METRIC_PREFIX))
+                .filter(|n| !elsewhere.iter().any(|p| n.starts_with(p)))
             {
                 assert!(
                     exported.contains(n.as_str()),

@@ -200,6 +200,29 @@ pub fn metric_value(s: &Server, name: &str, labels: &str) -> f64 {
 
 /// Prefix of the metrics only a fleet tier exports.
 pub const TIER_METRIC_PREFIX: &str = "switchyard_endpoint_";
+/// Prefix of the metrics only the endpoint picker exports.
+pub const PICKER_METRIC_PREFIX: &str = "switchyard_epp_";
+/// Prefix of the metrics only an enabled autoscaler exports.
+pub const AUTOSCALE_METRIC_PREFIX: &str = "switchyard_pool_";
+
+/// Asserts that every dashboard query over metrics named `prefix…` reads
+/// metrics `exposition` has samples of; returns how many were checked.
+pub fn check_dashboard_metrics(prefix: &str, exposition: &str) -> usize {
+    let mut checked = 0;
+    for (title, expr) in dashboard_queries() {
+        for name in metric_names(&expr) {
+            if name.starts_with(prefix) {
+                let sample = format!("\n{name}{{");
+                assert!(
+                    exposition.contains(&sample),
+                    "panel {title} queries {name}, not exported:\n{exposition}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    checked
+}
 
 /// The metric names a PromQL expression reads.
 pub fn metric_names(expr: &str) -> Vec<String> {
