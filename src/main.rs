@@ -134,34 +134,34 @@ fn main() -> Result<()> {
 }
 
 fn serve(config: PathBuf, addr: Option<std::net::SocketAddr>) -> Result<()> {
-    init_logging();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime
-        .block_on(switchyard_server::serve(switchyard_server::ServeOptions {
+    run_async(
+        switchyard_server::serve(switchyard_server::ServeOptions {
             config_path: config,
             addr,
             planner: Some(Arc::new(SimReplicaPlanner)),
-        }))
-        .context("server")?;
-    Ok(())
+        }),
+        "server",
+    )
 }
 
 fn epp(config: PathBuf, addrs: switchyard_server::epp::EppAddrs) -> Result<()> {
+    run_async(
+        switchyard_server::serve_epp(config, addrs, Some(Arc::new(SimReplicaPlanner))),
+        "endpoint picker",
+    )
+}
+
+/// Logs to stderr and runs `task` to completion on a multi-threaded runtime.
+fn run_async(
+    task: impl std::future::Future<Output = std::result::Result<(), switchyard_server::ServerError>>,
+    what: &'static str,
+) -> Result<()> {
     init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime
-        .block_on(switchyard_server::serve_epp(
-            config,
-            addrs,
-            Some(Arc::new(SimReplicaPlanner)),
-        ))
-        .context("endpoint picker")?;
+    runtime.block_on(task).context(what)?;
     Ok(())
 }
 

@@ -39,6 +39,8 @@ pub struct LiveFleet {
     epoch: Instant,
     stopping: AtomicBool,
     autoscaler: crate::autoscale::Autoscaler,
+    /// Whether arrivals are recorded for the autoscaler (`[autoscale] enabled`).
+    records_arrivals: bool,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -173,6 +175,7 @@ impl LiveFleet {
             epoch,
             stopping: AtomicBool::new(false),
             autoscaler: Default::default(),
+            records_arrivals: config.autoscale.enabled,
             threads: Mutex::new(threads),
         });
         fleet.register_metrics();
@@ -350,7 +353,7 @@ impl LiveFleet {
         let views = self.views(&costs, &remotes, &hashes, exclude);
         let now = self.epoch.elapsed();
         let decision = lock(&self.router).route(&req, &views, now)?;
-        if exclude.is_empty() {
+        if self.records_arrivals && exclude.is_empty() {
             // A first attempt is an arrival; re-routes are not.
             self.autoscaler.record(
                 Instant::now(),
