@@ -6,7 +6,9 @@ at a time with the previous step's `present.*` as `past_key_values.*`, taking th
 argmax (lowest id on ties) of the last position's logits. Stops after
 --max-tokens tokens, or after an EOS when --stop-at-eos is given.
 
-Prints one JSON object: {"outputs": [[ids of prompt 0], [ids of prompt 1], ...]}.
+Prints one JSON object: {"outputs": [[ids of prompt 0], ...], "logprobs": [[...], ...]},
+where "logprobs" holds each generated token's log-probability under the
+log-softmax (float64) of its raw logits.
 
 Usage: python3 scripts/onnx_reference.py --model models/tiny --max-tokens 32 \
            --prompts '[[1, 75, 104], [1, 87]]'
@@ -28,7 +30,7 @@ def generate(sess, cfg, prompt, max_tokens, stop_at_eos):
     past = {f"past_key_values.{i}.{k}": np.zeros((1, kvh, 0, hd), np.float32)
             for i in range(layers) for k in ("key", "value")}
     names = [o.name for o in sess.get_outputs()]
-    tokens, out, pos = list(prompt), [], 0
+    tokens, out, lps, pos = list(prompt), [], [], 0
     new = list(prompt)
     while len(out) < max_tokens:
         feed = {
@@ -39,7 +41,10 @@ def generate(sess, cfg, prompt, max_tokens, stop_at_eos):
         }
         result = dict(zip(names, sess.run(names, feed)))
         pos += len(new)
-        nxt = int(np.argmax(result["logits"][0, -1]))
+        row = result["logits"][0, -1].astype(np.float64)
+        nxt = int(np.argmax(row))
+        top = row.max()
+        lps.append(float(row[nxt] - top - np.log(np.exp(row - top).sum())))
         out.append(nxt)
         tokens.append(nxt)
         if stop_at_eos and nxt in eos:
@@ -47,7 +52,7 @@ def generate(sess, cfg, prompt, max_tokens, stop_at_eos):
         past = {f"past_key_values.{i}.{k}": result[f"present.{i}.{k}"]
                 for i in range(layers) for k in ("key", "value")}
         new = [nxt]
-    return out
+    return out, lps
 
 
 def main():
@@ -64,8 +69,8 @@ def main():
     sess = ort.InferenceSession(os.path.join(args.model, "model.onnx"), opts,
                                 providers=["CPUExecutionProvider"])
     prompts = json.loads(args.prompts)
-    outputs = [generate(sess, cfg, p, args.max_tokens, args.stop_at_eos) for p in prompts]
-    print(json.dumps({"outputs": outputs}))
+    runs = [generate(sess, cfg, p, args.max_tokens, args.stop_at_eos) for p in prompts]
+    print(json.dumps({"outputs": [r[0] for r in runs], "logprobs": [r[1] for r in runs]}))
 
 
 if __name__ == "__main__":

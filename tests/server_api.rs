@@ -78,6 +78,83 @@ fn completions_chat_and_streaming_follow_openai_schema() {
         .is_empty());
 }
 
+/// The simulated device's documented log-probabilities: the sampled token
+/// has ln ½, its `k`-th alternative −(k+1)·ln 2.
+#[test]
+fn logprobs_follow_openai_shapes_streaming_and_not() {
+    let s = fast_fleet();
+    let ln2 = std::f64::consts::LN_2;
+    let close = |v: &Value, want: f64| (v.as_f64().unwrap() - want).abs() < 1e-6;
+    let (code, body) = s.post(
+        "/v1/completions",
+        &json!({"prompt": "Say hello", "max_tokens": 6, "ignore_eos": true, "logprobs": 3}),
+    );
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let lp = &v["choices"][0]["logprobs"];
+    let tokens = lp["tokens"].as_array().unwrap();
+    assert_eq!(tokens.len(), 6, "{lp}");
+    assert!(lp["token_logprobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|x| close(x, -ln2)));
+    // Offsets index the choice's text, token by token.
+    let text = v["choices"][0]["text"].as_str().unwrap();
+    let joined: String = tokens.iter().map(|t| t.as_str().unwrap()).collect();
+    assert_eq!(joined, text);
+    let offsets: Vec<u64> = lp["text_offset"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o.as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets[0], 0);
+    assert!(offsets.windows(2).all(|w| w[0] <= w[1]));
+    assert!(lp["top_logprobs"][0].as_object().unwrap().len() >= 2);
+
+    // Chat, streamed: every token's entry arrives once, with exactly top_logprobs alternatives.
+    let (code, body) = s.post(
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 5,
+                "ignore_eos": true, "stream": true, "logprobs": true, "top_logprobs": 2}),
+    );
+    assert_eq!(code, 200, "{body}");
+    let data = sse_data(&body);
+    let mut entries = Vec::new();
+    let mut content = String::new();
+    for d in &data[..data.len() - 1] {
+        let c: Value = serde_json::from_str(d).unwrap();
+        if let Some(t) = c["choices"][0]["delta"]["content"].as_str() {
+            content.push_str(t);
+        }
+        if let Some(e) = c["choices"][0]["logprobs"]["content"].as_array() {
+            entries.extend(e.iter().cloned());
+        }
+    }
+    assert_eq!(entries.len(), 5, "{body}");
+    let joined: String = entries
+        .iter()
+        .map(|e| e["token"].as_str().unwrap())
+        .collect();
+    assert_eq!(joined, content);
+    for e in &entries {
+        assert!(close(&e["logprob"], -ln2));
+        let top = e["top_logprobs"].as_array().unwrap();
+        assert_eq!(top.len(), 2);
+        assert_eq!(top[0]["token"], e["token"]);
+        assert!(close(&top[1]["logprob"], -2.0 * ln2));
+        assert_eq!(
+            e["bytes"].as_array().unwrap().len(),
+            e["token"].as_str().unwrap().len()
+        );
+    }
+    // Without the option, logprobs stay null.
+    let (_, body) = s.post("/v1/completions", &json!({"prompt": "x", "max_tokens": 2}));
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert!(v["choices"][0]["logprobs"].is_null());
+}
+
 #[test]
 fn stop_strings_truncate_output() {
     let s = fast_fleet();
@@ -129,9 +206,14 @@ fn bad_input_gets_openai_errors() {
     check(raw("{not json"), 400, None);
     check(raw(r#"{"prompt": "x", "n": 2}"#), 400, Some("n"));
     check(
-        raw(r#"{"prompt": "x", "logprobs": 2}"#),
+        raw(r#"{"prompt": "x", "logprobs": 21}"#),
         400,
         Some("logprobs"),
+    );
+    check(
+        raw(r#"{"prompt": "x", "top_logprobs": 2}"#),
+        400,
+        Some("top_logprobs"),
     );
     check(
         raw(r#"{"prompt": "x", "temperature": -1}"#),

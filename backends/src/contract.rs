@@ -39,7 +39,13 @@ pub struct SamplingParams {
     pub top_k: u32,
     /// Seed for reproducible sampling; derived from the sequence id when absent.
     pub seed: Option<u64>,
+    /// Return the sampled token's log-probability and this many most likely
+    /// alternatives (at most [`MAX_LOGPROBS`]); `None` returns none.
+    pub logprobs: Option<u8>,
 }
+
+/// Most alternatives a request may ask log-probabilities for (vLLM's default cap).
+pub const MAX_LOGPROBS: u8 = 20;
 
 impl Default for SamplingParams {
     fn default() -> Self {
@@ -48,6 +54,7 @@ impl Default for SamplingParams {
             top_p: 1.0,
             top_k: 0,
             seed: None,
+            logprobs: None,
         }
     }
 }
@@ -112,13 +119,57 @@ impl StepPlan<'_> {
     }
 }
 
+/// Log-probabilities of one sampled token, from the model's raw logits
+/// (before temperature, top-k and top-p), as vLLM reports them by default.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TokenLogprobs {
+    /// The sampled token's log-probability.
+    pub logprob: f32,
+    /// The most likely tokens and their log-probabilities, most likely first
+    /// (lowest id first among equals).
+    pub top: Vec<(u32, f32)>,
+}
+
 /// What a backend returns for a step.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StepOutput {
     /// One entry per scheduled sequence, in plan order: the sampled token, if it sampled.
     pub tokens: Vec<Option<u32>>,
+    /// Per scheduled sequence, in plan order: the sampled token's
+    /// log-probabilities where its sampling asked for them. Empty when no
+    /// sequence of the step asked, so the common step allocates nothing.
+    pub logprobs: Vec<Option<Box<TokenLogprobs>>>,
     /// Time the step took: measured on real devices, predicted on simulated ones.
     pub elapsed: Duration,
+}
+
+impl StepOutput {
+    /// An output for `plan` with nothing sampled yet: room for a log-probability
+    /// entry per sequence only when some sequence of the plan asked for one.
+    pub fn for_plan(plan: &StepPlan<'_>) -> Self {
+        let n = plan.seqs.len();
+        let asked = plan
+            .seqs
+            .iter()
+            .any(|s| s.sample && s.sampling.logprobs.is_some());
+        Self {
+            tokens: vec![None; n],
+            logprobs: if asked { vec![None; n] } else { Vec::new() },
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    /// Whether the step's `i`-th sequence wants log-probabilities.
+    pub fn wants_logprobs(&self, i: usize) -> bool {
+        self.logprobs.len() > i
+    }
+
+    /// Records the `i`-th sequence's log-probabilities (ignored unless it asked).
+    pub fn set_logprobs(&mut self, i: usize, logprobs: Option<Box<TokenLogprobs>>) {
+        if let Some(slot) = self.logprobs.get_mut(i) {
+            *slot = logprobs;
+        }
+    }
 }
 
 /// Which implementation executes steps.

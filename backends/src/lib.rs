@@ -25,7 +25,7 @@ pub mod sim;
 
 pub use contract::{
     Backend, BackendKind, BlockCopy, BlockId, DeviceInfo, SamplingParams, ScheduledSeq, SeqId,
-    StepOutput, StepPlan,
+    StepOutput, StepPlan, TokenLogprobs, MAX_LOGPROBS,
 };
 pub use cost::{CapacityError, CostModel, PassCost, PassShape, SeqWork, StepCost, StepShape};
 pub use error::{BackendError, ProfileError};

@@ -19,7 +19,7 @@
 
 use std::cmp::Ordering;
 
-use crate::contract::{SamplingParams, SeqId};
+use crate::contract::{SamplingParams, SeqId, TokenLogprobs, MAX_LOGPROBS};
 use crate::hash::mix64;
 pub use crate::hash::SplitMix64;
 
@@ -93,6 +93,62 @@ pub fn sample(logits: &[f32], params: &SamplingParams, seq: SeqId, position: u32
     cand[..keep].last().map(|&(_, id)| id)
 }
 
+/// Log-probabilities of `token` and of the `top` most likely tokens under
+/// the softmax of the raw `logits` (NaN counts as impossible). Computed in
+/// f64 with the log-sum-exp shift, so large logits neither overflow nor lose
+/// the small differences between the top tokens.
+pub fn logprobs(logits: &[f32], token: u32, top: u8) -> TokenLogprobs {
+    let max = logits
+        .iter()
+        .filter(|x| !x.is_nan())
+        .map(|&x| f64::from(x))
+        .fold(f64::NEG_INFINITY, f64::max);
+    let sum: f64 = logits
+        .iter()
+        .filter(|x| !x.is_nan())
+        .map(|&x| (f64::from(x) - max).exp())
+        .sum();
+    let log_z = max + sum.ln();
+    let lp = |x: f32| -> f32 {
+        if x.is_nan() || !log_z.is_finite() {
+            f32::NEG_INFINITY
+        } else {
+            (f64::from(x) - log_z) as f32
+        }
+    };
+    let logprob = logits
+        .get(token as usize)
+        .map_or(f32::NEG_INFINITY, |&x| lp(x));
+    let k = usize::from(top.min(MAX_LOGPROBS));
+    let mut cand: Vec<(f32, u32)> = logits
+        .iter()
+        .enumerate()
+        .filter(|(_, x)| !x.is_nan())
+        .map(|(i, &x)| (x, i as u32))
+        .collect();
+    if k > 0 && k < cand.len() {
+        cand.select_nth_unstable_by(k - 1, by_logit_desc);
+    }
+    cand.truncate(k);
+    cand.sort_unstable_by(by_logit_desc);
+    TokenLogprobs {
+        logprob,
+        top: cand.into_iter().map(|(x, id)| (id, lp(x))).collect(),
+    }
+}
+
+/// The log-probabilities of `token` sampled from `logits`, boxed as a step
+/// output holds them, when `params` asked for them.
+pub fn logprobs_for(
+    logits: &[f32],
+    params: &SamplingParams,
+    token: u32,
+) -> Option<Box<TokenLogprobs>> {
+    params
+        .logprobs
+        .map(|top| Box::new(logprobs(logits, token, top)))
+}
+
 /// Descending by logit, ascending by token id among equals: a total, deterministic order.
 fn by_logit_desc(a: &(f32, u32), b: &(f32, u32)) -> Ordering {
     b.0.partial_cmp(&a.0)
@@ -146,7 +202,36 @@ mod tests {
             top_p,
             top_k,
             seed,
+            logprobs: None,
         }
+    }
+
+    #[test]
+    fn logprobs_are_a_log_softmax_with_sorted_alternatives() {
+        let l = [1.0f32, 3.0, f32::NAN, 2.0, 3.0];
+        let got = logprobs(&l, 3, 3);
+        let z: f64 = [1.0f64, 3.0, 2.0, 3.0].iter().map(|x| x.exp()).sum();
+        let want = |x: f64| (x - z.ln()) as f32;
+        assert!((got.logprob - want(2.0)).abs() < 1e-6);
+        // Ties go to the lowest id; NaN is never listed.
+        let ids: Vec<u32> = got.top.iter().map(|t| t.0).collect();
+        assert_eq!(ids, vec![1, 4, 3]);
+        assert!((got.top[0].1 - want(3.0)).abs() < 1e-6);
+        let mass: f32 = [0usize, 1, 3, 4]
+            .iter()
+            .map(|&i| logprobs(&l, i as u32, 0).logprob.exp())
+            .sum();
+        assert!((mass - 1.0).abs() < 1e-5);
+        assert!(logprobs(&l, 2, 0).logprob.is_infinite());
+        assert_eq!(logprobs(&l, 99, 50).top.len(), 4);
+    }
+
+    #[test]
+    fn logprobs_survive_huge_logits() {
+        let l = [1e30f32, 1e30 - 1e24, -1e30];
+        let got = logprobs(&l, 0, 2);
+        assert!(got.logprob.is_finite() && got.logprob <= 0.0);
+        assert!(got.top.iter().all(|t| t.1.is_finite() || t.0 == 2));
     }
 
     #[test]

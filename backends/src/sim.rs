@@ -5,8 +5,15 @@
 //! sequence generates the same tokens whatever it is batched with, and never
 //! an end-of-sequence token: a simulated sequence always runs to its
 //! `max_tokens`, which is what load generators ask for with `ignore_eos`.
+//!
+//! Log-probabilities, where a request asks for them, follow a fixed
+//! geometric distribution rather than a model: the sampled token `t` has
+//! probability ½ and is the most likely, and the `k`-th alternative is
+//! token `(t + k) mod vocab` with probability 2^-(k+1), so
+//! `logprob = -(k+1)·ln 2`. Clients and tests see well-formed, repeatable
+//! values without a model behind them.
 
-use crate::contract::{Backend, BackendKind, DeviceInfo, StepOutput, StepPlan};
+use crate::contract::{Backend, BackendKind, DeviceInfo, StepOutput, StepPlan, TokenLogprobs};
 use crate::cost::{CostModel, SeqWork, StepShape};
 use crate::error::BackendError;
 use crate::hash::mix64;
@@ -90,6 +97,18 @@ impl SimBackend {
         }
         t
     }
+
+    /// The documented log-probabilities of `token` with `top` alternatives (see the module doc).
+    pub fn logprobs(&self, token: u32, top: u8) -> TokenLogprobs {
+        let ln2 = std::f32::consts::LN_2;
+        let top = u32::from(top.min(crate::contract::MAX_LOGPROBS)).min(self.vocab);
+        TokenLogprobs {
+            logprob: -ln2,
+            top: (0..top)
+                .map(|k| ((token + k) % self.vocab, -((k + 1) as f32) * ln2))
+                .collect(),
+        }
+    }
 }
 
 impl Backend for SimBackend {
@@ -99,9 +118,9 @@ impl Backend for SimBackend {
 
     fn execute(&mut self, plan: &StepPlan<'_>) -> Result<StepOutput, BackendError> {
         let mut shape = StepShape::default();
-        let mut tokens = Vec::with_capacity(plan.seqs.len());
+        let mut out = StepOutput::for_plan(plan);
         let bs = self.info.block_size;
-        for s in &plan.seqs {
+        for (i, s) in plan.seqs.iter().enumerate() {
             let table = s.block_table;
             if (table.len() as u64) * u64::from(bs) < u64::from(s.end_pos()) {
                 return Err(BackendError::InvalidPlan(format!(
@@ -127,16 +146,16 @@ impl Backend for SimBackend {
                 new_tokens: s.num_new_tokens(),
                 context: s.start_pos,
             });
-            tokens.push(if s.sample {
+            if s.sample {
                 let last = s.tokens.last().copied().unwrap_or(0);
-                Some(self.next_token(last, s.end_pos()))
-            } else {
-                None
-            });
+                let token = self.next_token(last, s.end_pos());
+                out.tokens[i] = Some(token);
+                if let Some(top) = s.sampling.logprobs {
+                    out.set_logprobs(i, Some(Box::new(self.logprobs(token, top))));
+                }
+            }
         }
-        Ok(StepOutput {
-            tokens,
-            elapsed: self.cost.step_time(&shape),
-        })
+        out.elapsed = self.cost.step_time(&shape);
+        Ok(out)
     }
 }

@@ -275,6 +275,7 @@ fn multi_step_decode_runs_and_stops_at_its_bound() {
                 seq: SeqId(1),
                 token,
                 index: 19,
+                ..
             } => Some(*token),
             _ => None,
         })

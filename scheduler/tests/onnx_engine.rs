@@ -163,7 +163,10 @@ fn run(e: &mut Engine, b: &mut OnnxBackend) -> (HashMap<SeqId, Vec<u32>>, RunSta
         let result = b.execute(&plan).expect("step runs");
         now += result.elapsed;
         for ev in e.complete(&result, now).unwrap() {
-            if let Event::Token { seq, token, index } = ev {
+            if let Event::Token {
+                seq, token, index, ..
+            } = ev
+            {
                 let v = out.entry(seq).or_default();
                 assert_eq!(v.len() as u32, index);
                 v.push(token);
@@ -316,6 +319,74 @@ fn smollm2_concurrent_and_chunked_match_the_python_reference() {
     check_chunked(&SMOLLM2, &prompts, &solo);
 }
 
+/// Greedy log-probabilities under batching and preemption equal the Python
+/// reference's log-softmax of the same graph's logits, and each sampled token
+/// heads its own list of alternatives.
+#[test]
+fn logprobs_match_the_python_reference_under_preemption() {
+    let m = &TINY;
+    let b = backend(m, 16, 1.5);
+    let prompts = prompts(&b);
+    let json = serde_json::to_string(&prompts).unwrap();
+    let dir = root().join(m.dir);
+    let max = MAX_TOKENS.to_string();
+    let v = python(&[
+        "onnx_reference.py".as_ref(),
+        "--model".as_ref(),
+        dir.as_os_str(),
+        "--max-tokens".as_ref(),
+        max.as_ref(),
+        "--prompts".as_ref(),
+        json.as_ref(),
+    ]);
+    let want_tokens: Vec<Vec<u32>> = serde_json::from_value(v["outputs"].clone()).unwrap();
+    let want_lps: Vec<Vec<f64>> = serde_json::from_value(v["logprobs"].clone()).unwrap();
+    let mut b = backend(m, m.pressure_blocks, 1.5);
+    let mut e = engine(m, &b, 48, 8);
+    for (i, p) in prompts.iter().enumerate() {
+        let mut r = request(i, p);
+        r.sampling.logprobs = Some(3);
+        e.add(r, Duration::ZERO).unwrap();
+    }
+    let mut got: HashMap<SeqId, Vec<(u32, f32)>> = HashMap::new();
+    let mut now = Duration::ZERO;
+    while let Some(plan) = e.schedule(now) {
+        let result = b.execute(&plan).expect("step runs");
+        now += result.elapsed;
+        for ev in e.complete(&result, now).unwrap() {
+            if let Event::Token {
+                seq,
+                token,
+                logprobs,
+                ..
+            } = ev
+            {
+                let lp = logprobs.expect("asked for logprobs");
+                assert_eq!(lp.top.len(), 3);
+                assert_eq!(
+                    lp.top[0],
+                    (token, lp.logprob),
+                    "greedy token is the most likely"
+                );
+                assert!(lp.top.windows(2).all(|w| w[0].1 >= w[1].1));
+                got.entry(seq).or_default().push((token, lp.logprob));
+            }
+        }
+    }
+    assert!(e.preemptions() > 0, "the pool is small enough to preempt");
+    for (i, (tokens, lps)) in want_tokens.iter().zip(&want_lps).enumerate() {
+        let run = &got[&SeqId(i as u64)];
+        let ids: Vec<u32> = run.iter().map(|t| t.0).collect();
+        assert_eq!(&ids, tokens, "prompt {i}");
+        for (k, (&(_, lp), &want)) in run.iter().zip(lps).enumerate() {
+            assert!(
+                (f64::from(lp) - want).abs() < 1e-3,
+                "prompt {i} token {k}: {lp} vs {want}"
+            );
+        }
+    }
+}
+
 #[test]
 fn seeded_sampling_does_not_depend_on_batching() {
     let b = backend(&TINY, 16, 1.5);
@@ -327,6 +398,7 @@ fn seeded_sampling_does_not_depend_on_batching() {
             top_p: 0.9,
             top_k: 40,
             seed: if i.is_multiple_of(2) { Some(7) } else { None },
+            logprobs: None,
         };
         r
     };

@@ -5,7 +5,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use switchyard_backends::SamplingParams;
+use switchyard_backends::{SamplingParams, MAX_LOGPROBS};
 
 use switchyard_scheduler::router::RouteError;
 
@@ -192,9 +192,10 @@ pub struct CommonParams {
     pub ignore_eos: bool,
     /// Choices per prompt (only 1 supported).
     pub n: Option<u32>,
-    /// Log probabilities (not supported).
+    /// Log-probabilities: an integer count of alternatives (completions) or
+    /// `true` (chat, with `top_logprobs`).
     pub logprobs: Option<Value>,
-    /// Chat: top log probabilities (not supported).
+    /// Chat: alternatives per token to return log-probabilities for.
     pub top_logprobs: Option<u32>,
     /// Best-of sampling (not supported).
     pub best_of: Option<u32>,
@@ -277,6 +278,47 @@ pub struct GenerationSettings {
 }
 
 impl CommonParams {
+    /// How many alternatives to return log-probabilities for, if any: the
+    /// completions `logprobs` integer, or chat's `logprobs: true` with
+    /// `top_logprobs` (each endpoint accepts either form, as vLLM does).
+    fn logprobs_count(&self) -> Result<Option<u8>, ApiError> {
+        let too_many = |param| {
+            ApiError::invalid(
+                param,
+                format!("{param} must be between 0 and {MAX_LOGPROBS}"),
+            )
+        };
+        let top = match self.top_logprobs {
+            None => None,
+            Some(k) => Some(
+                u8::try_from(k)
+                    .ok()
+                    .filter(|&k| k <= MAX_LOGPROBS)
+                    .ok_or_else(|| too_many("top_logprobs"))?,
+            ),
+        };
+        match &self.logprobs {
+            None | Some(Value::Null) | Some(Value::Bool(false)) => match top {
+                Some(k) if k > 0 => Err(ApiError::invalid(
+                    "top_logprobs",
+                    "top_logprobs needs logprobs set to true",
+                )),
+                _ => Ok(None),
+            },
+            Some(Value::Bool(true)) => Ok(Some(top.unwrap_or(0))),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .and_then(|k| u8::try_from(k).ok())
+                .filter(|&k| k <= MAX_LOGPROBS)
+                .map(Some)
+                .ok_or_else(|| too_many("logprobs")),
+            Some(_) => Err(ApiError::invalid(
+                "logprobs",
+                "logprobs must be an integer (completions) or a boolean (chat)",
+            )),
+        }
+    }
+
     /// Checks ranges and unsupported options.
     pub fn validate(self) -> Result<GenerationSettings, ApiError> {
         if self.n.is_some_and(|n| n != 1) {
@@ -288,13 +330,7 @@ impl CommonParams {
                 "only best_of = 1 is supported",
             ));
         }
-        let logprobs_requested = match &self.logprobs {
-            None | Some(Value::Null) | Some(Value::Bool(false)) => false,
-            Some(_) => true,
-        };
-        if logprobs_requested || self.top_logprobs.is_some_and(|k| k > 0) {
-            return Err(ApiError::invalid("logprobs", "logprobs are not supported"));
-        }
+        let logprobs = self.logprobs_count()?;
         let temperature = self.temperature.unwrap_or(1.0);
         if !(0.0..=2.0).contains(&temperature) {
             return Err(ApiError::invalid(
@@ -334,6 +370,7 @@ impl CommonParams {
                 top_p,
                 top_k,
                 seed: self.seed,
+                logprobs,
             },
             stop,
             stop_token_ids: self.stop_token_ids,
@@ -422,10 +459,25 @@ mod tests {
     }
 
     #[test]
+    fn logprobs_in_both_forms() {
+        let count = |json| params(json).validate().unwrap().sampling.logprobs;
+        assert_eq!(count(r#"{"logprobs": 5}"#), Some(5));
+        assert_eq!(count(r#"{"logprobs": 0}"#), Some(0));
+        assert_eq!(count(r#"{"logprobs": true, "top_logprobs": 3}"#), Some(3));
+        assert_eq!(count(r#"{"logprobs": true}"#), Some(0));
+        assert_eq!(count(r#"{"logprobs": false, "top_logprobs": 0}"#), None);
+        assert_eq!(count(r#"{}"#), None);
+    }
+
+    #[test]
     fn rejects_bad_parameters_naming_them() {
         for (json, param) in [
             (r#"{"n": 2}"#, "n"),
-            (r#"{"logprobs": 3}"#, "logprobs"),
+            (r#"{"logprobs": 21}"#, "logprobs"),
+            (r#"{"logprobs": -1}"#, "logprobs"),
+            (r#"{"logprobs": "yes"}"#, "logprobs"),
+            (r#"{"top_logprobs": 2}"#, "top_logprobs"),
+            (r#"{"logprobs": true, "top_logprobs": 300}"#, "top_logprobs"),
             (r#"{"temperature": 3.5}"#, "temperature"),
             (r#"{"top_p": 0}"#, "top_p"),
             (r#"{"top_k": -5}"#, "top_k"),

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use metrics::{counter, histogram};
-use switchyard_backends::SeqId;
+use switchyard_backends::{SeqId, TokenLogprobs};
 use tokio::sync::mpsc;
 
 use crate::api::{route_error, ApiError, GenerationSettings};
@@ -29,6 +29,9 @@ pub enum StreamItem {
     Text(String),
     /// Token ids generated since the last item (only with `return_token_ids`).
     TokenIds(Vec<u32>),
+    /// Log-probabilities of the tokens generated since the last item (only
+    /// when the request asked); they go with the next text or the end.
+    Logprobs(Vec<TokenLogprob>),
     /// Generation ended.
     Done(Completion),
     /// Generation failed.
@@ -46,6 +49,15 @@ pub struct Completion {
     pub completion_tokens: u32,
     /// Device that produced the last token.
     pub device: String,
+}
+
+/// One generated token and its log-probabilities.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprob {
+    /// The token id.
+    pub token: u32,
+    /// Its log-probability and the most likely alternatives.
+    pub logprobs: Box<TokenLogprobs>,
 }
 
 /// A validated request ready to run.
@@ -66,6 +78,13 @@ pub fn start(
 ) -> Result<mpsc::Receiver<StreamItem>, ApiError> {
     if gen.prompt.is_empty() {
         return Err(ApiError::invalid("prompt", "prompt must not be empty"));
+    }
+    if gen.settings.sampling.logprobs.is_some() && fleet.devices().is_empty() {
+        // Remote endpoints relay tokens, not logits.
+        return Err(ApiError::invalid(
+            "logprobs",
+            "logprobs are computed by this server's own devices, and it has none (only remote endpoints)",
+        ));
     }
     let Some(permit) = fleet.admit() else {
         counter!(m::REJECTED).increment(1);
@@ -157,6 +176,8 @@ struct Task {
     shape: &'static str,
     /// Ids generated but not yet sent (with `return_token_ids`).
     unsent_ids: Vec<u32>,
+    /// Log-probabilities generated but not yet sent.
+    unsent_logprobs: Vec<TokenLogprob>,
     /// A local device to try first (a tier's choice); dropped after one attempt.
     pin: Option<DeviceId>,
 }
@@ -180,6 +201,7 @@ async fn run(
         last_token: None,
         shape: "unknown",
         unsent_ids: Vec::new(),
+        unsent_logprobs: Vec::new(),
         pin: None,
     };
     task.pin = task.gen.pinned;
@@ -255,6 +277,18 @@ impl Task {
                 &pinned[..]
             }
             None => excluded,
+        };
+        // Remote endpoints relay tokens without logits: keep such requests local.
+        let local_only: Vec<DeviceId>;
+        let excluded = if self.gen.settings.sampling.logprobs.is_some() {
+            local_only = excluded
+                .iter()
+                .copied()
+                .chain(self.fleet.remote_targets().iter().map(|t| t.index))
+                .collect();
+            &local_only[..]
+        } else {
+            excluded
         };
         let routed = match self.fleet.route(&prompt, remaining, excluded) {
             Ok(r) => r,
@@ -332,14 +366,16 @@ impl Task {
                 _ = self.out.closed() => return Attempt::ClientGone,
             };
             match ev {
-                Some(SeqEvent::Token(t)) => match self.on_token(t, &name, predicted_ttft).await {
-                    TokenFlow::Continue => {}
-                    TokenFlow::StopString => {
-                        self.finish("stop", &name).await;
-                        return Attempt::Done;
+                Some(SeqEvent::Token(t, lp)) => {
+                    match self.on_token(t, lp, &name, predicted_ttft).await {
+                        TokenFlow::Continue => {}
+                        TokenFlow::StopString => {
+                            self.finish("stop", &name).await;
+                            return Attempt::Done;
+                        }
+                        TokenFlow::ClientGone => return Attempt::ClientGone,
                     }
-                    TokenFlow::ClientGone => return Attempt::ClientGone,
-                },
+                }
                 Some(SeqEvent::Finished(reason, _stats)) => {
                     guard.disarm();
                     let reason = match reason {
@@ -398,6 +434,7 @@ impl Task {
     async fn on_token(
         &mut self,
         token: u32,
+        logprobs: Option<Box<TokenLogprobs>>,
         device: &str,
         predicted: Option<std::time::Duration>,
     ) -> TokenFlow {
@@ -422,6 +459,9 @@ impl Task {
         self.generated.push(token);
         if self.gen.settings.return_token_ids {
             self.unsent_ids.push(token);
+        }
+        if let Some(logprobs) = logprobs {
+            self.unsent_logprobs.push(TokenLogprob { token, logprobs });
         }
         let delta = self.decoder.push(self.fleet.tokenizer().as_ref(), token);
         self.on_text(delta).await
@@ -496,8 +536,14 @@ impl Task {
         }
     }
 
-    /// Sends the token ids not yet sent; `false` when the client is gone.
+    /// Sends the token ids and log-probabilities not yet sent; `false` when the client is gone.
     async fn flush_ids(&mut self) -> bool {
+        if !self.unsent_logprobs.is_empty() {
+            let lps = std::mem::take(&mut self.unsent_logprobs);
+            if !self.send_item(StreamItem::Logprobs(lps)).await {
+                return false;
+            }
+        }
         if self.unsent_ids.is_empty() {
             return true;
         }

@@ -21,11 +21,12 @@ use crate::api::{
     ApiError, ChatRequest, CommonParams, CompletionRequest, GenerationSettings, PromptInput, Usage,
 };
 use crate::fleet::LiveFleet;
-use crate::generate::{self, Completion, Generation, StreamItem};
+use crate::generate::{self, Completion, Generation, StreamItem, TokenLogprob};
+use crate::logprobs;
 use crate::metrics as m;
 use crate::state::{authorize, SharedState};
 use crate::tier::node::DEVICE_HEADER;
-use crate::tokenizer::render_chat;
+use crate::tokenizer::{render_chat, SharedTokenizer};
 use crate::worker::DeviceState;
 use switchyard_scheduler::router::DeviceId;
 
@@ -210,6 +211,8 @@ struct Envelope {
     created: u64,
     model: String,
     flavor: Flavor,
+    /// Renders tokens for `logprobs`.
+    tokenizer: SharedTokenizer,
 }
 
 impl Envelope {
@@ -227,6 +230,19 @@ impl Envelope {
             created: unix_now(),
             model: fleet.served_name().to_string(),
             flavor,
+            tokenizer: fleet.tokenizer().clone(),
+        }
+    }
+
+    /// The `logprobs` of a choice holding `tokens` (`null` when there are
+    /// none); `offset` is the completions text offset, carried across chunks.
+    fn logprobs(&self, tokens: &[TokenLogprob], offset: &mut usize) -> Value {
+        if tokens.is_empty() {
+            return Value::Null;
+        }
+        match self.flavor {
+            Flavor::Completion => logprobs::completion(self.tokenizer.as_ref(), tokens, offset),
+            Flavor::Chat => logprobs::chat(self.tokenizer.as_ref(), tokens),
         }
     }
 
@@ -236,10 +252,11 @@ impl Envelope {
         finish: Option<&str>,
         first: bool,
         token_ids: &[u32],
+        logprobs: Value,
     ) -> Value {
         let mut choice = match self.flavor {
             Flavor::Completion => json!({
-                "index": 0, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": finish,
+                "index": 0, "text": text.unwrap_or(""), "logprobs": logprobs, "finish_reason": finish,
             }),
             Flavor::Chat => {
                 let mut delta = serde_json::Map::new();
@@ -249,7 +266,7 @@ impl Envelope {
                 if let Some(t) = text {
                     delta.insert("content".into(), json!(t));
                 }
-                json!({ "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish })
+                json!({ "index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish })
             }
         };
         if !token_ids.is_empty() {
@@ -276,14 +293,15 @@ impl Envelope {
         }
     }
 
-    fn full(&self, text: String, done: &Completion) -> Value {
+    fn full(&self, text: String, done: &Completion, tokens: &[TokenLogprob]) -> Value {
+        let logprobs = self.logprobs(tokens, &mut 0);
         let choice = match self.flavor {
             Flavor::Completion => json!({
-                "index": 0, "text": text, "logprobs": null, "finish_reason": done.finish_reason,
+                "index": 0, "text": text, "logprobs": logprobs, "finish_reason": done.finish_reason,
             }),
             Flavor::Chat => json!({
                 "index": 0, "message": {"role": "assistant", "content": text},
-                "logprobs": null, "finish_reason": done.finish_reason,
+                "logprobs": logprobs, "finish_reason": done.finish_reason,
             }),
         };
         json!({
@@ -320,11 +338,13 @@ async fn respond(
 
 async fn collect(env: Envelope, mut rx: mpsc::Receiver<StreamItem>) -> Response {
     let mut text = String::new();
+    let mut lps = Vec::new();
     while let Some(item) = rx.recv().await {
         match item {
             StreamItem::Text(t) => text.push_str(&t),
             StreamItem::TokenIds(_) => {}
-            StreamItem::Done(done) => return Json(env.full(text, &done)).into_response(),
+            StreamItem::Logprobs(l) => lps.extend(l),
+            StreamItem::Done(done) => return Json(env.full(text, &done, &lps)).into_response(),
             StreamItem::Error(e) => return e.into_response(),
         }
     }
@@ -348,6 +368,10 @@ struct SseState {
     done: bool,
     /// Token ids that go with the next text chunk.
     ids: Vec<u32>,
+    /// Log-probabilities that go with the next text chunk.
+    lps: Vec<TokenLogprob>,
+    /// Characters of completion text sent so far (the completions `text_offset`).
+    offset: usize,
 }
 
 fn sse(env: Envelope, rx: mpsc::Receiver<StreamItem>, include_usage: bool) -> Response {
@@ -358,6 +382,8 @@ fn sse(env: Envelope, rx: mpsc::Receiver<StreamItem>, include_usage: bool) -> Re
         first: true,
         done: false,
         ids: Vec::new(),
+        lps: Vec::new(),
+        offset: 0,
     };
     let body = stream::unfold(init, |mut st| async move {
         if st.done {
@@ -376,24 +402,43 @@ fn sse(env: Envelope, rx: mpsc::Receiver<StreamItem>, include_usage: bool) -> Re
                     st.ids.extend(ids);
                     continue;
                 }
-                StreamItem::Text(t) if t.is_empty() && !st.first && st.ids.is_empty() => continue,
+                StreamItem::Logprobs(l) => {
+                    st.lps.extend(l);
+                    continue;
+                }
+                StreamItem::Text(t)
+                    if t.is_empty() && !st.first && st.ids.is_empty() && st.lps.is_empty() =>
+                {
+                    continue
+                }
                 StreamItem::Text(t) => {
                     let ids = std::mem::take(&mut st.ids);
-                    let b = sse_event(&st.env.chunk(Some(&t), None, st.first, &ids));
+                    let lps = std::mem::take(&mut st.lps);
+                    let logprobs = st.env.logprobs(&lps, &mut st.offset);
+                    let b = sse_event(&st.env.chunk(Some(&t), None, st.first, &ids, logprobs));
                     st.first = false;
                     b
                 }
                 StreamItem::Done(done) => {
                     let mut out = Vec::new();
                     if st.first && st.env.flavor == Flavor::Chat {
-                        out.extend_from_slice(&sse_event(&st.env.chunk(Some(""), None, true, &[])));
+                        out.extend_from_slice(&sse_event(&st.env.chunk(
+                            Some(""),
+                            None,
+                            true,
+                            &[],
+                            Value::Null,
+                        )));
                     }
                     let ids = std::mem::take(&mut st.ids);
+                    let lps = std::mem::take(&mut st.lps);
+                    let logprobs = st.env.logprobs(&lps, &mut st.offset);
                     out.extend_from_slice(&sse_event(&st.env.chunk(
                         None,
                         Some(done.finish_reason),
                         false,
                         &ids,
+                        logprobs,
                     )));
                     if st.include_usage {
                         let usage = Usage::new(done.prompt_tokens, done.completion_tokens);

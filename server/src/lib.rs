@@ -15,6 +15,7 @@ pub mod epp;
 pub mod fleet;
 pub mod generate;
 pub mod http;
+pub mod logprobs;
 pub mod metrics;
 pub mod state;
 pub mod tier;

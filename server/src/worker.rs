@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashSet;
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
-use switchyard_backends::{Backend, BackendKind, CostModel, DeviceInfo, SeqId, StepPlan};
+use switchyard_backends::{
+    Backend, BackendKind, CostModel, DeviceInfo, SeqId, StepPlan, TokenLogprobs,
+};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::metrics as m;
@@ -35,8 +37,8 @@ use switchyard_scheduler::router::DeviceId;
 /// What a request task hears from the device running it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SeqEvent {
-    /// A generated token.
-    Token(u32),
+    /// A generated token, with its log-probabilities when the request asked.
+    Token(u32, Option<Box<TokenLogprobs>>),
     /// Generation ended on this device.
     Finished(FinishReason, Box<SeqStats>),
     /// The device failed; re-route what is left.
@@ -653,10 +655,15 @@ impl Worker {
             let mut inflight = lock(&self.shared.inflight);
             for ev in events {
                 match ev {
-                    Event::Token { seq, token, .. } => {
+                    Event::Token {
+                        seq,
+                        token,
+                        logprobs,
+                        ..
+                    } => {
                         self.metrics.generation_tokens.increment(1);
                         if let Some(sink) = inflight.get(&seq) {
-                            if sink.send(SeqEvent::Token(token)).is_err() {
+                            if sink.send(SeqEvent::Token(token, logprobs)).is_err() {
                                 inflight.remove(&seq);
                                 gone.push(seq);
                             }

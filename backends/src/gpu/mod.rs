@@ -234,11 +234,9 @@ impl<O: GpuOps> Backend for GpuBackend<O> {
             blocks,
             self.model.vocab_size,
         )?;
-        let tokens = self.decoder.run(plan)?;
-        Ok(StepOutput {
-            tokens,
-            elapsed: started.elapsed(),
-        })
+        let mut out = self.decoder.run(plan)?;
+        out.elapsed = started.elapsed();
+        Ok(out)
     }
 }
 

@@ -4,7 +4,7 @@
 
 use super::ops::{AttnShape, BufKind, GpuOps, StepMeta};
 use super::weights::ModelWeights;
-use crate::contract::{BlockCopy, ScheduledSeq, StepPlan};
+use crate::contract::{BlockCopy, ScheduledSeq, StepOutput, StepPlan};
 use crate::error::BackendError;
 use crate::model_config::ModelConfig;
 use crate::sampling;
@@ -203,10 +203,11 @@ impl<O: GpuOps> Decoder<O> {
     }
 
     /// Runs every scheduled token through the model (plan checked by the
-    /// caller) and returns the sampled token of each sampling sequence, in
-    /// plan order. Returns when the device has finished.
-    pub fn run(&mut self, plan: &StepPlan<'_>) -> Result<Vec<Option<u32>>, BackendError> {
-        let mut out = vec![None; plan.seqs.len()];
+    /// caller) and returns the sampled token of each sampling sequence (and
+    /// its log-probabilities, where asked), in plan order. Returns when the
+    /// device has finished.
+    pub fn run(&mut self, plan: &StepPlan<'_>) -> Result<StepOutput, BackendError> {
+        let mut out = StepOutput::for_plan(plan);
         if plan.seqs.is_empty() {
             return Ok(out);
         }
@@ -430,7 +431,7 @@ impl<O: GpuOps> Decoder<O> {
         )
     }
 
-    fn sample(&mut self, plan: &StepPlan<'_>, out: &mut [Option<u32>]) -> Result<(), BackendError> {
+    fn sample(&mut self, plan: &StepPlan<'_>, out: &mut StepOutput) -> Result<(), BackendError> {
         let r = self.meta.sample_seqs.len();
         if r == 0 {
             return Ok(());
@@ -440,18 +441,19 @@ impl<O: GpuOps> Decoder<O> {
             .as_mut()
             .ok_or_else(|| BackendError::StepFailed("scratch buffers missing".into()))?;
         let vocab = self.dims.vocab;
+        // Log-probabilities need the whole rows on the host.
         let greedy = self
             .meta
             .sample_seqs
             .iter()
-            .all(|&i| sampling::is_greedy(&plan.seqs[i].sampling));
+            .all(|&i| sampling::is_greedy(&plan.seqs[i].sampling) && !out.wants_logprobs(i));
         if greedy {
             // Only the token ids cross the bus.
             self.ops.argmax(&mut s.argmax, &s.logits, r, vocab)?;
             self.argmax_host.resize(r, 0);
             self.ops.download_i32(&s.argmax, &mut self.argmax_host)?;
             for (&i, &tok) in self.meta.sample_seqs.iter().zip(&self.argmax_host) {
-                out[i] = u32::try_from(tok).ok().filter(|&t| (t as usize) < vocab);
+                out.tokens[i] = u32::try_from(tok).ok().filter(|&t| (t as usize) < vocab);
             }
             return Ok(());
         }
@@ -464,7 +466,11 @@ impl<O: GpuOps> Decoder<O> {
             .zip(self.logits_host.chunks(vocab))
         {
             let seq = &plan.seqs[i];
-            out[i] = sampling::sample(row, &seq.sampling, seq.seq, seq.end_pos());
+            let token = sampling::sample(row, &seq.sampling, seq.seq, seq.end_pos());
+            out.tokens[i] = token;
+            if let Some(t) = token {
+                out.set_logprobs(i, sampling::logprobs_for(row, &seq.sampling, t));
+            }
         }
         Ok(())
     }

@@ -153,12 +153,13 @@ impl OnnxBackend {
         &self.io
     }
 
-    /// Runs the graph for the sequences `members` and records their sampled tokens in `out`.
+    /// Runs the graph for the sequences `members` and records their sampled
+    /// tokens (and log-probabilities, where asked) in `out`.
     fn run_group(
         &mut self,
         seqs: &[ScheduledSeq<'_>],
         members: &[usize],
-        out: &mut [Option<u32>],
+        out: &mut StepOutput,
     ) -> Result<(), BackendError> {
         let Self {
             session,
@@ -237,11 +238,13 @@ impl OnnxBackend {
                 continue;
             }
             let at = (row * shape.new + s.tokens.len() - 1) * vocab;
-            let token = sampling::sample(&data[at..at + vocab], &s.sampling, s.seq, s.end_pos())
-                .ok_or_else(|| {
+            let row = &data[at..at + vocab];
+            let token =
+                sampling::sample(row, &s.sampling, s.seq, s.end_pos()).ok_or_else(|| {
                     BackendError::StepFailed(format!("{}: logits are all NaN", s.seq))
                 })?;
-            out[i] = Some(token);
+            out.tokens[i] = Some(token);
+            out.set_logprobs(i, sampling::logprobs_for(row, &s.sampling, token));
         }
         if decode {
             let mut present = Vec::with_capacity(io.present_names.len());
@@ -285,14 +288,12 @@ impl Backend for OnnxBackend {
             self.pool.num_blocks(),
             self.model.vocab_size,
         )?;
-        let mut tokens = vec![None; plan.seqs.len()];
+        let mut out = StepOutput::for_plan(plan);
         for members in batch::group_by_length(&plan.seqs, self.max_padding_ratio) {
-            self.run_group(&plan.seqs, &members, &mut tokens)?;
+            self.run_group(&plan.seqs, &members, &mut out)?;
         }
-        Ok(StepOutput {
-            tokens,
-            elapsed: started.elapsed(),
-        })
+        out.elapsed = started.elapsed();
+        Ok(out)
     }
 }
 

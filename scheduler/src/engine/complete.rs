@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use switchyard_backends::StepOutput;
+use switchyard_backends::{StepOutput, TokenLogprobs};
 
 use super::{Engine, EngineError, Event, FinishReason, Seq, StepTimer};
 use crate::kv::BlockManager;
@@ -37,13 +37,15 @@ impl Seq {
 
     /// Lands one step's result: `n` more tokens computed (their full blocks
     /// committed to the prefix cache with `prefix`), then the sampled
-    /// `token`, if any, appended at `now`; returns that token's event.
+    /// `token`, if any, appended at `now`; returns that token's event,
+    /// carrying its `logprobs`.
     pub(super) fn apply_token(
         &mut self,
         blocks: &mut BlockManager,
         prefix: bool,
         n: u32,
         token: Option<u32>,
+        logprobs: Option<Box<TokenLogprobs>>,
         now: Duration,
     ) -> Option<Event> {
         self.computed += n;
@@ -57,6 +59,7 @@ impl Seq {
             seq: self.id,
             token,
             index: self.output_len() - 1,
+            logprobs,
         })
     }
 }
@@ -85,7 +88,7 @@ impl<T: StepTimer> Engine<T> {
         let limit = self.max_seq_tokens();
         let prefix = self.config.enable_prefix_caching;
         let mut any_finished = false;
-        for (planned, &token) in self.scheduled.iter().zip(&out.tokens) {
+        for (k, (planned, &token)) in self.scheduled.iter().zip(&out.tokens).enumerate() {
             let Some(seq) = self.slots[planned.slot].as_mut() else {
                 continue;
             };
@@ -95,7 +98,15 @@ impl<T: StepTimer> Engine<T> {
                 continue;
             }
             let reason = token.and_then(|t| seq.finish_reason(t, &self.eos, limit));
-            events.extend(seq.apply_token(&mut self.blocks, prefix, planned.tokens, token, now));
+            let logprobs = out.logprobs.get(k).cloned().flatten();
+            events.extend(seq.apply_token(
+                &mut self.blocks,
+                prefix,
+                planned.tokens,
+                token,
+                logprobs,
+                now,
+            ));
             if reason.is_some() {
                 seq.finished = reason;
                 any_finished = true;

@@ -31,7 +31,8 @@ impl<T: StepTimer> Engine<T> {
     /// running sequence is decoding within the token budget. Stops before a
     /// step that would end after `until`, finish a sequence (length, model
     /// length, end-of-sequence or stop token), need a block the pool does
-    /// not have (`schedule` would preempt) or copy a shared block.
+    /// not have (`schedule` would preempt) or copy a shared block. Runs
+    /// nothing while a running sequence asks for log-probabilities.
     /// `on_token(end, event)` reports each generated token as the
     /// [`Event::Token`] `complete` would, in the same order.
     pub fn run_decode_steps(
@@ -62,7 +63,12 @@ impl<T: StepTimer> Engine<T> {
         let mut context = 0u64;
         for &slot in &self.running {
             let s = self.seq(slot);
-            if s.tokens.len() as u32 != s.computed + 1 || s.aborted || s.finished.is_some() {
+            // Log-probabilities come only from a backend's step output.
+            if s.tokens.len() as u32 != s.computed + 1
+                || s.aborted
+                || s.finished.is_some()
+                || s.sampling.logprobs.is_some()
+            {
                 return run;
             }
             safe = safe.min(s.length_room(limit).saturating_sub(1));
@@ -130,7 +136,7 @@ impl<T: StepTimer> Engine<T> {
                     continue;
                 };
                 s.stats.first_scheduled.get_or_insert(run.end);
-                if let Some(event) = s.apply_token(blocks, prefix, 1, Some(token), end) {
+                if let Some(event) = s.apply_token(blocks, prefix, 1, Some(token), None, end) {
                     on_token(end, event);
                 }
             }

@@ -71,7 +71,7 @@ mod tests;
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use switchyard_backends::{BlockCopy, CostModel, SamplingParams, SeqId};
+use switchyard_backends::{BlockCopy, CostModel, SamplingParams, SeqId, TokenLogprobs};
 
 use crate::kv::{BlockManager, BlockTable, PrefixStats};
 
@@ -185,6 +185,9 @@ pub enum Event {
         token: u32,
         /// Position among the generated tokens.
         index: u32,
+        /// Its log-probabilities, when the request asked for them (boxed:
+        /// most requests do not, and token events stay small).
+        logprobs: Option<Box<TokenLogprobs>>,
     },
     /// The sequence finished and released its blocks.
     Finished {

@@ -75,7 +75,10 @@ fn step(e: &mut Engine, b: &mut SimBackend, now: &mut Duration) -> Vec<Event> {
 fn outputs(events: &[Event]) -> HashMap<SeqId, Vec<u32>> {
     let mut m: HashMap<SeqId, Vec<u32>> = HashMap::new();
     for ev in events {
-        if let Event::Token { seq, token, index } = ev {
+        if let Event::Token {
+            seq, token, index, ..
+        } = ev
+        {
             let v = m.entry(*seq).or_default();
             assert_eq!(v.len() as u32, *index);
             v.push(*token);
@@ -336,7 +339,7 @@ fn stop_conditions() {
     // Scripted output: a stop token, EOS (id 0), and EOS that is ignored.
     let out = StepOutput {
         tokens: vec![Some(77), Some(0), Some(0)],
-        elapsed: Duration::ZERO,
+        ..StepOutput::default()
     };
     let ev = e.complete(&out, Duration::ZERO).unwrap();
     let reasons: Vec<_> = ev
@@ -505,7 +508,7 @@ fn queue_delay_is_priced_by_the_engine_timer() {
     e.schedule(Duration::ZERO).unwrap();
     let out = StepOutput {
         tokens: vec![Some(5), Some(5)],
-        elapsed: Duration::ZERO,
+        ..StepOutput::default()
     };
     e.complete(&out, Duration::ZERO).unwrap();
     // A full batch with 9 and 29 tokens left: a newcomer waits for the

@@ -210,7 +210,7 @@ pub async fn run(
                     inflight.tokens(tokens.len() as u32);
                 }
                 for t in tokens {
-                    if sink.send(SeqEvent::Token(t)).is_err() {
+                    if sink.send(SeqEvent::Token(t, None)).is_err() {
                         return Ok(Ending::ClientGone);
                     }
                 }
