@@ -216,10 +216,11 @@ impl StepCost {
         self.main.seconds() + self.decode_pass.map_or(0.0, |p| p.seconds()) + self.overhead_s
     }
 
-    /// Predicted step time.
+    /// Predicted step time (saturating: extreme but valid profile figures
+    /// can price a step beyond what `Duration` holds).
     #[inline]
     pub fn duration(&self) -> Duration {
-        Duration::from_secs_f64(self.seconds())
+        Duration::try_from_secs_f64(self.seconds()).unwrap_or(Duration::MAX)
     }
 
     /// Floating-point operations of all passes.
@@ -439,7 +440,8 @@ impl CostModel {
 
     /// Bytes of one KV block of `block_size` tokens.
     pub fn block_bytes(&self, block_size: u32) -> u64 {
-        self.kv_bytes_per_token() * u64::from(block_size)
+        self.kv_bytes_per_token()
+            .saturating_mul(u64::from(block_size))
     }
 
     /// How many KV blocks of `block_size` tokens fit after weights, state and activations.
@@ -690,5 +692,17 @@ mod tests {
     fn empty_step_costs_nothing() {
         let cm = CostModel::new(device(2000.0), model());
         assert_eq!(cm.step_time(&StepShape::default()), Duration::ZERO);
+    }
+
+    #[test]
+    fn extreme_valid_figures_saturate_instead_of_panicking() {
+        // 1e-300 TFLOP/s passes validation (positive, finite); a step then
+        // takes longer than any Duration.
+        let mut d = device(2000.0);
+        d.peak_tflops = 1e-300;
+        d.memory_bandwidth_gbps = 1e-300;
+        let cm = CostModel::new(d, model());
+        assert_eq!(cm.prefill_time(1000, 0), Duration::MAX);
+        assert_eq!(cm.decode_step_time(8, 8000), Duration::MAX);
     }
 }

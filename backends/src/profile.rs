@@ -244,14 +244,52 @@ fn check_name(path: &Path, name: &str) -> Result<(), ProfileError> {
     }
 }
 
+/// Where a TOML parse error points: its 1-based line, and serde's message
+/// prefixed with that line's text, which names the key (the message alone
+/// only says what type was expected). One implementation for every TOML
+/// file Switchyard reads: profiles, `switchyard.toml` and fleet files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TomlErrorAt {
+    /// 1-based line of the error, when serde gives a span.
+    pub line: Option<usize>,
+    /// The message, prefixed with the line's text (at most 120 characters) when known.
+    pub message: String,
+}
+
+impl TomlErrorAt {
+    /// Locates `e`, an error parsing `text`.
+    pub fn new(text: &str, e: &toml::de::Error) -> Self {
+        let line = e.span().map(|span| {
+            let start = span.start.min(text.len());
+            text.as_bytes()[..start]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count()
+                + 1
+        });
+        let source = line
+            .and_then(|l| text.lines().nth(l - 1))
+            .map(|s| s.trim().chars().take(120).collect::<String>())
+            .filter(|s| !s.is_empty());
+        Self {
+            line,
+            message: match source {
+                Some(source) => format!("`{source}`: {}", e.message()),
+                None => e.message().to_string(),
+            },
+        }
+    }
+}
+
 /// Parses TOML text, turning serde's message into one that names file and field.
 fn parse_toml<T: for<'de> Deserialize<'de>>(path: &Path, text: &str) -> Result<T, ProfileError> {
-    toml::from_str(text).map_err(|e| ProfileError::Parse {
-        path: path.to_path_buf(),
-        message: e.message().to_string(),
-        line: e
-            .span()
-            .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1),
+    toml::from_str(text).map_err(|e| {
+        let at = TomlErrorAt::new(text, &e);
+        ProfileError::Parse {
+            path: path.to_path_buf(),
+            message: at.message,
+            line: at.line,
+        }
     })
 }
 
@@ -411,7 +449,10 @@ impl ModelSpec {
                     "attention.linear_state_bytes_per_layer",
                     *linear_state_bytes_per_layer,
                 )?;
-                if !self.num_layers.is_multiple_of(linear_per_softmax + 1) {
+                let group = linear_per_softmax.checked_add(1).ok_or_else(|| {
+                    field_err(path, "attention.linear_per_softmax", "is too large")
+                })?;
+                if !self.num_layers.is_multiple_of(group) {
                     return Err(field_err(
                         path,
                         "attention.linear_per_softmax",
@@ -437,6 +478,21 @@ impl ModelSpec {
                 "a dense model (no [moe] table) must have active_params_b == total_params_b",
             ));
         }
+        // The cost model multiplies these sizes; they must fit their type.
+        if self.checked_kv_bytes_per_token().is_none() {
+            return Err(field_err(
+                path,
+                "kv_bytes",
+                "KV bytes per token (heads x head_dim x kv_bytes x layers) overflow 64 bits",
+            ));
+        }
+        if self.checked_state_bytes_per_sequence().is_none() {
+            return Err(field_err(
+                path,
+                "attention.linear_state_bytes_per_layer",
+                "recurrent state bytes per sequence overflow 64 bits",
+            ));
+        }
         Ok(())
     }
 
@@ -445,7 +501,7 @@ impl ModelSpec {
         match &self.attention {
             AttentionSpec::HybridLinear {
                 linear_per_softmax, ..
-            } => self.num_layers / (linear_per_softmax + 1),
+            } => self.num_layers / linear_per_softmax.saturating_add(1),
             _ => self.num_layers,
         }
     }
@@ -455,26 +511,38 @@ impl ModelSpec {
         self.num_layers - self.kv_layers()
     }
 
-    /// KV-cache bytes one token occupies across all layers.
+    /// KV-cache bytes one token occupies across all layers (saturating; a
+    /// validated spec never saturates).
     pub fn kv_bytes_per_token(&self) -> u64 {
+        self.checked_kv_bytes_per_token().unwrap_or(u64::MAX)
+    }
+
+    fn checked_kv_bytes_per_token(&self) -> Option<u64> {
         let per_layer_elems: u64 = match &self.attention {
             AttentionSpec::Mla {
                 kv_lora_rank,
                 rope_head_dim,
             } => u64::from(*kv_lora_rank) + u64::from(*rope_head_dim),
-            _ => 2 * u64::from(self.num_kv_heads) * u64::from(self.head_dim),
+            _ => (2 * u64::from(self.num_kv_heads)).checked_mul(u64::from(self.head_dim))?,
         };
-        per_layer_elems * u64::from(self.kv_bytes) * u64::from(self.kv_layers())
+        per_layer_elems
+            .checked_mul(u64::from(self.kv_bytes))?
+            .checked_mul(u64::from(self.kv_layers()))
     }
 
-    /// Constant bytes of recurrent state one sequence holds (linear-attention layers).
+    /// Constant bytes of recurrent state one sequence holds (linear-attention
+    /// layers; saturating, a validated spec never saturates).
     pub fn state_bytes_per_sequence(&self) -> u64 {
+        self.checked_state_bytes_per_sequence().unwrap_or(u64::MAX)
+    }
+
+    fn checked_state_bytes_per_sequence(&self) -> Option<u64> {
         match &self.attention {
             AttentionSpec::HybridLinear {
                 linear_state_bytes_per_layer,
                 ..
-            } => linear_state_bytes_per_layer * u64::from(self.linear_layers()),
-            _ => 0,
+            } => linear_state_bytes_per_layer.checked_mul(u64::from(self.linear_layers())),
+            _ => Some(0),
         }
     }
 
@@ -755,6 +823,23 @@ kind = "gqa"
         let text = MODEL.replace("kind = \"gqa\"", "kind = \"sliding\"");
         let err = ModelSpec::from_toml(mp(), &text).unwrap_err().to_string();
         assert!(err.contains("sliding"), "{err}");
+    }
+
+    #[test]
+    fn rejects_sizes_that_overflow_instead_of_panicking() {
+        for (from, to, field) in [
+            ("kind = \"gqa\"", "kind = \"hybrid-linear\"\nlinear_per_softmax = 4294967295\nlinear_state_bytes_per_layer = 1", "attention.linear_per_softmax"),
+            ("kind = \"gqa\"", "kind = \"hybrid-linear\"\nlinear_per_softmax = 1\nlinear_state_bytes_per_layer = 9223372036854775807", "attention.linear_state_bytes_per_layer"),
+            (
+                "num_attention_heads = 32\nnum_kv_heads = 8\nhead_dim = 128",
+                "num_attention_heads = 4294967295\nnum_kv_heads = 4294967295\nhead_dim = 4294967295",
+                "kv_bytes",
+            ),
+        ] {
+            let text = MODEL.replace(from, to);
+            let err = ModelSpec::from_toml(mp(), &text).unwrap_err().to_string();
+            assert!(err.contains(field), "{err}");
+        }
     }
 
     #[test]

@@ -27,6 +27,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use switchyard_backends::profile::TomlErrorAt;
 use switchyard_backends::{Catalog, CostModel, ModelSpec, SimConfig};
 use switchyard_scheduler::config::{EngineSection, RouterSection};
 use switchyard_scheduler::EngineConfig;
@@ -81,6 +82,23 @@ pub struct FleetSpec {
     pub profiles_dir: Option<PathBuf>,
 }
 
+/// Most devices a fleet may hold: each is simulated with its own engine.
+pub const MAX_FLEET_DEVICES: u32 = 1 << 16;
+
+/// Rejects fleets whose total count is past [`MAX_FLEET_DEVICES`] (counts
+/// are summed, so a few huge ones would overflow).
+fn check_total(path: &Path, devices: &[(String, u32)]) -> Result<(), LoadgenError> {
+    let total = devices.iter().fold(0u64, |n, d| n + u64::from(d.1));
+    if total > u64::from(MAX_FLEET_DEVICES) {
+        return Err(LoadgenError::Fleet {
+            path: path.to_path_buf(),
+            line: None,
+            reason: format!("devices.count: {total} devices in all, more than {MAX_FLEET_DEVICES}"),
+        });
+    }
+    Ok(())
+}
+
 impl FleetSpec {
     /// Parses `sim:` target text: a TOML path, or `PROFILE=COUNT,...`.
     pub fn parse_target(text: &str) -> Result<Self, LoadgenError> {
@@ -111,6 +129,7 @@ impl FleetSpec {
         if devices.is_empty() {
             return Err(err("no devices".into()));
         }
+        check_total(Path::new(text), &devices)?;
         Ok(Self {
             devices,
             source: text.to_string(),
@@ -133,12 +152,13 @@ impl FleetSpec {
         if text.lines().any(|l| l.trim_start().starts_with("[model]")) {
             return Self::from_server_config(path, text);
         }
-        let f: FleetFile = toml::from_str(text).map_err(|e| LoadgenError::Fleet {
-            path: path.to_path_buf(),
-            line: e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1),
-            reason: e.message().to_string(),
+        let f: FleetFile = toml::from_str(text).map_err(|e| {
+            let at = TomlErrorAt::new(text, &e);
+            LoadgenError::Fleet {
+                path: path.to_path_buf(),
+                line: at.line,
+                reason: at.message,
+            }
         })?;
         if f.devices.is_empty() {
             return Err(LoadgenError::Fleet {
@@ -158,10 +178,11 @@ impl FleetSpec {
                 });
             }
             match devices.iter_mut().find(|x| x.0 == d.profile) {
-                Some(x) => x.1 += d.count,
+                Some(x) => x.1 = x.1.saturating_add(d.count),
                 None => devices.push((d.profile, d.count)),
             }
         }
+        check_total(path, &devices)?;
         Ok(Self {
             devices,
             model: f.model,
@@ -215,9 +236,9 @@ impl FleetSpec {
         })
     }
 
-    /// Total devices.
+    /// Total devices (saturating; a parsed fleet never saturates).
     pub fn num_devices(&self) -> u32 {
-        self.devices.iter().map(|d| d.1).sum()
+        self.devices.iter().fold(0u32, |n, d| n.saturating_add(d.1))
     }
 
     /// Compact label, `h100-sxm=2,l4=4`.
@@ -430,5 +451,23 @@ profile = "mi300x"
             .unwrap_err()
             .to_string();
         assert!(e.contains("/nonexistent/fleet.toml"), "{e}");
+    }
+
+    #[test]
+    fn huge_counts_are_refused_not_overflowed() {
+        let text = "[[devices]]\nprofile = \"l4\"\ncount = 4294967295\n\
+                    [[devices]]\nprofile = \"l4\"\ncount = 2\n";
+        let e = FleetSpec::from_toml(Path::new("f.toml"), text)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("devices.count"), "{e}");
+        let e = FleetSpec::inline("l4=4294967295,h100-sxm=4294967295")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("devices.count"), "{e}");
+        assert_eq!(
+            FleetSpec::inline("l4=65536").unwrap().num_devices(),
+            MAX_FLEET_DEVICES
+        );
     }
 }

@@ -1,12 +1,11 @@
 //! Admin endpoints: device inventory, routing explanations and hot reload.
 //! They require the admin key when one is configured.
 
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde_json::{json, Value};
 use switchyard_backends::BackendKind;
 
@@ -115,26 +114,59 @@ async fn devices(State(state): State<SharedState>, headers: HeaderMap) -> Respon
     .into_response()
 }
 
-#[derive(Debug, Deserialize)]
-struct RouteQuery {
-    prompt_tokens: u32,
-    max_tokens: u32,
+/// The request shape `/admin/route` explains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteQuery {
+    /// Prompt length in tokens.
+    pub prompt_tokens: u32,
+    /// Output length in tokens.
+    pub max_tokens: u32,
+}
+
+/// Parses `/admin/route`'s query string; a rejection names the field at fault.
+///
+/// Unknown keys are ignored; each of the two fields must appear once, as a
+/// non-negative integer that fits 32 bits.
+pub fn parse_route_query(query: Option<&str>) -> Result<RouteQuery, ApiError> {
+    let mut prompt_tokens = None;
+    let mut max_tokens = None;
+    for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        let (name, slot) = match key.as_ref() {
+            "prompt_tokens" => ("prompt_tokens", &mut prompt_tokens),
+            "max_tokens" => ("max_tokens", &mut max_tokens),
+            _ => continue,
+        };
+        if slot.is_some() {
+            return Err(ApiError::invalid(name, format!("{name} is given twice")));
+        }
+        let n = value.parse::<u32>().map_err(|_| {
+            ApiError::invalid(
+                name,
+                format!("{name} must be a non-negative integer below 2^32, not `{value}`"),
+            )
+        })?;
+        *slot = Some(n);
+    }
+    let need = |v: Option<u32>, name: &'static str| {
+        v.ok_or_else(|| ApiError::invalid(name, format!("the query needs {name}")))
+    };
+    Ok(RouteQuery {
+        prompt_tokens: need(prompt_tokens, "prompt_tokens")?,
+        max_tokens: need(max_tokens, "max_tokens")?,
+    })
 }
 
 async fn explain(
     State(state): State<SharedState>,
     headers: HeaderMap,
-    query: Result<Query<RouteQuery>, axum::extract::rejection::QueryRejection>,
+    RawQuery(query): RawQuery,
 ) -> Response {
     if let Err(e) = check_admin(&state, &headers) {
         return e.into_response();
     }
-    let Ok(Query(q)) = query else {
-        return ApiError::invalid(
-            "prompt_tokens",
-            "query needs prompt_tokens and max_tokens as non-negative integers",
-        )
-        .into_response();
+    let q = match parse_route_query(query.as_deref()) {
+        Ok(q) => q,
+        Err(e) => return e.into_response(),
     };
     let decision = match state.fleet.explain(q.prompt_tokens, q.max_tokens) {
         Ok(d) => d,
@@ -192,5 +224,40 @@ async fn plan(State(state): State<SharedState>, headers: HeaderMap) -> Response 
             "no replica plan yet: [autoscale] is disabled or has not run",
         )
         .into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_query_names_the_bad_field() {
+        let q = parse_route_query(Some("max_tokens=5&x=y&prompt_tokens=%31%32")).unwrap();
+        assert_eq!(
+            q,
+            RouteQuery {
+                prompt_tokens: 12,
+                max_tokens: 5
+            }
+        );
+        for (query, param) in [
+            (None, "prompt_tokens"),
+            (Some("prompt_tokens=1"), "max_tokens"),
+            (Some("prompt_tokens=1&max_tokens=-1"), "max_tokens"),
+            (
+                Some("prompt_tokens=4294967296&max_tokens=1"),
+                "prompt_tokens",
+            ),
+            (
+                Some("prompt_tokens=1&prompt_tokens=2&max_tokens=1"),
+                "prompt_tokens",
+            ),
+            (Some("prompt_tokens=%FF&max_tokens=1"), "prompt_tokens"),
+        ] {
+            let err = parse_route_query(query).unwrap_err();
+            assert_eq!(err.param, Some(param), "{query:?}");
+            assert_eq!(err.status, StatusCode::BAD_REQUEST);
+        }
     }
 }

@@ -3,8 +3,10 @@
 
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use serde::de::value::MapDeserializer;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use switchyard_backends::{SamplingParams, MAX_LOGPROBS};
 
 use switchyard_scheduler::router::RouteError;
@@ -59,6 +61,12 @@ impl ApiError {
             code: None,
             retry_after: None,
         }
+    }
+
+    /// Names the offending parameter.
+    pub fn with_param(mut self, param: &'static str) -> Self {
+        self.param = Some(param);
+        self
     }
 
     /// Sets the machine-readable code.
@@ -352,11 +360,15 @@ impl CommonParams {
                 ))
             }
         };
-        let max_tokens = self.max_completion_tokens.or(self.max_tokens);
+        // The chat alias wins when both are given, so it is the one to name.
+        let (max_tokens, max_tokens_param) = match self.max_completion_tokens {
+            Some(n) => (Some(n), "max_completion_tokens"),
+            None => (self.max_tokens, "max_tokens"),
+        };
         if max_tokens == Some(0) {
             return Err(ApiError::invalid(
-                "max_tokens",
-                "max_tokens must be at least 1",
+                max_tokens_param,
+                format!("{max_tokens_param} must be at least 1"),
             ));
         }
         let stop = self.stop.map(StopInput::into_vec).unwrap_or_default();
@@ -416,6 +428,132 @@ impl ChatRequest {
                 })
             })
             .collect()
+    }
+}
+
+/// A request body whose decoding failures name the offending field.
+///
+/// A derived `Deserialize` reports a wrong type inside a flattened struct or
+/// an untagged enum without the field's name, so a failed decode is checked
+/// again field by field to find it.
+pub trait RequestBody: DeserializeOwned {
+    /// The first field of `body` that does not decode, as a 400 naming it.
+    fn field_error(body: &Map<String, Value>) -> Option<ApiError>;
+}
+
+/// Parses a JSON request body; every rejection of a JSON object names a field.
+///
+/// Bytes that are not a JSON value (syntax, numbers beyond `f64`, nesting
+/// deeper than 128) and values other than an object name no field: there is
+/// none to name; the message gives the position instead.
+pub fn parse_json_body<T: RequestBody>(bytes: &[u8]) -> Result<T, ApiError> {
+    let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::invalid_request(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}"))
+    })?;
+    let Value::Object(body) = &value else {
+        return Err(ApiError::invalid_request(
+            StatusCode::BAD_REQUEST,
+            "the request body must be a JSON object",
+        ));
+    };
+    T::deserialize(&value).map_err(|e| {
+        T::field_error(body).unwrap_or_else(|| {
+            ApiError::invalid_request(StatusCode::BAD_REQUEST, format!("invalid request: {e}"))
+        })
+    })
+}
+
+/// The (static) field names a derived `Deserialize` of a plain struct declares.
+fn struct_fields<T: DeserializeOwned>() -> &'static [&'static str] {
+    use serde::de::{Error as _, Visitor};
+    struct Probe<'a>(&'a mut &'static [&'static str]);
+    impl<'de> serde::Deserializer<'de> for Probe<'_> {
+        type Error = serde::de::value::Error;
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(Self::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(Self::Error::custom("fields recorded"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
+        }
+    }
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(Probe(&mut fields));
+    fields
+}
+
+/// The first [`CommonParams`] field of `body` whose value has the wrong type.
+fn common_field_error(body: &Map<String, Value>) -> Option<ApiError> {
+    let fields = struct_fields::<CommonParams>();
+    body.iter().find_map(|(key, value)| {
+        let name = fields.iter().find(|f| **f == key.as_str())?;
+        // One field alone: the others are optional and unknown keys ignored.
+        let one =
+            MapDeserializer::<_, serde_json::Error>::new(std::iter::once((key.as_str(), value)));
+        CommonParams::deserialize(one)
+            .err()
+            .map(|e| ApiError::invalid(name, format!("{name}: {e}")))
+    })
+}
+
+/// `body[name]` decoded as `T`, or a 400 naming `name` (`expected` says what fits).
+fn own_field_error<T: DeserializeOwned>(
+    body: &Map<String, Value>,
+    name: &'static str,
+    required: bool,
+    expected: &str,
+) -> Option<ApiError> {
+    match body.get(name) {
+        None if required => Some(ApiError::invalid(name, format!("missing field `{name}`"))),
+        None => None,
+        Some(v) => T::deserialize(v)
+            .err()
+            .map(|e| ApiError::invalid(name, format!("{name} must be {expected}: {e}"))),
+    }
+}
+
+impl RequestBody for CompletionRequest {
+    fn field_error(body: &Map<String, Value>) -> Option<ApiError> {
+        own_field_error::<PromptInput>(
+            body,
+            "prompt",
+            true,
+            "a string, a list of token ids, or a one-element list of either",
+        )
+        .or_else(|| own_field_error::<bool>(body, "echo", false, "a boolean"))
+        .or_else(|| common_field_error(body))
+    }
+}
+
+impl RequestBody for ChatRequest {
+    fn field_error(body: &Map<String, Value>) -> Option<ApiError> {
+        let expected = "a list of {role, content} messages";
+        if let Some(Value::Array(list)) = body.get("messages") {
+            // Name the message, not just the list.
+            let bad = list.iter().enumerate().find_map(|(i, m)| {
+                ChatMessageIn::deserialize(m).err().map(|e| {
+                    ApiError::invalid(
+                        "messages",
+                        format!("messages[{i}]: {e} (expected {expected})"),
+                    )
+                })
+            });
+            if bad.is_some() {
+                return bad;
+            }
+        }
+        own_field_error::<Vec<ChatMessageIn>>(body, "messages", true, expected)
+            .or_else(|| common_field_error(body))
     }
 }
 
@@ -504,6 +642,68 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.text_messages().unwrap()[0].content, "ab");
+    }
+
+    #[test]
+    fn aliases_and_top_logprobs_are_named_as_sent() {
+        for (json, param) in [
+            (
+                r#"{"max_completion_tokens": 0, "max_tokens": 5}"#,
+                "max_completion_tokens",
+            ),
+            (r#"{"top_logprobs": 2}"#, "top_logprobs"),
+        ] {
+            assert_eq!(
+                params(json).validate().unwrap_err().param,
+                Some(param),
+                "{json}"
+            );
+        }
+    }
+
+    #[test]
+    fn wrong_types_name_the_field() {
+        for (json, param) in [
+            (r#"{"prompt": "x", "temperature": "hot"}"#, "temperature"),
+            (r#"{"prompt": "x", "stop": [1]}"#, "stop"),
+            (r#"{"prompt": "x", "max_tokens": -1}"#, "max_tokens"),
+            (
+                r#"{"prompt": "x", "stream_options": {"include_usage": 1}}"#,
+                "stream_options",
+            ),
+            (r#"{"prompt": "x", "stream": null}"#, "stream"),
+            (r#"{"prompt": [1, -2]}"#, "prompt"),
+            (r#"{"prompt": null}"#, "prompt"),
+            (r#"{"prompt": "x", "echo": "yes"}"#, "echo"),
+            (r#"{"max_tokens": 3}"#, "prompt"),
+        ] {
+            let err = parse_json_body::<CompletionRequest>(json.as_bytes()).unwrap_err();
+            assert_eq!(err.param, Some(param), "{json}: {err:?}");
+            assert_eq!(err.status, StatusCode::BAD_REQUEST);
+            assert!(err.message.contains(param), "{json}: {err:?}");
+        }
+        for (json, param) in [
+            (
+                r#"{"messages": [{"role": "user"}, {"content": "x"}]}"#,
+                "messages",
+            ),
+            (r#"{"messages": "hi"}"#, "messages"),
+            (r#"{"messages": [], "top_p": [0.5]}"#, "top_p"),
+            (r#"{}"#, "messages"),
+        ] {
+            let err = parse_json_body::<ChatRequest>(json.as_bytes()).unwrap_err();
+            assert_eq!(err.param, Some(param), "{json}: {err:?}");
+        }
+        let err = parse_json_body::<ChatRequest>(
+            br#"{"messages": [{"role": "user"}, {"content": "x"}]}"#,
+        )
+        .unwrap_err();
+        assert!(err.message.starts_with("messages[1]:"), "{err:?}");
+        // Not an object, or not JSON: no field to name, the message says why.
+        for raw in [&b"[1]"[..], b"{\"prompt\": 1e400}", b"\xff"] {
+            let err = parse_json_body::<CompletionRequest>(raw).unwrap_err();
+            assert_eq!((err.status, err.param), (StatusCode::BAD_REQUEST, None));
+        }
     }
 
     #[test]

@@ -13,12 +13,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream;
-use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use crate::api::{
-    ApiError, ChatRequest, CommonParams, CompletionRequest, GenerationSettings, PromptInput, Usage,
+    parse_json_body, ApiError, ChatRequest, CommonParams, CompletionRequest, GenerationSettings,
+    PromptInput, RequestBody, Usage,
 };
 use crate::fleet::LiveFleet;
 use crate::generate::{self, Completion, Generation, StreamItem, TokenLogprob};
@@ -58,7 +58,7 @@ pub fn monitoring_app(state: SharedState) -> Router {
 }
 
 /// Parses a JSON body, mapping size and syntax problems to API errors.
-fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+fn parse_body<T: RequestBody>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
     let bytes = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::invalid_request(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
@@ -66,9 +66,7 @@ fn parse_body<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Resul
             ApiError::invalid_request(StatusCode::BAD_REQUEST, e.body_text())
         }
     })?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::invalid_request(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}"))
-    })
+    parse_json_body(&bytes)
 }
 
 fn check_model(fleet: &LiveFleet, params: &CommonParams) -> Result<(), ApiError> {
@@ -80,6 +78,7 @@ fn check_model(fleet: &LiveFleet, params: &CommonParams) -> Result<(), ApiError>
                 fleet.served_name()
             ),
         )
+        .with_param("model")
         .with_code("model_not_found")),
         _ => Ok(()),
     }
@@ -160,6 +159,17 @@ fn pinned_device(fleet: &LiveFleet, headers: &HeaderMap) -> Result<Option<Device
 enum Flavor {
     Completion,
     Chat,
+}
+
+impl Flavor {
+    /// Names the request's own field: a chat request has no `prompt`, its
+    /// prompt is rendered from `messages`.
+    fn name_field(self, e: ApiError) -> ApiError {
+        match (self, e.param) {
+            (Flavor::Chat, Some("prompt")) => e.with_param("messages"),
+            _ => e,
+        }
+    }
 }
 
 async fn completions(
@@ -326,7 +336,7 @@ async fn respond(
     let include_usage = gen.settings.include_usage;
     let rx = match generate::start(&state.fleet, gen) {
         Ok(rx) => rx,
-        Err(e) => return e.into_response(),
+        Err(e) => return flavor.name_field(e).into_response(),
     };
     let env = Envelope::new(&state.fleet, flavor);
     if stream {
@@ -345,7 +355,7 @@ async fn collect(env: Envelope, mut rx: mpsc::Receiver<StreamItem>) -> Response 
             StreamItem::TokenIds(_) => {}
             StreamItem::Logprobs(l) => lps.extend(l),
             StreamItem::Done(done) => return Json(env.full(text, &done, &lps)).into_response(),
-            StreamItem::Error(e) => return e.into_response(),
+            StreamItem::Error(e) => return env.flavor.name_field(e).into_response(),
         }
     }
     ApiError::new(
@@ -450,7 +460,7 @@ fn sse(env: Envelope, rx: mpsc::Receiver<StreamItem>, include_usage: bool) -> Re
                 }
                 StreamItem::Error(e) => {
                     st.done = true;
-                    let mut out = sse_event(&e.body()).to_vec();
+                    let mut out = sse_event(&st.env.flavor.name_field(e).body()).to_vec();
                     out.extend_from_slice(b"data: [DONE]\n\n");
                     Bytes::from(out)
                 }

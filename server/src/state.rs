@@ -54,7 +54,7 @@ pub fn authorize(keys: &[String], headers: &HeaderMap) -> Result<(), ApiError> {
         _ => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "authentication_error",
-            "missing or invalid API key",
+            "missing or invalid API key in the Authorization header (`Bearer KEY`)",
         )
         .with_code("invalid_api_key")),
     }

@@ -74,16 +74,22 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// Parses `YYYY-MM-DD HH:MM:SS[.f]` (or `T` separator) or plain seconds.
+/// Largest magnitude of a plain-seconds timestamp (about 300,000 years).
+pub const MAX_PLAIN_SECONDS: f64 = 1e13;
+
+/// Parses `YYYY-MM-DD HH:MM:SS[.f]` (or `T` separator) or plain seconds
+/// (below [`MAX_PLAIN_SECONDS`] in magnitude).
 pub fn parse_timestamp(s: &str) -> Option<f64> {
     let s = s.trim();
     if let Ok(v) = s.parse::<f64>() {
-        return v.is_finite().then_some(v);
+        // Bounded like a four-digit year, so differences between rows stay finite.
+        return (v.abs() < MAX_PLAIN_SECONDS).then_some(v);
     }
     let (date, time) = s.split_once([' ', 'T'])?;
     let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
     let (y, mo, day) = (d.next()??, d.next()??, d.next()??);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&day) {
+    // Four-digit years keep the day arithmetic far from overflow.
+    if !(0..=9999).contains(&y) || !(1..=12).contains(&mo) || !(1..=31).contains(&day) {
         return None;
     }
     let mut t = time.trim_end_matches('Z').split(':');
@@ -92,7 +98,8 @@ pub fn parse_timestamp(s: &str) -> Option<f64> {
         t.next()?.parse::<f64>().ok()?,
     );
     let sec = t.next()?.parse::<f64>().ok()?;
-    if h >= 24.0 || mi >= 60.0 || !(0.0..61.0).contains(&sec) {
+    // Range checks written as `contains` also refuse NaN and negatives.
+    if !(0.0..24.0).contains(&h) || !(0.0..60.0).contains(&mi) || !(0.0..61.0).contains(&sec) {
         return None;
     }
     Some(days_from_civil(y, mo, day) as f64 * 86_400.0 + h * 3600.0 + mi * 60.0 + sec)
@@ -257,6 +264,25 @@ mod tests {
         let b = parse_timestamp("2024-01-01 00:00:00.5").unwrap();
         assert!((b - a - 1.0).abs() < 1e-9);
         assert!(parse_timestamp("2023-13-01 00:00:00").is_none());
+    }
+
+    #[test]
+    fn hostile_timestamps_are_refused_not_panicking() {
+        for s in [
+            "9223372036854775807-01-01 00:00:00",
+            "-9223372036854775808-01-01 00:00:00",
+            "10000-01-01 00:00:00",
+            "2023-01-01 NaN:00:00",
+            "2023-01-01 00:NaN:00",
+            "2023-01-01 -1:00:00",
+            "2023-01-01 00:-5:00",
+            "NaN",
+            "inf",
+            "1e308",
+            "-1e308",
+        ] {
+            assert_eq!(parse_timestamp(s), None, "{s}");
+        }
     }
 
     #[test]

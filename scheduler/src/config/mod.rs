@@ -13,6 +13,7 @@ use switchyard_backends::fault::FaultPlan;
 use switchyard_backends::gpu::ops::StoreType;
 use switchyard_backends::gpu::GpuConfig;
 use switchyard_backends::open::{BackendSpec, DeviceSpec, OnnxConfig};
+use switchyard_backends::profile::TomlErrorAt;
 use switchyard_backends::{BackendError, BackendKind, SimConfig};
 
 use crate::engine::EngineConfig;
@@ -512,12 +513,22 @@ fn one() -> f64 {
     1.0
 }
 
+/// A TOML error's message prefixed with its line and that line's text, so
+/// a wrong value is reported with the key it was given for.
+fn located_message(text: &str, e: &toml::de::Error) -> String {
+    let at = TomlErrorAt::new(text, e);
+    match at.line {
+        Some(line) => format!("line {line} {}", at.message),
+        None => at.message,
+    }
+}
+
 impl Config {
     /// Parses a config; `path` names the source in errors and anchors relative paths.
     pub fn from_toml(path: &Path, text: &str) -> Result<Self, ConfigError> {
         let mut config: Config = toml::from_str(text).map_err(|e| ConfigError {
             path: path.to_path_buf(),
-            message: e.message().to_string(),
+            message: located_message(text, &e),
         })?;
         // Relative paths in the file are relative to the file, not the cwd.
         let base = path.parent().unwrap_or(Path::new("."));
@@ -682,5 +693,23 @@ pub mod serde_secs {
         let secs = f64::deserialize(d)?;
         Duration::try_from_secs_f64(secs)
             .map_err(|_| D::Error::custom(format!("expected seconds ≥ 0, got {secs}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrong_types_are_reported_with_their_key_and_line() {
+        let text = "[model]\nspec = \"m\"\n[server]\nmax_body_bytes = \"big\"\n";
+        let err = Config::from_toml(Path::new("c.toml"), text)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("c.toml"), "{err}");
+        assert!(
+            err.contains("line 4") && err.contains("max_body_bytes"),
+            "{err}"
+        );
     }
 }

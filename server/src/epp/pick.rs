@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use serde_json::Value;
 use switchyard_scheduler::router::{DeviceId, DeviceScore, RouteError};
 
-use crate::api::{ApiError, ChatRequest, CompletionRequest};
+use crate::api::{parse_json_body, ApiError, ChatRequest, CompletionRequest};
 use crate::fleet::{AdmissionPermit, LiveFleet, Target};
 use crate::http::{chat_prompt, completion_prompt};
 use crate::tier::{InflightGuard, RemoteTarget};
@@ -216,19 +216,13 @@ pub fn pick(
 }
 
 fn parse(fleet: &LiveFleet, kind: RequestKind, body: &[u8]) -> Result<(Vec<u32>, u32), Refusal> {
-    let invalid_json = |e: serde_json::Error| {
-        Refusal::Invalid(ApiError::invalid_request(
-            StatusCode::BAD_REQUEST,
-            format!("invalid JSON body: {e}"),
-        ))
-    };
     let (prompt, settings) = match kind {
         RequestKind::Chat => {
-            let req: ChatRequest = serde_json::from_slice(body).map_err(invalid_json)?;
+            let req: ChatRequest = parse_json_body(body).map_err(Refusal::Invalid)?;
             chat_prompt(fleet, req).map_err(Refusal::Invalid)?
         }
         _ => {
-            let req: CompletionRequest = serde_json::from_slice(body).map_err(invalid_json)?;
+            let req: CompletionRequest = parse_json_body(body).map_err(Refusal::Invalid)?;
             completion_prompt(fleet, req).map_err(Refusal::Invalid)?
         }
     };
