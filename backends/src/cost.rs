@@ -406,6 +406,82 @@ impl CostModel {
         }
     }
 
+    /// The real-valued largest chunk `q` of prefill tokens at `context`
+    /// that keeps a step of `base` plus that chunk within `budget_s`
+    /// seconds, solved in closed form: the step's compute time is
+    /// quadratic in `q` (the causal attention pairs), its memory time and
+    /// overheads affine, and the roofline's max is within the budget when
+    /// both sides are, so `q` is the smaller of a quadratic's root and an
+    /// affine bound. A guess for an exact integer search, not an answer:
+    /// floating-point rounding can put it an ulp either side. `None` for
+    /// mixture-of-experts models, whose weight bytes grow non-linearly with
+    /// the tokens; negative when not even an empty chunk fits.
+    pub fn largest_chunk_within(
+        &self,
+        base: &StepShape,
+        context: u32,
+        budget_s: f64,
+    ) -> Option<f64> {
+        if self.expert_weight_bytes != 0.0 || !budget_s.is_finite() {
+            return None;
+        }
+        // A chunk of more than one token joins the prefill pass; the step is
+        // split when the device splits mixed steps and `base` has decodes.
+        let split = self.split_mixed_steps && base.decode.seqs > 0;
+        let (pass, fixed_s, fixed_kv_bytes, passes) = if split {
+            let d = self.pass_cost(&base.decode);
+            (base.prefill, d.seconds(), d.kv_bytes, 2.0)
+        } else {
+            (base.total(), 0.0, 0.0, 1.0)
+        };
+        let c = f64::from(context);
+        let t0 = pass.tokens as f64;
+        // Context read and tokens written before the chunk's own tokens.
+        let kv_tokens0 = pass.context_tokens as f64 + c + t0;
+        let seqs = f64::from(base.seqs()) + 1.0;
+        let pass_seqs = f64::from(pass.seqs) + 1.0;
+        let other_bytes = self.shared_weight_bytes + 2.0 * self.state_bytes * pass_seqs;
+        // Affine in q: overheads and the constant decode pass.
+        let oh1 = self.kv_overhead_s_per_byte * self.kv_bytes_per_token;
+        let oh0 = fixed_s
+            + self.step_overhead_s * passes
+            + self.per_seq_overhead_s * seqs
+            + self.kv_overhead_s_per_byte * (self.kv_bytes_per_token * kv_tokens0 + fixed_kv_bytes);
+        // Compute side: a2·q² + a1·q + a0 (pairs grow by q·c + q(q+1)/2).
+        let a2 = self.attn_flops_per_pair / 2.0 / self.flops_per_s;
+        let a1 =
+            (self.flops_per_token + self.attn_flops_per_pair * (c + 0.5)) / self.flops_per_s + oh1;
+        let a0 = (self.flops_per_token * t0 + self.attn_flops_per_pair * pass.attention_pairs)
+            / self.flops_per_s
+            + oh0;
+        // Memory side: b1·q + b0.
+        let b1 = self.kv_bytes_per_token / self.kv_bytes_per_s + oh1;
+        let b0 = other_bytes / self.bytes_per_s
+            + self.kv_bytes_per_token * kv_tokens0 / self.kv_bytes_per_s
+            + oh0;
+        let room_c = budget_s - a0;
+        let q_c = if room_c < 0.0 {
+            room_c
+        } else if a2 > 0.0 {
+            // The positive root, in the form that keeps precision when a2 is tiny.
+            2.0 * room_c / (a1 + (a1 * a1 + 4.0 * a2 * room_c).sqrt())
+        } else if a1 > 0.0 {
+            room_c / a1
+        } else {
+            f64::INFINITY
+        };
+        let room_m = budget_s - b0;
+        let q_m = if b1 > 0.0 {
+            room_m / b1
+        } else if room_m >= 0.0 {
+            f64::INFINITY
+        } else {
+            room_m
+        };
+        let q = q_c.min(q_m);
+        (!q.is_nan()).then_some(q)
+    }
+
     /// Predicted time of a step of the given shape.
     #[inline]
     pub fn step_time(&self, s: &StepShape) -> Duration {

@@ -472,6 +472,108 @@ fn load_reports_queue_and_predicts_delay() {
     assert!(l.predicted_queue_delay > Duration::ZERO);
 }
 
+/// Plain bisection: the reference [`budgeted_chunk`]'s interpolation search must agree with.
+fn bisected_chunk(time: impl Fn(u32) -> f64, max: u32, budget: Duration) -> u32 {
+    let b = budget.as_secs_f64();
+    let floor = MIN_BUDGETED_CHUNK.min(max);
+    if max == 0 || time(max) <= b {
+        return max;
+    }
+    if time(floor) > b {
+        return floor;
+    }
+    let (mut lo, mut hi) = (floor, max);
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if time(mid) <= b {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
+/// A cost model that counts the steps it prices.
+struct Counted<'a> {
+    cost: &'a CostModel,
+    prices: std::cell::Cell<u32>,
+}
+
+impl StepTimer for Counted<'_> {
+    fn step_seconds(&self, shape: &StepShape) -> f64 {
+        self.prices.set(self.prices.get() + 1);
+        self.cost.step_seconds(shape)
+    }
+
+    fn chunk_guess(&self, base: &StepShape, context: u32, budget_s: f64) -> Option<f64> {
+        self.cost.chunk_guess(base, context, budget_s)
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+    /// The interpolation search finds bisection's boundary for the catalog
+    /// cost models (roofline kinks, quadratic attention, split passes) and
+    /// for staircase timers on which interpolation guesses badly, in at
+    /// most twice bisection's prices.
+    #[test]
+    fn budgeted_chunk_equals_bisection(
+        running in 0u32..256,
+        ctx_per_seq in 0u64..20_000,
+        context in 0u32..100_000,
+        max in 0u32..16_384,
+        budget_us in 0u64..400_000,
+        device in 0usize..5,
+        step in 1u32..700,
+        moe in proptest::bool::ANY,
+    ) {
+        use crate::router::tests::catalog_cost;
+        let devices = ["h100-sxm", "l4", "mi300x", "cpu", "a100-80g"];
+        let model = if moe { "mixtral-8x7b" } else { "llama-3.1-8b" };
+        let cost = catalog_cost(devices[device], model);
+        let decodes = StepShape::decodes(running, u64::from(running) * ctx_per_seq);
+        let budget = Duration::from_micros(budget_us);
+        let with_chunk = |q: u32| {
+            let mut s = decodes;
+            s.push(SeqWork { new_tokens: q, context });
+            s
+        };
+        let counted = Counted {
+            cost: &cost,
+            prices: std::cell::Cell::new(0),
+        };
+        let prices = &counted.prices;
+        let got = budgeted_chunk(&counted, decodes, context, max, budget);
+        let want = bisected_chunk(|q| cost.step_cost(&with_chunk(q)).seconds(), max, budget);
+        proptest::prop_assert_eq!(got, want);
+        proptest::prop_assert!(prices.get() <= 2 * 16 + 2, "{} prices", prices.get());
+        // The cost model's closed form lands within a token of the answer
+        // (so two prices confirm it) for dense models.
+        let floor = MIN_BUDGETED_CHUNK.min(max);
+        if let Some(g) = cost.largest_chunk_within(&decodes, context, budget.as_secs_f64()) {
+            if want > floor && want < max {
+                proptest::prop_assert!((g - f64::from(want)).abs() < 1.5, "guess {g}, answer {want}");
+                proptest::prop_assert!(prices.get() <= 2, "{} prices", prices.get());
+            }
+        } else {
+            proptest::prop_assert!(moe);
+        }
+
+        // A staircase: time jumps every `step` tokens.
+        let stairs = |s: &StepShape| {
+            let q = s.prefill.tokens.max(s.decode.tokens) as u32;
+            f64::from(q / step) * 1e-3
+        };
+        let staircase = |q: u32| f64::from(q / step) * 1e-3;
+        proptest::prop_assert_eq!(
+            budgeted_chunk(&stairs, StepShape::default(), 0, max, budget),
+            bisected_chunk(staircase, max, budget)
+        );
+    }
+}
+
 #[test]
 fn budgeted_chunk_bisects_to_the_largest_chunk_within_budget() {
     // One millisecond per token of the step: a step of 4 decodes and a

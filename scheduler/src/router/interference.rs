@@ -3,6 +3,7 @@
 //! the router itself dispatched there (formulas in the [module doc](super)).
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
 use super::DeviceId;
@@ -75,7 +76,29 @@ impl PrefillRate {
 /// The router's per-device dispatch history.
 #[derive(Debug, Clone, Default)]
 pub struct DispatchHistory {
-    devices: HashMap<DeviceId, PrefillRate>,
+    devices: HashMap<DeviceId, PrefillRate, BuildHasherDefault<IdHasher>>,
+}
+
+/// Hashes a [`DeviceId`] with one multiply (Fibonacci hashing): a lookup
+/// per device per decision is on the routing path, where SipHash's
+/// DoS resistance buys nothing (ids are the server's own, not a client's).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 impl DispatchHistory {

@@ -151,7 +151,7 @@ mod policy;
 mod score;
 mod shape;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use interference::{DispatchHistory, PrefillRate, StepMix};
 pub use policy::{Objective, PolicyKind, UnknownObjective, UnknownPolicy, FASTEST_BAND};

@@ -58,6 +58,11 @@ impl<'a> DeviceView<'a> {
     /// leaves, for a prompt at `start`: the token budget's rest, or the
     /// engine's [`budgeted_chunk`] when it budgets steps.
     pub fn prefill_chunk(&self, decodes: StepShape, start: u32) -> u32 {
+        self.prefill_chunk_priced(decodes, start, None)
+    }
+
+    /// [`Self::prefill_chunk`], given the decodes' own step time if already priced.
+    fn prefill_chunk_priced(&self, decodes: StepShape, start: u32, decode_s: Option<f64>) -> u32 {
         let chunk = self
             .max_batched_tokens
             .saturating_sub(decodes.seqs())
@@ -65,7 +70,10 @@ impl<'a> DeviceView<'a> {
         match self.step_time_budget {
             Some(budget) => {
                 // The engine's limit with nothing banked (a lower bound on its chunk).
-                let limit = mixed_step_limit(self.cost, decodes, budget, 0.0);
+                let limit = match decode_s {
+                    Some(s) => mixed_step_limit(&|_: &StepShape| s, decodes, budget, 0.0),
+                    None => mixed_step_limit(self.cost, decodes, budget, 0.0),
+                };
                 budgeted_chunk(self.cost, decodes, start, chunk, limit).max(1)
             }
             None => chunk,
@@ -193,10 +201,13 @@ pub(crate) fn score(
     let rate_before = interference
         .rate
         .tokens_per_s(interference.now, interference.window);
-    let rate_after =
-        interference
-            .rate
-            .with_dispatch(uncached, interference.now, interference.window);
+    // `PrefillRate::with_dispatch` without a second `exp`.
+    let tau = interference.window.as_secs_f64();
+    let rate_after = if tau > 0.0 {
+        rate_before + f64::from(uncached) / tau
+    } else {
+        0.0
+    };
     let tpot_s = mix.time_per_token(rate_before);
     let running_tpot_s = mix.time_per_token(rate_after);
     let prefill_share = mix.prefill_share(rate_after);
@@ -243,7 +254,11 @@ fn step_mix(dev: &DeviceView<'_>, decodes: StepShape, rate: PrefillRate, own: u3
     } else {
         own
     };
-    let chunk = dev.prefill_chunk(decodes, 0).min(typical).max(1);
+    let decode_s = cost.step_cost(&decodes).seconds();
+    let chunk = dev
+        .prefill_chunk_priced(decodes, 0, Some(decode_s))
+        .min(typical)
+        .max(1);
     let context = typical.saturating_sub(chunk) / 2;
     let mut mixed = decodes;
     mixed.push(SeqWork {
@@ -251,7 +266,7 @@ fn step_mix(dev: &DeviceView<'_>, decodes: StepShape, rate: PrefillRate, own: u3
         context,
     });
     StepMix {
-        decode_s: cost.step_cost(&decodes).seconds(),
+        decode_s,
         mixed_s: cost.step_cost(&mixed).seconds(),
         chunk_tokens: chunk,
     }
