@@ -4,9 +4,10 @@
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::de::value::MapDeserializer;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::fmt;
 use switchyard_backends::{SamplingParams, MAX_LOGPROBS};
 
 use switchyard_scheduler::router::RouteError;
@@ -128,8 +129,7 @@ pub fn route_error(e: RouteError) -> ApiError {
 }
 
 /// `prompt`: a string, one-element list of strings, token ids, or one-element list of token-id lists.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum PromptInput {
     /// Text.
     Text(String),
@@ -139,6 +139,110 @@ pub enum PromptInput {
     Texts(Vec<String>),
     /// A batch of token-id lists (only one supported).
     TokenBatch(Vec<Vec<u32>>),
+}
+
+/// Read by its JSON type, not as `#[serde(untagged)]`, which buffers the
+/// whole value (every token id of a long prompt) before trying each form.
+impl<'de> Deserialize<'de> for PromptInput {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Prompt;
+        impl<'de> Visitor<'de> for Prompt {
+            type Value = PromptInput;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, a list of token ids, or a one-element list of either")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PromptInput, E> {
+                Ok(PromptInput::Text(v.to_owned()))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<PromptInput, E> {
+                Ok(PromptInput::Text(v))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PromptInput, A::Error> {
+                // The first element decides the form; the rest must match it.
+                let Some(first) = seq.next_element::<PromptElement>()? else {
+                    return Ok(PromptInput::Tokens(Vec::new()));
+                };
+                Ok(match first {
+                    PromptElement::Id(id) => {
+                        let mut ids = Vec::with_capacity(seq.size_hint().unwrap_or(0) + 1);
+                        ids.push(id);
+                        while let Some(id) = seq.next_element::<u32>()? {
+                            ids.push(id);
+                        }
+                        PromptInput::Tokens(ids)
+                    }
+                    PromptElement::Text(text) => {
+                        let mut texts = vec![text];
+                        while let Some(text) = seq.next_element::<String>()? {
+                            texts.push(text);
+                        }
+                        PromptInput::Texts(texts)
+                    }
+                    PromptElement::Ids(ids) => {
+                        let mut batch = vec![ids];
+                        while let Some(ids) = seq.next_element::<Vec<u32>>()? {
+                            batch.push(ids);
+                        }
+                        PromptInput::TokenBatch(batch)
+                    }
+                })
+            }
+        }
+        d.deserialize_any(Prompt)
+    }
+}
+
+/// The first element of a list `prompt`.
+enum PromptElement {
+    Id(u32),
+    Text(String),
+    Ids(Vec<u32>),
+}
+
+impl<'de> Deserialize<'de> for PromptElement {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Element;
+        impl<'de> Visitor<'de> for Element {
+            type Value = PromptElement;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a token id, a string or a list of token ids")
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<PromptElement, E> {
+                u32::try_from(v).map(PromptElement::Id).map_err(|_| {
+                    E::invalid_value(serde::de::Unexpected::Unsigned(v), &"a u32 token id")
+                })
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<PromptElement, E> {
+                u32::try_from(v).map(PromptElement::Id).map_err(|_| {
+                    E::invalid_value(serde::de::Unexpected::Signed(v), &"a u32 token id")
+                })
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<PromptElement, E> {
+                Ok(PromptElement::Text(v.to_owned()))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<PromptElement, E> {
+                Ok(PromptElement::Text(v))
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<PromptElement, A::Error> {
+                let mut ids = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(id) = seq.next_element::<u32>()? {
+                    ids.push(id);
+                }
+                Ok(PromptElement::Ids(ids))
+            }
+        }
+        d.deserialize_any(Element)
+    }
 }
 
 /// `stop`: one string or a list.
@@ -447,6 +551,18 @@ pub trait RequestBody: DeserializeOwned {
 /// deeper than 128) and values other than an object name no field: there is
 /// none to name; the message gives the position instead.
 pub fn parse_json_body<T: RequestBody>(bytes: &[u8]) -> Result<T, ApiError> {
+    // A well-formed object parses straight into `T`; only a body that
+    // fails goes through a `Value` tree, which names the field at fault
+    // (and accepts what a tree accepts, such as a repeated key).
+    let object = bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b == b'{');
+    if object {
+        if let Ok(body) = serde_json::from_slice::<T>(bytes) {
+            return Ok(body);
+        }
+    }
     let value: Value = serde_json::from_slice(bytes).map_err(|e| {
         ApiError::invalid_request(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}"))
     })?;
@@ -633,6 +749,40 @@ mod tests {
         assert_eq!(r.prompt, PromptInput::Tokens(vec![1, 2, 3]));
         let r: CompletionRequest = serde_json::from_str(r#"{"prompt": "hi"}"#).unwrap();
         assert_eq!(r.prompt, PromptInput::Text("hi".into()));
+        let prompt = |json: &str| serde_json::from_str::<PromptInput>(json);
+        assert_eq!(
+            prompt(r#"["a", "b"]"#).unwrap(),
+            PromptInput::Texts(vec!["a".into(), "b".into()])
+        );
+        assert_eq!(
+            prompt("[[1, 2], []]").unwrap(),
+            PromptInput::TokenBatch(vec![vec![1, 2], vec![]])
+        );
+        assert_eq!(prompt("[]").unwrap(), PromptInput::Tokens(vec![]));
+        assert_eq!(
+            prompt("[4294967295]").unwrap(),
+            PromptInput::Tokens(vec![u32::MAX])
+        );
+        // Ids beyond u32, negative or fractional ids, mixed forms, other types.
+        for bad in [
+            "[4294967296]",
+            "[-1]",
+            "[1.5]",
+            r#"[1, "a"]"#,
+            r#"["a", 1]"#,
+            "[[1], 2]",
+            "[[-1]]",
+            "[null]",
+            "7",
+            "true",
+            "{}",
+            "null",
+        ] {
+            assert!(prompt(bad).is_err(), "{bad}");
+            let body = format!(r#"{{"prompt": {bad}}}"#);
+            let err = parse_json_body::<CompletionRequest>(body.as_bytes()).unwrap_err();
+            assert_eq!(err.param, Some("prompt"), "{bad}: {err:?}");
+        }
     }
 
     #[test]

@@ -159,7 +159,6 @@ enum Attempt {
 enum TokenFlow {
     Continue,
     StopString,
-    ClientGone,
 }
 
 struct Task {
@@ -178,6 +177,9 @@ struct Task {
     unsent_ids: Vec<u32>,
     /// Log-probabilities generated but not yet sent.
     unsent_logprobs: Vec<TokenLogprob>,
+    /// Text of the next delta, and whether there is one to send.
+    pending_text: String,
+    text_ready: bool,
     /// A local device to try first (a tier's choice); dropped after one attempt.
     pin: Option<DeviceId>,
 }
@@ -202,6 +204,8 @@ async fn run(
         shape: "unknown",
         unsent_ids: Vec::new(),
         unsent_logprobs: Vec::new(),
+        pending_text: String::new(),
+        text_ready: false,
         pin: None,
     };
     task.pin = task.gen.pinned;
@@ -360,20 +364,44 @@ impl Task {
         } else {
             None
         };
+        // One handle for the attempt: a labelled lookup per token costs an
+        // allocation and a registry hash.
+        let itl = histogram!(m::ITL, "device" => name.clone());
+        // An event taken from the channel behind a run of tokens.
+        let mut queued: Option<SeqEvent> = None;
         loop {
-            let ev = tokio::select! {
-                ev = rx.recv() => ev,
-                _ = self.out.closed() => return Attempt::ClientGone,
+            let ev = match queued.take() {
+                Some(ev) => Some(ev),
+                None => tokio::select! {
+                    ev = rx.recv() => ev,
+                    _ = self.out.closed() => return Attempt::ClientGone,
+                },
             };
             match ev {
                 Some(SeqEvent::Token(t, lp)) => {
-                    match self.on_token(t, lp, &name, predicted_ttft).await {
-                        TokenFlow::Continue => {}
-                        TokenFlow::StopString => {
-                            self.finish("stop", &name).await;
-                            return Attempt::Done;
+                    let mut flow = self.on_token(t, lp, &name, &itl, predicted_ttft);
+                    // Tokens already waiting (a remote stream read in one go,
+                    // a multi-step decode) leave as one delta, as vLLM
+                    // streams under load: one channel send, one chunk to
+                    // render and one write instead of one per token.
+                    while let TokenFlow::Continue = flow {
+                        match rx.try_recv() {
+                            Ok(SeqEvent::Token(t, lp)) => {
+                                flow = self.on_token(t, lp, &name, &itl, predicted_ttft)
+                            }
+                            Ok(other) => {
+                                queued = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
                         }
-                        TokenFlow::ClientGone => return Attempt::ClientGone,
+                    }
+                    if !self.flush_text().await {
+                        return Attempt::ClientGone;
+                    }
+                    if let TokenFlow::StopString = flow {
+                        self.finish("stop", &name).await;
+                        return Attempt::Done;
                     }
                 }
                 Some(SeqEvent::Finished(reason, _stats)) => {
@@ -395,8 +423,7 @@ impl Task {
                     let reason = if tail.is_empty() {
                         reason
                     } else {
-                        match self.on_text(tail).await {
-                            TokenFlow::ClientGone => return Attempt::ClientGone,
+                        match self.on_text(tail) {
                             TokenFlow::StopString => "stop",
                             TokenFlow::Continue => reason,
                         }
@@ -431,11 +458,12 @@ impl Task {
         }
     }
 
-    async fn on_token(
+    fn on_token(
         &mut self,
         token: u32,
         logprobs: Option<Box<TokenLogprobs>>,
         device: &str,
+        itl: &metrics::Histogram,
         predicted: Option<std::time::Duration>,
     ) -> TokenFlow {
         let now = Instant::now();
@@ -450,10 +478,7 @@ impl Task {
                         .record(err);
                 }
             }
-            Some(prev) => {
-                histogram!(m::ITL, "device" => device.to_string())
-                    .record((now - prev).as_secs_f64());
-            }
+            Some(prev) => itl.record((now - prev).as_secs_f64()),
         }
         self.last_token = Some(now);
         self.generated.push(token);
@@ -464,14 +489,17 @@ impl Task {
             self.unsent_logprobs.push(TokenLogprob { token, logprobs });
         }
         let delta = self.decoder.push(self.fleet.tokenizer().as_ref(), token);
-        self.on_text(delta).await
+        self.on_text(delta)
     }
 
     /// Sends new text, or holds back what could still grow into a stop string.
-    async fn on_text(&mut self, delta: String) -> TokenFlow {
+    /// Queues new text ([`Self::flush_text`] sends it), or holds back what
+    /// could still grow into a stop string.
+    fn on_text(&mut self, delta: String) -> TokenFlow {
         let stops = &self.gen.settings.stop;
         if stops.is_empty() {
-            return self.send_text(delta).await;
+            self.queue_text(&delta);
+            return TokenFlow::Continue;
         }
         self.text.push_str(&delta);
         let window = self
@@ -495,9 +523,7 @@ impl Task {
             self.text.truncate(cut);
             self.emitted = cut;
             if !piece.is_empty() {
-                if let TokenFlow::ClientGone = self.send_text(piece).await {
-                    return TokenFlow::ClientGone;
-                }
+                self.queue_text(&piece);
             }
             return TokenFlow::StopString;
         }
@@ -517,23 +543,30 @@ impl Task {
         if safe > self.emitted {
             let piece = self.text[self.emitted..safe].to_string();
             self.emitted = safe;
-            return self.send_text(piece).await;
+            self.queue_text(&piece);
         }
         TokenFlow::Continue
+    }
+
+    /// Adds text to the next delta (empty text still makes one: it carries
+    /// the token ids of a token that completed no character).
+    fn queue_text(&mut self, text: &str) {
+        self.pending_text.push_str(text);
+        self.text_ready = true;
     }
 
     /// Sends text to the client. A client that stops reading fills the
     /// bounded stream buffer; past the stall timeout it counts as gone, so
     /// its sequence is aborted and frees its device slot and KV blocks.
-    async fn send_text(&mut self, text: String) -> TokenFlow {
-        if !self.flush_ids().await {
-            return TokenFlow::ClientGone;
+    /// Sends the queued delta, with its token ids and log-probabilities;
+    /// `false` when the client is gone.
+    async fn flush_text(&mut self) -> bool {
+        if !self.text_ready {
+            return true;
         }
-        if self.send_item(StreamItem::Text(text)).await {
-            TokenFlow::Continue
-        } else {
-            TokenFlow::ClientGone
-        }
+        self.text_ready = false;
+        let text = std::mem::take(&mut self.pending_text);
+        self.flush_ids().await && self.send_item(StreamItem::Text(text)).await
     }
 
     /// Sends the token ids and log-probabilities not yet sent; `false` when the client is gone.
@@ -567,8 +600,9 @@ impl Task {
         if self.emitted < self.text.len() {
             let rest = self.text[self.emitted..].to_string();
             self.emitted = self.text.len();
-            let _ = self.send_item(StreamItem::Text(rest)).await;
+            self.queue_text(&rest);
         }
+        let _ = self.flush_text().await;
         let _ = self.flush_ids().await;
         let e2e = self.arrival.elapsed().as_secs_f64();
         histogram!(m::E2E, "device" => device.to_string(), "shape" => self.shape).record(e2e);

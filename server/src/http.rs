@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream;
+use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -215,6 +216,39 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// One streamed chunk of a completion or chat completion.
+#[derive(Serialize)]
+struct StreamChunk<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    choices: [StreamChoice<'a>; 1],
+}
+
+/// The one choice of a streamed chunk: `text` (completions) or `delta` (chat).
+#[derive(Serialize)]
+struct StreamChoice<'a> {
+    index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delta: Option<ChatDelta<'a>>,
+    logprobs: Value,
+    finish_reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "<[u32]>::is_empty")]
+    token_ids: &'a [u32],
+}
+
+/// A chat chunk's `delta`: the role on the first, then content.
+#[derive(Serialize)]
+struct ChatDelta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+}
+
 /// Identity shared by every chunk of one response.
 struct Envelope {
     id: String,
@@ -256,36 +290,45 @@ impl Envelope {
         }
     }
 
-    fn chunk(
-        &self,
-        text: Option<&str>,
-        finish: Option<&str>,
+    /// One streamed chunk, serialised straight from borrowed fields: it is
+    /// built once per token, where a `Value` tree costs a map and a string
+    /// allocation per key.
+    fn chunk<'a>(
+        &'a self,
+        text: Option<&'a str>,
+        finish: Option<&'static str>,
         first: bool,
-        token_ids: &[u32],
+        token_ids: &'a [u32],
         logprobs: Value,
-    ) -> Value {
-        let mut choice = match self.flavor {
-            Flavor::Completion => json!({
-                "index": 0, "text": text.unwrap_or(""), "logprobs": logprobs, "finish_reason": finish,
-            }),
-            Flavor::Chat => {
-                let mut delta = serde_json::Map::new();
-                if first {
-                    delta.insert("role".into(), json!("assistant"));
-                }
-                if let Some(t) = text {
-                    delta.insert("content".into(), json!(t));
-                }
-                json!({ "index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish })
-            }
+    ) -> StreamChunk<'a> {
+        let choice = match self.flavor {
+            Flavor::Completion => StreamChoice {
+                index: 0,
+                text: Some(text.unwrap_or("")),
+                delta: None,
+                logprobs,
+                finish_reason: finish,
+                token_ids,
+            },
+            Flavor::Chat => StreamChoice {
+                index: 0,
+                text: None,
+                delta: Some(ChatDelta {
+                    role: first.then_some("assistant"),
+                    content: text,
+                }),
+                logprobs,
+                finish_reason: finish,
+                token_ids,
+            },
         };
-        if !token_ids.is_empty() {
-            choice["token_ids"] = json!(token_ids);
+        StreamChunk {
+            id: &self.id,
+            object: self.object(true),
+            created: self.created,
+            model: &self.model,
+            choices: [choice],
         }
-        json!({
-            "id": self.id, "object": self.object(true), "created": self.created,
-            "model": self.model, "choices": [choice],
-        })
     }
 
     fn usage_chunk(&self, usage: Usage) -> Value {
@@ -366,9 +409,18 @@ async fn collect(env: Envelope, mut rx: mpsc::Receiver<StreamItem>) -> Response 
     .into_response()
 }
 
-fn sse_event(v: &Value) -> Bytes {
-    Bytes::from(format!("data: {v}\n\n"))
+/// Appends one SSE event carrying `v` to `out`.
+fn push_sse_event(out: &mut Vec<u8>, v: &impl Serialize) {
+    out.extend_from_slice(b"data: ");
+    // Writing a `Value` into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, v);
+    out.extend_from_slice(b"\n\n");
 }
+
+/// Most bytes of queued events sent as one body chunk: a burst of tokens
+/// (a fast device, or a remote stream read in one go) leaves in one write
+/// instead of a syscall per token, and a slow one is not held back.
+const SSE_COALESCE_BYTES: usize = 32 * 1024;
 
 struct SseState {
     env: Envelope,
@@ -384,6 +436,58 @@ struct SseState {
     offset: usize,
 }
 
+impl SseState {
+    /// Renders one item (`None`: the generation task ended) onto `out`.
+    fn render(&mut self, item: Option<StreamItem>, out: &mut Vec<u8>) {
+        let Some(item) = item else {
+            self.done = true;
+            out.extend_from_slice(b"data: [DONE]\n\n");
+            return;
+        };
+        match item {
+            StreamItem::TokenIds(ids) => self.ids.extend(ids),
+            StreamItem::Logprobs(l) => self.lps.extend(l),
+            StreamItem::Text(t)
+                if t.is_empty() && !self.first && self.ids.is_empty() && self.lps.is_empty() => {}
+            StreamItem::Text(t) => {
+                let ids = std::mem::take(&mut self.ids);
+                let lps = std::mem::take(&mut self.lps);
+                let logprobs = self.env.logprobs(&lps, &mut self.offset);
+                push_sse_event(
+                    out,
+                    &self.env.chunk(Some(&t), None, self.first, &ids, logprobs),
+                );
+                self.first = false;
+            }
+            StreamItem::Done(done) => {
+                if self.first && self.env.flavor == Flavor::Chat {
+                    push_sse_event(out, &self.env.chunk(Some(""), None, true, &[], Value::Null));
+                }
+                let ids = std::mem::take(&mut self.ids);
+                let lps = std::mem::take(&mut self.lps);
+                let logprobs = self.env.logprobs(&lps, &mut self.offset);
+                push_sse_event(
+                    out,
+                    &self
+                        .env
+                        .chunk(None, Some(done.finish_reason), false, &ids, logprobs),
+                );
+                if self.include_usage {
+                    let usage = Usage::new(done.prompt_tokens, done.completion_tokens);
+                    push_sse_event(out, &self.env.usage_chunk(usage));
+                }
+                out.extend_from_slice(b"data: [DONE]\n\n");
+                self.done = true;
+            }
+            StreamItem::Error(e) => {
+                self.done = true;
+                push_sse_event(out, &self.env.flavor.name_field(e).body());
+                out.extend_from_slice(b"data: [DONE]\n\n");
+            }
+        }
+    }
+}
+
 fn sse(env: Envelope, rx: mpsc::Receiver<StreamItem>, include_usage: bool) -> Response {
     let init = SseState {
         env,
@@ -396,77 +500,24 @@ fn sse(env: Envelope, rx: mpsc::Receiver<StreamItem>, include_usage: bool) -> Re
         offset: 0,
     };
     let body = stream::unfold(init, |mut st| async move {
-        if st.done {
+        let mut out = Vec::new();
+        // Items that render nothing (ids, log-probabilities) wait for the next.
+        while out.is_empty() && !st.done {
+            let item = st.rx.recv().await;
+            st.render(item, &mut out);
+            // Then whatever is already queued goes in the same chunk.
+            while !st.done && out.len() < SSE_COALESCE_BYTES {
+                match st.rx.try_recv() {
+                    Ok(item) => st.render(Some(item), &mut out),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => st.render(None, &mut out),
+                }
+            }
+        }
+        if out.is_empty() {
             return None;
         }
-        loop {
-            let Some(item) = st.rx.recv().await else {
-                st.done = true;
-                return Some((
-                    Ok::<Bytes, Infallible>(Bytes::from_static(b"data: [DONE]\n\n")),
-                    st,
-                ));
-            };
-            let bytes = match item {
-                StreamItem::TokenIds(ids) => {
-                    st.ids.extend(ids);
-                    continue;
-                }
-                StreamItem::Logprobs(l) => {
-                    st.lps.extend(l);
-                    continue;
-                }
-                StreamItem::Text(t)
-                    if t.is_empty() && !st.first && st.ids.is_empty() && st.lps.is_empty() =>
-                {
-                    continue
-                }
-                StreamItem::Text(t) => {
-                    let ids = std::mem::take(&mut st.ids);
-                    let lps = std::mem::take(&mut st.lps);
-                    let logprobs = st.env.logprobs(&lps, &mut st.offset);
-                    let b = sse_event(&st.env.chunk(Some(&t), None, st.first, &ids, logprobs));
-                    st.first = false;
-                    b
-                }
-                StreamItem::Done(done) => {
-                    let mut out = Vec::new();
-                    if st.first && st.env.flavor == Flavor::Chat {
-                        out.extend_from_slice(&sse_event(&st.env.chunk(
-                            Some(""),
-                            None,
-                            true,
-                            &[],
-                            Value::Null,
-                        )));
-                    }
-                    let ids = std::mem::take(&mut st.ids);
-                    let lps = std::mem::take(&mut st.lps);
-                    let logprobs = st.env.logprobs(&lps, &mut st.offset);
-                    out.extend_from_slice(&sse_event(&st.env.chunk(
-                        None,
-                        Some(done.finish_reason),
-                        false,
-                        &ids,
-                        logprobs,
-                    )));
-                    if st.include_usage {
-                        let usage = Usage::new(done.prompt_tokens, done.completion_tokens);
-                        out.extend_from_slice(&sse_event(&st.env.usage_chunk(usage)));
-                    }
-                    out.extend_from_slice(b"data: [DONE]\n\n");
-                    st.done = true;
-                    Bytes::from(out)
-                }
-                StreamItem::Error(e) => {
-                    st.done = true;
-                    let mut out = sse_event(&st.env.flavor.name_field(e).body()).to_vec();
-                    out.extend_from_slice(b"data: [DONE]\n\n");
-                    Bytes::from(out)
-                }
-            };
-            return Some((Ok(bytes), st));
-        }
+        Some((Ok::<Bytes, Infallible>(Bytes::from(out)), st))
     });
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")

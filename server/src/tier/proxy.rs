@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use metrics::counter;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use switchyard_backends::SamplingParams;
 use switchyard_scheduler::config::EngineKind;
 use switchyard_scheduler::engine::FinishReason;
@@ -51,45 +52,82 @@ fn speaks_tokens(engine: EngineKind) -> bool {
     )
 }
 
+/// The `/v1/completions` request a remote target is sent, serialised
+/// straight from the request (a prompt of thousands of ids is not copied
+/// into a `Value` tree first).
+#[derive(Debug, Serialize)]
+pub struct RemoteBody<'a> {
+    model: &'a str,
+    prompt: RemotePrompt<'a>,
+    max_tokens: u32,
+    temperature: f32,
+    top_p: f32,
+    stream: bool,
+    stream_options: StreamOptions,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_k: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ignore_eos: Option<bool>,
+    #[serde(skip_serializing_if = "<[u32]>::is_empty")]
+    stop_token_ids: &'a [u32],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    return_token_ids: Option<bool>,
+    /// llama.cpp's name for `return_token_ids`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    return_tokens: Option<bool>,
+}
+
+/// A prompt as token ids, or as text for engines that take only text.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum RemotePrompt<'a> {
+    Ids(&'a [u32]),
+    Text(String),
+}
+
+/// `stream_options` of a [`RemoteBody`].
+#[derive(Debug, Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
 /// The request body for `target`'s engine.
-pub fn body(target: &RemoteTarget, req: &RemoteRequest, tokenizer: &SharedTokenizer) -> Value {
+pub fn body<'a>(
+    target: &'a RemoteTarget,
+    req: &'a RemoteRequest,
+    tokenizer: &SharedTokenizer,
+) -> RemoteBody<'a> {
     let engine = target.server.engine;
     let model = if target.server.model.is_empty() {
-        req.served_model.clone()
+        &req.served_model
     } else {
-        target.server.model.clone()
+        &target.server.model
     };
-    let prompt = if speaks_tokens(engine) {
-        json!(req.prompt)
-    } else {
-        json!(tokenizer.decode(&req.prompt))
-    };
+    let tokens = speaks_tokens(engine);
     let s = &req.sampling;
-    let mut b = json!({
-        "model": model,
-        "prompt": prompt,
-        "max_tokens": req.max_tokens,
-        "temperature": s.temperature,
-        "top_p": s.top_p,
-        "stream": true,
-        "stream_options": {"include_usage": true},
-    });
-    if let Some(seed) = s.seed {
-        b["seed"] = json!(seed);
+    RemoteBody {
+        model,
+        prompt: if tokens {
+            RemotePrompt::Ids(&req.prompt)
+        } else {
+            RemotePrompt::Text(tokenizer.decode(&req.prompt))
+        },
+        max_tokens: req.max_tokens,
+        temperature: s.temperature,
+        top_p: s.top_p,
+        stream: true,
+        stream_options: StreamOptions {
+            include_usage: true,
+        },
+        seed: s.seed,
+        top_k: (tokens && s.top_k > 0).then_some(s.top_k),
+        ignore_eos: tokens.then_some(req.ignore_eos),
+        stop_token_ids: if tokens { &req.stop_token_ids } else { &[] },
+        return_token_ids: tokens.then_some(true),
+        return_tokens: tokens.then_some(true),
     }
-    if speaks_tokens(engine) {
-        if s.top_k > 0 {
-            b["top_k"] = json!(s.top_k);
-        }
-        b["ignore_eos"] = json!(req.ignore_eos);
-        if !req.stop_token_ids.is_empty() {
-            b["stop_token_ids"] = json!(req.stop_token_ids);
-        }
-        b["return_token_ids"] = json!(true);
-        // llama.cpp's name for the same thing.
-        b["return_tokens"] = json!(true);
-    }
-    b
 }
 
 /// Why a remote attempt ended without finishing.
@@ -133,7 +171,10 @@ pub async fn run(
             &url,
             server.api_key.as_deref(),
             &headers,
-            Bytes::from(body.to_string()),
+            Bytes::from(
+                serde_json::to_vec(&body)
+                    .map_err(|e| RemoteError::Protocol(format!("request body: {e}")))?,
+            ),
         )?;
         // The response head comes when the server accepts the request, which
         // a queueing server may delay until admission: the first-token limit covers both.
@@ -185,6 +226,35 @@ pub async fn run(
                         )),
                         Ending::Finished,
                     ));
+                }
+                // The common chunk (token ids, no error) without building a `Value` tree.
+                if let Ok(fast) = serde_json::from_str::<TokenChunk<'_>>(&event) {
+                    if fast.error.is_none() {
+                        let tokens = match fast.choices.first() {
+                            Some(choice) => choice.token_ids.as_deref().or(fast.tokens.as_deref()),
+                            None => continue, // the usage chunk
+                        };
+                        if let Some(tokens) = tokens {
+                            let choice = &fast.choices[0];
+                            if !tokens.is_empty() {
+                                got_token = true;
+                                inflight.tokens(tokens.len() as u32);
+                            }
+                            for &t in tokens {
+                                let t = t.min(u64::from(u32::MAX)) as u32;
+                                if sink.send(SeqEvent::Token(t, None)).is_err() {
+                                    return Ok(Ending::ClientGone);
+                                }
+                            }
+                            if let Some(reason) = &choice.finish_reason {
+                                finish = Some(match reason.as_ref() {
+                                    "length" => FinishReason::Length,
+                                    _ => FinishReason::Stop,
+                                });
+                            }
+                            continue;
+                        }
+                    }
                 }
                 let chunk: Value = serde_json::from_str(&event)
                     .map_err(|e| RemoteError::Protocol(format!("chunk is not JSON: {e}")))?;
@@ -285,6 +355,29 @@ pub async fn run(
     if let Some(ev) = event {
         let _ = sink.send(ev);
     }
+}
+
+/// A streamed chunk as token-id engines send it (vLLM, Switchyard,
+/// llama.cpp), read without a `Value` tree; anything else (text-only
+/// engines, errors, odd ids) takes the general path.
+#[derive(Deserialize)]
+struct TokenChunk<'a> {
+    #[serde(default, borrow)]
+    choices: Vec<TokenChoice<'a>>,
+    /// llama.cpp's ids.
+    #[serde(default)]
+    tokens: Option<Vec<u64>>,
+    #[serde(default)]
+    error: Option<serde::de::IgnoredAny>,
+}
+
+/// A choice of a [`TokenChunk`].
+#[derive(Deserialize)]
+struct TokenChoice<'a> {
+    #[serde(default)]
+    token_ids: Option<Vec<u64>>,
+    #[serde(default, borrow)]
+    finish_reason: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// The token ids of a streamed choice: `token_ids` (vLLM, Switchyard),
