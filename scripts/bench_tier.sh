@@ -7,7 +7,8 @@
 # by default, so what is measured is the proxies.
 #
 # Usage: scripts/bench_tier.sh [OUT_DIR]   (builds release; needs `pip install vllm-router==0.1.17`)
-# Env: STREAMS ("64 512"), REQUESTS per run (2000), PROMPT (256), OUTPUT (32), TIME_SCALE (0).
+# Env: STREAMS ("64 512"), REQUESTS per run (2000), PROMPT (256), OUTPUT (32), TIME_SCALE (0),
+# REPEAT (2: runs of each proxy, rotated; the table shows each run and their mean).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-target/bench-tier}
@@ -16,6 +17,7 @@ REQUESTS=${REQUESTS:-2000}
 PROMPT=${PROMPT:-256}
 OUTPUT=${OUTPUT:-32}
 TIME_SCALE=${TIME_SCALE:-0}
+REPEAT=${REPEAT:-2}
 BIN=target/release/switchyard
 [ -x "$BIN" ] || cargo build --release --bin switchyard
 command -v vllm-router >/dev/null || { echo "bench_tier: vllm-router not found (pip install vllm-router==0.1.17)" >&2; exit 1; }
@@ -73,38 +75,67 @@ run() { # name target concurrency requests
 }
 # Warm-up, then the measured runs. "direct" is two loadgens at once, one per node.
 run warm "http://127.0.0.1:$TIER_PORT" 4 40
+# Each proxy runs REPEAT times, in a rotated order each round, so no proxy
+# always runs first (cold pools) or last (warm nodes).
+PROXIES=(switchyard-tier vllm-router-rr vllm-router-ca)
+declare -A PROXY_URL=(
+  [switchyard-tier]="http://127.0.0.1:$TIER_PORT"
+  [vllm-router-rr]="http://127.0.0.1:${ROUTER_PORTS[round_robin]}"
+  [vllm-router-ca]="http://127.0.0.1:${ROUTER_PORTS[cache_aware]}"
+)
 for c in $STREAMS; do
   run "direct-n1-$c" "http://127.0.0.1:${NODE_PORTS[0]}" $((c / 2)) $((REQUESTS / 2)) &
   D1=$!
   run "direct-n2-$c" "http://127.0.0.1:${NODE_PORTS[1]}" $((c / 2)) $((REQUESTS / 2))
   wait $D1
-  run "switchyard-tier-$c" "http://127.0.0.1:$TIER_PORT" "$c" "$REQUESTS"
-  run "vllm-router-rr-$c" "http://127.0.0.1:${ROUTER_PORTS[round_robin]}" "$c" "$REQUESTS"
-  run "vllm-router-ca-$c" "http://127.0.0.1:${ROUTER_PORTS[cache_aware]}" "$c" "$REQUESTS"
+  # Each proxy first opens its connections at this concurrency (pools
+  # grow on demand, and the cold first run would pay for them).
+  for name in "${PROXIES[@]}"; do
+    run "warm-$name-$c" "${PROXY_URL[$name]}" "$c" $((c * 2))
+  done
+  for rep in $(seq 1 "$REPEAT"); do
+    for k in 0 1 2; do
+      name=${PROXIES[$(((k + rep - 1) % 3))]}
+      run "$name-$c-$rep" "${PROXY_URL[$name]}" "$c" "$REQUESTS"
+    done
+  done
 done
 
-python3 - "$OUT" $STREAMS <<'PY'
+python3 - "$OUT" "$REPEAT" $STREAMS <<'PY'
 import json, sys
-out, streams = sys.argv[1], sys.argv[2:]
+out, repeat, streams = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+KEYS = ("ttft50", "ttft99", "itl99", "tok")
 def load(name):
     return json.load(open(f"{out}/{name}/results.json"))["runs"][0]
 def pick(r):
     return dict(ttft50=r["ttft_s"]["p50"], ttft99=r["ttft_s"]["p99"], itl99=r["itl_s"]["p99"],
                 tok=r["throughput"]["output_tokens_per_s"], ok=r["completed"], failed=r["failed"])
+def mean(runs):
+    m = {k: sum(r[k] for r in runs) / len(runs) for k in KEYS}
+    m.update(ok=sum(r["ok"] for r in runs), failed=sum(r["failed"] for r in runs))
+    return m
+def row(name, r):
+    print(f"{name:<24}{r['ok']:>6}{r['failed']:>6}{r['ttft50']*1e3:>13.2f}{r['ttft99']*1e3:>13.2f}"
+          f"{r['itl99']*1e3:>12.2f}{r['tok']:>9.0f}")
 for c in streams:
     a, b = pick(load(f"direct-n1-{c}")), pick(load(f"direct-n2-{c}"))
     direct = {k: (a[k] + b[k]) / 2 for k in a}
     direct.update(tok=a["tok"] + b["tok"], ok=a["ok"] + b["ok"], failed=a["failed"] + b["failed"])
-    rows = [("direct (2 x half)", direct)]
-    for name in ("switchyard-tier", "vllm-router-rr", "vllm-router-ca"):
-        rows.append((name, pick(load(f"{name}-{c}"))))
     print(f"\n{c} streams")
-    print(f"{'target':<20}{'ok':>6}{'fail':>6}{'TTFT p50 ms':>13}{'TTFT p99 ms':>13}{'ITL p99 ms':>12}{'tok/s':>9}")
-    for name, r in rows:
-        print(f"{name:<20}{r['ok']:>6}{r['failed']:>6}{r['ttft50']*1e3:>13.2f}{r['ttft99']*1e3:>13.2f}"
-              f"{r['itl99']*1e3:>12.2f}{r['tok']:>9.0f}")
-    base = rows[0][1]
-    for name, r in rows[1:]:
-        print(f"  {name}: TTFT p50 {(r['ttft50']-base['ttft50'])*1e3:+.2f} ms, p99 {(r['ttft99']-base['ttft99'])*1e3:+.2f} ms, "
-              f"ITL p99 {(r['itl99']-base['itl99'])*1e3:+.2f} ms over direct; {r['tok']/base['tok']:.3f}x direct tok/s")
+    print(f"{'target':<24}{'ok':>6}{'fail':>6}{'TTFT p50 ms':>13}{'TTFT p99 ms':>13}{'ITL p99 ms':>12}{'tok/s':>9}")
+    row("direct (2 x half)", direct)
+    means = {}
+    for name in ("switchyard-tier", "vllm-router-rr", "vllm-router-ca"):
+        runs = [pick(load(f"{name}-{c}-{i}")) for i in range(1, repeat + 1)]
+        for i, r in enumerate(runs, 1):
+            row(f"{name} #{i}", r)
+        means[name] = mean(runs)
+        row(f"{name} mean", means[name])
+    tier = means["switchyard-tier"]
+    for name in ("vllm-router-rr", "vllm-router-ca"):
+        r = means[name]
+        print(f"  tier vs {name} (means): {tier['tok']/r['tok']:.3f}x tokens/s, TTFT p99 {tier['ttft99']*1e3:.1f} vs {r['ttft99']*1e3:.1f} ms, "
+              f"ITL p99 {tier['itl99']*1e3:.1f} vs {r['itl99']*1e3:.1f} ms")
+    print(f"  tier over direct: TTFT p50 {(tier['ttft50']-direct['ttft50'])*1e3:+.2f} ms, p99 {(tier['ttft99']-direct['ttft99'])*1e3:+.2f} ms, "
+          f"ITL p99 {(tier['itl99']-direct['itl99'])*1e3:+.2f} ms")
 PY

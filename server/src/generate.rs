@@ -5,6 +5,8 @@
 //! The task ends when the client goes away (its receiver is dropped): the
 //! [`AbortOnDrop`] guard then aborts the sequence so its KV blocks are freed.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -127,8 +129,9 @@ impl Drop for AbortOnDrop {
 enum Upstream {
     /// A local device's sequence.
     Local(AbortOnDrop),
-    /// A remote stream's task (dropping its connection cancels it there).
-    Remote(tokio::task::AbortHandle),
+    /// A remote stream, polled by the request task itself (dropping it
+    /// drops its connection, which cancels it there).
+    Remote,
 }
 
 impl Upstream {
@@ -136,14 +139,6 @@ impl Upstream {
     fn disarm(&mut self) {
         if let Upstream::Local(g) = self {
             g.armed = false;
-        }
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        if let Upstream::Remote(task) = self {
-            task.abort();
         }
     }
 }
@@ -316,6 +311,7 @@ impl Task {
             .map(|s| s.ttft);
         let (tx, mut rx) = mpsc::unbounded_channel();
         let s = &self.gen.settings;
+        let mut remote_stream: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = None;
         let mut guard = match target {
             Target::Local(device) => {
                 let seq = self.fleet.next_seq_id();
@@ -355,8 +351,10 @@ impl Task {
                     served_model: self.fleet.served_name().to_string(),
                 };
                 let tokenizer = self.fleet.tokenizer().clone();
-                let task = tokio::spawn(proxy::run(tier, remote, request, tokenizer, tx));
-                Upstream::Remote(task.abort_handle())
+                // Polled below beside the events it sends: no task of its
+                // own, so no scheduler hop between a remote token and its delta.
+                remote_stream = Some(Box::pin(proxy::run(tier, remote, request, tokenizer, tx)));
+                Upstream::Remote
             }
         };
         let predicted_ttft = if self.generated.is_empty() {
@@ -374,6 +372,15 @@ impl Task {
                 Some(ev) => Some(ev),
                 None => tokio::select! {
                     ev = rx.recv() => ev,
+                    () = async {
+                        if let Some(stream) = remote_stream.as_mut() {
+                            stream.await;
+                        }
+                    }, if remote_stream.is_some() => {
+                        // It sent its ending before it returned; read on.
+                        remote_stream = None;
+                        continue;
+                    }
                     _ = self.out.closed() => return Attempt::ClientGone,
                 },
             };
