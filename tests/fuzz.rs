@@ -267,7 +267,7 @@ fn common_fields(model: &'static str, vocab: u32) -> Vec<(&'static str, BoxedStr
                 .boxed(),
         ),
         ("ignore_eos", any::<bool>().prop_map(Value::from).boxed()),
-        ("n", Just(json!(1)).boxed()),
+        ("n", (1u32..=4).prop_map(Value::from).boxed()),
         (
             "logprobs",
             prop_oneof![

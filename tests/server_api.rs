@@ -204,7 +204,13 @@ fn bad_input_gets_openai_errors() {
         v
     };
     check(raw("{not json"), 400, None);
-    check(raw(r#"{"prompt": "x", "n": 2}"#), 400, Some("n"));
+    check(raw(r#"{"prompt": "x", "n": 0}"#), 400, Some("n"));
+    check(raw(r#"{"prompt": "x", "n": 17}"#), 400, Some("n"));
+    check(
+        raw(r#"{"prompt": "x", "n": 2, "best_of": 3}"#),
+        400,
+        Some("best_of"),
+    );
     check(
         raw(r#"{"prompt": "x", "logprobs": 21}"#),
         400,
@@ -423,7 +429,12 @@ fn slow_device(extra: &str) -> Server {
 }
 
 fn open_stream(s: &Server, max_tokens: u32) -> TcpStream {
-    let body = json!({"prompt": "tell me a long story", "max_tokens": max_tokens, "stream": true, "ignore_eos": true}).to_string();
+    open_stream_n(s, max_tokens, 1)
+}
+
+/// A streamed completion of `n` choices, read until its first chunk.
+fn open_stream_n(s: &Server, max_tokens: u32, n: u32) -> TcpStream {
+    let body = json!({"prompt": "tell me a long story", "max_tokens": max_tokens, "stream": true, "ignore_eos": true, "n": n}).to_string();
     let mut tcp = TcpStream::connect(s.addr()).unwrap();
     write!(
         tcp,
@@ -457,6 +468,18 @@ fn client_disconnect_aborts_and_frees_kv_blocks() {
     let s = slow_device("");
     let tcp = open_stream(&s, 2000);
     s.wait_devices(Duration::from_secs(5), |v| running(v) == 1);
+    drop(tcp);
+    s.wait_devices(Duration::from_secs(10), |v| {
+        let d = &v["devices"][0];
+        running(v) == 0 && d["load"]["free_blocks"] == d["load"]["total_blocks"]
+    });
+}
+
+#[test]
+fn client_disconnect_aborts_every_choice_of_a_parallel_request() {
+    let s = slow_device("");
+    let tcp = open_stream_n(&s, 2000, 3);
+    s.wait_devices(Duration::from_secs(5), |v| running(v) == 3);
     drop(tcp);
     s.wait_devices(Duration::from_secs(10), |v| {
         let d = &v["devices"][0];
@@ -500,4 +523,86 @@ fn sigterm_drains_in_flight_requests_then_exits_zero() {
         .filter(|d| d.contains("\"text\"") && !d.contains("finish_reason\":\""))
         .count();
     assert!(tokens >= 19, "{body}");
+}
+
+#[test]
+fn parallel_sampling_returns_n_choices_with_the_prompt_counted_once() {
+    let s = fast_fleet();
+    let prompt: Vec<u32> = (10..60).collect();
+    let prompt_before =
+        common::metric_value(&s, "switchyard_prompt_tokens_total", "device=\"h100-0\"")
+            + common::metric_value(&s, "switchyard_prompt_tokens_total", "device=\"l4-0\"");
+    let (code, body) = s.post(
+        "/v1/completions",
+        &json!({"prompt": prompt, "max_tokens": 5, "n": 3, "ignore_eos": true}),
+    );
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let choices = v["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 3);
+    for (i, c) in choices.iter().enumerate() {
+        assert_eq!(c["index"], i);
+        assert_eq!(c["finish_reason"], "length");
+        assert!(!c["text"].as_str().unwrap().is_empty());
+    }
+    assert_eq!(v["usage"]["prompt_tokens"], 50);
+    assert_eq!(v["usage"]["completion_tokens"], 15);
+    assert_eq!(v["usage"]["total_tokens"], 65);
+    // The device computed the prompt once for the three choices.
+    let prompt_after =
+        common::metric_value(&s, "switchyard_prompt_tokens_total", "device=\"h100-0\"")
+            + common::metric_value(&s, "switchyard_prompt_tokens_total", "device=\"l4-0\"");
+    assert_eq!(prompt_after - prompt_before, 50.0);
+
+    // Streaming chat: every chunk names its choice; each choice opens with
+    // its role and ends with its own finish; one usage, one [DONE].
+    let (code, body) = s.post(
+        "/v1/chat/completions",
+        &json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "n": 2,
+                "ignore_eos": true, "stream": true, "stream_options": {"include_usage": true},
+                "return_token_ids": true}),
+    );
+    assert_eq!(code, 200, "{body}");
+    let data = sse_data(&body);
+    assert_eq!(data.iter().filter(|d| *d == "[DONE]").count(), 1);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let mut ids = [Vec::new(), Vec::new()];
+    let mut finishes = [0, 0];
+    for (k, i) in [0usize, 1].iter().enumerate() {
+        let mine: Vec<&Value> = chunks
+            .iter()
+            .filter(|c| c["choices"].as_array().is_some_and(|a| !a.is_empty()))
+            .filter(|c| c["choices"][0]["index"] == *i)
+            .collect();
+        assert!(!mine.is_empty(), "no chunk for choice {i}");
+        assert_eq!(mine[0]["choices"][0]["delta"]["role"], "assistant");
+        for c in &mine {
+            if let Some(t) = c["choices"][0]["token_ids"].as_array() {
+                ids[k].extend(t.iter().map(|t| t.as_u64().unwrap()));
+            }
+            if c["choices"][0]["finish_reason"].is_string() {
+                finishes[k] += 1;
+            }
+        }
+    }
+    assert_eq!(finishes, [1, 1]);
+    assert_eq!(ids[0].len(), 4);
+    assert_eq!(ids[1].len(), 4);
+    let usage = chunks
+        .iter()
+        .filter(|c| c["usage"].is_object())
+        .collect::<Vec<_>>();
+    assert_eq!(usage.len(), 1);
+    assert_eq!(usage[0]["usage"]["completion_tokens"], 8);
+
+    // Nothing is left on the devices.
+    s.wait_devices(Duration::from_secs(5), |v| {
+        v["devices"]
+            .as_array()
+            .is_some_and(|d| d.iter().all(|d| d["load"]["running"] == 0))
+    });
 }

@@ -365,10 +365,13 @@ impl BlockManager {
         self.needs_cow(table, computed, total)
     }
 
+    /// Whether the next write (at `computed`) lands in a block this table
+    /// shares: a partial block after a fork, or, for a fork that computes
+    /// its last prompt token again, a block it starts writing at offset 0
+    /// (a block a plain sequence writes from offset 0 is always fresh).
     #[inline]
     fn needs_cow(&self, table: &BlockTable, computed: u32, total: u32) -> bool {
         total > computed
-            && !computed.is_multiple_of(self.block_size)
             && table
                 .blocks
                 .get((computed / self.block_size) as usize)

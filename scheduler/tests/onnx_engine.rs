@@ -418,3 +418,50 @@ fn seeded_sampling_does_not_depend_on_batching() {
     assert!(e.preemptions() > 0);
     assert_eq!(got, solo);
 }
+
+#[test]
+fn parallel_samples_share_the_prompt_and_match_alone() {
+    let b = backend(&TINY, 16, 1.5);
+    let prompts = prompts(&b);
+    let solo = alone(&TINY, &prompts);
+    // Three greedy samples of each prompt on a pool that forces
+    // preemption: the forks share the prompt's blocks, copy the one they
+    // write, and every sample equals the prompt alone.
+    let mut b = backend(&TINY, TINY.pressure_blocks, 1.5);
+    let mut e = engine(&TINY, &b, 48, 8);
+    let fork = |i: usize, k: u64| SeqId(1000 + 10 * i as u64 + k);
+    for (i, p) in prompts.iter().enumerate() {
+        e.add_parallel(request(i, p), &[fork(i, 1), fork(i, 2)], Duration::ZERO)
+            .unwrap();
+    }
+    let (got, _) = run(&mut e, &mut b);
+    assert!(e.preemptions() > 0, "the small pool must force preemption");
+    for i in 0..prompts.len() {
+        let want = &solo[&SeqId(i as u64)];
+        assert_eq!(&got[&SeqId(i as u64)], want, "prompt {i}");
+        for k in [1, 2] {
+            assert_eq!(&got[&fork(i, k)], want, "prompt {i} fork {k}");
+        }
+    }
+
+    // Seeded sampling: each fork draws its own tokens, reproducibly.
+    let sampled = || {
+        let mut b = backend(&TINY, 256, 1.5);
+        let mut e = engine(&TINY, &b, 2048, 64);
+        let mut r = request(0, &prompts[0]);
+        r.sampling = SamplingParams {
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            seed: Some(7),
+            logprobs: None,
+        };
+        e.add_parallel(r, &[SeqId(1), SeqId(2)], Duration::ZERO)
+            .unwrap();
+        run(&mut e, &mut b).0
+    };
+    let (first, again) = (sampled(), sampled());
+    assert_eq!(first, again);
+    assert_ne!(first[&SeqId(0)], first[&SeqId(1)]);
+    assert_ne!(first[&SeqId(1)], first[&SeqId(2)]);
+}

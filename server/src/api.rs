@@ -387,7 +387,12 @@ pub struct GenerationSettings {
     pub include_usage: bool,
     /// Put the generated token ids in each choice (`token_ids`).
     pub return_token_ids: bool,
+    /// Choices to sample from the one prompt (OpenAI `n`, 1 to [`MAX_CHOICES`]).
+    pub n: u32,
 }
+
+/// Most choices one request may ask for (`n`).
+pub const MAX_CHOICES: u32 = 16;
 
 impl CommonParams {
     /// How many alternatives to return log-probabilities for, if any: the
@@ -433,8 +438,12 @@ impl CommonParams {
 
     /// Checks ranges and unsupported options.
     pub fn validate(self) -> Result<GenerationSettings, ApiError> {
-        if self.n.is_some_and(|n| n != 1) {
-            return Err(ApiError::invalid("n", "only n = 1 is supported"));
+        let n = self.n.unwrap_or(1);
+        if !(1..=MAX_CHOICES).contains(&n) {
+            return Err(ApiError::invalid(
+                "n",
+                format!("n must be between 1 and {MAX_CHOICES}"),
+            ));
         }
         if self.best_of.is_some_and(|n| n != 1) {
             return Err(ApiError::invalid(
@@ -494,6 +503,7 @@ impl CommonParams {
             stream: self.stream,
             include_usage: self.stream_options.is_some_and(|o| o.include_usage),
             return_token_ids: self.return_token_ids,
+            n,
         })
     }
 }

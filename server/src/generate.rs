@@ -15,11 +15,11 @@ use switchyard_backends::{SeqId, TokenLogprobs};
 use tokio::sync::mpsc;
 
 use crate::api::{route_error, ApiError, GenerationSettings};
-use crate::fleet::{AdmissionPermit, LiveFleet, Target};
+use crate::fleet::{AdmissionPermit, LiveFleet, Routed, Target};
 use crate::metrics as m;
 use crate::tier::proxy::{self, RemoteRequest};
 use crate::tokenizer::IncrementalDecoder;
-use crate::worker::{Command, DeviceShared, SeqEvent, Submission};
+use crate::worker::{Command, DeviceShared, SeqEvent, SeqSink, Submission};
 use axum::http::StatusCode;
 use switchyard_scheduler::engine::{FinishReason, Request};
 use switchyard_scheduler::router::{DeviceId, RouteError};
@@ -40,8 +40,17 @@ pub enum StreamItem {
     Error(ApiError),
 }
 
-/// How a generation ended.
+/// One choice's [`StreamItem`]: what a generation task sends the HTTP layer.
 #[derive(Debug, Clone, PartialEq)]
+pub struct ChoiceItem {
+    /// The choice (0 ≤ index < `n`).
+    pub index: u32,
+    /// What happened to it.
+    pub item: StreamItem,
+}
+
+/// How a generation ended.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Completion {
     /// `length` or `stop`.
     pub finish_reason: &'static str,
@@ -77,7 +86,7 @@ pub struct Generation {
 pub fn start(
     fleet: &Arc<LiveFleet>,
     gen: Generation,
-) -> Result<mpsc::Receiver<StreamItem>, ApiError> {
+) -> Result<mpsc::Receiver<ChoiceItem>, ApiError> {
     if gen.prompt.is_empty() {
         return Err(ApiError::invalid("prompt", "prompt must not be empty"));
     }
@@ -159,7 +168,9 @@ enum TokenFlow {
 struct Task {
     fleet: Arc<LiveFleet>,
     gen: Generation,
-    out: mpsc::Sender<StreamItem>,
+    /// This choice's index among the request's `n`.
+    index: u32,
+    out: mpsc::Sender<ChoiceItem>,
     generated: Vec<u32>,
     decoder: IncrementalDecoder,
     /// Text so far and how much of it was sent (only kept when stop strings are set).
@@ -179,31 +190,121 @@ struct Task {
     pin: Option<DeviceId>,
 }
 
+/// An attempt routed and handed to its device, ready to relay.
+struct Prepared {
+    index: DeviceId,
+    name: String,
+    /// The router's predicted TTFT (first attempt only).
+    predicted_ttft: Option<Duration>,
+    rx: mpsc::UnboundedReceiver<SeqEvent>,
+    guard: Upstream,
+    /// A remote stream, polled beside the events it sends.
+    remote_stream: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
+    /// Tokens this attempt may generate.
+    remaining: u32,
+}
+
 async fn run(
     fleet: Arc<LiveFleet>,
     gen: Generation,
-    out: mpsc::Sender<StreamItem>,
+    out: mpsc::Sender<ChoiceItem>,
     _permit: AdmissionPermit,
 ) {
-    let max_reroutes = fleet.max_reroutes() as usize;
-    let mut task = Task {
-        fleet,
-        gen,
-        out,
-        generated: Vec::new(),
-        decoder: IncrementalDecoder::default(),
-        text: String::new(),
-        emitted: 0,
-        arrival: Instant::now(),
-        last_token: None,
-        shape: "unknown",
-        unsent_ids: Vec::new(),
-        unsent_logprobs: Vec::new(),
-        pending_text: String::new(),
-        text_ready: false,
-        pin: None,
+    let n = gen.settings.n.max(1);
+    let arrival = Instant::now();
+    let mut tasks: Vec<Task> = (0..n)
+        .map(|index| Task {
+            fleet: fleet.clone(),
+            gen: gen.clone(),
+            index,
+            out: out.clone(),
+            generated: Vec::new(),
+            decoder: IncrementalDecoder::default(),
+            text: String::new(),
+            emitted: 0,
+            arrival,
+            last_token: None,
+            shape: "unknown",
+            unsent_ids: Vec::new(),
+            unsent_logprobs: Vec::new(),
+            pending_text: String::new(),
+            text_ready: false,
+            pin: gen.pinned,
+        })
+        .collect();
+    drop(out);
+    if n == 1 {
+        if let Some(task) = tasks.pop() {
+            drive(task, None).await;
+        }
+        return;
+    }
+    // Parallel sampling: one routing decision and, on a local device, one
+    // sequence whose prompt is prefilled once and shared by every choice
+    // (the engine forks it, copying blocks on write). After that each
+    // choice lives on its own: a failed device re-routes each separately.
+    let firsts = prepare_parallel(&mut tasks);
+    let choices = tasks.into_iter().zip(firsts).map(|(t, f)| drive(t, f));
+    futures_util::future::join_all(choices).await;
+}
+
+/// Routes the choices of a request with `n > 1` once. On a local device
+/// every choice gets its share of one parallel-sampling sequence; on a
+/// remote endpoint (a process of its own) the first choice takes the
+/// decision and the others route themselves.
+fn prepare_parallel(tasks: &mut [Task]) -> Vec<Option<Prepared>> {
+    let mut firsts: Vec<Option<Prepared>> = tasks.iter().map(|_| None).collect();
+    let Some((first, others)) = tasks.split_first_mut() else {
+        return firsts;
     };
-    task.pin = task.gen.pinned;
+    let excluded = first.effective_exclusions(&[]);
+    let max_tokens = first.gen.settings.max_tokens.unwrap_or(u32::MAX);
+    let Ok(routed) = first.fleet.route(&first.gen.prompt, max_tokens, &excluded) else {
+        // Each choice routes (and reports the failure) on its own.
+        return firsts;
+    };
+    let local = matches!(routed.target, Target::Local(_));
+    let mut forks = Vec::new();
+    let mut receivers = Vec::new();
+    if local {
+        for other in others.iter() {
+            let (tx, rx) = mpsc::unbounded_channel();
+            forks.push((other.fleet.next_seq_id(), tx));
+            receivers.push(rx);
+        }
+    }
+    let fork_ids: Vec<SeqId> = forks.iter().map(|(id, _)| *id).collect();
+    let prepared = match first.submit(routed, first.gen.prompt.clone(), max_tokens, forks) {
+        Ok(p) => p,
+        Err(_) => return firsts,
+    };
+    if let Upstream::Local(guard) = &prepared.guard {
+        for ((other, rx), seq) in others.iter_mut().zip(receivers).zip(fork_ids) {
+            other.shape = first.shape;
+            other.pin = None;
+            let i = other.index as usize;
+            firsts[i] = Some(Prepared {
+                index: prepared.index,
+                name: prepared.name.clone(),
+                predicted_ttft: prepared.predicted_ttft,
+                rx,
+                guard: Upstream::Local(AbortOnDrop {
+                    device: guard.device.clone(),
+                    seq,
+                    armed: true,
+                }),
+                remote_stream: None,
+                remaining: prepared.remaining,
+            });
+        }
+    }
+    firsts[0] = Some(prepared);
+    firsts
+}
+
+/// Runs one choice to its end: attempts, re-routes and waits for devices.
+async fn drive(mut task: Task, mut first: Option<Prepared>) {
+    let max_reroutes = task.fleet.max_reroutes() as usize;
     // Devices that failed this request; cleared when no other device is left,
     // so a recovered device can take it again.
     let mut excluded: Vec<DeviceId> = Vec::new();
@@ -211,7 +312,7 @@ async fn run(
     let wait_limit = task.fleet.unavailable_wait();
     let mut waited = Duration::ZERO;
     loop {
-        match task.attempt(&excluded).await {
+        match task.attempt(&excluded, first.take()).await {
             Attempt::Done | Attempt::ClientGone => return,
             Attempt::NoDevice(err) if waited < wait_limit => {
                 // Every device is down or already failed this request: wait for
@@ -227,7 +328,7 @@ async fn run(
             }
             Attempt::NoDevice(err) | Attempt::Failed(err) => {
                 task.count_outcome("unknown", "error");
-                let _ = task.out.send(StreamItem::Error(err)).await;
+                let _ = task.send_item(StreamItem::Error(err)).await;
                 return;
             }
             Attempt::Reroute { device, reason } => {
@@ -247,7 +348,7 @@ async fn run(
                         format!("request failed {reroutes} times on devices; last error: {reason}"),
                     )
                     .retry_after(1);
-                    let _ = task.out.send(StreamItem::Error(err)).await;
+                    let _ = task.send_item(StreamItem::Error(err)).await;
                     return;
                 }
             }
@@ -256,44 +357,51 @@ async fn run(
 }
 
 impl Task {
-    async fn attempt(&mut self, excluded: &[DeviceId]) -> Attempt {
+    /// The devices this attempt may not use: those that failed it, all
+    /// but a tier's pinned device (first attempt), and remote endpoints
+    /// when the request wants log-probabilities (they relay tokens only).
+    fn effective_exclusions(&mut self, excluded: &[DeviceId]) -> Vec<DeviceId> {
+        let mut out: Vec<DeviceId> = match self.pin.take() {
+            Some(pin) => self
+                .fleet
+                .devices()
+                .iter()
+                .map(|d| d.index)
+                .filter(|&i| i != pin)
+                .chain(self.fleet.remote_targets().iter().map(|t| t.index))
+                .collect(),
+            None => excluded.to_vec(),
+        };
+        if self.gen.settings.sampling.logprobs.is_some() {
+            out.extend(self.fleet.remote_targets().iter().map(|t| t.index));
+        }
+        out
+    }
+
+    /// Routes what is left of this choice and hands it to a device.
+    fn prepare(&mut self, excluded: &[DeviceId]) -> Result<Prepared, Attempt> {
         let max_tokens = self.gen.settings.max_tokens.unwrap_or(u32::MAX);
         let remaining = max_tokens.saturating_sub(self.generated.len() as u32);
         let mut prompt = self.gen.prompt.clone();
         prompt.extend_from_slice(&self.generated);
-        // A tier's choice of device is tried first; after that this node routes.
-        let pinned: Vec<DeviceId>;
-        let excluded = match self.pin.take() {
-            Some(pin) => {
-                pinned = self
-                    .fleet
-                    .devices()
-                    .iter()
-                    .map(|d| d.index)
-                    .filter(|&i| i != pin)
-                    .chain(self.fleet.remote_targets().iter().map(|t| t.index))
-                    .collect();
-                &pinned[..]
-            }
-            None => excluded,
-        };
-        // Remote endpoints relay tokens without logits: keep such requests local.
-        let local_only: Vec<DeviceId>;
-        let excluded = if self.gen.settings.sampling.logprobs.is_some() {
-            local_only = excluded
-                .iter()
-                .copied()
-                .chain(self.fleet.remote_targets().iter().map(|t| t.index))
-                .collect();
-            &local_only[..]
-        } else {
-            excluded
-        };
-        let routed = match self.fleet.route(&prompt, remaining, excluded) {
+        let excluded = self.effective_exclusions(excluded);
+        let routed = match self.fleet.route(&prompt, remaining, &excluded) {
             Ok(r) => r,
-            Err(e @ RouteError::NoHealthyDevice) => return Attempt::NoDevice(route_error(e)),
-            Err(e) => return Attempt::Failed(route_error(e)),
+            Err(e @ RouteError::NoHealthyDevice) => return Err(Attempt::NoDevice(route_error(e))),
+            Err(e) => return Err(Attempt::Failed(route_error(e))),
         };
+        self.submit(routed, prompt, remaining, Vec::new())
+    }
+
+    /// Hands `prompt` to the routed device, with `forks` (parallel samples
+    /// of the same prompt, each with its own id and sink) on a local one.
+    fn submit(
+        &mut self,
+        routed: Routed,
+        prompt: Vec<u32>,
+        remaining: u32,
+        forks: Vec<(SeqId, SeqSink)>,
+    ) -> Result<Prepared, Attempt> {
         let target = routed.target;
         let decision = routed.decision;
         let (index, name) = (target.index(), target.name().to_string());
@@ -308,11 +416,12 @@ impl Task {
             .scores
             .iter()
             .find(|s| s.device == index)
-            .map(|s| s.ttft);
-        let (tx, mut rx) = mpsc::unbounded_channel();
+            .map(|s| s.ttft)
+            .filter(|_| self.generated.is_empty());
+        let (tx, rx) = mpsc::unbounded_channel();
         let s = &self.gen.settings;
         let mut remote_stream: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = None;
-        let mut guard = match target {
+        let guard = match target {
             Target::Local(device) => {
                 let seq = self.fleet.next_seq_id();
                 let request = Request {
@@ -323,11 +432,16 @@ impl Task {
                     ignore_eos: s.ignore_eos,
                     stop_token_ids: s.stop_token_ids.clone(),
                 };
-                if !device.send(Command::Add(Submission { request, sink: tx })) {
-                    return Attempt::Reroute {
+                let sub = Submission {
+                    request,
+                    sink: tx,
+                    forks,
+                };
+                if !device.send(Command::Add(sub)) {
+                    return Err(Attempt::Reroute {
                         device: index,
                         reason: "device worker stopped".into(),
-                    };
+                    });
                 }
                 Upstream::Local(AbortOnDrop {
                     device,
@@ -337,10 +451,10 @@ impl Task {
             }
             Target::Remote(remote) => {
                 let Some(tier) = self.fleet.tier().cloned() else {
-                    return Attempt::Reroute {
+                    return Err(Attempt::Reroute {
                         device: index,
                         reason: "remote endpoints were removed".into(),
-                    };
+                    });
                 };
                 let request = RemoteRequest {
                     prompt,
@@ -351,17 +465,46 @@ impl Task {
                     served_model: self.fleet.served_name().to_string(),
                 };
                 let tokenizer = self.fleet.tokenizer().clone();
-                // Polled below beside the events it sends: no task of its
-                // own, so no scheduler hop between a remote token and its delta.
+                // Polled beside the events it sends: no task of its own, so
+                // no scheduler hop between a remote token and its delta.
                 remote_stream = Some(Box::pin(proxy::run(tier, remote, request, tokenizer, tx)));
                 Upstream::Remote
             }
         };
-        let predicted_ttft = if self.generated.is_empty() {
-            predicted_ttft
-        } else {
-            None
+        Ok(Prepared {
+            index,
+            name,
+            predicted_ttft,
+            rx,
+            guard,
+            remote_stream,
+            remaining,
+        })
+    }
+
+    async fn attempt(&mut self, excluded: &[DeviceId], first: Option<Prepared>) -> Attempt {
+        let prepared = match first {
+            Some(p) => p,
+            None => match self.prepare(excluded) {
+                Ok(p) => p,
+                Err(a) => return a,
+            },
         };
+        self.relay(prepared).await
+    }
+
+    /// Relays one attempt's events to the client until it ends.
+    async fn relay(&mut self, prepared: Prepared) -> Attempt {
+        let Prepared {
+            index,
+            name,
+            predicted_ttft,
+            mut rx,
+            mut guard,
+            mut remote_stream,
+            remaining,
+        } = prepared;
+        let max_tokens = self.gen.settings.max_tokens.unwrap_or(u32::MAX);
         // One handle for the attempt: a labelled lookup per token costs an
         // allocation and a registry hash.
         let itl = histogram!(m::ITL, "device" => name.clone());
@@ -594,6 +737,10 @@ impl Task {
     /// Sends one item; `false` when the client is gone or stalled past the timeout.
     async fn send_item(&self, item: StreamItem) -> bool {
         let timeout = self.fleet.client_stall_timeout();
+        let item = ChoiceItem {
+            index: self.index,
+            item,
+        };
         match tokio::time::timeout(timeout, self.out.send(item)).await {
             Ok(sent) => sent.is_ok(),
             Err(_) => {

@@ -22,7 +22,7 @@ use crate::api::{
     PromptInput, RequestBody, Usage,
 };
 use crate::fleet::LiveFleet;
-use crate::generate::{self, Completion, Generation, StreamItem, TokenLogprob};
+use crate::generate::{self, ChoiceItem, Completion, Generation, StreamItem, TokenLogprob};
 use crate::logprobs;
 use crate::metrics as m;
 use crate::state::{authorize, SharedState};
@@ -295,6 +295,7 @@ impl Envelope {
     /// allocation per key.
     fn chunk<'a>(
         &'a self,
+        index: u32,
         text: Option<&'a str>,
         finish: Option<&'static str>,
         first: bool,
@@ -303,7 +304,7 @@ impl Envelope {
     ) -> StreamChunk<'a> {
         let choice = match self.flavor {
             Flavor::Completion => StreamChoice {
-                index: 0,
+                index,
                 text: Some(text.unwrap_or("")),
                 delta: None,
                 logprobs,
@@ -311,7 +312,7 @@ impl Envelope {
                 token_ids,
             },
             Flavor::Chat => StreamChoice {
-                index: 0,
+                index,
                 text: None,
                 delta: Some(ChatDelta {
                     role: first.then_some("assistant"),
@@ -346,23 +347,42 @@ impl Envelope {
         }
     }
 
-    fn full(&self, text: String, done: &Completion, tokens: &[TokenLogprob]) -> Value {
-        let logprobs = self.logprobs(tokens, &mut 0);
-        let choice = match self.flavor {
-            Flavor::Completion => json!({
-                "index": 0, "text": text, "logprobs": logprobs, "finish_reason": done.finish_reason,
-            }),
-            Flavor::Chat => json!({
-                "index": 0, "message": {"role": "assistant", "content": text},
-                "logprobs": logprobs, "finish_reason": done.finish_reason,
-            }),
-        };
+    /// The whole response: every choice, in index order, and the usage
+    /// (the prompt counted once, the completions of all choices).
+    fn full(&self, choices: Vec<CollectedChoice>) -> Value {
+        let prompt_tokens = choices.first().map_or(0, |c| c.done.prompt_tokens);
+        let completion_tokens = choices.iter().map(|c| c.done.completion_tokens).sum();
+        let choices: Vec<Value> = choices
+            .into_iter()
+            .enumerate()
+            .map(|(index, c)| {
+                let logprobs = self.logprobs(&c.logprobs, &mut 0);
+                let reason = c.done.finish_reason;
+                match self.flavor {
+                    Flavor::Completion => json!({
+                        "index": index, "text": c.text, "logprobs": logprobs, "finish_reason": reason,
+                    }),
+                    Flavor::Chat => json!({
+                        "index": index, "message": {"role": "assistant", "content": c.text},
+                        "logprobs": logprobs, "finish_reason": reason,
+                    }),
+                }
+            })
+            .collect();
         json!({
             "id": self.id, "object": self.object(false), "created": self.created,
-            "model": self.model, "choices": [choice],
-            "usage": Usage::new(done.prompt_tokens, done.completion_tokens),
+            "model": self.model, "choices": choices,
+            "usage": Usage::new(prompt_tokens, completion_tokens),
         })
     }
+}
+
+/// One choice of a whole (non-streamed) response, as it is collected.
+#[derive(Default)]
+struct CollectedChoice {
+    text: String,
+    logprobs: Vec<TokenLogprob>,
+    done: Completion,
 }
 
 /// Starts a validated generation and answers with SSE or one JSON body.
@@ -377,27 +397,37 @@ async fn respond(
     };
     let stream = gen.settings.stream;
     let include_usage = gen.settings.include_usage;
+    let n = gen.settings.n.max(1);
     let rx = match generate::start(&state.fleet, gen) {
         Ok(rx) => rx,
         Err(e) => return flavor.name_field(e).into_response(),
     };
     let env = Envelope::new(&state.fleet, flavor);
     if stream {
-        sse(env, rx, include_usage)
+        sse(env, rx, include_usage, n)
     } else {
-        collect(env, rx).await
+        collect(env, rx, n).await
     }
 }
 
-async fn collect(env: Envelope, mut rx: mpsc::Receiver<StreamItem>) -> Response {
-    let mut text = String::new();
-    let mut lps = Vec::new();
-    while let Some(item) = rx.recv().await {
+async fn collect(env: Envelope, mut rx: mpsc::Receiver<ChoiceItem>, n: u32) -> Response {
+    let mut choices: Vec<CollectedChoice> = (0..n).map(|_| CollectedChoice::default()).collect();
+    let mut done = 0;
+    while let Some(ChoiceItem { index, item }) = rx.recv().await {
+        let Some(choice) = choices.get_mut(index as usize) else {
+            continue;
+        };
         match item {
-            StreamItem::Text(t) => text.push_str(&t),
+            StreamItem::Text(t) => choice.text.push_str(&t),
             StreamItem::TokenIds(_) => {}
-            StreamItem::Logprobs(l) => lps.extend(l),
-            StreamItem::Done(done) => return Json(env.full(text, &done, &lps)).into_response(),
+            StreamItem::Logprobs(l) => choice.logprobs.extend(l),
+            StreamItem::Done(d) => {
+                choice.done = d;
+                done += 1;
+                if done == n {
+                    return Json(env.full(choices)).into_response();
+                }
+            }
             StreamItem::Error(e) => return env.flavor.name_field(e).into_response(),
         }
     }
@@ -424,60 +454,88 @@ const SSE_COALESCE_BYTES: usize = 32 * 1024;
 
 struct SseState {
     env: Envelope,
-    rx: mpsc::Receiver<StreamItem>,
+    rx: mpsc::Receiver<ChoiceItem>,
     include_usage: bool,
-    first: bool,
     done: bool,
-    /// Token ids that go with the next text chunk.
+    choices: Vec<SseChoice>,
+    /// Choices that have ended, and the usage they add up to.
+    ended: u32,
+    prompt_tokens: u32,
+    completion_tokens: u32,
+}
+
+/// What one choice's next chunk carries.
+#[derive(Default)]
+struct SseChoice {
+    /// No chunk of it sent yet (a chat choice's first says its role).
+    unsent: bool,
+    /// Token ids that go with its next text chunk.
     ids: Vec<u32>,
-    /// Log-probabilities that go with the next text chunk.
+    /// Log-probabilities that go with its next text chunk.
     lps: Vec<TokenLogprob>,
-    /// Characters of completion text sent so far (the completions `text_offset`).
+    /// Characters of its text sent so far (the completions `text_offset`).
     offset: usize,
 }
 
 impl SseState {
     /// Renders one item (`None`: the generation task ended) onto `out`.
-    fn render(&mut self, item: Option<StreamItem>, out: &mut Vec<u8>) {
-        let Some(item) = item else {
+    fn render(&mut self, item: Option<ChoiceItem>, out: &mut Vec<u8>) {
+        let Some(ChoiceItem { index, item }) = item else {
             self.done = true;
             out.extend_from_slice(b"data: [DONE]\n\n");
             return;
         };
+        let Some(choice) = self.choices.get_mut(index as usize) else {
+            return;
+        };
         match item {
-            StreamItem::TokenIds(ids) => self.ids.extend(ids),
-            StreamItem::Logprobs(l) => self.lps.extend(l),
+            StreamItem::TokenIds(ids) => choice.ids.extend(ids),
+            StreamItem::Logprobs(l) => choice.lps.extend(l),
             StreamItem::Text(t)
-                if t.is_empty() && !self.first && self.ids.is_empty() && self.lps.is_empty() => {}
+                if t.is_empty()
+                    && !choice.unsent
+                    && choice.ids.is_empty()
+                    && choice.lps.is_empty() => {}
             StreamItem::Text(t) => {
-                let ids = std::mem::take(&mut self.ids);
-                let lps = std::mem::take(&mut self.lps);
-                let logprobs = self.env.logprobs(&lps, &mut self.offset);
+                let ids = std::mem::take(&mut choice.ids);
+                let lps = std::mem::take(&mut choice.lps);
+                let first = std::mem::take(&mut choice.unsent);
+                let logprobs = self.env.logprobs(&lps, &mut choice.offset);
                 push_sse_event(
                     out,
-                    &self.env.chunk(Some(&t), None, self.first, &ids, logprobs),
+                    &self.env.chunk(index, Some(&t), None, first, &ids, logprobs),
                 );
-                self.first = false;
             }
             StreamItem::Done(done) => {
-                if self.first && self.env.flavor == Flavor::Chat {
-                    push_sse_event(out, &self.env.chunk(Some(""), None, true, &[], Value::Null));
+                if choice.unsent && self.env.flavor == Flavor::Chat {
+                    push_sse_event(
+                        out,
+                        &self
+                            .env
+                            .chunk(index, Some(""), None, true, &[], Value::Null),
+                    );
                 }
-                let ids = std::mem::take(&mut self.ids);
-                let lps = std::mem::take(&mut self.lps);
-                let logprobs = self.env.logprobs(&lps, &mut self.offset);
+                choice.unsent = false;
+                let ids = std::mem::take(&mut choice.ids);
+                let lps = std::mem::take(&mut choice.lps);
+                let logprobs = self.env.logprobs(&lps, &mut choice.offset);
                 push_sse_event(
                     out,
                     &self
                         .env
-                        .chunk(None, Some(done.finish_reason), false, &ids, logprobs),
+                        .chunk(index, None, Some(done.finish_reason), false, &ids, logprobs),
                 );
-                if self.include_usage {
-                    let usage = Usage::new(done.prompt_tokens, done.completion_tokens);
-                    push_sse_event(out, &self.env.usage_chunk(usage));
+                self.ended += 1;
+                self.prompt_tokens = done.prompt_tokens;
+                self.completion_tokens += done.completion_tokens;
+                if self.ended as usize == self.choices.len() {
+                    if self.include_usage {
+                        let usage = Usage::new(self.prompt_tokens, self.completion_tokens);
+                        push_sse_event(out, &self.env.usage_chunk(usage));
+                    }
+                    out.extend_from_slice(b"data: [DONE]\n\n");
+                    self.done = true;
                 }
-                out.extend_from_slice(b"data: [DONE]\n\n");
-                self.done = true;
             }
             StreamItem::Error(e) => {
                 self.done = true;
@@ -488,16 +546,21 @@ impl SseState {
     }
 }
 
-fn sse(env: Envelope, rx: mpsc::Receiver<StreamItem>, include_usage: bool) -> Response {
+fn sse(env: Envelope, rx: mpsc::Receiver<ChoiceItem>, include_usage: bool, n: u32) -> Response {
     let init = SseState {
         env,
         rx,
         include_usage,
-        first: true,
         done: false,
-        ids: Vec::new(),
-        lps: Vec::new(),
-        offset: 0,
+        choices: (0..n)
+            .map(|_| SseChoice {
+                unsent: true,
+                ..SseChoice::default()
+            })
+            .collect(),
+        ended: 0,
+        prompt_tokens: 0,
+        completion_tokens: 0,
     };
     let body = stream::unfold(init, |mut st| async move {
         let mut out = Vec::new();

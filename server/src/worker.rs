@@ -64,6 +64,9 @@ pub struct Submission {
     pub request: Request,
     /// Event sink of the request's task.
     pub sink: SeqSink,
+    /// More samples of the same prompt (OpenAI `n` > 1), each with its own
+    /// id and sink: the engine prefills the prompt once and forks it.
+    pub forks: Vec<(SeqId, SeqSink)>,
 }
 
 /// Messages to a device worker.
@@ -520,22 +523,28 @@ impl Worker {
             Command::Add(sub) => {
                 // Seen now, whatever becomes of it: the next snapshot shows it or never will.
                 self.seen.add(&sub.request);
+                let sinks = std::iter::once((sub.request.id, sub.sink)).chain(sub.forks);
                 if self.shared.state() != DeviceState::Ready {
-                    let _ = sub.sink.send(SeqEvent::Failed(format!(
-                        "device {} is {:?}",
-                        self.shared.id,
-                        self.shared.state()
-                    )));
+                    let reason = format!("device {} is {:?}", self.shared.id, self.shared.state());
+                    for (_, sink) in sinks {
+                        let _ = sink.send(SeqEvent::Failed(reason.clone()));
+                    }
                     return Flow::Continue;
                 }
-                let id = sub.request.id;
+                let sinks: Vec<(SeqId, SeqSink)> = sinks.collect();
                 let now = self.now();
-                match self.engine.add(sub.request, now) {
-                    Ok(()) => {
-                        lock(&self.shared.inflight).insert(id, sub.sink);
-                    }
+                let added = if sinks.len() == 1 {
+                    self.engine.add(sub.request, now)
+                } else {
+                    let forks: Vec<SeqId> = sinks[1..].iter().map(|(id, _)| *id).collect();
+                    self.engine.add_parallel(sub.request, &forks, now)
+                };
+                match added {
+                    Ok(()) => lock(&self.shared.inflight).extend(sinks),
                     Err(e) => {
-                        let _ = sub.sink.send(SeqEvent::Rejected(e));
+                        for (_, sink) in sinks {
+                            let _ = sink.send(SeqEvent::Rejected(e.clone()));
+                        }
                     }
                 }
             }
@@ -781,6 +790,7 @@ mod tests {
         Command::Add(Submission {
             request: Request::new(SeqId(id), vec![1; prompt], 50),
             sink,
+            forks: Vec::new(),
         })
     }
 

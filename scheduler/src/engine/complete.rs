@@ -112,6 +112,17 @@ impl<T: StepTimer> Engine<T> {
                 any_finished = true;
             }
         }
+        // Parallel samples start once their parent's prompt is computed,
+        // before the parent may finish (and free the blocks they share).
+        for k in 0..self.scheduled.len() {
+            let slot = self.scheduled[k].slot;
+            let ready = self.slots[slot]
+                .as_ref()
+                .is_some_and(|q| !q.forks.is_empty() && !q.aborted && q.computed >= q.prompt_len);
+            if ready {
+                self.spawn_forks(slot, now);
+            }
+        }
         if any_finished {
             let slots = &self.slots;
             self.running

@@ -45,6 +45,8 @@ impl<T: StepTimer> Engine<T> {
             }
             let remaining = seq.max_tokens.saturating_sub(seq.output_len());
             l.outstanding_decode_tokens += u64::from(remaining);
+            // Forks not started will each generate up to `max_tokens`.
+            l.outstanding_decode_tokens += seq.forks.len() as u64 * u64::from(seq.max_tokens);
         }
         for &slot in &self.running {
             l.running_context_tokens += u64::from(self.seq(slot).computed);

@@ -27,6 +27,22 @@
 //! preempted. `add` clamps `max_tokens` so a sequence alone always fits the
 //! pool, so the oldest sequence can always make progress: no deadlock.
 //!
+//! # Parallel sampling
+//! [`Engine::add_parallel`] takes a request with `n − 1` more sequence
+//! ids (OpenAI `n`). The prompt is admitted once, with seats reserved for
+//! all `n` (admission waits until `n` fit under `max_num_seqs`), and
+//! prefilled once. In the step that computes its last prompt token, each
+//! fork starts as a running sequence whose block table shares the
+//! parent's blocks (reference counts, no copy) and whose last prompt token
+//! is computed again, so it samples its own first token; the first write
+//! into a shared block moves the writer to a private copy
+//! (`BlockManager::ensure_slots` returns the copy for the backend). From
+//! then on forks are ordinary sequences: preempted, recomputed (with the
+//! prompt's full blocks from the prefix cache) and finished on their own.
+//! A fork aborted before it starts ends at once; `drain` returns unstarted
+//! forks as requests of their own. Forks count no prompt tokens in their
+//! stats: the prompt is computed once.
+//!
 //! # Multi-step decode
 //! [`Engine::run_decode_steps`] runs a stretch of decode-only steps in one
 //! call for drivers whose backend is a pure function of the plan (the
@@ -71,6 +87,7 @@ mod tests;
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
+use switchyard_backends::hash::mix64;
 use switchyard_backends::{BlockCopy, CostModel, SamplingParams, SeqId, TokenLogprobs};
 
 use crate::kv::{BlockManager, BlockTable, PrefixStats};
@@ -222,6 +239,14 @@ pub enum EngineError {
     /// A live sequence already has this id.
     #[error("duplicate sequence id {0}")]
     DuplicateId(SeqId),
+    /// More parallel samples than the engine runs sequences at once.
+    #[error("{n} parallel samples of one prompt exceed the {max_num_seqs} sequences this device runs at once")]
+    TooManySamples {
+        /// Samples asked for.
+        n: u32,
+        /// The engine's `max_num_seqs`.
+        max_num_seqs: u32,
+    },
     /// `complete` was called without a step in flight.
     #[error("no step in flight")]
     NoStepInFlight,
@@ -275,6 +300,8 @@ struct Seq {
     finished: Option<FinishReason>,
     /// Timings and counts for its `Finished` event.
     stats: SeqStats,
+    /// Parallel samples of its prompt still to start (see [`Engine::add_parallel`]).
+    forks: Vec<SeqId>,
 }
 
 impl Seq {
@@ -322,6 +349,8 @@ pub struct Engine<T = CostModel> {
     decode_tokens: Vec<u32>,
     /// Step time banked under the step budget, seconds (see `budget::next_credit`).
     step_credit_s: f64,
+    /// Forks not started yet, by id: their parent's id.
+    unspawned: HashMap<SeqId, SeqId>,
 }
 
 impl Engine {
@@ -371,6 +400,7 @@ impl<T: StepTimer> Engine<T> {
             preemptions: 0,
             decode_tokens: Vec::new(),
             step_credit_s: 0.0,
+            unspawned: HashMap::new(),
         }
     }
 
@@ -434,19 +464,10 @@ impl<T: StepTimer> Engine<T> {
                 arrival: now,
                 ..SeqStats::default()
             },
+            forks: Vec::new(),
         };
         self.next_order += 1;
-        let slot = match self.free_slots.pop() {
-            Some(s) => {
-                self.slots[s] = Some(seq);
-                s
-            }
-            None => {
-                self.slots.push(Some(seq));
-                self.slots.len() - 1
-            }
-        };
-        self.index.insert(req.id, slot);
+        let slot = self.place(seq);
         self.waiting.push_back(slot);
         Ok(())
     }
@@ -456,7 +477,26 @@ impl<T: StepTimer> Engine<T> {
     /// finishes now and its event is returned here.
     pub fn abort(&mut self, id: SeqId, now: Duration) -> AbortOutcome {
         let Some(&slot) = self.index.get(&id) else {
-            return AbortOutcome::NotFound;
+            // A fork not started yet: it ends here, and its parent will not start it.
+            let Some(parent) = self.unspawned.remove(&id) else {
+                return AbortOutcome::NotFound;
+            };
+            if let Some(seq) = self
+                .index
+                .get(&parent)
+                .and_then(|&s| self.slots[s].as_mut())
+            {
+                seq.forks.retain(|&f| f != id);
+            }
+            return AbortOutcome::Finished(Event::Finished {
+                seq: id,
+                reason: FinishReason::Abort,
+                stats: Box::new(SeqStats {
+                    arrival: now,
+                    finished: now,
+                    ..SeqStats::default()
+                }),
+            });
         };
         if self.in_flight && self.scheduled.iter().any(|p| p.slot == slot) {
             if let Some(seq) = self.slots[slot].as_mut() {
@@ -506,6 +546,8 @@ impl<T: StepTimer> Engine<T> {
     /// Removes a sequence, releasing its blocks.
     fn finish(&mut self, slot: usize, reason: FinishReason, now: Duration) -> Event {
         let mut seq = self.slots[slot].take().expect("finishing a live slot");
+        // Forks never started stay known until aborted themselves (the
+        // caller aborts each sample of a request it gives up on).
         self.blocks.free(&mut seq.table);
         self.index.remove(&seq.id);
         self.free_slots.push(slot);
@@ -516,6 +558,122 @@ impl<T: StepTimer> Engine<T> {
             reason,
             stats: Box::new(seq.stats),
         }
+    }
+
+    /// Queues `req` to be sampled `1 + forks.len()` times (OpenAI `n`):
+    /// its prompt is prefilled once, as `req.id`; when that prefill is
+    /// done, each id of `forks` starts as a sequence of its own that shares
+    /// the prompt's KV blocks (reference-counted, copied on write) and
+    /// computes only the last prompt token again, to sample its own first
+    /// token. Each fork samples on its own: a seeded request's forks get
+    /// seeds derived from the seed and their position. The request is
+    /// admitted only when all its samples can run at once.
+    pub fn add_parallel(
+        &mut self,
+        req: Request,
+        forks: &[SeqId],
+        now: Duration,
+    ) -> Result<(), EngineError> {
+        let n = forks.len().saturating_add(1);
+        if n > self.config.max_num_seqs as usize {
+            return Err(EngineError::TooManySamples {
+                n: n.min(u32::MAX as usize) as u32,
+                max_num_seqs: self.config.max_num_seqs,
+            });
+        }
+        for (i, &f) in forks.iter().enumerate() {
+            if f == req.id
+                || self.index.contains_key(&f)
+                || self.unspawned.contains_key(&f)
+                || forks[..i].contains(&f)
+            {
+                return Err(EngineError::DuplicateId(f));
+            }
+        }
+        if self.unspawned.contains_key(&req.id) {
+            return Err(EngineError::DuplicateId(req.id));
+        }
+        let parent = req.id;
+        self.add(req, now)?;
+        if let Some(seq) = self
+            .index
+            .get(&parent)
+            .and_then(|&s| self.slots[s].as_mut())
+        {
+            seq.forks = forks.to_vec();
+        }
+        for &f in forks {
+            self.unspawned.insert(f, parent);
+        }
+        Ok(())
+    }
+
+    /// Starts the forks of the sequence at `slot`, whose prompt is now
+    /// computed: each shares its blocks and recomputes the last prompt token.
+    fn spawn_forks(&mut self, slot: usize, now: Duration) {
+        let Some(parent) = self.slots[slot].as_mut() else {
+            return;
+        };
+        let forks = std::mem::take(&mut parent.forks);
+        let parent = self.slots[slot].as_ref().expect("parent is live");
+        let template = Seq {
+            id: parent.id,
+            tokens: parent.tokens[..parent.prompt_len as usize].to_vec(),
+            prompt_len: parent.prompt_len,
+            max_tokens: parent.max_tokens,
+            computed: parent.prompt_len - 1,
+            table: BlockTable::default(),
+            sampling: parent.sampling,
+            ignore_eos: parent.ignore_eos,
+            stop_token_ids: parent.stop_token_ids.clone(),
+            order: 0,
+            aborted: false,
+            finished: None,
+            // The prompt is the parent's: computed and counted once.
+            stats: SeqStats {
+                prompt_tokens: 0,
+                arrival: parent.stats.arrival,
+                first_scheduled: Some(now),
+                ..SeqStats::default()
+            },
+            forks: Vec::new(),
+        };
+        let parent_table = parent.table.clone();
+        for (i, id) in forks.into_iter().enumerate() {
+            self.unspawned.remove(&id);
+            let mut seq = template.clone();
+            seq.id = id;
+            seq.order = self.next_order;
+            self.next_order += 1;
+            seq.table = self.blocks.fork(&parent_table);
+            if let Some(seed) = seq.sampling.seed {
+                seq.sampling.seed = Some(mix64(seed ^ (i as u64 + 1)));
+            }
+            let fork_slot = self.place(seq);
+            self.running.push(fork_slot);
+        }
+    }
+
+    /// Puts a new sequence in a free slot (or a new one) and indexes it by id.
+    fn place(&mut self, seq: Seq) -> usize {
+        let id = seq.id;
+        let slot = match self.free_slots.pop() {
+            Some(s) => {
+                self.slots[s] = Some(seq);
+                s
+            }
+            None => {
+                self.slots.push(Some(seq));
+                self.slots.len() - 1
+            }
+        };
+        self.index.insert(id, slot);
+        slot
+    }
+
+    /// Seats in `running` promised to forks not yet started.
+    fn promised_seats(&self) -> usize {
+        self.running.iter().map(|&s| self.seq(s).forks.len()).sum()
     }
 
     /// Removes every live sequence and returns each as a request that
@@ -534,6 +692,21 @@ impl<T: StepTimer> Engine<T> {
         slots.sort_by_key(|s| s.as_ref().map(|q| q.order));
         for mut seq in slots.into_iter().flatten() {
             self.blocks.free(&mut seq.table);
+            // Forks not started go on as requests of their own.
+            for id in std::mem::take(&mut seq.forks) {
+                self.unspawned.remove(&id);
+                out.push((
+                    Request {
+                        id,
+                        prompt: seq.tokens[..seq.prompt_len as usize].to_vec(),
+                        max_tokens: seq.max_tokens,
+                        sampling: seq.sampling,
+                        ignore_eos: seq.ignore_eos,
+                        stop_token_ids: seq.stop_token_ids.clone(),
+                    },
+                    0,
+                ));
+            }
             let generated = seq.output_len();
             out.push((
                 Request {

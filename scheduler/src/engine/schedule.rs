@@ -58,18 +58,26 @@ impl<T: StepTimer> Engine<T> {
             budget -= n;
             i += 1;
         }
+        // Seats promised to the forks of running parallel-sampling prompts.
+        let mut promised = self.promised_seats();
         while !preempted
             && budget > 0
             && prefill_budget > 0
-            && (self.running.len() as u32) < self.config.max_num_seqs
+            && (self.running.len() + promised) < self.config.max_num_seqs as usize
         {
             let Some(&slot) = self.waiting.front() else {
                 break;
             };
+            // A prompt sampled `n` times is admitted with seats for all.
+            let forks = self.seq(slot).forks.len();
+            if self.running.len() + promised + 1 + forks > self.config.max_num_seqs as usize {
+                break;
+            }
             let Some(n) = self.admit(slot, budget.min(prefill_budget), decodes) else {
                 break;
             };
             self.waiting.pop_front();
+            promised += forks;
             self.insert_running(slot);
             self.push_plan(slot, n, now);
             budget -= n;

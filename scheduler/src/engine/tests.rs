@@ -72,6 +72,22 @@ fn step(e: &mut Engine, b: &mut SimBackend, now: &mut Duration) -> Vec<Event> {
     e.complete(&out, *now).unwrap()
 }
 
+/// Sequences that finished on length.
+fn finished_by_length(events: &[Event]) -> usize {
+    events
+        .iter()
+        .filter(|ev| {
+            matches!(
+                ev,
+                Event::Finished {
+                    reason: FinishReason::Length,
+                    ..
+                }
+            )
+        })
+        .count()
+}
+
 fn outputs(events: &[Event]) -> HashMap<SeqId, Vec<u32>> {
     let mut m: HashMap<SeqId, Vec<u32>> = HashMap::new();
     for ev in events {
@@ -234,19 +250,7 @@ fn kv_pressure_preempts_and_everything_finishes() {
     for i in 0..8 {
         assert_eq!(outs[&SeqId(i)].len(), 100, "seq {i}");
     }
-    let finished = events
-        .iter()
-        .filter(|ev| {
-            matches!(
-                ev,
-                Event::Finished {
-                    reason: FinishReason::Length,
-                    ..
-                }
-            )
-        })
-        .count();
-    assert_eq!(finished, 8);
+    assert_eq!(finished_by_length(&events), 8);
     assert_eq!(e.blocks().num_free_blocks(), 40);
     assert_eq!(e.num_seqs(), 0);
     e.blocks().check_invariants().unwrap();
@@ -618,4 +622,150 @@ fn queue_delay_is_priced_by_the_engine_timer() {
     let l = e.load();
     assert_eq!((l.running, l.queued_prefill_tokens), (2, 0));
     assert_eq!(l.predicted_queue_delay, Duration::from_secs_f64(1e-3) * 9);
+}
+
+/// Prefill tokens each step planned, by sequence.
+fn planned_tokens(e: &mut Engine, b: &mut SimBackend) -> (Vec<Event>, HashMap<SeqId, u32>, u32) {
+    let mut now = Duration::ZERO;
+    let (mut events, mut computed, mut copies) = (Vec::new(), HashMap::new(), 0);
+    while let Some(plan) = e.schedule(now) {
+        for s in &plan.seqs {
+            *computed.entry(s.seq).or_insert(0) += s.tokens.len() as u32;
+        }
+        copies += plan.copies.len() as u32;
+        let out = b.execute(&plan).unwrap();
+        now += out.elapsed;
+        events.extend(e.complete(&out, now).unwrap());
+        assert!(events.len() < 100_000, "engine does not terminate");
+    }
+    (events, computed, copies)
+}
+
+#[test]
+fn parallel_samples_prefill_once_and_share_blocks_by_copy_on_write() {
+    for prompt_len in [40u32, 48] {
+        let (mut e, mut b) = setup(64, 512);
+        let forks = [SeqId(11), SeqId(12), SeqId(13)];
+        e.add_parallel(
+            Request::new(SeqId(10), prompt(prompt_len, 3), 20),
+            &forks,
+            Duration::ZERO,
+        )
+        .unwrap();
+        let (events, computed, copies) = planned_tokens(&mut e, &mut b);
+        // The prompt is computed once; each fork computes its last token again.
+        assert_eq!(computed[&SeqId(10)], prompt_len + 19);
+        for f in forks {
+            assert_eq!(computed[&f], 1 + 19, "fork {f}");
+        }
+        // The block holding the last prompt token is written by all four
+        // (the forks recompute that token; the parent, when the block is
+        // partial, writes its first output there): all but the last writer
+        // move to a copy.
+        assert_eq!(copies, 3, "prompt {prompt_len}");
+        // The sim's tokens depend on the previous token and position only,
+        // so every sample repeats the parent's.
+        let out = outputs(&events);
+        assert_eq!(out.len(), 4);
+        for f in forks {
+            assert_eq!(out[&f], out[&SeqId(10)]);
+        }
+        assert_eq!(finished_by_length(&events), 4);
+        assert_eq!(e.blocks().num_free_blocks(), 64);
+        e.blocks().check_invariants().unwrap();
+    }
+}
+
+#[test]
+fn parallel_samples_survive_preemption_and_aborts() {
+    // A pool too small for every sample at once: forks are preempted and
+    // recomputed, and still produce every token.
+    let (mut e, mut b) = setup(12, 512);
+    e.add_parallel(
+        Request::new(SeqId(1), prompt(60, 5), 40),
+        &[SeqId(2), SeqId(3)],
+        Duration::ZERO,
+    )
+    .unwrap();
+    e.add(Request::new(SeqId(4), prompt(30, 9), 30), Duration::ZERO)
+        .unwrap();
+    let (events, _) = run(&mut e, &mut b);
+    let out = outputs(&events);
+    for id in [1, 2, 3] {
+        assert_eq!(out[&SeqId(id)].len(), 40, "seq {id}");
+    }
+    assert_eq!(out[&SeqId(4)].len(), 30);
+    assert!(e.preemptions() > 0, "the pool should force preemption");
+    assert_eq!(e.blocks().num_free_blocks(), 12);
+    e.blocks().check_invariants().unwrap();
+
+    // A fork aborted before it starts ends at once and never starts.
+    let (mut e, mut b) = setup(64, 512);
+    e.add_parallel(
+        Request::new(SeqId(1), prompt(100, 5), 4),
+        &[SeqId(2), SeqId(3)],
+        Duration::ZERO,
+    )
+    .unwrap();
+    assert!(matches!(
+        e.abort(SeqId(3), Duration::ZERO),
+        AbortOutcome::Finished(Event::Finished {
+            reason: FinishReason::Abort,
+            ..
+        })
+    ));
+    assert_eq!(e.abort(SeqId(3), Duration::ZERO), AbortOutcome::NotFound);
+    let (events, _) = run(&mut e, &mut b);
+    let out = outputs(&events);
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[&SeqId(2)].len(), 4);
+    assert_eq!(e.blocks().num_free_blocks(), 64);
+}
+
+#[test]
+fn parallel_samples_are_checked_and_admitted_with_seats_for_all() {
+    let (mut e, mut b) = setup(256, 512);
+    let many: Vec<SeqId> = (100..164).map(SeqId).collect();
+    assert!(matches!(
+        e.add_parallel(
+            Request::new(SeqId(1), prompt(8, 1), 4),
+            &many,
+            Duration::ZERO
+        ),
+        Err(EngineError::TooManySamples {
+            n: 65,
+            max_num_seqs: 64
+        })
+    ));
+    assert!(matches!(
+        e.add_parallel(
+            Request::new(SeqId(1), prompt(8, 1), 4),
+            &[SeqId(2), SeqId(2)],
+            Duration::ZERO
+        ),
+        Err(EngineError::DuplicateId(SeqId(2)))
+    ));
+    // 62 running sequences leave 2 seats: a prompt sampled 3 times waits.
+    for i in 0..62 {
+        e.add(
+            Request::new(SeqId(1000 + i), prompt(4, i as u32), 50),
+            Duration::ZERO,
+        )
+        .unwrap();
+    }
+    let mut now = Duration::ZERO;
+    let mut events = step(&mut e, &mut b, &mut now);
+    e.add_parallel(
+        Request::new(SeqId(1), prompt(8, 1), 4),
+        &[SeqId(2), SeqId(3)],
+        now,
+    )
+    .unwrap();
+    events.extend(step(&mut e, &mut b, &mut now));
+    assert_eq!(e.load().waiting, 1);
+    events.extend(run(&mut e, &mut b).0);
+    let out = outputs(&events);
+    for id in 1..=3 {
+        assert_eq!(out[&SeqId(id)].len(), 4);
+    }
 }
