@@ -35,6 +35,7 @@ pub struct LiveFleet {
     max_reroutes: u32,
     unavailable_wait: Duration,
     client_stall_timeout: Duration,
+    shed_over_slo: bool,
     next_id: AtomicU64,
     epoch: Instant,
     stopping: AtomicBool,
@@ -69,6 +70,13 @@ impl Target {
             Target::Remote(t) => t.index,
         }
     }
+}
+
+/// What `with_views` built besides the views, for `route`'s bookkeeping.
+#[derive(Clone, Copy)]
+struct RouteContext<'a> {
+    hashes: &'a [u64],
+    remotes: &'a [Arc<RemoteTarget>],
 }
 
 /// A device chosen for a request, with the router's reasoning.
@@ -171,6 +179,7 @@ impl LiveFleet {
             max_reroutes: config.server.max_reroutes,
             unavailable_wait: config.server.unavailable_wait,
             client_stall_timeout: config.server.client_stall_timeout,
+            shed_over_slo: config.server.shed_over_slo,
             next_id: AtomicU64::new(1),
             epoch,
             stopping: AtomicBool::new(false),
@@ -321,6 +330,68 @@ impl LiveFleet {
         self.client_stall_timeout
     }
 
+    /// With `server.shed_over_slo`: the SLO's TTFT target, by which a
+    /// request's first token must come or the request is withdrawn.
+    pub fn first_token_deadline(&self) -> Option<Duration> {
+        self.shed_over_slo
+            .then(|| lock(&self.router).config().slo.ttft)
+    }
+
+    /// With `server.shed_over_slo`: `Err(excess)` when even the best
+    /// eligible device is predicted to start this request `excess` past the
+    /// SLO's TTFT budget (the target scaled by its percentile headroom).
+    /// Scores the fleet as `route` does, without dispatching.
+    pub fn shed_check(&self, prompt: &[u32], max_tokens: u32) -> Result<(), Duration> {
+        if !self.shed_over_slo {
+            return Ok(());
+        }
+        self.with_views(prompt, max_tokens, &[], |req, views, _| {
+            let now = self.epoch.elapsed();
+            let router = lock(&self.router);
+            let slo = router.config().slo;
+            let budget = slo.ttft.mul_f64(slo.headroom());
+            let shape = router.shape(req);
+            let best = views
+                .iter()
+                .map(|v| router.score(&shape, v, now))
+                .filter(|s| s.eligible)
+                .map(|s| s.ttft)
+                .min();
+            match best {
+                Some(ttft) if ttft > budget => Err(ttft - budget),
+                _ => Ok(()),
+            }
+        })
+    }
+
+    /// Builds the router's view of every device and remote target for a
+    /// prompt (its cached prefix on each), skipping `exclude`, and hands
+    /// them to `f` with the request and the prompt's block hashes.
+    fn with_views<R>(
+        &self,
+        prompt: &[u32],
+        max_tokens: u32,
+        exclude: &[DeviceId],
+        f: impl FnOnce(&RouteRequest, &[DeviceView<'_>], RouteContext<'_>) -> R,
+    ) -> R {
+        let req = RouteRequest {
+            prompt_tokens: prompt.len().min(u32::MAX as usize) as u32,
+            max_tokens,
+        };
+        let hashes = prefix_hashes(prompt, self.block_size);
+        let remotes = self.remote_targets();
+        let costs = self.costs(&remotes);
+        let views = self.views(&costs, &remotes, &hashes, exclude);
+        f(
+            &req,
+            &views,
+            RouteContext {
+                hashes: &hashes,
+                remotes: &remotes,
+            },
+        )
+    }
+
     /// The arrival window and latest replica plan.
     pub fn autoscaler(&self) -> &crate::autoscale::Autoscaler {
         &self.autoscaler
@@ -343,16 +414,22 @@ impl LiveFleet {
         max_tokens: u32,
         exclude: &[DeviceId],
     ) -> Result<Routed, RouteError> {
-        let req = RouteRequest {
-            prompt_tokens: prompt.len().min(u32::MAX as usize) as u32,
-            max_tokens,
-        };
-        let hashes = prefix_hashes(prompt, self.block_size);
-        let remotes = self.remote_targets();
-        let costs = self.costs(&remotes);
-        let views = self.views(&costs, &remotes, &hashes, exclude);
+        self.with_views(prompt, max_tokens, exclude, |req, views, cx| {
+            self.dispatch(req, views, cx, exclude)
+        })
+    }
+
+    /// `route`'s decision over the views, and its bookkeeping.
+    fn dispatch(
+        &self,
+        req: &RouteRequest,
+        views: &[DeviceView<'_>],
+        cx: RouteContext<'_>,
+        exclude: &[DeviceId],
+    ) -> Result<Routed, RouteError> {
+        let RouteContext { hashes, remotes } = cx;
         let now = self.epoch.elapsed();
-        let decision = lock(&self.router).route(&req, &views, now)?;
+        let decision = lock(&self.router).route(req, views, now)?;
         if self.records_arrivals && exclude.is_empty() {
             // A first attempt is an arrival; re-routes are not.
             self.autoscaler.record(
@@ -364,7 +441,7 @@ impl LiveFleet {
         let target = match remotes.iter().find(|t| t.index == decision.device) {
             Some(t) => {
                 if let Some(tier) = &self.tier {
-                    tier.note_routed(t, &hashes);
+                    tier.note_routed(t, hashes);
                 }
                 Target::Remote(t.clone())
             }

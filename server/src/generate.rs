@@ -98,7 +98,7 @@ pub fn start(
         ));
     }
     let Some(permit) = fleet.admit() else {
-        counter!(m::REJECTED).increment(1);
+        counter!(m::REJECTED, "reason" => "queue_full").increment(1);
         return Err(ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limit_error",
@@ -113,6 +113,19 @@ pub fn start(
             prompt_tokens: gen.prompt.len().min(u32::MAX as usize) as u32,
             max_supported: longest.saturating_sub(1),
         }));
+    }
+    let max_tokens = gen.settings.max_tokens.unwrap_or(u32::MAX);
+    if let Err(excess) = fleet.shed_check(&gen.prompt, max_tokens) {
+        counter!(m::REJECTED, "reason" => "over_slo").increment(1);
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            format!(
+                "every device is predicted to start this request {} ms past the time-to-first-token objective; retry later",
+                excess.as_millis()
+            ),
+        )
+        .retry_after(u32::try_from(excess.as_secs()).unwrap_or(u32::MAX).max(1)));
     }
     let (tx, rx) = mpsc::channel(256);
     tokio::spawn(run(fleet.clone(), gen, tx, permit));
@@ -156,8 +169,13 @@ enum Attempt {
     Done,
     ClientGone,
     Failed(ApiError),
+    /// Withdrawn under SLO shedding before its first token.
+    Shed(ApiError),
     NoDevice(ApiError),
-    Reroute { device: DeviceId, reason: String },
+    Reroute {
+        device: DeviceId,
+        reason: String,
+    },
 }
 
 enum TokenFlow {
@@ -328,6 +346,11 @@ async fn drive(mut task: Task, mut first: Option<Prepared>) {
             }
             Attempt::NoDevice(err) | Attempt::Failed(err) => {
                 task.count_outcome("unknown", "error");
+                let _ = task.send_item(StreamItem::Error(err)).await;
+                return;
+            }
+            Attempt::Shed(err) => {
+                task.count_outcome("unknown", "shed");
                 let _ = task.send_item(StreamItem::Error(err)).await;
                 return;
             }
@@ -510,10 +533,31 @@ impl Task {
         let itl = histogram!(m::ITL, "device" => name.clone());
         // An event taken from the channel behind a run of tokens.
         let mut queued: Option<SeqEvent> = None;
+        // With SLO shedding, a choice with no token by the TTFT target is withdrawn.
+        let deadline = self
+            .fleet
+            .first_token_deadline()
+            .map(|d| tokio::time::Instant::from_std(self.arrival + d));
         loop {
+            let waiting_first = self.last_token.is_none() && self.generated.is_empty();
             let ev = match queued.take() {
                 Some(ev) => Some(ev),
                 None => tokio::select! {
+                    () = async {
+                        if let Some(at) = deadline {
+                            tokio::time::sleep_until(at).await;
+                        }
+                    }, if deadline.is_some() && waiting_first => {
+                        counter!(m::REJECTED, "reason" => "ttft_deadline").increment(1);
+                        return Attempt::Shed(
+                            ApiError::new(
+                                StatusCode::TOO_MANY_REQUESTS,
+                                "rate_limit_error",
+                                "no first token within the time-to-first-token objective; retry later",
+                            )
+                            .retry_after(1),
+                        );
+                    }
                     ev = rx.recv() => ev,
                     () = async {
                         if let Some(stream) = remote_stream.as_mut() {

@@ -398,13 +398,28 @@ async fn respond(
     let stream = gen.settings.stream;
     let include_usage = gen.settings.include_usage;
     let n = gen.settings.n.max(1);
-    let rx = match generate::start(&state.fleet, gen) {
+    let mut rx = match generate::start(&state.fleet, gen) {
         Ok(rx) => rx,
         Err(e) => return flavor.name_field(e).into_response(),
     };
     let env = Envelope::new(&state.fleet, flavor);
     if stream {
-        sse(env, rx, include_usage, n)
+        // With SLO shedding a request may be withdrawn before its first
+        // token (at most the TTFT target away): the head waits for the
+        // first item, so that answer is a 429 with `Retry-After`, not a 200
+        // carrying an error event.
+        let head = if state.fleet.first_token_deadline().is_some() {
+            match rx.recv().await {
+                Some(ChoiceItem {
+                    item: StreamItem::Error(e),
+                    ..
+                }) => return flavor.name_field(e).into_response(),
+                first => Some(first),
+            }
+        } else {
+            None
+        };
+        sse(env, rx, include_usage, n, head)
     } else {
         collect(env, rx, n).await
     }
@@ -458,6 +473,8 @@ struct SseState {
     include_usage: bool,
     done: bool,
     choices: Vec<SseChoice>,
+    /// An item taken from `rx` before the response started, rendered first.
+    head: Option<Option<ChoiceItem>>,
     /// Choices that have ended, and the usage they add up to.
     ended: u32,
     prompt_tokens: u32,
@@ -546,7 +563,14 @@ impl SseState {
     }
 }
 
-fn sse(env: Envelope, rx: mpsc::Receiver<ChoiceItem>, include_usage: bool, n: u32) -> Response {
+/// The SSE response; `head` is an item (or the end, `Some(None)`) already taken from `rx`.
+fn sse(
+    env: Envelope,
+    rx: mpsc::Receiver<ChoiceItem>,
+    include_usage: bool,
+    n: u32,
+    head: Option<Option<ChoiceItem>>,
+) -> Response {
     let init = SseState {
         env,
         rx,
@@ -561,9 +585,13 @@ fn sse(env: Envelope, rx: mpsc::Receiver<ChoiceItem>, include_usage: bool, n: u3
         ended: 0,
         prompt_tokens: 0,
         completion_tokens: 0,
+        head,
     };
     let body = stream::unfold(init, |mut st| async move {
         let mut out = Vec::new();
+        if let Some(head) = st.head.take() {
+            st.render(head, &mut out);
+        }
         // Items that render nothing (ids, log-probabilities) wait for the next.
         while out.is_empty() && !st.done {
             let item = st.rx.recv().await;

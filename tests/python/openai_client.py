@@ -64,13 +64,26 @@ def main() -> None:
         raise AssertionError("unknown model accepted")
     except openai.NotFoundError as e:
         assert e.status_code == 404
+    # Parallel sampling: n choices, each with its index, the prompt counted once.
+    many = client.completions.create(
+        model=model, prompt="Once upon a time", max_tokens=3, n=3, extra_body={"ignore_eos": True},
+    )
+    assert [c.index for c in many.choices] == [0, 1, 2], many
+    assert many.usage.completion_tokens == 9, many.usage
+    seen = set()
+    for chunk in client.chat.completions.create(
+        model=model, messages=[{"role": "user", "content": "hi"}], max_tokens=3, n=2,
+        stream=True, extra_body={"ignore_eos": True},
+    ):
+        seen.update(c.index for c in chunk.choices)
+    assert seen == {0, 1}, seen
     try:
-        client.completions.create(model=model, prompt="x", max_tokens=1, n=2)
-        raise AssertionError("n=2 accepted")
+        client.completions.create(model=model, prompt="x", max_tokens=1, n=17)
+        raise AssertionError("n=17 accepted")
     except openai.BadRequestError as e:
         assert e.status_code == 400
 
-    print("openai client: completions, chat, streaming and errors OK")
+    print("openai client: completions, chat, streaming, n > 1 and errors OK")
 
 
 if __name__ == "__main__":

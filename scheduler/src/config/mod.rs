@@ -102,6 +102,12 @@ pub struct ServerSection {
     /// buffer full, is aborted and its device slot freed (`client_stall_timeout_s`).
     #[serde(rename = "client_stall_timeout_s", with = "serde_secs")]
     pub client_stall_timeout: Duration,
+    /// SLO-aware load shedding: a request whose best device is predicted
+    /// to miss the router SLO's TTFT target (scaled by its headroom) gets
+    /// 429 with `Retry-After` on arrival, and one that has no first token
+    /// by the TTFT target is withdrawn with 429, so the requests served
+    /// keep the target when more arrive than the fleet can serve.
+    pub shed_over_slo: bool,
 }
 
 impl Default for ServerSection {
@@ -118,6 +124,7 @@ impl Default for ServerSection {
             unhealthy_backoff: Duration::from_millis(500),
             unavailable_wait: Duration::from_secs(10),
             client_stall_timeout: Duration::from_secs(30),
+            shed_over_slo: false,
         }
     }
 }
