@@ -25,6 +25,13 @@ struct Arrival {
     max_tokens: u16,
     shared_prefix: bool,
     abort_after: Option<u8>,
+    /// More samples of the prompt (`Engine::add_parallel`).
+    forks: u8,
+}
+
+/// The id of arrival `i`'s `k`-th fork (k ≥ 1).
+fn fork_id(i: usize, k: u8) -> SeqId {
+    SeqId(1_000_000 + 10 * i as u64 + u64::from(k))
 }
 
 fn arrival() -> impl Strategy<Value = Arrival> {
@@ -34,14 +41,16 @@ fn arrival() -> impl Strategy<Value = Arrival> {
         1u16..60,
         any::<bool>(),
         prop::option::weighted(0.2, 0u8..20),
+        prop_oneof![3 => Just(0u8), 1 => 1u8..4],
     )
         .prop_map(
-            |(step, prompt, max_tokens, shared_prefix, abort_after)| Arrival {
+            |(step, prompt, max_tokens, shared_prefix, abort_after, forks)| Arrival {
                 step,
                 prompt,
                 max_tokens,
                 shared_prefix,
                 abort_after,
+                forks,
             },
         )
 }
@@ -75,13 +84,19 @@ proptest! {
                         .collect();
                     let mut req = Request::new(SeqId(i as u64), prompt, u32::from(a.max_tokens));
                     req.ignore_eos = true;
-                    if engine.add(req, now).is_ok() {
-                        wanted.insert(SeqId(i as u64), u32::from(a.max_tokens));
+                    let forks: Vec<SeqId> = (1..=a.forks).map(|k| fork_id(i, k)).collect();
+                    if engine.add_parallel(req, &forks, now).is_ok() {
+                        for id in std::iter::once(SeqId(i as u64)).chain(forks) {
+                            wanted.insert(id, u32::from(a.max_tokens));
+                        }
                     }
                 }
                 if a.abort_after.is_some_and(|k| u32::from(a.step) + u32::from(k) == step) {
-                    if let AbortOutcome::Finished(Event::Finished { seq, reason, .. }) = engine.abort(SeqId(i as u64), now) {
-                        prop_assert!(finished.insert(seq, reason).is_none(), "{seq} finished twice");
+                    // A client that leaves aborts every sample of its request.
+                    for id in std::iter::once(SeqId(i as u64)).chain((1..=a.forks).map(|k| fork_id(i, k))) {
+                        if let AbortOutcome::Finished(Event::Finished { seq, reason, .. }) = engine.abort(id, now) {
+                            prop_assert!(finished.insert(seq, reason).is_none(), "{seq} finished twice");
+                        }
                     }
                 }
             }
@@ -116,7 +131,8 @@ proptest! {
             match finished.get(seq) {
                 Some(FinishReason::Length) => {
                     let limit = engine.max_seq_tokens();
-                    let prompt = u32::from(arrivals[seq.0 as usize].prompt);
+                    let i = if seq.0 >= 1_000_000 { (seq.0 - 1_000_000) / 10 } else { seq.0 };
+                    let prompt = u32::from(arrivals[i as usize].prompt);
                     prop_assert_eq!(got.get(seq).copied().unwrap_or(0), (*max).min(limit - prompt));
                 }
                 Some(FinishReason::Abort) => {}
@@ -247,6 +263,7 @@ fn multi_step_decode_runs_and_stops_at_its_bound() {
             max_tokens: 50,
             shared_prefix: false,
             abort_after: None,
+            forks: 0,
         },
         Arrival {
             step: 0,
@@ -254,6 +271,7 @@ fn multi_step_decode_runs_and_stops_at_its_bound() {
             max_tokens: 80,
             shared_prefix: false,
             abort_after: None,
+            forks: 0,
         },
         Arrival {
             step: 10,
@@ -261,6 +279,7 @@ fn multi_step_decode_runs_and_stops_at_its_bound() {
             max_tokens: 20,
             shared_prefix: false,
             abort_after: None,
+            forks: 0,
         },
     ];
     let (slow, _, _) = drive(&arrivals, config, 200, None, false);
