@@ -736,7 +736,8 @@ mod tests {
     #[test]
     fn rejects_bad_parameters_naming_them() {
         for (json, param) in [
-            (r#"{"n": 2}"#, "n"),
+            (r#"{"n": 0}"#, "n"),
+            (r#"{"n": 17}"#, "n"),
             (r#"{"logprobs": 21}"#, "logprobs"),
             (r#"{"logprobs": -1}"#, "logprobs"),
             (r#"{"logprobs": "yes"}"#, "logprobs"),
