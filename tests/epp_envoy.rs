@@ -214,7 +214,20 @@ struct Envoy {
 }
 
 impl Envoy {
+    /// Starts Envoy and waits until its admin answers and its listener
+    /// accepts. A port picked by `free_port` can be taken by another
+    /// process before Envoy binds it (its listener then never comes up):
+    /// such a start is retried on fresh ports.
     fn start(g: &Gateway<'_>) -> Envoy {
+        for _ in 0..3 {
+            if let Some(e) = Self::try_start(g) {
+                return e;
+            }
+        }
+        panic!("envoy: listener never came up on three sets of ports");
+    }
+
+    fn try_start(g: &Gateway<'_>) -> Option<Envoy> {
         let dir = scratch();
         let listen = free_port();
         let admin = free_port();
@@ -236,10 +249,18 @@ impl Envoy {
             admin: format!("http://127.0.0.1:{admin}"),
             _dir: dir,
         };
-        e.wait_until(Duration::from_secs(30), |envoy| {
-            ureq::get(&format!("{}/ready", envoy.admin)).call().is_ok()
-        });
-        e
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let listener = std::net::SocketAddr::from(([127, 0, 0, 1], listen));
+        while Instant::now() < deadline {
+            let ready = ureq::get(&format!("{}/ready", e.admin)).call().is_ok();
+            if ready
+                && std::net::TcpStream::connect_timeout(&listener, Duration::from_secs(1)).is_ok()
+            {
+                return Some(e);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     fn wait_until(&self, timeout: Duration, pred: impl Fn(&Envoy) -> bool) {
