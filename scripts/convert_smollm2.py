@@ -11,7 +11,9 @@ with PyPI `gguf` and numpy, and writes (default `models/smollm2-135m-instruct/`)
                          interleaved-pair RoPE order to Hugging Face's rotate-half order
   model.onnx             the "decoder with past" graph of scripts/make_test_model.py, with every
                          projection a com.microsoft MatMulNBits (4-bit, block 32) holding the
-                         Q4_1 codes unchanged; the tied LM head is the float32 embedding
+                         Q4_1 codes unchanged and each layer's attention one com.microsoft
+                         GroupQueryAttention (rotary inside; --attention decomposed for plain
+                         ONNX ops); the tied LM head is the float32 embedding
                          (with --int8-activations an 8-bit MatMulNBits holding the Q8_0 codes)
   conversion.json        what was converted, the graph's self-check, the up-to-date stamp
 
@@ -32,7 +34,7 @@ int8-activation path (--int8-activations) is faster at batch 1 but makes greedy 
 on how a sequence is batched (see FLOAT_ACTIVATIONS).
 
 Usage: python3 scripts/convert_smollm2.py [--gguf FILE] [--out DIR] [--exact-zero-points]
-           [--int8-activations] [--force] [--quiet]
+           [--int8-activations] [--attention gqa|decomposed] [--force] [--quiet]
 """
 
 import argparse
@@ -325,13 +327,15 @@ def main():
                     help="float zero points (exact Q4_1, slow on ONNX Runtime's CPU kernel)")
     ap.add_argument("--int8-activations", action="store_true",
                     help="MatMulNBits accuracy level 4: faster at batch 1, tokens depend on batching")
+    ap.add_argument("--attention", choices=["gqa", "decomposed"], default="gqa",
+                    help="com.microsoft GroupQueryAttention (default) or plain ONNX ops")
     ap.add_argument("--force", action="store_true", help="convert even if up to date")
     ap.add_argument("--quiet", action="store_true", help="print nothing when up to date")
     args = ap.parse_args()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = args.out or os.path.join(root, "models", "smollm2-135m-instruct")
     gguf_path = args.gguf or find_gguf()
-    key = stamp(gguf_path, (args.exact_zero_points, args.int8_activations))
+    key = stamp(gguf_path, (args.exact_zero_points, args.int8_activations, args.attention))
     report_path = os.path.join(out, "conversion.json")
     if not args.force and os.path.isfile(report_path):
         with open(report_path, encoding="utf-8") as f:
@@ -351,7 +355,8 @@ def main():
     if os.path.exists(report_path):
         os.remove(report_path)
     model = mtm.build_model(cfg, conv.w, conv.linear, conv.lm_head, name="smollm2_135m_instruct",
-                            producer="switchyard convert_smollm2.py", domains=[(CONTRIB, 1)])
+                            producer="switchyard convert_smollm2.py", domains=[(CONTRIB, 1)],
+                            attention=args.attention)
     model_path = os.path.join(out, "model.onnx")
     mtm.onnx.save(model, model_path)
     mtm.write_safetensors(os.path.join(out, "model.safetensors"), conv.w)
@@ -362,7 +367,7 @@ def main():
             json.dump(doc, f, indent=1, ensure_ascii=False, sort_keys=name != "tokenizer.json")
             f.write("\n")
     report = {"source": os.path.basename(gguf_path), "exact_zero_points": args.exact_zero_points,
-              "accuracy_level": level,
+              "accuracy_level": level, "attention": args.attention,
               "self_check": self_check(model_path, cfg, conv, src), "stamp": key}
     with open(report_path, "w", encoding="utf-8") as f:
         json.dump(report, f, indent=1)

@@ -19,12 +19,23 @@ The attention mask is by index in the concatenated (past ‖ new) key axis: quer
 (concatenated index past+i) sees key j iff j <= past+i and attention_mask[b, j] == 1,
 so a batch may pad shorter pasts (and right-pad new tokens) and mask the padding out.
 
+With --attention gqa each layer's attention is one com.microsoft GroupQueryAttention (ONNX
+Runtime's fused LLM attention: rotary embedding from cos/sin caches, causal attention over
+the past, present = past + new). Its inputs and outputs keep the names and shapes above, but
+it lays a batch out by sequence lengths, not by mask: it reads sequence b's past from rows
+0..position_ids[b, 0] and writes its new rows right after them, so `present` rows past
+position_ids[b, 0] + seq are unused (the graph states this as the metadata property
+switchyard.kv_layout = "packed"; the decomposed graph's new rows sit at past..past+seq).
+`attention_mask` only gives the key count. ONNX Runtime's CPU kernel takes several new
+tokens on top of a past at batch 1 only.
+
 Weights are random (seeded, so output is byte-identical across runs) but scaled so
 greedy generation is not degenerate. Needs only `numpy` and `onnx`; with
 `onnxruntime` installed it also checks the graph against a NumPy forward pass of the
 safetensors weights.
 
-Usage: python3 scripts/make_test_model.py --size tiny|bench|gpu1b [--out DIR] [--seed N] [--weights-only]
+Usage: python3 scripts/make_test_model.py --size tiny|bench|gpu1b [--out DIR] [--seed N]
+           [--attention decomposed|gqa] [--weights-only]
 """
 
 import argparse
@@ -55,6 +66,9 @@ PAD, BOS, EOS = 0, 1, 2
 RMS_EPS = 1e-5
 ROPE_THETA = 10000.0
 OPSET = 17
+CONTRIB = "com.microsoft"
+# Metadata key naming where a graph writes each sequence's new K/V rows in `present`.
+KV_LAYOUT = "switchyard.kv_layout"
 
 
 def make_weights(cfg, seed):
@@ -205,22 +219,68 @@ def tied_head(g, h, embed):
     g.op("MatMul", h, g.op("Transpose", embed, perm=[1, 0]), out="logits")
 
 
-def build_graph(cfg, w, linear=dense_linear, head=tied_head):
+class GqaInputs:
+    """What every GroupQueryAttention node shares: the rotary caches (one row per position
+    up to max_pos) and each sequence's key count minus one and the batch's key count."""
+
+    def __init__(self, g, cfg):
+        hd = cfg["hidden"] // cfg["heads"]
+        theta = cfg.get("rope_theta", ROPE_THETA)
+        inv_freq = 1.0 / (theta ** (np.arange(0, hd, 2, dtype=np.float64) / hd))
+        angles = np.arange(cfg["max_pos"], dtype=np.float64)[:, None] * inv_freq[None, :]
+        self.cos = g.weight("rotary.cos_cache", np.cos(angles).astype(np.float32))
+        self.sin = g.weight("rotary.sin_cache", np.sin(angles).astype(np.float32))
+        # seqlens_k = position_ids[:, 0] + seq - 1: right padding of the new tokens counts,
+        # so its rows land after the real ones, where no real query looks.
+        s = g.op("Gather", g.op("Shape", "input_ids"), g.const(1), axis=0)
+        first = g.op("Gather", "position_ids", g.const(0), axis=1)
+        last = g.op("Sub", g.op("Add", first, s), g.const(1))
+        self.seqlens_k = g.op("Cast", last, to=TensorProto.INT32)
+        keys = g.op("Gather", g.op("Shape", "attention_mask"), g.const(1), axis=0)
+        self.total = g.op("Cast", keys, to=TensorProto.INT32)
+
+
+def gqa_attention_block(g, cfg, w, i, x, shared, linear=dense_linear):
+    """One layer's attention as a GroupQueryAttention node (rotary inside)."""
+    p = f"model.layers.{i}.self_attn."
+    nh, kvh = cfg["heads"], cfg["kv_heads"]
+    hd = cfg["hidden"] // nh
+    lin = lambda a, name: linear(g, w, a, p + name)
+    q, k, v = lin(x, "q_proj"), lin(x, "k_proj"), lin(x, "v_proj")
+    g.n += 1
+    out = f"gqa_{g.n}"
+    g.nodes.append(helper.make_node(
+        "GroupQueryAttention",
+        [q, k, v, f"past_key_values.{i}.key", f"past_key_values.{i}.value",
+         shared.seqlens_k, shared.total, shared.cos, shared.sin],
+        [out, f"present.{i}.key", f"present.{i}.value"], domain=CONTRIB,
+        num_heads=nh, kv_num_heads=kvh, do_rotary=1, rotary_interleaved=0,
+        scale=float(1.0 / np.sqrt(hd))))
+    return lin(out, "o_proj")
+
+
+def build_graph(cfg, w, linear=dense_linear, head=tied_head, attention="decomposed"):
     """The decoder graph; `linear(g, w, x, name)` emits each projection and
-    `head(g, h, embed)` the `logits` output (a quantized model swaps both)."""
+    `head(g, h, embed)` the `logits` output (a quantized model swaps both);
+    `attention` is "decomposed" (plain ONNX ops) or "gqa"."""
     g = Graph()
     hd = cfg["hidden"] // cfg["heads"]
     eps = cfg.get("rms_eps", RMS_EPS)
     embed = g.weight("model.embed_tokens.weight", w["model.embed_tokens.weight"])
     h = g.op("Gather", embed, "input_ids", axis=0)
-    cos, sin = rotary_tables(g, hd, cfg.get("rope_theta", ROPE_THETA))
-    bias = attention_bias(g)
-    shapes = score_shapes(g, cfg)
+    if attention == "gqa":
+        shared = GqaInputs(g, cfg)
+        attend = lambda i, x: gqa_attention_block(g, cfg, w, i, x, shared, linear)
+    else:
+        cos, sin = rotary_tables(g, hd, cfg.get("rope_theta", ROPE_THETA))
+        bias = attention_bias(g)
+        shapes = score_shapes(g, cfg)
+        attend = lambda i, x: attention_block(g, cfg, w, i, x, cos, sin, bias, shapes, linear)
     for i in range(cfg["layers"]):
         p = f"model.layers.{i}."
         ln = p + "input_layernorm.weight"
         x = rms_norm(g, h, g.weight(ln, w[ln]), eps)
-        h = g.op("Add", h, attention_block(g, cfg, w, i, x, cos, sin, bias, shapes, linear))
+        h = g.op("Add", h, attend(i, x))
         ln = p + "post_attention_layernorm.weight"
         h = g.op("Add", h, mlp_block(g, w, i, rms_norm(g, h, g.weight(ln, w[ln]), eps), linear))
     h = rms_norm(g, h, g.weight("model.norm.weight", w["model.norm.weight"]), eps)
@@ -248,13 +308,19 @@ def value_info(cfg):
 
 
 def build_model(cfg, w, linear=dense_linear, head=tied_head, name="switchyard_test_llama",
-                producer="switchyard make_test_model.py", domains=()):
+                producer="switchyard make_test_model.py", domains=(), attention="decomposed"):
     """The checked ONNX model; `domains` adds (domain, version) opsets for contrib ops."""
-    g = build_graph(cfg, w, linear, head)
+    g = build_graph(cfg, w, linear, head, attention)
     inputs, outputs = value_info(cfg)
     graph = helper.make_graph(g.nodes, name, inputs, outputs, g.inits)
-    opsets = [helper.make_opsetid("", OPSET)] + [helper.make_opsetid(d, v) for d, v in domains]
+    domains = dict(domains)
+    if attention == "gqa":
+        domains.setdefault(CONTRIB, 1)
+    opsets = [helper.make_opsetid("", OPSET)] + [helper.make_opsetid(d, v)
+                                                 for d, v in domains.items()]
     model = helper.make_model(graph, opset_imports=opsets, producer_name=producer)
+    if attention == "gqa":
+        helper.set_model_props(model, {KV_LAYOUT: "packed"})
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model
@@ -368,15 +434,22 @@ def numpy_forward(cfg, w, ids):
 
 
 def onnx_logits(ort, path, cfg, ids):
-    """Logits [S, vocab] of the graph at `path` for one prompt with an empty past."""
+    """Logits [S, vocab] of the graph at `path` for one prompt: its first half on an empty
+    past, the rest on the first half's `present` (so the past path is checked too)."""
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     hd = cfg["hidden"] // cfg["heads"]
-    feed = {"input_ids": ids[None], "attention_mask": np.ones((1, len(ids)), np.int64),
-            "position_ids": np.arange(len(ids), dtype=np.int64)[None]}
-    for i in range(cfg["layers"]):
-        for kind in ("key", "value"):
-            feed[f"past_key_values.{i}.{kind}"] = np.zeros((1, cfg["kv_heads"], 0, hd), np.float32)
-    return sess.run(["logits"], feed)[0][0]
+    names = [o.name for o in sess.get_outputs()]
+    past = {f"past_key_values.{i}.{kind}": np.zeros((1, cfg["kv_heads"], 0, hd), np.float32)
+            for i in range(cfg["layers"]) for kind in ("key", "value")}
+    split, logits = len(ids) // 2, []
+    for lo, hi in ((0, split), (split, len(ids))):
+        feed = {"input_ids": ids[None, lo:hi], "attention_mask": np.ones((1, hi), np.int64),
+                "position_ids": np.arange(lo, hi, dtype=np.int64)[None], **past}
+        out = dict(zip(names, sess.run(names, feed)))
+        logits.append(out["logits"][0])
+        past = {f"past_key_values.{i}.{kind}": out[f"present.{i}.{kind}"]
+                for i in range(cfg["layers"]) for kind in ("key", "value")}
+    return np.concatenate(logits)
 
 
 def self_check(path, cfg, w):
@@ -400,6 +473,8 @@ def main():
     ap.add_argument("--size", choices=sorted(SIZES), default="tiny")
     ap.add_argument("--out", help="output directory (default models/<size>)")
     ap.add_argument("--seed", type=int, default=20240607)
+    ap.add_argument("--attention", choices=["decomposed", "gqa"], default="decomposed",
+                    help="plain ONNX attention, or com.microsoft GroupQueryAttention")
     ap.add_argument("--weights-only", action="store_true",
                     help="write config, tokenizer and model.safetensors, no model.onnx (numpy only)")
     args = ap.parse_args()
@@ -412,7 +487,7 @@ def main():
     w = make_weights(cfg, args.seed)
     model_path = os.path.join(out, "model.onnx")
     if not args.weights_only:
-        onnx.save(build_model(cfg, w), model_path)
+        onnx.save(build_model(cfg, w, attention=args.attention), model_path)
     write_safetensors(os.path.join(out, "model.safetensors"), w)
     docs = {
         "config.json": config_json(cfg),

@@ -1,5 +1,7 @@
 //! The engine serving a real model: `Engine` + `OnnxBackend` on the
-//! committed tiny model (`models/tiny`) and on SmolLM2-135M-Instruct
+//! committed tiny model (`models/tiny`, plain ONNX attention), its
+//! `GroupQueryAttention` twin (`models/tiny-gqa`, the packed KV layout)
+//! and on SmolLM2-135M-Instruct
 //! (`models/smollm2-135m-instruct`, converted by `scripts/setup.sh`) must
 //! generate exactly what a plain Python onnxruntime greedy loop generates
 //! (`scripts/onnx_reference.py`), whether each prompt runs alone,
@@ -17,6 +19,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use switchyard_backends::fixtures;
+use switchyard_backends::onnx::KvLayout;
 use switchyard_backends::{
     Backend, Catalog, CostModel, OnnxBackend, OnnxConfig, SamplingParams, SeqId,
 };
@@ -48,6 +51,13 @@ const TINY: Fixture = Fixture {
     dir: "models/tiny",
     spec: "tiny-llama",
     // 14 blocks of 16 = 224 tokens for 6 sequences wanting ~6 * 75.
+    pressure_blocks: 14,
+};
+
+/// The tiny model's weights with `GroupQueryAttention` (`make_test_model.py --attention gqa`).
+const TINY_GQA: Fixture = Fixture {
+    dir: "models/tiny-gqa",
+    spec: "tiny-llama",
     pressure_blocks: 14,
 };
 
@@ -300,6 +310,23 @@ fn chunked_prefill_matches_unchunked() {
     let b = backend(&TINY, 16, 1.5);
     let prompts = prompts(&b);
     check_chunked(&TINY, &prompts, &alone(&TINY, &prompts));
+}
+
+#[test]
+fn gqa_graph_alone_concurrent_and_chunked_match_the_python_reference() {
+    let b = backend(&TINY_GQA, 16, 1.5);
+    assert_eq!(b.graph_io().kv_layout, KvLayout::Packed);
+    assert_eq!(
+        backend(&TINY, 16, 1.5).graph_io().kv_layout,
+        KvLayout::Padded
+    );
+    let prompts = prompts(&b);
+    check_alone(&TINY_GQA, &prompts);
+    let solo = alone(&TINY_GQA, &prompts);
+    check_concurrent(&TINY_GQA, &prompts, &solo);
+    check_chunked(&TINY_GQA, &prompts, &solo);
+    // Same weights, another attention kernel: the same greedy text.
+    assert_eq!(solo, alone(&TINY, &prompts));
 }
 
 #[test]

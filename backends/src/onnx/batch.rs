@@ -61,6 +61,26 @@ pub fn group_by_length(seqs: &[ScheduledSeq<'_>], max_padding_ratio: f64) -> Vec
     groups
 }
 
+/// Splits every run of several new tokens per sequence in which some
+/// sequence has a past into runs of one sequence each (what a packed-layout
+/// graph's attention kernel accepts); other runs stay as they are.
+pub fn multi_token_past_runs_alone(
+    runs: Vec<Vec<usize>>,
+    seqs: &[ScheduledSeq<'_>],
+) -> Vec<Vec<usize>> {
+    let mut out = Vec::with_capacity(runs.len());
+    for run in runs {
+        let multi_token = run.iter().any(|&i| seqs[i].tokens.len() > 1);
+        let has_past = run.iter().any(|&i| seqs[i].start_pos > 0);
+        if run.len() > 1 && multi_token && has_past {
+            out.extend(run.into_iter().map(|i| vec![i]));
+        } else {
+            out.push(run);
+        }
+    }
+    out
+}
+
 /// The rectangle one graph run computes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunShape {
@@ -289,6 +309,25 @@ mod tests {
         assert_eq!(g, vec![vec![1, 3], vec![0, 2]]);
         // No limit: one run for everything.
         assert_eq!(group_by_length(&seqs, f64::INFINITY).len(), 1);
+    }
+
+    #[test]
+    fn multi_token_runs_over_a_past_split_into_single_sequences() {
+        let (one, three) = ([1u32], [1u32, 2, 3]);
+        let table = [BlockId(0)];
+        let seqs = vec![
+            seq(0, 4, &one, &table),
+            seq(1, 0, &three, &table),
+            seq(2, 8, &three, &table),
+            seq(3, 0, &three, &table),
+            seq(4, 9, &one, &table),
+        ];
+        let runs = vec![vec![1, 3], vec![2, 0], vec![0, 4], vec![2]];
+        assert_eq!(
+            multi_token_past_runs_alone(runs, &seqs),
+            // First chunks (no past) and decodes keep their runs.
+            vec![vec![1, 3], vec![2], vec![0], vec![0, 4], vec![2]]
+        );
     }
 
     #[test]

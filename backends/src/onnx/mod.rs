@@ -15,8 +15,9 @@
 //! 3. the sequences are split into runs of similar new-token counts
 //!    ([`batch`]); for each run: gather every sequence's cached K/V from its
 //!    blocks into a padded `past_key_values` batch, run the graph, scatter
-//!    the new K/V (`present` rows past the padded past) back into the
-//!    sequences' blocks, and sample each sampling sequence's token from the
+//!    the new K/V (`present` rows after the padded past, or after each
+//!    sequence's own past in the packed layout of `GroupQueryAttention`
+//!    graphs, [`runtime::KvLayout`]) back into the sequences' blocks, and sample each sampling sequence's token from the
 //!    logits of its last new token ([`crate::sampling`]). A decode run that
 //!    continues the previous one takes that run's `present` outputs as its
 //!    past instead of gathering ([`batch`], "Resident decode batch").
@@ -37,6 +38,7 @@
 pub mod batch;
 pub mod kv;
 pub mod runtime;
+pub mod shared;
 pub mod tokenizer;
 
 use std::borrow::Cow;
@@ -54,7 +56,8 @@ use crate::sampling;
 pub use crate::model_config::ModelConfig;
 use batch::{Inputs, Resident, RunShape};
 use kv::{Kv, KvPool, KvShape};
-pub use runtime::{GraphIo, INSTALL_HINT};
+pub use runtime::{GraphIo, KvLayout, INSTALL_HINT};
+use shared::SharedDecode;
 pub use tokenizer::{Tokenizer, TokenizerError};
 
 pub use crate::open::OnnxConfig;
@@ -70,6 +73,8 @@ pub struct OnnxBackend {
     inputs: Inputs,
     /// The last decode run's outputs, reused as the next one's past ([`batch`]).
     resident: Option<Resident>,
+    /// The last decode run's in-place K/V buffers (packed layout, [`shared`]).
+    shared: Option<SharedDecode>,
     /// Decode runs that continued the resident one (no gather).
     resident_runs: u64,
     info: DeviceInfo,
@@ -122,6 +127,7 @@ impl OnnxBackend {
             pool: KvPool::new(shape),
             inputs: Inputs::default(),
             resident: None,
+            shared: None,
             resident_runs: 0,
             info,
             max_padding_ratio: config.max_padding_ratio,
@@ -138,7 +144,8 @@ impl OnnxBackend {
         self.model.to_model_spec(&self.name, 4)
     }
 
-    /// Decode runs so far that reused the previous run's outputs instead of gathering.
+    /// Decode runs so far that continued the previous one's K/V (its outputs,
+    /// or its in-place buffers) instead of gathering.
     pub fn resident_runs(&self) -> u64 {
         self.resident_runs
     }
@@ -168,10 +175,35 @@ impl OnnxBackend {
             inputs,
             model,
             resident,
+            shared,
             resident_runs,
             ..
         } = self;
         let decode = members.iter().all(|&i| seqs[i].tokens.len() == 1);
+        if io.kv_layout == KvLayout::Packed {
+            // The in-place batch is continued, or else no longer the latest
+            // state of the sequences it holds.
+            let previous = match shared.take() {
+                Some(b) if decode && b.continues(seqs, members) => Some(b),
+                Some(b) if members.iter().all(|&i| !b.holds(seqs[i].seq)) => {
+                    *shared = Some(b);
+                    None
+                }
+                _ => None,
+            };
+            if decode {
+                let mut batch = match previous {
+                    Some(b) => {
+                        *resident_runs += 1;
+                        b
+                    }
+                    None => SharedDecode::build(session, io, pool, seqs, members)?,
+                };
+                batch.run(session, seqs, members, pool, model.vocab_size as usize, out)?;
+                *shared = Some(batch);
+                return Ok(());
+            }
+        }
         // Whatever happens next, the resident run is either continued here
         // or no longer the latest state of its sequences' caches.
         let previous = match resident.take() {
@@ -221,7 +253,7 @@ impl OnnxBackend {
                         n,
                         present,
                         shape.total(),
-                        shape.past,
+                        io.kv_layout.first_new_row(start, shape.past),
                     );
                 }
             }
@@ -232,20 +264,7 @@ impl OnnxBackend {
         let (dims, data) = logits.try_extract_tensor::<f32>().map_err(step_failed)?;
         let vocab = model.vocab_size as usize;
         expect_dims(runtime::LOGITS, dims, &[shape.batch, shape.new, vocab])?;
-        for (row, &i) in members.iter().enumerate() {
-            let s = &seqs[i];
-            if !s.sample {
-                continue;
-            }
-            let at = (row * shape.new + s.tokens.len() - 1) * vocab;
-            let row = &data[at..at + vocab];
-            let token =
-                sampling::sample(row, &s.sampling, s.seq, s.end_pos()).ok_or_else(|| {
-                    BackendError::StepFailed(format!("{}: logits are all NaN", s.seq))
-                })?;
-            out.tokens[i] = Some(token);
-            out.set_logprobs(i, sampling::logprobs_for(row, &s.sampling, token));
-        }
+        sample_rows(seqs, members, data, shape.new, vocab, out)?;
         if decode {
             let mut present = Vec::with_capacity(io.present_names.len());
             for names in &io.present_names {
@@ -289,7 +308,11 @@ impl Backend for OnnxBackend {
             self.model.vocab_size,
         )?;
         let mut out = StepOutput::for_plan(plan);
-        for members in batch::group_by_length(&plan.seqs, self.max_padding_ratio) {
+        let mut runs = batch::group_by_length(&plan.seqs, self.max_padding_ratio);
+        if self.io.kv_layout.multi_token_past_runs_alone() {
+            runs = batch::multi_token_past_runs_alone(runs, &plan.seqs);
+        }
+        for members in runs {
             self.run_group(&plan.seqs, &members, &mut out)?;
         }
         out.elapsed = started.elapsed();
@@ -343,6 +366,31 @@ fn feed<'a>(
         }
     }
     Ok(feed)
+}
+
+/// Samples each sampling member's token from the logits of its last new
+/// token (`logits [members, new, vocab]`) into `out`.
+fn sample_rows(
+    seqs: &[ScheduledSeq<'_>],
+    members: &[usize],
+    logits: &[f32],
+    new: usize,
+    vocab: usize,
+    out: &mut StepOutput,
+) -> Result<(), BackendError> {
+    for (row, &i) in members.iter().enumerate() {
+        let s = &seqs[i];
+        if !s.sample {
+            continue;
+        }
+        let at = (row * new + s.tokens.len() - 1) * vocab;
+        let row = &logits[at..at + vocab];
+        let token = sampling::sample(row, &s.sampling, s.seq, s.end_pos())
+            .ok_or_else(|| BackendError::StepFailed(format!("{}: logits are all NaN", s.seq)))?;
+        out.tokens[i] = Some(token);
+        out.set_logprobs(i, sampling::logprobs_for(row, &s.sampling, token));
+    }
+    Ok(())
 }
 
 fn step_failed(e: impl std::fmt::Display) -> BackendError {

@@ -17,6 +17,8 @@
 //! The session's metadata decides the layout ([`GraphIo`]): the layer count
 //! is the number of `past_key_values.N.key` inputs, and every input and
 //! output the backend feeds or reads must exist (a missing one is named).
+//! The model's custom metadata property `switchyard.kv_layout` says where
+//! the graph writes new K/V rows ([`KvLayout`]); absent means `padded`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -136,6 +138,54 @@ pub struct GraphIo {
     pub past_names: Vec<[String; 2]>,
     /// `present.N.key`, `present.N.value` for each layer, in order.
     pub present_names: Vec<[String; 2]>,
+    /// Where `present` holds each sequence's new rows.
+    pub kv_layout: KvLayout,
+}
+
+/// Where a graph writes a sequence's new K/V rows in its `present` outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KvLayout {
+    /// After the batch's padded past: rows `past..past + new` of every
+    /// sequence (`Concat(past, new)` with mask-based attention).
+    #[default]
+    Padded,
+    /// Right after the sequence's own cached rows: `start..start + new`
+    /// (ONNX Runtime's `GroupQueryAttention`, which reads each sequence's
+    /// past length from `position_ids`). Its CPU kernel takes several new
+    /// tokens on top of a past only at batch 1.
+    Packed,
+}
+
+impl KvLayout {
+    /// The model metadata key that names the layout.
+    pub const METADATA_KEY: &'static str = "switchyard.kv_layout";
+
+    /// The layout a metadata value names.
+    pub fn parse(value: Option<&str>) -> Result<Self, BackendError> {
+        match value {
+            None | Some("padded") => Ok(Self::Padded),
+            Some("packed") => Ok(Self::Packed),
+            Some(other) => Err(BackendError::InvalidModel(format!(
+                "metadata {} = {other:?}; expected \"padded\" or \"packed\"",
+                Self::METADATA_KEY
+            ))),
+        }
+    }
+
+    /// The `present` row of a sequence's first new token: its `start`
+    /// position, or the run's padded `past`.
+    pub fn first_new_row(self, start: usize, past: usize) -> usize {
+        match self {
+            Self::Padded => past,
+            Self::Packed => start,
+        }
+    }
+
+    /// Whether a run of several new tokens per sequence over a past must
+    /// hold one sequence.
+    pub fn multi_token_past_runs_alone(self) -> bool {
+        self == Self::Packed
+    }
 }
 
 /// Input and output names of a decoder-with-past graph.
@@ -150,7 +200,12 @@ pub const LOGITS: &str = "logits";
 impl GraphIo {
     /// Discovers the layout from a session's metadata.
     pub fn discover(session: &Session) -> Result<Self, BackendError> {
-        Self::from_outlets(session.inputs(), session.outputs())
+        let mut io = Self::from_outlets(session.inputs(), session.outputs())?;
+        let metadata = session
+            .metadata()
+            .map_err(|e| BackendError::InvalidModel(format!("model metadata: {e}")))?;
+        io.kv_layout = KvLayout::parse(metadata.custom(KvLayout::METADATA_KEY).as_deref())?;
+        Ok(io)
     }
 
     /// Discovers the layout from input and output descriptions.
@@ -189,6 +244,7 @@ impl GraphIo {
             has_position_ids,
             past_names: Vec::with_capacity(layers),
             present_names: Vec::with_capacity(layers),
+            kv_layout: KvLayout::Padded,
         };
         for i in 0..layers {
             let past = [
@@ -229,5 +285,21 @@ impl GraphIo {
         self.kv_heads = self.kv_heads.or(known(shape[1]));
         self.head_dim = self.head_dim.or(known(shape[3]));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kv_layout_from_metadata() {
+        assert_eq!(KvLayout::parse(None).unwrap(), KvLayout::Padded);
+        assert_eq!(KvLayout::parse(Some("padded")).unwrap(), KvLayout::Padded);
+        assert_eq!(KvLayout::parse(Some("packed")).unwrap(), KvLayout::Packed);
+        let err = KvLayout::parse(Some("paged")).unwrap_err().to_string();
+        assert!(err.contains("switchyard.kv_layout"), "{err}");
+        assert_eq!(KvLayout::Padded.first_new_row(3, 9), 9);
+        assert_eq!(KvLayout::Packed.first_new_row(3, 9), 3);
     }
 }
