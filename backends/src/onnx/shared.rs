@@ -21,6 +21,7 @@ use ort::value::Tensor;
 use crate::contract::{ScheduledSeq, SeqId, StepOutput};
 use crate::error::BackendError;
 
+use super::batch::PARALLEL_GATHER_BYTES;
 use super::kv::{Kv, KvPool};
 use super::runtime::{self, GraphIo};
 use super::{sample_rows, step_failed};
@@ -64,43 +65,37 @@ impl SharedDecode {
             .max()
             .unwrap_or(1);
         let capacity = longest + HEADROOM;
-        let allocator = Allocator::default();
-        let mut binding = session.create_binding().map_err(step_failed)?;
+        // The session's arena: a rebuild reuses the memory of the batch it
+        // replaces instead of faulting in fresh pages.
+        let arena = MemoryInfo::new(
+            AllocationDevice::CPU,
+            0,
+            AllocatorType::Arena,
+            MemoryType::Default,
+        )
+        .map_err(step_failed)?;
+        let allocator = Allocator::new(session, arena).map_err(step_failed)?;
+        let dims = [batch, kv.kv_heads, capacity, kv.head_dim];
         let mut tensors = Vec::with_capacity(io.past_names.len());
-        for (layer, (past, present)) in io.past_names.iter().zip(&io.present_names).enumerate() {
-            let mut pair = Vec::with_capacity(2);
-            for (k, which) in [Kv::Key, Kv::Value].into_iter().enumerate() {
-                let mut t =
-                    Tensor::<f32>::new(&allocator, [batch, kv.kv_heads, capacity, kv.head_dim])
-                        .map_err(step_failed)?;
-                let (_, data) = t.extract_tensor_mut();
-                // Rows past a sequence's length are never read, but stay finite.
-                data.fill(0.0);
-                let per_seq = kv.kv_heads * capacity * kv.head_dim;
-                for (row, &i) in members.iter().enumerate() {
-                    let s = &seqs[i];
-                    let dst = &mut data[row * per_seq..(row + 1) * per_seq];
-                    pool.gather(
-                        layer,
-                        which,
-                        s.block_table,
-                        s.start_pos as usize,
-                        capacity,
-                        dst,
-                    );
-                }
-                binding
-                    .bind_input(past[k].as_str(), &t)
-                    .map_err(step_failed)?;
-                binding
-                    .bind_output(present[k].as_str(), &mut t)
-                    .map_err(step_failed)?;
-                pair.push(t);
-            }
-            let [key, value]: [Tensor<f32>; 2] = pair
-                .try_into()
-                .map_err(|_| BackendError::StepFailed("K/V pair".into()))?;
+        for _ in &io.past_names {
+            let key = Tensor::<f32>::new(&allocator, dims).map_err(step_failed)?;
+            let value = Tensor::<f32>::new(&allocator, dims).map_err(step_failed)?;
             tensors.push([key, value]);
+        }
+        fill(&mut tensors, pool, seqs, members, capacity);
+        let mut binding = session.create_binding().map_err(step_failed)?;
+        for (pair, (past, present)) in tensors
+            .iter_mut()
+            .zip(io.past_names.iter().zip(&io.present_names))
+        {
+            for (k, t) in pair.iter_mut().enumerate() {
+                binding
+                    .bind_input(past[k].as_str(), &*t)
+                    .map_err(step_failed)?;
+                binding
+                    .bind_output(present[k].as_str(), &mut *t)
+                    .map_err(step_failed)?;
+            }
         }
         let cpu = MemoryInfo::new(
             AllocationDevice::CPU,
@@ -218,4 +213,55 @@ impl SharedDecode {
         }
         Ok(())
     }
+}
+
+/// Writes every sequence's cached K/V into rows `0..start` of its slice of
+/// each tensor and zeros the rest (never read, but kept finite); above
+/// [`PARALLEL_GATHER_BYTES`] the layers are split over the host's cores.
+fn fill(
+    tensors: &mut [[Tensor<f32>; 2]],
+    pool: &KvPool,
+    seqs: &[ScheduledSeq<'_>],
+    members: &[usize],
+    capacity: usize,
+) {
+    let kv = pool.shape();
+    let per_seq = kv.kv_heads * capacity * kv.head_dim;
+    let fill_layers = |first: usize, layers: &mut [[Tensor<f32>; 2]]| {
+        for (k, pair) in layers.iter_mut().enumerate() {
+            for (which, t) in [Kv::Key, Kv::Value].into_iter().zip(pair.iter_mut()) {
+                let (_, data) = t.extract_tensor_mut();
+                for (row, &i) in members.iter().enumerate() {
+                    let s = &seqs[i];
+                    let len = s.start_pos as usize;
+                    let dst = &mut data[row * per_seq..(row + 1) * per_seq];
+                    pool.gather(first + k, which, s.block_table, len, capacity, dst);
+                    for h in 0..kv.kv_heads {
+                        let head =
+                            &mut dst[h * capacity * kv.head_dim..(h + 1) * capacity * kv.head_dim];
+                        head[len * kv.head_dim..].fill(0.0);
+                    }
+                }
+            }
+        }
+    };
+    let bytes = 2 * tensors.len() * members.len() * per_seq * std::mem::size_of::<f32>();
+    let threads = if bytes < PARALLEL_GATHER_BYTES {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    };
+    let per_thread = tensors
+        .len()
+        .div_ceil(threads.clamp(1, tensors.len().max(1)));
+    if per_thread >= tensors.len() {
+        fill_layers(0, tensors);
+        return;
+    }
+    std::thread::scope(|scope| {
+        for (k, chunk) in tensors.chunks_mut(per_thread).enumerate() {
+            let fill_layers = &fill_layers;
+            scope.spawn(move || fill_layers(k * per_thread, chunk));
+        }
+    });
 }
