@@ -16,8 +16,24 @@ fn committed_profiles_validate() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Every committed file is checked, none skipped.
+    let count = |dir: &str| {
+        std::fs::read_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(dir))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "toml")
+            })
+            .count()
+    };
+    let (devices, models) = (count("profiles/devices"), count("profiles/models"));
+    assert!(devices >= 8 && models >= 8);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("8 device profiles"), "{stdout}");
+    let want = format!("{devices} device profiles and {models} model specs are valid");
+    assert!(stdout.contains(&want), "{stdout}");
 }
 
 #[test]
