@@ -15,12 +15,15 @@
 //! 3. the sequences are split into runs of similar new-token counts
 //!    ([`batch`]); for each run: gather every sequence's cached K/V from its
 //!    blocks into a padded `past_key_values` batch, run the graph, scatter
-//!    the new K/V (`present` rows after the padded past, or after each
-//!    sequence's own past in the packed layout of `GroupQueryAttention`
-//!    graphs, [`runtime::KvLayout`]) back into the sequences' blocks, and sample each sampling sequence's token from the
-//!    logits of its last new token ([`crate::sampling`]). A decode run that
-//!    continues the previous one takes that run's `present` outputs as its
-//!    past instead of gathering ([`batch`], "Resident decode batch").
+//!    the new K/V back into the sequences' blocks, and sample each sampling
+//!    sequence's token from the logits of its last new token
+//!    ([`crate::sampling`]). Where `present` holds the new rows depends on
+//!    the graph's [`runtime::KvLayout`]: after the padded past, or, in the
+//!    packed layout of `GroupQueryAttention` graphs, after each sequence's
+//!    own past. A decode run that continues the previous one takes that
+//!    run's `present` outputs as its past instead of gathering ([`batch`],
+//!    "Resident decode batch"); a packed graph's decode runs go further and
+//!    update one past/present buffer in place ([`shared`]).
 //!
 //! `elapsed` is the step's measured wall time.
 //!
