@@ -141,11 +141,15 @@ def rope(g, x, cos, sin, hd):
     return g.op("Add", g.op("Mul", x, cos), g.op("Mul", rot, sin))
 
 
+def inv_freq(hd, theta):
+    """RoPE's inverse frequencies, one per pair of head dimensions (float64)."""
+    return 1.0 / (theta ** (np.arange(0, hd, 2, dtype=np.float64) / hd))
+
+
 def rotary_tables(g, hd, theta=ROPE_THETA):
     """cos/sin [B, 1, S, hd] from position_ids."""
-    inv_freq = 1.0 / (theta ** (np.arange(0, hd, 2, dtype=np.float64) / hd))
     pos = g.op("Unsqueeze", g.op("Cast", "position_ids", to=TensorProto.FLOAT), g.const([-1]))
-    freqs = g.op("Mul", pos, g.const(inv_freq, np.float32))
+    freqs = g.op("Mul", pos, g.const(inv_freq(hd, theta), np.float32))
     emb = g.op("Concat", freqs, freqs, axis=-1)
     cos = g.op("Unsqueeze", g.op("Cos", emb), g.const([1]))
     sin = g.op("Unsqueeze", g.op("Sin", emb), g.const([1]))
@@ -225,9 +229,8 @@ class GqaInputs:
 
     def __init__(self, g, cfg):
         hd = cfg["hidden"] // cfg["heads"]
-        theta = cfg.get("rope_theta", ROPE_THETA)
-        inv_freq = 1.0 / (theta ** (np.arange(0, hd, 2, dtype=np.float64) / hd))
-        angles = np.arange(cfg["max_pos"], dtype=np.float64)[:, None] * inv_freq[None, :]
+        freq = inv_freq(hd, cfg.get("rope_theta", ROPE_THETA))
+        angles = np.arange(cfg["max_pos"], dtype=np.float64)[:, None] * freq[None, :]
         self.cos = g.weight("rotary.cos_cache", np.cos(angles).astype(np.float32))
         self.sin = g.weight("rotary.sin_cache", np.sin(angles).astype(np.float32))
         # seqlens_k = position_ids[:, 0] + seq - 1: right padding of the new tokens counts,

@@ -199,44 +199,65 @@ impl Inputs {
         let kv = pool.shape();
         self.past.resize_with(kv.layers, Default::default);
         let bytes = 2 * kv.layers * shape.batch * kv.kv_heads * shape.past * kv.head_dim * 4;
-        let threads = if bytes < PARALLEL_GATHER_BYTES {
-            1
-        } else {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        };
-        let per_thread = kv.layers.div_ceil(threads.clamp(1, kv.layers.max(1)));
-        if per_thread >= kv.layers {
-            gather_layers(&mut self.past, 0, seqs, members, shape, pool);
-            return;
-        }
-        std::thread::scope(|scope| {
-            for (k, chunk) in self.past.chunks_mut(per_thread).enumerate() {
-                scope.spawn(move || {
-                    gather_layers(chunk, k * per_thread, seqs, members, shape, pool)
-                });
-            }
+        for_layer_chunks(&mut self.past, bytes, |first, chunk| {
+            gather_layers(chunk, first, seqs, members, shape, pool)
         });
     }
 }
 
-/// The previous decode run's outputs, kept to be the next run's past.
-pub struct Resident {
-    /// (sequence, cache length after the run) per row.
-    pub members: Vec<(crate::contract::SeqId, u32)>,
-    /// `present.{layer}.{key,value}` of the run, `[B, kv_heads, total, head_dim]`.
-    pub present: Vec<[ort::value::DynValue; 2]>,
-    /// The run's `attention_mask`, `[B, total]`.
-    pub mask: Vec<i64>,
-    /// Keys per row (`past + new` of the run).
-    pub total: usize,
+/// Runs `fill(first, chunk)` over `layers` in consecutive chunks (`first`
+/// is the chunk's first layer): on one thread below
+/// [`PARALLEL_GATHER_BYTES`], else split over the host's cores (ONNX
+/// Runtime is idle meanwhile).
+pub fn for_layer_chunks<T: Send>(
+    layers: &mut [T],
+    bytes: usize,
+    fill: impl Fn(usize, &mut [T]) + Sync,
+) {
+    let threads = if bytes < PARALLEL_GATHER_BYTES {
+        1
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    };
+    let per_thread = layers.len().div_ceil(threads.clamp(1, layers.len().max(1)));
+    if per_thread >= layers.len() {
+        fill(0, layers);
+        return;
+    }
+    std::thread::scope(|scope| {
+        for (k, chunk) in layers.chunks_mut(per_thread).enumerate() {
+            let fill = &fill;
+            scope.spawn(move || fill(k * per_thread, chunk));
+        }
+    });
 }
 
-impl Resident {
-    /// Whether the run of `members` continues this one: same sequences, same
-    /// order, one new token each, right after the cached ones.
-    pub fn continues(&self, seqs: &[ScheduledSeq<'_>], members: &[usize]) -> bool {
-        self.members.len() == members.len()
-            && members.iter().zip(&self.members).all(|(&i, &(id, end))| {
+/// The sequences of a decode run kept for the next step, each with its
+/// cache length after the run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeptMembers(Vec<(crate::contract::SeqId, u32)>);
+
+impl KeptMembers {
+    /// The members of a run, `cached(seq)` tokens each: `start_pos`
+    /// before it has run, `end_pos` after.
+    pub fn of(
+        seqs: &[ScheduledSeq<'_>],
+        members: &[usize],
+        cached: impl Fn(&ScheduledSeq<'_>) -> u32,
+    ) -> Self {
+        Self(
+            members
+                .iter()
+                .map(|&i| (seqs[i].seq, cached(&seqs[i])))
+                .collect(),
+        )
+    }
+
+    /// Whether the run of `members` continues the kept one: same
+    /// sequences, same order, one new token each, right after the cached ones.
+    pub fn continued_by(&self, seqs: &[ScheduledSeq<'_>], members: &[usize]) -> bool {
+        self.0.len() == members.len()
+            && members.iter().zip(&self.0).all(|(&i, &(id, end))| {
                 let s = &seqs[i];
                 s.seq == id && s.tokens.len() == 1 && s.start_pos == end
             })
@@ -244,8 +265,42 @@ impl Resident {
 
     /// Whether `seq` is one of the rows.
     pub fn holds(&self, seq: crate::contract::SeqId) -> bool {
-        self.members.iter().any(|&(id, _)| id == seq)
+        self.0.iter().any(|&(id, _)| id == seq)
     }
+}
+
+/// Takes the kept run out of `slot` when the run of `members` (a decode run
+/// if `decode`) continues it per `continues`; leaves it when the run touches
+/// none of its sequences; drops it otherwise, as it is no longer the latest
+/// state of their caches.
+pub fn take_continued<T>(
+    slot: &mut Option<T>,
+    decode: bool,
+    seqs: &[ScheduledSeq<'_>],
+    members: &[usize],
+    kept: impl Fn(&T) -> &KeptMembers,
+    continues: impl Fn(&T) -> bool,
+) -> Option<T> {
+    match slot.take() {
+        Some(run) if decode && continues(&run) => Some(run),
+        Some(run) if members.iter().all(|&i| !kept(&run).holds(seqs[i].seq)) => {
+            *slot = Some(run);
+            None
+        }
+        _ => None,
+    }
+}
+
+/// The previous decode run's outputs, kept to be the next run's past.
+pub struct Resident {
+    /// The run's sequences and their cache lengths after it.
+    pub members: KeptMembers,
+    /// `present.{layer}.{key,value}` of the run, `[B, kv_heads, total, head_dim]`.
+    pub present: Vec<[ort::value::DynValue; 2]>,
+    /// The run's `attention_mask`, `[B, total]`.
+    pub mask: Vec<i64>,
+    /// Keys per row (`past + new` of the run).
+    pub total: usize,
 }
 
 /// Past K/V bytes from which a run's gather is split over threads.

@@ -57,7 +57,7 @@ use crate::profile::{ModelSpec, Vendor};
 use crate::sampling;
 
 pub use crate::model_config::ModelConfig;
-use batch::{Inputs, Resident, RunShape};
+use batch::{Inputs, KeptMembers, Resident, RunShape};
 use kv::{Kv, KvPool, KvShape};
 pub use runtime::{GraphIo, KvLayout, INSTALL_HINT};
 use shared::SharedDecode;
@@ -184,16 +184,10 @@ impl OnnxBackend {
         } = self;
         let decode = members.iter().all(|&i| seqs[i].tokens.len() == 1);
         if io.kv_layout == KvLayout::Packed {
-            // The in-place batch is continued, or else no longer the latest
-            // state of the sequences it holds.
-            let previous = match shared.take() {
-                Some(b) if decode && b.continues(seqs, members) => Some(b),
-                Some(b) if members.iter().all(|&i| !b.holds(seqs[i].seq)) => {
-                    *shared = Some(b);
-                    None
-                }
-                _ => None,
-            };
+            let previous =
+                batch::take_continued(shared, decode, seqs, members, SharedDecode::members, |b| {
+                    b.continues(seqs, members)
+                });
             if decode {
                 let mut batch = match previous {
                     Some(b) => {
@@ -207,16 +201,14 @@ impl OnnxBackend {
                 return Ok(());
             }
         }
-        // Whatever happens next, the resident run is either continued here
-        // or no longer the latest state of its sequences' caches.
-        let previous = match resident.take() {
-            Some(r) if decode && r.continues(seqs, members) => Some(r),
-            Some(r) if members.iter().all(|&i| !r.holds(seqs[i].seq)) => {
-                *resident = Some(r);
-                None
-            }
-            _ => None,
-        };
+        let previous = batch::take_continued(
+            resident,
+            decode,
+            seqs,
+            members,
+            |r| &r.members,
+            |r| r.members.continued_by(seqs, members),
+        );
         let shape = match &previous {
             Some(r) => {
                 *resident_runs += 1;
@@ -279,10 +271,7 @@ impl OnnxBackend {
                 present.push([take(&names[0])?, take(&names[1])?]);
             }
             *resident = Some(Resident {
-                members: members
-                    .iter()
-                    .map(|&i| (seqs[i].seq, seqs[i].end_pos()))
-                    .collect(),
+                members: KeptMembers::of(seqs, members, |s| s.end_pos()),
                 present,
                 mask: inputs.attention_mask.clone(),
                 total: shape.total(),

@@ -18,10 +18,10 @@ use ort::memory::{AllocationDevice, Allocator, AllocatorType, MemoryInfo, Memory
 use ort::session::{IoBinding, Session};
 use ort::value::Tensor;
 
-use crate::contract::{ScheduledSeq, SeqId, StepOutput};
+use crate::contract::{ScheduledSeq, StepOutput};
 use crate::error::BackendError;
 
-use super::batch::PARALLEL_GATHER_BYTES;
+use super::batch::{for_layer_chunks, KeptMembers};
 use super::kv::{Kv, KvPool};
 use super::runtime::{self, GraphIo};
 use super::{sample_rows, step_failed};
@@ -34,8 +34,8 @@ pub struct SharedDecode {
     binding: IoBinding,
     /// `[key, value]` per layer, `[B, kv_heads, capacity, head_dim]`.
     kv: Vec<[Tensor<f32>; 2]>,
-    /// (sequence, cache length after the last run) per row.
-    members: Vec<(SeqId, u32)>,
+    /// The rows' sequences and their cache lengths after the last run.
+    members: KeptMembers,
     capacity: usize,
 }
 
@@ -110,31 +110,23 @@ impl SharedDecode {
         Ok(Self {
             binding,
             kv: tensors,
-            members: members
-                .iter()
-                .map(|&i| (seqs[i].seq, seqs[i].start_pos))
-                .collect(),
+            members: KeptMembers::of(seqs, members, |s| s.start_pos),
             capacity,
         })
     }
 
-    /// Whether the decode run of `members` continues this batch: same
-    /// sequences, same order, one new token each right after the cached
-    /// ones, within the capacity.
+    /// Whether the decode run of `members` continues this batch (see
+    /// [`KeptMembers::continued_by`]) within the capacity.
     pub fn continues(&self, seqs: &[ScheduledSeq<'_>], members: &[usize]) -> bool {
-        self.members.len() == members.len()
-            && members.iter().zip(&self.members).all(|(&i, &(id, end))| {
-                let s = &seqs[i];
-                s.seq == id
-                    && s.tokens.len() == 1
-                    && s.start_pos == end
-                    && (s.start_pos as usize) < self.capacity
-            })
+        self.members.continued_by(seqs, members)
+            && members
+                .iter()
+                .all(|&i| (seqs[i].start_pos as usize) < self.capacity)
     }
 
-    /// Whether `seq` is one of the rows.
-    pub fn holds(&self, seq: SeqId) -> bool {
-        self.members.iter().any(|&(id, _)| id == seq)
+    /// The rows' sequences and their cache lengths after the last run.
+    pub fn members(&self) -> &KeptMembers {
+        &self.members
     }
 
     /// Runs the decode step of `members` (which [`Self::continues`] this
@@ -208,16 +200,13 @@ impl SharedDecode {
                 }
             }
         }
-        for (m, &i) in self.members.iter_mut().zip(members) {
-            m.1 = seqs[i].end_pos();
-        }
+        self.members = KeptMembers::of(seqs, members, |s| s.end_pos());
         Ok(())
     }
 }
 
 /// Writes every sequence's cached K/V into rows `0..start` of its slice of
-/// each tensor and zeros the rest (never read, but kept finite); above
-/// [`PARALLEL_GATHER_BYTES`] the layers are split over the host's cores.
+/// each tensor and zeros the rest (never read, but kept finite).
 fn fill(
     tensors: &mut [[Tensor<f32>; 2]],
     pool: &KvPool,
@@ -226,8 +215,10 @@ fn fill(
     capacity: usize,
 ) {
     let kv = pool.shape();
-    let per_seq = kv.kv_heads * capacity * kv.head_dim;
-    let fill_layers = |first: usize, layers: &mut [[Tensor<f32>; 2]]| {
+    let head = capacity * kv.head_dim;
+    let per_seq = kv.kv_heads * head;
+    let bytes = 2 * tensors.len() * members.len() * per_seq * std::mem::size_of::<f32>();
+    for_layer_chunks(tensors, bytes, |first, layers| {
         for (k, pair) in layers.iter_mut().enumerate() {
             for (which, t) in [Kv::Key, Kv::Value].into_iter().zip(pair.iter_mut()) {
                 let (_, data) = t.extract_tensor_mut();
@@ -236,32 +227,11 @@ fn fill(
                     let len = s.start_pos as usize;
                     let dst = &mut data[row * per_seq..(row + 1) * per_seq];
                     pool.gather(first + k, which, s.block_table, len, capacity, dst);
-                    for h in 0..kv.kv_heads {
-                        let head =
-                            &mut dst[h * capacity * kv.head_dim..(h + 1) * capacity * kv.head_dim];
-                        head[len * kv.head_dim..].fill(0.0);
+                    for rows in dst.chunks_mut(head) {
+                        rows[len * kv.head_dim..].fill(0.0);
                     }
                 }
             }
-        }
-    };
-    let bytes = 2 * tensors.len() * members.len() * per_seq * std::mem::size_of::<f32>();
-    let threads = if bytes < PARALLEL_GATHER_BYTES {
-        1
-    } else {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    };
-    let per_thread = tensors
-        .len()
-        .div_ceil(threads.clamp(1, tensors.len().max(1)));
-    if per_thread >= tensors.len() {
-        fill_layers(0, tensors);
-        return;
-    }
-    std::thread::scope(|scope| {
-        for (k, chunk) in tensors.chunks_mut(per_thread).enumerate() {
-            let fill_layers = &fill_layers;
-            scope.spawn(move || fill_layers(k * per_thread, chunk));
         }
     });
 }
