@@ -11,7 +11,7 @@ use super::interference::{PrefillRate, StepMix};
 use super::shape::Shape;
 use super::DeviceId;
 use crate::config::serde_ms;
-use crate::engine::{budgeted_chunk, mixed_step_limit, Engine, Load};
+use crate::engine::{budgeted_chunk, mixed_step_limit, Engine, Load, MIN_BUDGETED_CHUNK};
 
 /// What the router sees of one device for one routing decision.
 #[derive(Debug, Clone, Copy)]
@@ -63,21 +63,60 @@ impl<'a> DeviceView<'a> {
 
     /// [`Self::prefill_chunk`], given the decodes' own step time if already priced.
     fn prefill_chunk_priced(&self, decodes: StepShape, start: u32, decode_s: Option<f64>) -> u32 {
-        let chunk = self
-            .max_batched_tokens
-            .saturating_sub(decodes.seqs())
-            .max(1);
-        match self.step_time_budget {
-            Some(budget) => {
-                // The engine's limit with nothing banked (a lower bound on its chunk).
-                let limit = match decode_s {
-                    Some(s) => mixed_step_limit(&|_: &StepShape| s, decodes, budget, 0.0),
-                    None => mixed_step_limit(self.cost, decodes, budget, 0.0),
-                };
-                budgeted_chunk(self.cost, decodes, start, chunk, limit).max(1)
+        match self.step_limit(decodes, decode_s) {
+            Some(limit) => {
+                budgeted_chunk(self.cost, decodes, start, self.chunk_room(decodes), limit).max(1)
             }
-            None => chunk,
+            None => self.chunk_room(decodes),
         }
+    }
+
+    /// Tokens a step of `decodes` leaves for a prefill chunk (at least 1).
+    fn chunk_room(&self, decodes: StepShape) -> u32 {
+        self.max_batched_tokens
+            .saturating_sub(decodes.seqs())
+            .max(1)
+    }
+
+    /// The engine's time limit on a step of `decodes` with nothing banked
+    /// (a lower bound on its chunk), if it budgets steps.
+    fn step_limit(&self, decodes: StepShape, decode_s: Option<f64>) -> Option<Duration> {
+        let budget = self.step_time_budget?;
+        Some(match decode_s {
+            Some(s) => mixed_step_limit(&|_: &StepShape| s, decodes, budget, 0.0),
+            None => mixed_step_limit(self.cost, decodes, budget, 0.0),
+        })
+    }
+
+    /// How `tokens` prefill tokens after `start` run beside `decodes`: in
+    /// one step when they fit its token room and its time limit, priced
+    /// (the budgeted chunk, the largest within the limit and at least
+    /// [`MIN_BUDGETED_CHUNK`], is then at least `tokens`, so its search is
+    /// skipped: the same answer for one price); else in chunks of
+    /// [`Self::prefill_chunk`].
+    fn prefill_plan(
+        &self,
+        decodes: StepShape,
+        start: u32,
+        tokens: u32,
+        decode_s: Option<f64>,
+    ) -> PrefillPlan {
+        let room = self.chunk_room(decodes);
+        let Some(limit) = self.step_limit(decodes, decode_s) else {
+            return PrefillPlan::Chunks(room);
+        };
+        if tokens <= room {
+            let mut step = decodes;
+            step.push(SeqWork {
+                new_tokens: tokens,
+                context: start,
+            });
+            let one = self.cost.step_cost(&step).seconds();
+            if tokens <= MIN_BUDGETED_CHUNK || one <= limit.as_secs_f64() {
+                return PrefillPlan::OneStep(one);
+            }
+        }
+        PrefillPlan::Chunks(budgeted_chunk(self.cost, decodes, start, room, limit).max(1))
     }
 
     /// Whether a prompt of `prompt_tokens` fits this device (`prompt + 1 ≤ max_seq_tokens`).
@@ -96,6 +135,15 @@ impl<'a> DeviceView<'a> {
             .queued_prefill_tokens
             .saturating_add(self.load.outstanding_decode_tokens)
     }
+}
+
+/// How a prefill runs beside a set of decodes ([`DeviceView::prefill_plan`]).
+#[derive(Debug, Clone, Copy)]
+enum PrefillPlan {
+    /// All of it in one step, which takes these seconds.
+    OneStep(f64),
+    /// In chunks of this many tokens.
+    Chunks(u32),
 }
 
 /// One device's predicted service of one request.
@@ -177,12 +225,25 @@ pub(crate) fn score(
     // Scale context to the decodes that actually co-run (fewer when the batch is capped).
     let decode_ctx = scale_context(load.running_context_tokens, running, decodes);
     let co_run = StepShape::decodes(decodes, decode_ctx);
-    let chunk = dev.prefill_chunk(co_run, start);
-    let prefill_s = chunked_prefill_seconds(cost, co_run, start, uncached, chunk);
-    let prefill_alone_s = if decodes == 0 {
-        prefill_s
-    } else {
-        chunked_prefill_seconds(cost, StepShape::default(), start, uncached, chunk)
+    let (prefill_s, prefill_alone_s) = match dev.prefill_plan(co_run, start, uncached, None) {
+        PrefillPlan::OneStep(s) if decodes == 0 => (s, s),
+        PrefillPlan::OneStep(s) => (
+            s,
+            cost.step_cost(&StepShape::of([SeqWork {
+                new_tokens: uncached,
+                context: start,
+            }]))
+            .seconds(),
+        ),
+        PrefillPlan::Chunks(chunk) => {
+            let prefill_s = chunked_prefill_seconds(cost, co_run, start, uncached, chunk);
+            let alone_s = if decodes == 0 {
+                prefill_s
+            } else {
+                chunked_prefill_seconds(cost, StepShape::default(), start, uncached, chunk)
+            };
+            (prefill_s, alone_s)
+        }
     };
 
     // Decode: the batch once this request and the waiting ones have joined,
@@ -255,19 +316,23 @@ fn step_mix(dev: &DeviceView<'_>, decodes: StepShape, rate: PrefillRate, own: u3
         own
     };
     let decode_s = cost.step_cost(&decodes).seconds();
-    let chunk = dev
-        .prefill_chunk_priced(decodes, 0, Some(decode_s))
-        .min(typical)
-        .max(1);
-    let context = typical.saturating_sub(chunk) / 2;
-    let mut mixed = decodes;
-    mixed.push(SeqWork {
-        new_tokens: chunk,
-        context,
-    });
+    let (chunk, mixed_s) = match dev.prefill_plan(decodes, 0, typical, Some(decode_s)) {
+        // The whole typical prefill in one step at context 0.
+        PrefillPlan::OneStep(s) => (typical, s),
+        PrefillPlan::Chunks(chunk) => {
+            let chunk = chunk.min(typical).max(1);
+            let context = typical.saturating_sub(chunk) / 2;
+            let mut mixed = decodes;
+            mixed.push(SeqWork {
+                new_tokens: chunk,
+                context,
+            });
+            (chunk, cost.step_cost(&mixed).seconds())
+        }
+    };
     StepMix {
         decode_s,
-        mixed_s: cost.step_cost(&mixed).seconds(),
+        mixed_s,
         chunk_tokens: chunk,
     }
 }
@@ -464,6 +529,39 @@ mod tests {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// The one-step shortcut answers exactly what the chunk search
+        /// would: a one-step plan only where the budgeted chunk takes every
+        /// token (so the chunk sum is that one step's price, to the bit),
+        /// else the search's own chunk.
+        #[test]
+        fn one_step_plan_is_the_searched_chunk(
+            device in 0usize..4,
+            running in 0u32..300,
+            ctx_per_seq in 0u64..40_000,
+            start in 0u32..20_000,
+            tokens in 1u32..6_000,
+            budget_ms in proptest::option::of(1u64..400),
+            max_batched in 1u32..4_096,
+            decode_s in proptest::option::of(0.0f64..0.5),
+        ) {
+            let cost = catalog_cost(["h100-sxm", "l4", "mi300x", "cpu"][device], "llama-3.1-8b");
+            let mut dev = view(0, &cost);
+            dev.max_batched_tokens = max_batched;
+            dev.step_time_budget = budget_ms.map(Duration::from_millis);
+            let decodes = StepShape::decodes(running, u64::from(running) * ctx_per_seq);
+            let chunk = dev.prefill_chunk_priced(decodes, start, decode_s);
+            match dev.prefill_plan(decodes, start, tokens, decode_s) {
+                PrefillPlan::OneStep(s) => {
+                    proptest::prop_assert!(chunk >= tokens, "chunk {} < tokens {}", chunk, tokens);
+                    let searched = chunked_prefill_seconds(&cost, decodes, start, tokens, chunk);
+                    proptest::prop_assert_eq!(s.to_bits(), searched.to_bits());
+                }
+                PrefillPlan::Chunks(c) => proptest::prop_assert_eq!(c, chunk),
             }
         }
     }
