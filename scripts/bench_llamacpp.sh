@@ -22,7 +22,15 @@ rm -rf "$OUT" && mkdir -p "$OUT"
 PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true' EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_http() { for _ in $(seq 1 600); do curl -sf "$1" >/dev/null && return 0; sleep 0.2; done; echo "bench_llamacpp: $1 never answered" >&2; exit 1; }
+# Waits for URL $1 while process $2 lives (its log is $3).
+wait_http() {
+  for _ in $(seq 1 600); do
+    curl -sf "$1" >/dev/null && return 0
+    kill -0 "$2" 2>/dev/null || { echo "bench_llamacpp: the server behind $1 exited; see $3" >&2; exit 1; }
+    sleep 0.2
+  done
+  echo "bench_llamacpp: $1 never answered" >&2; exit 1
+}
 
 SY_PORT=$(free_port)
 RUST_LOG=warn "$BIN" serve --addr "127.0.0.1:$SY_PORT" --config switchyard.toml >"$OUT/switchyard.log" 2>&1 &
@@ -32,8 +40,8 @@ python3 -m llama_cpp.server --model "$GGUF" --model_alias smollm2-135m-instruct 
   --n_threads "$THREADS" --n_threads_batch "$THREADS" --n_ctx 2048 \
   --host 127.0.0.1 --port "$LC_PORT" --interrupt_requests False >"$OUT/llamacpp.log" 2>&1 &
 PIDS+=($!)
-wait_http "http://127.0.0.1:$SY_PORT/health"
-wait_http "http://127.0.0.1:$LC_PORT/v1/models"
+wait_http "http://127.0.0.1:$SY_PORT/health" "${PIDS[0]}" "$OUT/switchyard.log"
+wait_http "http://127.0.0.1:$LC_PORT/v1/models" "${PIDS[1]}" "$OUT/llamacpp.log"
 python3 scripts/bench_llamacpp.py \
   --server "switchyard=http://127.0.0.1:$SY_PORT" --server "llamacpp=http://127.0.0.1:$LC_PORT" \
   --requests "${REQUESTS:-10}" --output "${OUTPUT:-128}" --repeat "${REPEAT:-2}" \

@@ -210,12 +210,19 @@ def attention_block(g, cfg, w, i, x, cos, sin, bias, shapes, linear=dense_linear
     return lin(ctx, "o_proj")
 
 
-def mlp_block(g, w, i, x, linear=dense_linear):
+def mlp_block(g, w, i, x, linear=dense_linear, fused=None):
     p = f"model.layers.{i}.mlp."
     lin = lambda a, name: linear(g, w, a, p + name)
-    gate = lin(x, "gate_proj")
+    if fused:
+        inter = w[p + "gate_proj.weight"].shape[0]
+        both = fused(g, w, x, [p + "gate_proj", p + "up_proj"])
+        last = g.const([-1])
+        gate = g.op("Slice", both, g.const([0]), g.const([inter]), last)
+        up = g.op("Slice", both, g.const([inter]), g.const([2 * inter]), last)
+    else:
+        gate, up = lin(x, "gate_proj"), None
     act = g.op("Mul", gate, g.op("Sigmoid", gate))
-    return lin(g.op("Mul", act, lin(x, "up_proj")), "down_proj")
+    return lin(g.op("Mul", act, up or lin(x, "up_proj")), "down_proj")
 
 
 def tied_head(g, h, embed):
@@ -243,13 +250,17 @@ class GqaInputs:
         self.total = g.op("Cast", keys, to=TensorProto.INT32)
 
 
-def gqa_attention_block(g, cfg, w, i, x, shared, linear=dense_linear):
-    """One layer's attention as a GroupQueryAttention node (rotary inside)."""
+def gqa_attention_block(g, cfg, w, i, x, shared, linear=dense_linear, fused=None):
+    """One layer's attention as a GroupQueryAttention node (rotary inside); with `fused`,
+    one projection yields q, k and v side by side, the packed form the node also takes."""
     p = f"model.layers.{i}.self_attn."
     nh, kvh = cfg["heads"], cfg["kv_heads"]
     hd = cfg["hidden"] // nh
     lin = lambda a, name: linear(g, w, a, p + name)
-    q, k, v = lin(x, "q_proj"), lin(x, "k_proj"), lin(x, "v_proj")
+    if fused:
+        q, k, v = fused(g, w, x, [p + "q_proj", p + "k_proj", p + "v_proj"]), "", ""
+    else:
+        q, k, v = lin(x, "q_proj"), lin(x, "k_proj"), lin(x, "v_proj")
     g.n += 1
     out = f"gqa_{g.n}"
     g.nodes.append(helper.make_node(
@@ -262,10 +273,12 @@ def gqa_attention_block(g, cfg, w, i, x, shared, linear=dense_linear):
     return lin(out, "o_proj")
 
 
-def build_graph(cfg, w, linear=dense_linear, head=tied_head, attention="decomposed"):
+def build_graph(cfg, w, linear=dense_linear, head=tied_head, attention="decomposed", fused=None):
     """The decoder graph; `linear(g, w, x, name)` emits each projection and
     `head(g, h, embed)` the `logits` output (a quantized model swaps both);
-    `attention` is "decomposed" (plain ONNX ops) or "gqa"."""
+    `attention` is "decomposed" (plain ONNX ops) or "gqa"; `fused(g, w, x, names)`, if
+    given, emits projections of one input as one (q/k/v with "gqa", gate/up), their
+    outputs side by side: fewer, larger kernel calls."""
     g = Graph()
     hd = cfg["hidden"] // cfg["heads"]
     eps = cfg.get("rms_eps", RMS_EPS)
@@ -273,7 +286,7 @@ def build_graph(cfg, w, linear=dense_linear, head=tied_head, attention="decompos
     h = g.op("Gather", embed, "input_ids", axis=0)
     if attention == "gqa":
         shared = GqaInputs(g, cfg)
-        attend = lambda i, x: gqa_attention_block(g, cfg, w, i, x, shared, linear)
+        attend = lambda i, x: gqa_attention_block(g, cfg, w, i, x, shared, linear, fused)
     else:
         cos, sin = rotary_tables(g, hd, cfg.get("rope_theta", ROPE_THETA))
         bias = attention_bias(g)
@@ -285,7 +298,7 @@ def build_graph(cfg, w, linear=dense_linear, head=tied_head, attention="decompos
         x = rms_norm(g, h, g.weight(ln, w[ln]), eps)
         h = g.op("Add", h, attend(i, x))
         ln = p + "post_attention_layernorm.weight"
-        h = g.op("Add", h, mlp_block(g, w, i, rms_norm(g, h, g.weight(ln, w[ln]), eps), linear))
+        h = g.op("Add", h, mlp_block(g, w, i, rms_norm(g, h, g.weight(ln, w[ln]), eps), linear, fused))
     h = rms_norm(g, h, g.weight("model.norm.weight", w["model.norm.weight"]), eps)
     head(g, h, embed)
     return g
@@ -311,9 +324,10 @@ def value_info(cfg):
 
 
 def build_model(cfg, w, linear=dense_linear, head=tied_head, name="switchyard_test_llama",
-                producer="switchyard make_test_model.py", domains=(), attention="decomposed"):
+                producer="switchyard make_test_model.py", domains=(), attention="decomposed",
+                fused=None):
     """The checked ONNX model; `domains` adds (domain, version) opsets for contrib ops."""
-    g = build_graph(cfg, w, linear, head, attention)
+    g = build_graph(cfg, w, linear, head, attention, fused)
     inputs, outputs = value_info(cfg)
     graph = helper.make_graph(g.nodes, name, inputs, outputs, g.inits)
     domains = dict(domains)

@@ -39,16 +39,23 @@ pub struct OnnxConfig {
     pub kv_cache_bytes: u64,
     /// ONNX Runtime intra-op threads; 0 lets it choose (one per physical core).
     pub intra_threads: usize,
-    /// Let ONNX Runtime's idle threads spin between operators. Off by default:
-    /// spinning threads steal cores from the KV gather between graph runs and
-    /// from everything else on the host (on a busy 2-core host, 8 concurrent
-    /// requests ran at 15 tokens/s with spinning, 22-23 without).
+    /// Let ONNX Runtime's idle threads spin between operators instead of
+    /// sleeping on a futex (a wake-up per operator costs milliseconds a step
+    /// over a 30-layer graph). Off in the library, for hosts shared with other
+    /// busy work; the default `switchyard.toml` turns it on: on a 2-vCPU host,
+    /// SmolLM2-135M's batch-1 step went from 25.8 to 18.5 ms and 8 and 32
+    /// concurrent requests ran 1.1-1.25x faster. (Before decode batches kept
+    /// their past in place, spinning lost at 8 concurrent: 15 against 22
+    /// tokens/s, the spinning threads starving the gather between runs.)
     pub intra_spinning: bool,
     /// Largest padded/real token ratio of one graph run (see the `onnx` module's batching); infinity runs each step as one batch.
     pub max_padding_ratio: f64,
 }
 
 impl OnnxConfig {
+    /// Default [`Self::intra_spinning`].
+    pub const DEFAULT_SPINNING: bool = false;
+
     /// Defaults for the model in `model_dir`.
     pub fn new(model_dir: impl Into<PathBuf>) -> Self {
         Self {
@@ -58,7 +65,7 @@ impl OnnxConfig {
             kv_blocks: None,
             kv_cache_bytes: 512 << 20,
             intra_threads: 0,
-            intra_spinning: false,
+            intra_spinning: Self::DEFAULT_SPINNING,
             max_padding_ratio: 1.5,
         }
     }

@@ -12,6 +12,8 @@
 //! Defaults: `models/bench`, ONNX Runtime's thread count, `1,8,32`, 256, 128,
 //! and FP32 weights priced from `config.json`; `SPEC` names a model spec in
 //! `profiles/models` instead (e.g. `smollm2-135m`, whose weights are 4-bit).
+//! ONNX Runtime's threads spin between operators, as in the default
+//! `switchyard.toml`; `SPINNING=0` makes them sleep instead.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -107,6 +109,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let spec_name = args.next();
     let mut config = OnnxConfig::new(&dir);
     config.intra_threads = threads;
+    config.intra_spinning = std::env::var("SPINNING").map_or(true, |v| v != "0");
     config.kv_cache_bytes = 2 << 30;
     let mut b = OnnxBackend::new(config)?;
     let catalog = Catalog::new(root.join("profiles"));

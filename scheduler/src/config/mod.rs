@@ -436,6 +436,10 @@ pub struct DeviceConfig {
     /// ONNX only: ONNX Runtime intra-op threads (0: one per physical core).
     #[serde(default)]
     pub threads: usize,
+    /// ONNX only: let ONNX Runtime's idle intra-op threads spin between
+    /// operators instead of sleeping ([`OnnxConfig::intra_spinning`]).
+    #[serde(default = "spinning_default")]
+    pub spinning: bool,
     /// ONNX only: the ONNX Runtime shared library (default: `ORT_DYLIB_PATH`).
     pub library: Option<PathBuf>,
     /// CUDA/ROCm only: element type of weights and KV cache (`bf16` or `f32`).
@@ -486,6 +490,7 @@ impl DeviceConfig {
                 kv_blocks: self.kv_blocks,
                 kv_cache_bytes: self.kv_cache_mib << 20,
                 intra_threads: self.threads,
+                intra_spinning: self.spinning,
                 ..OnnxConfig::new(model_dir("")?)
             }),
             BackendKind::Cuda => BackendSpec::Cuda(gpu(model_dir(WEIGHTS)?)),
@@ -514,6 +519,10 @@ fn default_memory_fraction() -> f64 {
 
 fn default_kv_mib() -> u64 {
     512
+}
+
+fn spinning_default() -> bool {
+    OnnxConfig::DEFAULT_SPINNING
 }
 
 fn one() -> f64 {
