@@ -454,7 +454,9 @@ fn which_served(nodes: &[Server], before: &[f64], prompt_tokens: usize) -> Optio
 }
 
 fn wait_endpoints_healthy(epp: &Epp, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // Generous: under a loaded CI host, three nodes, the picker and Envoy
+    // start together.
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let v = epp.get_json("/admin/devices");
         let healthy = v["endpoints"]

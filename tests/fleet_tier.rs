@@ -411,6 +411,33 @@ fn a_failing_overloaded_or_hung_endpoint_is_routed_around() {
 }
 
 #[test]
+fn a_node_whose_inventory_never_arrives_is_listed_with_its_error() {
+    // A listener that never accepts: the tier's inventory request connects
+    // and then times out, so the node never gets a device to route to.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_url = format!("http://{}", silent.local_addr().expect("addr"));
+    let live = node("gpu", "l4", "time_scale = 0.0");
+    let eps = [
+        endpoint("live", &live.base, "switchyard", ""),
+        endpoint("silent", &silent_url, "switchyard", ""),
+    ];
+    let tier = Server::start(&tier_config(&eps, "connect_timeout_ms = 200"));
+    wait_healthy(&tier, &["live/gpu"]);
+    tier.wait_devices(Duration::from_secs(20), |v| {
+        target(v, "silent").is_some_and(|t| t["last_error"].is_string())
+    });
+    let devices = tier.get_json("/admin/devices");
+    let t = target(&devices, "silent").expect("silent node listed");
+    assert_eq!(t["awaiting_inventory"], true, "{t}");
+    assert_eq!(t["healthy"], false, "{t}");
+    assert_eq!(t["url"], silent_url.as_str(), "{t}");
+    // Requests go to the node that answered.
+    let v = complete(&tier, &prompt(20, 9), 3);
+    assert_eq!(v["usage"]["completion_tokens"], 3, "{v}");
+    assert_eq!(sent(&tier, "live/gpu", "ok"), 1.0);
+}
+
+#[test]
 fn reload_adds_and_removes_endpoints_without_dropping_streams() {
     let a = node("gpu", "h100-sxm", "time_scale = 4.0");
     let b = node("gpu", "a100-80g", "time_scale = 0.0");

@@ -106,10 +106,37 @@ async fn devices(State(state): State<SharedState>, headers: HeaderMap) -> Respon
             })
         })
         .collect();
+    // Nodes whose inventory has not arrived have no device to list yet;
+    // each still shows, unhealthy, with the error that keeps it out.
+    let pending: Vec<Value> = state
+        .fleet
+        .tier()
+        .map(|tier| tier.servers_without_targets())
+        .unwrap_or_default()
+        .iter()
+        .map(|s| {
+            json!({
+                "id": s.name,
+                "endpoint": s.endpoint,
+                "engine": s.engine,
+                "url": s.base,
+                "node_device": null,
+                "healthy": false,
+                "reachable": s.reachable(),
+                "breaker": s.breaker_state(now),
+                "backing_off": s.backing_off(now),
+                "last_error": s.last_error(),
+                // Nothing can be in flight where nothing is routed.
+                "inflight": crate::tier::target::Inflight::default(),
+                "scraped": s.scraped(),
+                "awaiting_inventory": true,
+            })
+        })
+        .collect();
     Json(json!({
         "model": state.fleet.served_name(),
         "devices": list,
-        "endpoints": endpoints,
+        "endpoints": endpoints.into_iter().chain(pending).collect::<Vec<_>>(),
     }))
     .into_response()
 }

@@ -133,6 +133,18 @@ impl Tier {
             .clone()
     }
 
+    /// Servers with no routable target yet: Switchyard nodes whose device
+    /// inventory has not arrived (unreachable, or serving another model), so
+    /// `/admin/devices` can say why an endpoint is missing from the fleet.
+    pub fn servers_without_targets(&self) -> Vec<Arc<RemoteServer>> {
+        lock(&self.endpoints)
+            .iter()
+            .flat_map(|e| e.servers.iter())
+            .filter(|s| s.targets.is_empty())
+            .map(|s| s.server.clone())
+            .collect()
+    }
+
     /// The target with router id `id`, if it is still configured.
     pub fn target(&self, id: DeviceId) -> Option<Arc<RemoteTarget>> {
         self.targets().iter().find(|t| t.index == id).cloned()
