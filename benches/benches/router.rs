@@ -2,7 +2,9 @@
 //! profiles (llama-3.1-8b on H100, H200, MI300X, MI250X, A100, L40S, L4)
 //! with seeded, non-trivial loads and cached prefixes, for every policy and
 //! for a prefill-heavy and a decode-heavy request; and the cost policy over
-//! 64 and 256 devices, the size of a fleet tier fronting many endpoints.
+//! 64 and 256 devices, the size of a fleet tier fronting many endpoints:
+//! the same mix (half of them budgeting steps, as Switchyard nodes may) and
+//! endpoints of other engines, which do not.
 
 use std::path::Path;
 use std::time::Duration;
@@ -94,15 +96,22 @@ fn route(c: &mut Criterion) {
     }
     for devices in [64, 256] {
         let big = self::fleet(&costs, devices);
-        let mut router = Router::default();
-        for (name, req) in &requests {
-            c.bench_function(&format!("route_{devices}_devices/cost/{name}"), |b| {
-                b.iter(|| {
-                    router
-                        .route(black_box(req), black_box(&big), Duration::ZERO)
-                        .expect("route")
-                })
-            });
+        // A tier over other engines (vLLM, SGLang, TGI, llama.cpp): none budgets its steps.
+        let mut endpoints = big.clone();
+        for d in &mut endpoints {
+            d.step_time_budget = None;
+        }
+        for (fleet_name, fleet) in [("devices", &big), ("engine_endpoints", &endpoints)] {
+            let mut router = Router::default();
+            for (name, req) in &requests {
+                c.bench_function(&format!("route_{devices}_{fleet_name}/cost/{name}"), |b| {
+                    b.iter(|| {
+                        router
+                            .route(black_box(req), black_box(fleet), Duration::ZERO)
+                            .expect("route")
+                    })
+                });
+            }
         }
     }
     let router = Router::default();
