@@ -189,12 +189,7 @@ class Converted:
             self.nbits[name] = (pack_nibbles(q), d, None, (m + 8.0 * d).T.copy())
 
     def linear(self, g, w, x, name):
-        """A projection as a 4-bit MatMulNBits (the hook of make_test_model.build_graph).
-
-        With per-block offsets r (Q4_1's m + 8d), y = MatMulNBits(x) + blocksums(x) @ r: the
-        block sums of x ([.., K/32]) are computed once per input and shared by the projections
-        reading it (q/k/v, gate/up), and r adds K/32 floats per output row to the 4-bit weights.
-        """
+        """A projection as a 4-bit MatMulNBits (the hook of make_test_model.build_graph)."""
         return self.nbits_matmul(g, x, name, self.nbits[name])
 
     def fused(self, g, w, x, names):
@@ -212,6 +207,12 @@ class Converted:
         return self.nbits_matmul(g, x, name + "_proj", (packed, scale, zp, offsets))
 
     def nbits_matmul(self, g, x, name, operands):
+        """x times the 4-bit weights `operands` (codes, scales, zero points, offsets).
+
+        With per-block offsets r (Q4_1's m + 8d), y = MatMulNBits(x) + blocksums(x) @ r: the
+        block sums of x ([.., K/32]) are computed once per input and shared by the projections
+        reading it (q/k/v, gate/up), and r adds K/32 floats per output row to the 4-bit weights.
+        """
         packed, scale, zp, offsets = operands
         n, nb = scale.shape
         ins = [x, g.weight(name + ".qweight", packed), g.weight(name + ".scales", scale.reshape(-1))]

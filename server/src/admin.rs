@@ -13,6 +13,7 @@ use crate::api::route_error;
 use crate::api::ApiError;
 use crate::fleet::Target;
 use crate::state::{authorize, SharedState};
+use crate::tier::RemoteServer;
 use crate::ServerError;
 use switchyard_scheduler::config::Config;
 
@@ -82,28 +83,21 @@ async fn devices(State(state): State<SharedState>, headers: HeaderMap) -> Respon
         .remote_targets()
         .iter()
         .map(|t| {
-            let cost = t.cost();
-            json!({
+            let mut entry = server_fields(&t.server, now);
+            entry.extend(object(json!({
                 "id": t.id,
                 "index": t.index.0,
-                "endpoint": t.server.endpoint,
-                "engine": t.server.engine,
-                "url": t.server.base,
                 "node_device": t.node_device,
                 "profile": t.profile_name(),
                 "healthy": t.accepts(now),
-                "reachable": t.server.reachable(),
-                "breaker": t.server.breaker_state(now),
-                "backing_off": t.server.backing_off(now),
-                "last_error": t.server.last_error(),
                 "limits": t.limits(),
                 "inflight": t.inflight(),
-                "scraped": t.server.scraped(),
                 "load": t.load(),
                 "cached_prefix_blocks": state.fleet.tier().map_or(0, |tier| tier.indexed_blocks(t)),
                 "prefix_source": if t.follows_cache_events() { "events" } else { "routing_history" },
-                "price_usd_per_hour": cost.device().price_usd_per_hour,
-            })
+                "price_usd_per_hour": t.cost().device().price_usd_per_hour,
+            })));
+            Value::Object(entry)
         })
         .collect();
     // Nodes whose inventory has not arrived have no device to list yet;
@@ -115,22 +109,16 @@ async fn devices(State(state): State<SharedState>, headers: HeaderMap) -> Respon
         .unwrap_or_default()
         .iter()
         .map(|s| {
-            json!({
+            let mut entry = server_fields(s, now);
+            entry.extend(object(json!({
                 "id": s.name,
-                "endpoint": s.endpoint,
-                "engine": s.engine,
-                "url": s.base,
                 "node_device": null,
                 "healthy": false,
-                "reachable": s.reachable(),
-                "breaker": s.breaker_state(now),
-                "backing_off": s.backing_off(now),
-                "last_error": s.last_error(),
                 // Nothing can be in flight where nothing is routed.
                 "inflight": crate::tier::target::Inflight::default(),
-                "scraped": s.scraped(),
                 "awaiting_inventory": true,
-            })
+            })));
+            Value::Object(entry)
         })
         .collect();
     Json(json!({
@@ -139,6 +127,29 @@ async fn devices(State(state): State<SharedState>, headers: HeaderMap) -> Respon
         "endpoints": endpoints.into_iter().chain(pending).collect::<Vec<_>>(),
     }))
     .into_response()
+}
+
+/// What `/admin/devices` shows of a remote server, for each of its targets
+/// and for a node with none yet.
+fn server_fields(s: &RemoteServer, now: std::time::Instant) -> serde_json::Map<String, Value> {
+    object(json!({
+        "endpoint": s.endpoint,
+        "engine": s.engine,
+        "url": s.base,
+        "reachable": s.reachable(),
+        "breaker": s.breaker_state(now),
+        "backing_off": s.backing_off(now),
+        "last_error": s.last_error(),
+        "scraped": s.scraped(),
+    }))
+}
+
+/// The fields of a `json!({...})` object literal.
+fn object(v: Value) -> serde_json::Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    }
 }
 
 /// The request shape `/admin/route` explains.

@@ -225,25 +225,17 @@ pub(crate) fn score(
     // Scale context to the decodes that actually co-run (fewer when the batch is capped).
     let decode_ctx = scale_context(load.running_context_tokens, running, decodes);
     let co_run = StepShape::decodes(decodes, decode_ctx);
-    let (prefill_s, prefill_alone_s) = match dev.prefill_plan(co_run, start, uncached, None) {
-        PrefillPlan::OneStep(s) if decodes == 0 => (s, s),
-        PrefillPlan::OneStep(s) => (
-            s,
-            cost.step_cost(&StepShape::of([SeqWork {
-                new_tokens: uncached,
-                context: start,
-            }]))
-            .seconds(),
+    let (chunk, prefill_s) = match dev.prefill_plan(co_run, start, uncached, None) {
+        PrefillPlan::OneStep(s) => (uncached, s),
+        PrefillPlan::Chunks(chunk) => (
+            chunk,
+            chunked_prefill_seconds(cost, co_run, start, uncached, chunk),
         ),
-        PrefillPlan::Chunks(chunk) => {
-            let prefill_s = chunked_prefill_seconds(cost, co_run, start, uncached, chunk);
-            let alone_s = if decodes == 0 {
-                prefill_s
-            } else {
-                chunked_prefill_seconds(cost, StepShape::default(), start, uncached, chunk)
-            };
-            (prefill_s, alone_s)
-        }
+    };
+    let prefill_alone_s = if decodes == 0 {
+        prefill_s
+    } else {
+        chunked_prefill_seconds(cost, StepShape::default(), start, uncached, chunk)
     };
 
     // Decode: the batch once this request and the waiting ones have joined,
