@@ -59,6 +59,7 @@
 
 use std::time::Duration;
 
+use crate::hash::mix64;
 use crate::profile::{AttentionSpec, DeviceProfile, ModelSpec};
 
 /// The work one sequence contributes to a step.
@@ -276,6 +277,8 @@ pub struct CostModel {
     per_seq_overhead_s: f64,
     split_mixed_steps: bool,
     kv_overhead_s_per_byte: f64,
+    /// Hash of every term `step_cost` reads ([`Self::prices_like`]).
+    pricing: u64,
 }
 
 impl CostModel {
@@ -308,7 +311,7 @@ impl CostModel {
             _ => (total * wb, 0.0, 0.0),
         };
         let cal = &device.calibration;
-        Self {
+        let mut cost = Self {
             flops_per_token,
             attn_flops_per_pair,
             kv_bytes_per_token: m.kv_bytes_per_token() as f64,
@@ -323,9 +326,43 @@ impl CostModel {
             per_seq_overhead_s: cal.per_sequence_overhead_us * 1e-6,
             split_mixed_steps: cal.split_mixed_steps,
             kv_overhead_s_per_byte: cal.kv_overhead_us_per_mb * 1e-12,
+            pricing: 0,
             device,
             model,
-        }
+        };
+        cost.pricing = cost.terms().iter().fold(0, |h, &t| mix64(h ^ t));
+        cost
+    }
+
+    /// Every term a step's price is computed from, as bits.
+    fn terms(&self) -> [u64; 14] {
+        [
+            self.flops_per_token.to_bits(),
+            self.attn_flops_per_pair.to_bits(),
+            self.kv_bytes_per_token.to_bits(),
+            self.state_bytes.to_bits(),
+            self.shared_weight_bytes.to_bits(),
+            self.expert_weight_bytes.to_bits(),
+            self.expert_miss_prob.to_bits(),
+            self.flops_per_s.to_bits(),
+            self.bytes_per_s.to_bits(),
+            self.kv_bytes_per_s.to_bits(),
+            self.step_overhead_s.to_bits(),
+            self.per_seq_overhead_s.to_bits(),
+            u64::from(self.split_mixed_steps),
+            self.kv_overhead_s_per_byte.to_bits(),
+        ]
+    }
+
+    /// Whether `other` prices every step exactly as this model does (the
+    /// same terms, bit for bit), so a price computed with one holds for the
+    /// other: a fleet's devices of one profile each own a model, and the
+    /// router shares their request-only prices. A hash compare first, then
+    /// the terms.
+    #[inline]
+    pub fn prices_like(&self, other: &CostModel) -> bool {
+        std::ptr::eq(self, other)
+            || (self.pricing == other.pricing && self.terms() == other.terms())
     }
 
     /// The device profile this model prices.
@@ -589,6 +626,30 @@ mod tests {
         // 16.7e12 FLOPs / 500e12 = 33.4 ms compute vs 16.1 ms memory: compute-bound.
         assert!(c.main.compute_s > c.main.memory_s);
         assert!(close(c.seconds(), c.main.compute_s + 110e-6));
+    }
+
+    #[test]
+    fn models_price_alike_exactly_when_their_terms_agree() {
+        let a = CostModel::new(device(2000.0), model());
+        let b = CostModel::new(device(2000.0), model());
+        assert!(a.prices_like(&b) && b.prices_like(&a) && a.prices_like(&a));
+        // Another bandwidth, another calibration, another model: not alike.
+        assert!(!a.prices_like(&CostModel::new(device(2001.0), model())));
+        let mut recal = device(2000.0);
+        recal.calibration.step_overhead_us += 1.0;
+        assert!(!a.prices_like(&CostModel::new(recal, model())));
+        let mut mha = model();
+        mha.num_kv_heads = 32;
+        assert!(!a.prices_like(&CostModel::new(device(2000.0), mha)));
+        // A longer context limit does not change a step's price.
+        assert!(a.prices_like(&CostModel::new(
+            device(2000.0),
+            crate::fixtures::dense_8b(262_144)
+        )));
+        // The price is not part of the terms: a repriced device prices steps alike.
+        let mut repriced = device(2000.0);
+        repriced.price_usd_per_hour *= 2.0;
+        assert!(a.prices_like(&CostModel::new(repriced, model())));
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! for a prefill-heavy and a decode-heavy request; and the cost policy over
 //! 64 and 256 devices, the size of a fleet tier fronting many endpoints:
 //! the same mix (half of them budgeting steps, as Switchyard nodes may) and
-//! endpoints of other engines, which do not.
+//! endpoints of other engines, which do not; each in a steady state (the
+//! router's clock advancing with the arrivals) and saturated (no device
+//! meets the SLO, so every device is scored).
 
 use std::path::Path;
 use std::time::Duration;
@@ -101,16 +103,44 @@ fn route(c: &mut Criterion) {
         for d in &mut endpoints {
             d.step_time_budget = None;
         }
+        // Steady: a long-lived router whose clock advances one arrival
+        // interval per decision (1.56 requests/s per device), so its
+        // dispatch history settles where the fleet sustains the load.
+        // Saturated: the clock stands still, the history never decays, and
+        // soon no device meets the SLO: the fallback that scores every device.
+        let interval = Duration::from_micros(640_000 / u64::from(devices));
         for (fleet_name, fleet) in [("devices", &big), ("engine_endpoints", &endpoints)] {
-            let mut router = Router::default();
             for (name, req) in &requests {
-                c.bench_function(&format!("route_{devices}_{fleet_name}/cost/{name}"), |b| {
-                    b.iter(|| {
-                        router
-                            .route(black_box(req), black_box(fleet), Duration::ZERO)
-                            .expect("route")
-                    })
-                });
+                let mut router = Router::default();
+                let mut now = Duration::ZERO;
+                c.bench_function(
+                    &format!("route_{devices}_{fleet_name}/steady/{name}"),
+                    |b| {
+                        b.iter(|| {
+                            now += interval;
+                            router
+                                .route(black_box(req), black_box(fleet), now)
+                                .expect("route")
+                        })
+                    },
+                );
+                let (scored, meeting) =
+                    scored_in_steady_state(&mut router, req, fleet, now, interval);
+                println!(
+                    "route_{devices}_{fleet_name}/steady/{name}: {scored:.1} of {devices} devices scored per decision, \
+                     {meeting:.0} % of decisions meet the SLO"
+                );
+                let mut router = Router::default();
+                c.bench_function(
+                    &format!("route_{devices}_{fleet_name}/saturated/{name}"),
+                    |b| {
+                        b.iter(|| {
+                            router
+                                .route(black_box(req), black_box(fleet), Duration::ZERO)
+                                .expect("route")
+                        })
+                    },
+                );
             }
         }
     }
@@ -119,6 +149,29 @@ fn route(c: &mut Criterion) {
     c.bench_function("score_one_device/prefill_heavy", |b| {
         b.iter(|| router.score(black_box(&shape), black_box(&fleet[2]), Duration::ZERO))
     });
+}
+
+/// Mean devices scored per decision, and the share of decisions whose
+/// device is predicted to meet the SLO, over 10,000 more steady decisions.
+fn scored_in_steady_state(
+    router: &mut Router,
+    req: &RouteRequest,
+    fleet: &[DeviceView<'_>],
+    mut now: Duration,
+    interval: Duration,
+) -> (f64, f64) {
+    const DECISIONS: u32 = 10_000;
+    let (mut scored, mut meeting) = (0usize, 0u32);
+    for _ in 0..DECISIONS {
+        now += interval;
+        let d = router.route(req, fleet, now).expect("route");
+        scored += d.scores.len();
+        meeting += u32::from(d.chosen().meets_slo);
+    }
+    (
+        scored as f64 / f64::from(DECISIONS),
+        100.0 * f64::from(meeting) / f64::from(DECISIONS),
+    )
 }
 
 criterion_group!(benches, route);

@@ -1,7 +1,8 @@
 //! Throughput of `Engine` + `OnnxBackend` on a generated model: output
 //! tokens/s with 1, 8 and 32 concurrent requests (prompt 256, output 128
-//! by default), and the batch-1 decode step time against weight bytes ÷
-//! measured memcpy bandwidth. Records figures; asserts nothing.
+//! by default), the decode-only steps of each whole batch, and the batch-1
+//! decode step time against weight bytes ÷ measured memcpy bandwidth.
+//! Records figures; asserts nothing.
 //!
 //! ```text
 //! source scripts/setup.sh
@@ -28,6 +29,8 @@ struct Run {
     output_tokens: u64,
     /// Step times of steps that were a single batch-1 decode.
     single_decodes: Vec<f64>,
+    /// Step times of steps that decoded every request and prefilled nothing.
+    full_decodes: Vec<f64>,
 }
 
 fn prompt(i: usize, len: usize) -> Vec<u32> {
@@ -58,13 +61,19 @@ fn run(b: &mut OnnxBackend, cost: &CostModel, n: usize, prompt_len: usize, outpu
         wall: Duration::ZERO,
         output_tokens: 0,
         single_decodes: Vec::new(),
+        full_decodes: Vec::new(),
     };
     let mut now = Duration::ZERO;
     while let Some(plan) = e.schedule(now) {
-        let single = plan.seqs.len() == 1 && plan.seqs[0].tokens.len() == 1;
+        let decodes_only = plan.seqs.iter().all(|s| s.tokens.len() == 1);
+        let single = decodes_only && plan.seqs.len() == 1;
+        let full = decodes_only && plan.seqs.len() == n;
         let result = b.execute(&plan).expect("step runs");
         if single {
             out.single_decodes.push(result.elapsed.as_secs_f64());
+        }
+        if full {
+            out.full_decodes.push(result.elapsed.as_secs_f64());
         }
         now += result.elapsed;
         let events = e.complete(&result, now).expect("output matches plan");
@@ -147,6 +156,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 "speed-up at {:>3} concurrent vs one at a time: {:.2}x",
                 r.concurrency,
                 tps / base_tps
+            );
+        }
+        // The run's output rate also pays for every prompt: at concurrency
+        // N the prefills are N·prompt of the N·(prompt + output) tokens
+        // computed. Decode-only steps of the whole batch show the rate once
+        // every prompt is in.
+        let single_step = median(base.single_decodes.clone());
+        for (r, _) in runs.iter().filter(|(r, _)| r.concurrency > 1) {
+            let step = median(r.full_decodes.clone());
+            println!(
+                "decode-only steps of all {} requests: median {:.1} ms over {} steps = {:.1} tokens/s, {:.2}x the batch-1 decode step's rate; prompts are {:.0} % of the tokens computed",
+                r.concurrency,
+                step * 1e3,
+                r.full_decodes.len(),
+                r.concurrency as f64 / step,
+                r.concurrency as f64 * single_step / step,
+                100.0 * prompt_len as f64 / (prompt_len as f64 + f64::from(output))
             );
         }
         let bw = memcpy_bandwidth();

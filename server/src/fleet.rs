@@ -461,7 +461,7 @@ impl LiveFleet {
         let costs = self.costs(&remotes);
         let views = self.views(&costs, &remotes, &[], &[]);
         let mut router = lock(&self.router).clone();
-        router.route(&req, &views, self.epoch.elapsed())
+        router.route_scoring_all(&req, &views, self.epoch.elapsed())
     }
 
     fn costs(&self, remotes: &[Arc<RemoteTarget>]) -> Vec<Arc<CostModel>> {

@@ -122,9 +122,11 @@
 //! # Invariants
 //! - The chosen device is eligible (property-tested); unhealthy devices
 //!   are never chosen.
-//! - `Decision::scores` holds one score per fleet entry, in fleet order.
-//! - `route` allocates exactly one `Vec` (the scores), plus a history
-//!   entry the first time it dispatches to a device; `score` allocates nothing.
+//! - `Decision::scores` holds one score per fleet entry, in fleet order,
+//!   except where `route` skipped devices that cannot be chosen
+//!   (`Decision::skipped`); `route_scoring_all` picks the same device
+//!   (property-tested).
+//! - `score` allocates nothing.
 //! - With the `cost` policy, a request lands where its TPOT or the running
 //!   sequences' would exceed the SLO only when no device meets it
 //!   (property-tested on identical devices).
@@ -364,8 +366,21 @@ pub struct Decision {
     pub shape: Shape,
     /// Why it was chosen.
     pub reason: DecisionReason,
-    /// Every device's score, in fleet order.
+    /// The scored devices' scores: every device in fleet order, or from
+    /// [`Router::route`] with a policy that picks by e2e, the devices its
+    /// e2e floors did not rule out (the first one scored first).
     pub scores: Vec<DeviceScore>,
+    /// Fleet entries not in `scores`: ineligible, or ruled out by their e2e floor.
+    pub skipped: u32,
+}
+
+/// The e2e a policy's choice is bounded by, for skipping devices.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum E2eBound {
+    /// `cost` (`fixed`): the fastest-band limit of the fastest device meeting the SLO.
+    BandMeetingSlo,
+    /// `latency`: the fastest device.
+    Fastest,
 }
 
 impl Decision {
@@ -402,6 +417,10 @@ pub struct Router {
     estimator: OutputEstimator,
     last_round_robin: Option<DeviceId>,
     history: DispatchHistory,
+    /// Whether the last `cost` decision found a device meeting the SLO:
+    /// when none did (an overloaded fleet), the next one scores every
+    /// device without pricing floors that could not rule any out.
+    met_slo_last: bool,
 }
 
 impl Router {
@@ -413,6 +432,7 @@ impl Router {
             config,
             last_round_robin: None,
             history: DispatchHistory::default(),
+            met_slo_last: true,
         }
     }
 
@@ -467,8 +487,21 @@ impl Router {
         )
     }
 
-    /// Scores every device at `now` (the driver's clock), picks one by the
+    /// Scores the devices at `now` (the driver's clock), picks one by the
     /// configured policy, records the dispatch and advances round-robin.
+    ///
+    /// Policies that pick by predicted e2e (`cost` with the `fixed`
+    /// objective, `latency`) skip scoring a device whose e2e floor
+    /// (its queue delay plus the request's prices alone,
+    /// then with the decode batch it would join) is past the e2e the choice
+    /// is bounded by so far (the fastest-band limit of the fastest device
+    /// meeting the SLO; the fastest device): such a device can neither be
+    /// chosen nor move the bound, so the pick is the one
+    /// [`Self::route_scoring_all`] makes (property-tested), at a fraction
+    /// of the scoring on a large fleet. Its [`Decision::scores`] then leave
+    /// those devices out; [`Decision::skipped`] counts them. After a `cost`
+    /// decision where no device met the SLO, the next one scores every
+    /// device: an overloaded fleet leaves the floors nothing to rule out.
     pub fn route(
         &mut self,
         req: &RouteRequest,
@@ -476,8 +509,115 @@ impl Router {
         now: Duration,
     ) -> Result<Decision, RouteError> {
         let shape = self.shape(req);
+        let scores = match self.e2e_bound() {
+            Some(E2eBound::BandMeetingSlo) if !self.met_slo_last => {
+                self.score_all(&shape, fleet, now)
+            }
+            Some(bound) => self.score_bounded(&shape, fleet, now, bound),
+            None => self.score_all(&shape, fleet, now),
+        };
+        let decision = self.decide(req, fleet, now, shape, scores);
+        if let Ok(d) = &decision {
+            self.met_slo_last = d.reason != DecisionReason::NoDeviceMeetsSloLowestLatency;
+        }
+        decision
+    }
+
+    /// [`Self::route`] with every device scored (an explanation, or a
+    /// fallback order over every device): the same pick.
+    pub fn route_scoring_all(
+        &mut self,
+        req: &RouteRequest,
+        fleet: &[DeviceView<'_>],
+        now: Duration,
+    ) -> Result<Decision, RouteError> {
+        let shape = self.shape(req);
+        let scores = self.score_all(&shape, fleet, now);
+        self.decide(req, fleet, now, shape, scores)
+    }
+
+    fn score_all(
+        &self,
+        shape: &Shape,
+        fleet: &[DeviceView<'_>],
+        now: Duration,
+    ) -> Vec<DeviceScore> {
         let mut scores = Vec::with_capacity(fleet.len());
-        scores.extend(fleet.iter().map(|d| self.score(&shape, d, now)));
+        scores.extend(fleet.iter().map(|d| self.score(shape, d, now)));
+        scores
+    }
+
+    /// The e2e bound of the configured policy's choice, if it picks by e2e.
+    fn e2e_bound(&self) -> Option<E2eBound> {
+        match (self.config.policy, self.config.objective) {
+            (PolicyKind::Cost, Objective::Fixed) => Some(E2eBound::BandMeetingSlo),
+            (PolicyKind::Latency, _) => Some(E2eBound::Fastest),
+            _ => None,
+        }
+    }
+
+    /// Scores of the eligible devices whose e2e floor does not rule them
+    /// out under `bound` (see [`Self::route`]). The device with the lowest
+    /// floor is scored first, so the bound is tight from the start.
+    fn score_bounded(
+        &self,
+        shape: &Shape,
+        fleet: &[DeviceView<'_>],
+        now: Duration,
+        bound: E2eBound,
+    ) -> Vec<DeviceScore> {
+        let mut floors = score::Floors::new(shape);
+        let alone: Vec<Option<score::Floor>> = fleet
+            .iter()
+            .map(|d| d.eligible(shape.prompt_tokens).then(|| floors.alone(d)))
+            .collect();
+        let first = alone
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| f.map(|f| (i, floors.seconds(f))))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(i, _)| i);
+        let mut scores = Vec::new();
+        // The e2e past which no device can be chosen, seconds.
+        let mut limit: Option<f64> = None;
+        let mut fastest = Duration::MAX;
+        let order = first
+            .into_iter()
+            .chain((0..fleet.len()).filter(|&i| Some(i) != first));
+        for i in order {
+            let (Some(floor), dev) = (alone[i], &fleet[i]) else {
+                continue;
+            };
+            if let Some(limit) = limit {
+                if score::floor_exceeds(floors.seconds(floor), limit)
+                    || score::floor_exceeds(floors.batched_seconds(dev, floor), limit)
+                {
+                    continue;
+                }
+            }
+            let s = self.score(shape, dev, now);
+            if s.e2e < fastest && (bound == E2eBound::Fastest || s.meets_slo) {
+                fastest = s.e2e;
+                limit = Some(match bound {
+                    E2eBound::Fastest => fastest.as_secs_f64(),
+                    E2eBound::BandMeetingSlo => policy::band_limit(fastest).as_secs_f64(),
+                });
+            }
+            scores.push(s);
+        }
+        scores
+    }
+
+    /// Picks from `scores` by the configured policy and records the dispatch.
+    fn decide(
+        &mut self,
+        req: &RouteRequest,
+        fleet: &[DeviceView<'_>],
+        now: Duration,
+        shape: Shape,
+        scores: Vec<DeviceScore>,
+    ) -> Result<Decision, RouteError> {
+        let skipped = fleet.len().saturating_sub(scores.len()) as u32;
         let policy = self.config.policy;
         let picked = match policy {
             PolicyKind::Cost => policy::cost(&scores, self.config.objective),
@@ -512,6 +652,7 @@ impl Router {
             shape,
             reason,
             scores,
+            skipped,
         })
     }
 

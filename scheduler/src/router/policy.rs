@@ -205,14 +205,18 @@ pub const FASTEST_BAND: f64 = 1.1;
 /// device is still only used when the fast ones are loaded.
 fn fastest_band(scores: &[DeviceScore], keep: impl Fn(&DeviceScore) -> bool) -> Option<usize> {
     let fastest = best(scores, &keep, by_e2e)?;
-    // Saturated predictions (`Duration::MAX`) must not overflow the product.
-    let limit = Duration::try_from_secs_f64(scores[fastest].e2e.as_secs_f64() * FASTEST_BAND)
-        .unwrap_or(Duration::MAX);
+    let limit = band_limit(scores[fastest].e2e);
     best(
         scores,
         |s| keep(s) && s.e2e <= limit,
         |a, b| by_outstanding(a, b).then_with(|| by_e2e(a, b)),
     )
+}
+
+/// The slowest e2e within [`FASTEST_BAND`] of a fastest `e2e`.
+pub(crate) fn band_limit(fastest: Duration) -> Duration {
+    // Saturated predictions (`Duration::MAX`) must not overflow the product.
+    Duration::try_from_secs_f64(fastest.as_secs_f64() * FASTEST_BAND).unwrap_or(Duration::MAX)
 }
 
 /// Lowest predicted end-to-end latency.

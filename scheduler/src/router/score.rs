@@ -218,13 +218,8 @@ pub(crate) fn score(
     let start = prompt.saturating_sub(uncached);
     // Sequences decoding beside this one once it is admitted (a full batch
     // first loses one; that wait is in the queue delay).
-    let running = load.running;
-    let decodes = running
-        .min(dev.max_num_seqs.saturating_sub(1))
-        .min(dev.max_batched_tokens);
-    // Scale context to the decodes that actually co-run (fewer when the batch is capped).
-    let decode_ctx = scale_context(load.running_context_tokens, running, decodes);
-    let co_run = StepShape::decodes(decodes, decode_ctx);
+    let co_run = co_running(dev);
+    let decodes = co_run.seqs();
     let (chunk, prefill_s) = match dev.prefill_plan(co_run, start, uncached, None) {
         PrefillPlan::OneStep(s) => (uncached, s),
         PrefillPlan::Chunks(chunk) => (
@@ -238,18 +233,8 @@ pub(crate) fn score(
         chunked_prefill_seconds(cost, StepShape::default(), start, uncached, chunk)
     };
 
-    // Decode: the batch once this request and the waiting ones have joined,
-    // at half this request's expected output; the waiting prompts are in
-    // the context by then.
-    let queued = running.saturating_add(load.waiting);
-    let batch = queued.saturating_add(1).min(dev.max_num_seqs).max(1);
+    let (batch, decode_shape) = decode_batch(shape, dev);
     let others = batch - 1;
-    let queued_ctx = load
-        .running_context_tokens
-        .saturating_add(load.queued_prefill_tokens);
-    let others_ctx = scale_context(queued_ctx, queued, others);
-    let own_ctx = u64::from(prompt) + u64::from(expected / 2);
-    let decode_shape = StepShape::decodes(batch, others_ctx.saturating_add(own_ctx));
     let mix = step_mix(dev, decode_shape, interference.rate, uncached);
     let rate_before = interference
         .rate
@@ -294,6 +279,164 @@ pub(crate) fn score(
         cached_prefix_tokens: cached,
         outstanding_tokens: dev.outstanding_tokens(),
     }
+}
+
+/// The decodes that co-run a prefill admitted on `dev` now: the running
+/// ones, fewer when the batch is capped (a full batch first loses one; that
+/// wait is in the queue delay), their context scaled to their number.
+fn co_running(dev: &DeviceView<'_>) -> StepShape {
+    let running = dev.load.running;
+    let decodes = running
+        .min(dev.max_num_seqs.saturating_sub(1))
+        .min(dev.max_batched_tokens);
+    StepShape::decodes(
+        decodes,
+        scale_context(dev.load.running_context_tokens, running, decodes),
+    )
+}
+
+/// The decode batch this request joins on `dev`, and its decode-only step:
+/// the batch once this request and the waiting ones have joined, at half
+/// this request's expected output; the waiting prompts are in the context
+/// by then.
+fn decode_batch(shape: &Shape, dev: &DeviceView<'_>) -> (u32, StepShape) {
+    let load = &dev.load;
+    let queued = load.running.saturating_add(load.waiting);
+    let batch = queued.saturating_add(1).min(dev.max_num_seqs).max(1);
+    let queued_ctx = load
+        .running_context_tokens
+        .saturating_add(load.queued_prefill_tokens);
+    let others_ctx = scale_context(queued_ctx, queued, batch - 1);
+    let own_ctx = u64::from(shape.prompt_tokens) + u64::from(shape.expected_output_tokens / 2);
+    (
+        batch,
+        StepShape::decodes(batch, others_ctx.saturating_add(own_ctx)),
+    )
+}
+
+/// Lower bounds on devices' predicted e2e for one request, so the router
+/// can skip scoring devices that cannot be chosen (see [`super::Router::route`]).
+///
+/// Every term of [`score`]'s e2e is at least its price with the request
+/// alone on the device: the queue delay is the snapshot's own; the prefill,
+/// chunked beside co-running decodes, at least the uncached prompt in one
+/// step beside those decodes once (chunks split the same causal attention
+/// pairs, read the weights and past again, and pay their overheads and the
+/// decodes again), which in turn is at least that step alone; and the time
+/// per output token at least the decode-only step of the batch it joins (a
+/// mixed step is no faster), which in turn is at least that step with this
+/// request alone. The prices of the request
+/// alone depend only on the device's model and the cached prefix, so
+/// devices whose models price alike ([`CostModel::prices_like`]: one per
+/// profile in a typical fleet) share them.
+pub(crate) struct Floors<'a> {
+    shape: &'a Shape,
+    decode_steps: f64,
+    alone: Vec<AlonePrices<'a>>,
+}
+
+/// The request's prices alone on one model, from one cached prefix.
+struct AlonePrices<'a> {
+    cost: &'a CostModel,
+    start: u32,
+    prefill_s: f64,
+    decode_s: f64,
+}
+
+/// A device's e2e floor from the request's prices alone, and what its
+/// tighter floor needs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Floor {
+    queue_s: f64,
+    prefill_s: f64,
+    per_token_s: f64,
+    /// The prompt's uncached tokens, and where they start.
+    uncached: u32,
+    start: u32,
+}
+
+/// Distinct (model, cached prefix) pairs [`Floors`] keeps; more are priced each time.
+const MAX_ALONE_PRICES: usize = 64;
+
+impl<'a> Floors<'a> {
+    /// Floors for `shape`.
+    pub(crate) fn new(shape: &'a Shape) -> Self {
+        Self {
+            shape,
+            decode_steps: f64::from(shape.expected_output_tokens.saturating_sub(1)),
+            alone: Vec::new(),
+        }
+    }
+
+    /// `dev`'s floor from the request's prices alone (a few compares once
+    /// a device of a model that prices alike has been seen).
+    pub(crate) fn alone(&mut self, dev: &DeviceView<'a>) -> Floor {
+        let prompt = self.shape.prompt_tokens;
+        let uncached = (prompt - dev.cached_prefix_tokens.min(prompt)).max(1);
+        let start = prompt.saturating_sub(uncached);
+        let known = self
+            .alone
+            .iter()
+            .find(|a| a.start == start && a.cost.prices_like(dev.cost));
+        let (prefill_s, decode_s) = match known {
+            Some(a) => (a.prefill_s, a.decode_s),
+            None => {
+                let prefill = StepShape::of([SeqWork {
+                    new_tokens: uncached,
+                    context: start,
+                }]);
+                let own_ctx = u64::from(prompt) + u64::from(self.shape.expected_output_tokens / 2);
+                let prices = AlonePrices {
+                    cost: dev.cost,
+                    start,
+                    prefill_s: dev.cost.step_cost(&prefill).seconds(),
+                    decode_s: dev
+                        .cost
+                        .step_cost(&StepShape::decodes(1, own_ctx))
+                        .seconds(),
+                };
+                let found = (prices.prefill_s, prices.decode_s);
+                if self.alone.len() < MAX_ALONE_PRICES {
+                    self.alone.push(prices);
+                }
+                found
+            }
+        };
+        Floor {
+            queue_s: dev.load.predicted_queue_delay.as_secs_f64(),
+            prefill_s,
+            per_token_s: decode_s,
+            uncached,
+            start,
+        }
+    }
+
+    /// The e2e floor, seconds.
+    pub(crate) fn seconds(&self, floor: Floor) -> f64 {
+        floor.queue_s + floor.prefill_s + floor.per_token_s * self.decode_steps
+    }
+
+    /// The tighter floor with `dev`'s load (two step prices): the prefill
+    /// in one step beside the decodes it would co-run (every chunk carries
+    /// them), and the decode-only step of the batch the request joins.
+    pub(crate) fn batched_seconds(&self, dev: &DeviceView<'_>, floor: Floor) -> f64 {
+        let mut prefill = co_running(dev);
+        prefill.push(SeqWork {
+            new_tokens: floor.uncached,
+            context: floor.start,
+        });
+        let (_, decode_shape) = decode_batch(self.shape, dev);
+        floor.queue_s
+            + dev.cost.step_cost(&prefill).seconds()
+            + dev.cost.step_cost(&decode_shape).seconds() * self.decode_steps
+    }
+}
+
+/// Whether a device whose e2e floor is `floor_s` predicts an e2e above
+/// `limit_s` whatever its score: the margin covers the floating-point
+/// rounding of both computations and the score's rounding to nanoseconds.
+pub(crate) fn floor_exceeds(floor_s: f64, limit_s: f64) -> bool {
+    floor_s * (1.0 - 1e-9) - 2e-9 > limit_s
 }
 
 /// The decode-only and mixed steps of the batch `decodes`: the mixed one

@@ -220,16 +220,67 @@ fn cost_falls_back_to_lowest_latency_when_slo_is_impossible() {
     }
 }
 
+/// A large loaded fleet of seven profiles, each device owning its model
+/// (as the server's do): `route` skips most devices yet picks what
+/// scoring all of them picks, decision after decision.
+#[test]
+fn route_skips_devices_that_cannot_be_chosen_and_picks_the_same() {
+    let profiles = [
+        "h100-sxm", "h200", "mi300x", "mi250x", "a100-80g", "l40s", "l4",
+    ];
+    let costs: Vec<CostModel> = (0..64)
+        .map(|i| catalog_cost(profiles[i % profiles.len()], "llama-3.1-8b"))
+        .collect();
+    let mut rng = switchyard_backends::hash::SplitMix64::new(0x5EED);
+    let fleet: Vec<DeviceView<'_>> = costs
+        .iter()
+        .enumerate()
+        .map(|(i, cost)| {
+            let mut d = view(i as u32, cost);
+            d.load.running = rng.below(200) as u32;
+            d.load.waiting = rng.below(20) as u32;
+            d.load.queued_prefill_tokens = u64::from(d.load.waiting) * rng.below(4000);
+            d.load.running_context_tokens = u64::from(d.load.running) * rng.below(3000);
+            d.load.predicted_queue_delay = Duration::from_micros(rng.below(200_000));
+            d.cached_prefix_tokens = (rng.below(4) * 2048) as u32;
+            d.step_time_budget = (i % 2 == 0).then(|| Duration::from_millis(80));
+            d
+        })
+        .collect();
+    for policy in [PolicyKind::Cost, PolicyKind::Latency] {
+        let mut r = router(policy);
+        let mut all = r.clone();
+        for k in 0..24u64 {
+            let request = [PREFILL_HEAVY, DECODE_HEAVY][k as usize % 2];
+            let now = T0 + Duration::from_millis(50 * k);
+            let a = all.route_scoring_all(&request, &fleet, now).unwrap();
+            let d = r.route(&request, &fleet, now).unwrap();
+            assert_eq!((d.device, d.reason), (a.device, a.reason), "{policy} #{k}");
+            assert!(
+                d.skipped >= 32,
+                "{policy} #{k}: only {} of 64 skipped",
+                d.skipped
+            );
+        }
+    }
+}
+
 #[test]
 fn latency_avoids_a_long_queue() {
     let costs = llama(&["h200", "h200"]);
     let mut fleet = idle_fleet(&costs);
     fleet[0].load.predicted_queue_delay = Duration::from_secs(5);
     let d = router(PolicyKind::Latency)
-        .route(&DECODE_HEAVY, &fleet, T0)
+        .route_scoring_all(&DECODE_HEAVY, &fleet, T0)
         .unwrap();
     assert_eq!(d.device, DeviceId(1));
     assert!(d.scores[0].ttft > Duration::from_secs(5));
+    // Its floor alone (the queue delay) rules device 0 out without scoring it.
+    let d = router(PolicyKind::Latency)
+        .route(&DECODE_HEAVY, &fleet, T0)
+        .unwrap();
+    assert_eq!(d.device, DeviceId(1));
+    assert_eq!((d.scores.len(), d.skipped), (1, 1));
 }
 
 #[test]
@@ -365,7 +416,12 @@ fn unhealthy_devices_are_never_chosen() {
                 d.device
             );
             assert!(d.chosen().eligible);
-            assert!(!d.scores[1].eligible && !d.scores[1].meets_slo);
+            // Scored (where every device is) as ineligible, or not scored at all.
+            assert!(d
+                .scores
+                .iter()
+                .filter(|s| s.device == DeviceId(1))
+                .all(|s| !s.eligible && !s.meets_slo));
         }
     }
 }
@@ -612,7 +668,10 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     /// Whatever the fleet, request and policy, a chosen device is eligible,
-    /// and an error means no device was.
+    /// and an error means no device was; `route` (which may skip scoring
+    /// devices that cannot be chosen) picks what `route_scoring_all` picks,
+    /// with the same scores for the devices it scored, over a sequence of
+    /// decisions (the dispatch history included).
     #[test]
     fn chosen_device_is_always_eligible(
         specs in prop::collection::vec(device_spec(), 0..10),
@@ -643,7 +702,9 @@ proptest! {
                 max_num_seqs: s.max_num_seqs,
                 max_batched_tokens: s.max_batched_tokens,
                 cached_prefix_tokens: s.cached,
-                step_time_budget: None,
+                // Some devices budget their steps (a Switchyard engine's SLO budget).
+                step_time_budget: (s.delay_ms % 3 == 0)
+                    .then(|| Duration::from_millis(5 + s.delay_ms % 200)),
             })
             .collect();
         let mut r = Router::new(RouterConfig {
@@ -654,10 +715,26 @@ proptest! {
         if let Some((max, actual)) = observed {
             r.observe_output(max, actual);
         }
+        let mut scoring_all = r.clone();
         let request = req(prompt, max_tokens);
         let any_eligible = fleet.iter().any(|d| d.eligible(prompt));
-        for _ in 0..routes {
-            match r.route(&request, &fleet, T0) {
+        for k in 0..routes {
+            let now = T0 + Duration::from_millis(300 * k as u64);
+            let all = scoring_all.route_scoring_all(&request, &fleet, now);
+            let routed = r.route(&request, &fleet, now);
+            match (&routed, &all) {
+                (Ok(d), Ok(a)) => {
+                    prop_assert_eq!((d.device, d.reason, d.shape), (a.device, a.reason, a.shape));
+                    prop_assert_eq!(d.scores.len() + d.skipped as usize, fleet.len());
+                    prop_assert_eq!(a.skipped, 0);
+                    for s in &d.scores {
+                        prop_assert!(a.scores.contains(s), "{:?} not in {:?}", s, a.scores);
+                    }
+                }
+                (Err(e), Err(f)) => prop_assert_eq!(e, f),
+                _ => prop_assert!(false, "route {:?} vs scoring all {:?}", routed, all),
+            }
+            match all {
                 Ok(d) => {
                     prop_assert!(any_eligible);
                     prop_assert_eq!(d.scores.len(), fleet.len());

@@ -5,6 +5,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::http::StatusCode;
 use serde_json::Value;
@@ -235,8 +236,11 @@ fn parse(fleet: &LiveFleet, kind: RequestKind, body: &[u8]) -> Result<(Vec<u32>,
 }
 
 /// The chosen endpoint's address, then every other eligible one: those
-/// predicted to meet the SLO first, each group by predicted end-to-end
-/// latency. Devices of one node share an address, listed once.
+/// scored and predicted to meet the SLO first, each group by predicted
+/// end-to-end latency, then the healthy ones the router skipped (their
+/// e2e floor ruled them out of its choice, so they are slower than its
+/// fastest band), in fleet order. Devices of one node share an address,
+/// listed once.
 fn order_destinations(
     chosen: &RemoteTarget,
     scores: &[DeviceScore],
@@ -255,6 +259,16 @@ fn order_destinations(
     let mut out = vec![address_of(chosen).to_string()];
     for s in rest {
         if let Some(t) = by_id.get(&s.device) {
+            let a = address_of(t);
+            if seen.insert(a) {
+                out.push(a.to_string());
+            }
+        }
+    }
+    let scored: HashSet<DeviceId> = scores.iter().map(|s| s.device).collect();
+    let now = Instant::now();
+    for t in targets {
+        if !scored.contains(&t.index) && !excluded.contains(&t.index) && t.accepts(now) {
             let a = address_of(t);
             if seen.insert(a) {
                 out.push(a.to_string());
