@@ -9,6 +9,7 @@
 # Usage: scripts/bench_tier.sh [OUT_DIR]   (builds release; needs `pip install vllm-router==0.1.17`)
 # Env: STREAMS ("64 512"), REQUESTS per run (2000), PROMPT (256), OUTPUT (32), TIME_SCALE (0),
 # REPEAT (2: runs of each proxy, rotated; the table shows each run and their mean).
+# Each proxy's CPU time (user + system, all its threads) per request is read from /proc.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-target/bench-tier}
@@ -26,6 +27,8 @@ PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true' EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# CPU time (user + system, all threads) a process has used, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 wait_http() { for _ in $(seq 1 200); do curl -sf "$1" >/dev/null && return 0; sleep 0.1; done; echo "bench_tier: $1 never answered" >&2; exit 1; }
 
 NODE_PORTS=()
@@ -54,6 +57,7 @@ TIER_PORT=$(free_port)
 } > "$OUT/tier.toml"
 RUST_LOG=warn "$BIN" serve --addr "127.0.0.1:$TIER_PORT" --config "$OUT/tier.toml" >"$OUT/tier.log" 2>&1 &
 PIDS+=($!)
+declare -A PROXY_PID=([switchyard-tier]=$!)
 declare -A ROUTER_PORTS
 for policy in round_robin cache_aware; do
   port=$(free_port)
@@ -63,6 +67,8 @@ for policy in round_robin cache_aware; do
     >"$OUT/vllm-router-$policy.log" 2>&1 &
   PIDS+=($!)
   ROUTER_PORTS[$policy]=$port
+  short=${policy/round_robin/rr}
+  PROXY_PID[vllm-router-${short/cache_aware/ca}]=$!
 done
 for p in "${NODE_PORTS[@]}" "$TIER_PORT"; do wait_http "http://127.0.0.1:$p/health"; done
 for p in "${ROUTER_PORTS[@]}"; do
@@ -96,37 +102,45 @@ for c in $STREAMS; do
   for rep in $(seq 1 "$REPEAT"); do
     for k in 0 1 2; do
       name=${PROXIES[$(((k + rep - 1) % 3))]}
+      before=$(cpu_ticks "${PROXY_PID[$name]}")
       run "$name-$c-$rep" "${PROXY_URL[$name]}" "$c" "$REQUESTS"
+      echo $(($(cpu_ticks "${PROXY_PID[$name]}") - before)) > "$OUT/$name-$c-$rep/cpu_ticks"
     done
   done
 done
 
 python3 - "$OUT" "$REPEAT" $STREAMS <<'PY'
-import json, sys
+import json, os, sys
 out, repeat, streams = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-KEYS = ("ttft50", "ttft99", "itl99", "tok")
+KEYS = ("ttft50", "ttft99", "itl99", "tok", "cpu")
+TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
 def load(name):
     return json.load(open(f"{out}/{name}/results.json"))["runs"][0]
-def pick(r):
+def cpu_ms_per_request(name, requests):
+    path = f"{out}/{name}/cpu_ticks"
+    return int(open(path).read()) * TICK_MS / max(requests, 1) if os.path.exists(path) else float("nan")
+def pick(r, name=None):
     return dict(ttft50=r["ttft_s"]["p50"], ttft99=r["ttft_s"]["p99"], itl99=r["itl_s"]["p99"],
-                tok=r["throughput"]["output_tokens_per_s"], ok=r["completed"], failed=r["failed"])
+                tok=r["throughput"]["output_tokens_per_s"], ok=r["completed"], failed=r["failed"],
+                cpu=cpu_ms_per_request(name, r["completed"] + r["failed"]) if name else float("nan"))
 def mean(runs):
     m = {k: sum(r[k] for r in runs) / len(runs) for k in KEYS}
     m.update(ok=sum(r["ok"] for r in runs), failed=sum(r["failed"] for r in runs))
     return m
 def row(name, r):
     print(f"{name:<24}{r['ok']:>6}{r['failed']:>6}{r['ttft50']*1e3:>13.2f}{r['ttft99']*1e3:>13.2f}"
-          f"{r['itl99']*1e3:>12.2f}{r['tok']:>9.0f}")
+          f"{r['itl99']*1e3:>12.2f}{r['tok']:>9.0f}{r['cpu']:>14.3f}")
 for c in streams:
     a, b = pick(load(f"direct-n1-{c}")), pick(load(f"direct-n2-{c}"))
     direct = {k: (a[k] + b[k]) / 2 for k in a}
     direct.update(tok=a["tok"] + b["tok"], ok=a["ok"] + b["ok"], failed=a["failed"] + b["failed"])
     print(f"\n{c} streams")
-    print(f"{'target':<24}{'ok':>6}{'fail':>6}{'TTFT p50 ms':>13}{'TTFT p99 ms':>13}{'ITL p99 ms':>12}{'tok/s':>9}")
+    print(f"{'target':<24}{'ok':>6}{'fail':>6}{'TTFT p50 ms':>13}{'TTFT p99 ms':>13}{'ITL p99 ms':>12}{'tok/s':>9}"
+          f"{'proxy CPU ms/req':>18}")
     row("direct (2 x half)", direct)
     means = {}
     for name in ("switchyard-tier", "vllm-router-rr", "vllm-router-ca"):
-        runs = [pick(load(f"{name}-{c}-{i}")) for i in range(1, repeat + 1)]
+        runs = [pick(load(f"{name}-{c}-{i}"), f"{name}-{c}-{i}") for i in range(1, repeat + 1)]
         for i, r in enumerate(runs, 1):
             row(f"{name} #{i}", r)
         means[name] = mean(runs)
@@ -135,7 +149,7 @@ for c in streams:
     for name in ("vllm-router-rr", "vllm-router-ca"):
         r = means[name]
         print(f"  tier vs {name} (means): {tier['tok']/r['tok']:.3f}x tokens/s, TTFT p99 {tier['ttft99']*1e3:.1f} vs {r['ttft99']*1e3:.1f} ms, "
-              f"ITL p99 {tier['itl99']*1e3:.1f} vs {r['itl99']*1e3:.1f} ms")
+              f"ITL p99 {tier['itl99']*1e3:.1f} vs {r['itl99']*1e3:.1f} ms, proxy CPU {tier['cpu']/r['cpu']:.2f}x per request")
     print(f"  tier over direct: TTFT p50 {(tier['ttft50']-direct['ttft50'])*1e3:+.2f} ms, p99 {(tier['ttft99']-direct['ttft99'])*1e3:+.2f} ms, "
           f"ITL p99 {(tier['itl99']-direct['itl99'])*1e3:+.2f} ms")
 PY
