@@ -669,6 +669,62 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// A device's e2e floors are floors: the one from the request's
+        /// prices alone is at most the one with its load, which is at most
+        /// the score's e2e (within [`floor_exceeds`]' margin), whatever the
+        /// profile, model (dense or mixture of experts), load, limits, step
+        /// budget, cached prefix and dispatch history.
+        #[test]
+        fn floors_are_below_the_scored_e2e(
+            (device, model) in (0usize..4, 0usize..3),
+            split in proptest::bool::ANY,
+            (running, waiting, ctx_per_seq) in (0u32..400, 0u32..50, 0u64..40_000),
+            (queued, delay_ms) in (0u64..200_000, 0u64..2_000),
+            (prompt, max_tokens, cached) in (0u32..40_000, 0u32..4_000, 0u32..40_000),
+            (max_num_seqs, max_batched) in (0u32..300, 0u32..8_192),
+            budget_ms in proptest::option::of(1u64..400),
+            dispatches in proptest::collection::vec((1u32..20_000, 0u64..5_000), 0..6),
+        ) {
+            let cost = variant(
+                ["h100-sxm", "l4", "mi300x", "cpu"][device],
+                ["llama-3.1-8b", "mixtral-8x7b", "deepseek-v2-lite"][model],
+                1.0,
+                split,
+                0.0,
+            );
+            let mut dev = view(0, &cost);
+            dev.load.running = running;
+            dev.load.waiting = waiting;
+            dev.load.running_context_tokens = u64::from(running) * ctx_per_seq;
+            dev.load.queued_prefill_tokens = queued;
+            dev.load.predicted_queue_delay = Duration::from_millis(delay_ms);
+            dev.max_num_seqs = max_num_seqs;
+            dev.max_batched_tokens = max_batched;
+            dev.cached_prefix_tokens = cached;
+            dev.step_time_budget = budget_ms.map(Duration::from_millis);
+            let mut rate = PrefillRate::ZERO;
+            let window = Duration::from_secs(10);
+            let mut now = Duration::ZERO;
+            for (tokens, after_ms) in dispatches {
+                now += Duration::from_millis(after_ms);
+                rate.record(tokens, now, window);
+            }
+            let shape = crate::router::Router::default().shape(&crate::router::RouteRequest {
+                prompt_tokens: prompt,
+                max_tokens,
+            });
+            let budgets = Budgets { ttft: Duration::MAX, tpot: Duration::MAX };
+            let e2e = score(&shape, &dev, budgets, Interference { rate, now, window }).e2e;
+            let mut floors = Floors::new(&shape);
+            let floor = floors.alone(&dev);
+            let (alone, batched) = (floors.seconds(floor), floors.batched_seconds(&dev, floor));
+            proptest::prop_assert!(!floor_exceeds(alone, batched), "alone {} > batched {}", alone, batched);
+            proptest::prop_assert!(
+                !floor_exceeds(batched, e2e.as_secs_f64()),
+                "batched floor {} > e2e {:?}", batched, e2e
+            );
+        }
+
         /// The one-step shortcut answers exactly what the chunk search
         /// would: a one-step plan only where the budgeted chunk takes every
         /// token (so the chunk sum is that one step's price, to the bit),
