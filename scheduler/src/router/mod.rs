@@ -374,11 +374,13 @@ pub struct Decision {
     pub skipped: u32,
 }
 
-/// The e2e a policy's choice is bounded by, for skipping devices.
+/// What a policy's choice is bounded by, for skipping devices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum E2eBound {
+enum ChoiceBound {
     /// `cost` (`fixed`): the fastest-band limit of the fastest device meeting the SLO.
     BandMeetingSlo,
+    /// `cost` (`elastic`): the cost of the cheapest device meeting the SLO.
+    CheapestMeetingSlo,
     /// `latency`: the fastest device.
     Fastest,
 }
@@ -490,18 +492,19 @@ impl Router {
     /// Scores the devices at `now` (the driver's clock), picks one by the
     /// configured policy, records the dispatch and advances round-robin.
     ///
-    /// Policies that pick by predicted e2e (`cost` with the `fixed`
-    /// objective, `latency`) skip scoring a device whose e2e floor
-    /// (its queue delay plus the request's prices alone,
-    /// then with the decode batch it would join) is past the e2e the choice
-    /// is bounded by so far (the fastest-band limit of the fastest device
-    /// meeting the SLO; the fastest device): such a device can neither be
-    /// chosen nor move the bound, so the pick is the one
-    /// [`Self::route_scoring_all`] makes (property-tested), at a fraction
-    /// of the scoring on a large fleet. Its [`Decision::scores`] then leave
-    /// those devices out; [`Decision::skipped`] counts them. After a `cost`
-    /// decision where no device met the SLO, the next one scores every
-    /// device: an overloaded fleet leaves the floors nothing to rule out.
+    /// Policies that pick by predicted e2e or cost (`cost`, `latency`)
+    /// skip scoring a device whose floor (its queue delay plus the
+    /// request's prices alone, then with the decode batch it would join) is
+    /// past what the choice is bounded by so far: the fastest-band limit of
+    /// the fastest device meeting the SLO (`fixed`), the cost of the
+    /// cheapest one (`elastic`), the fastest device (`latency`). Such a
+    /// device can neither be chosen nor move the bound, so the pick is the
+    /// one [`Self::route_scoring_all`] makes (property-tested), at a
+    /// fraction of the scoring on a large fleet. Its [`Decision::scores`]
+    /// then leave those devices out; [`Decision::skipped`] counts them.
+    /// After a `cost` decision where no device met the SLO, the next one
+    /// scores every device: an overloaded fleet leaves the floors nothing
+    /// to rule out.
     pub fn route(
         &mut self,
         req: &RouteRequest,
@@ -509,8 +512,10 @@ impl Router {
         now: Duration,
     ) -> Result<Decision, RouteError> {
         let shape = self.shape(req);
-        let scores = match self.e2e_bound() {
-            Some(E2eBound::BandMeetingSlo) if !self.met_slo_last => {
+        let scores = match self.choice_bound() {
+            Some(ChoiceBound::BandMeetingSlo | ChoiceBound::CheapestMeetingSlo)
+                if !self.met_slo_last =>
+            {
                 self.score_all(&shape, fleet, now)
             }
             Some(bound) => self.score_bounded(&shape, fleet, now, bound),
@@ -547,24 +552,25 @@ impl Router {
         scores
     }
 
-    /// The e2e bound of the configured policy's choice, if it picks by e2e.
-    fn e2e_bound(&self) -> Option<E2eBound> {
+    /// The bound of the configured policy's choice, if it picks by e2e or cost.
+    fn choice_bound(&self) -> Option<ChoiceBound> {
         match (self.config.policy, self.config.objective) {
-            (PolicyKind::Cost, Objective::Fixed) => Some(E2eBound::BandMeetingSlo),
-            (PolicyKind::Latency, _) => Some(E2eBound::Fastest),
+            (PolicyKind::Cost, Objective::Fixed) => Some(ChoiceBound::BandMeetingSlo),
+            (PolicyKind::Cost, Objective::Elastic) => Some(ChoiceBound::CheapestMeetingSlo),
+            (PolicyKind::Latency, _) => Some(ChoiceBound::Fastest),
             _ => None,
         }
     }
 
-    /// Scores of the eligible devices whose e2e floor does not rule them
-    /// out under `bound` (see [`Self::route`]). The device with the lowest
-    /// floor is scored first, so the bound is tight from the start.
+    /// Scores of the eligible devices whose floors do not rule them out
+    /// under `bound` (see [`Self::route`]). The device with the lowest e2e
+    /// floor is scored first, so an e2e bound is tight from the start.
     fn score_bounded(
         &self,
         shape: &Shape,
         fleet: &[DeviceView<'_>],
         now: Duration,
-        bound: E2eBound,
+        bound: ChoiceBound,
     ) -> Vec<DeviceScore> {
         let mut floors = score::Floors::new(shape);
         let alone: Vec<Option<score::Floor>> = fleet
@@ -578,7 +584,7 @@ impl Router {
             .min_by(|a, b| a.1.total_cmp(&b.1))
             .map(|(i, _)| i);
         let mut scores = Vec::new();
-        // The e2e past which no device can be chosen, seconds.
+        // The e2e (seconds) or cost (USD) past which no device can be chosen.
         let mut limit: Option<f64> = None;
         let mut fastest = Duration::MAX;
         let order = first
@@ -589,19 +595,37 @@ impl Router {
                 continue;
             };
             if let Some(limit) = limit {
-                if score::floor_exceeds(floors.seconds(floor), limit)
-                    || score::floor_exceeds(floors.batched_seconds(dev, floor), limit)
-                {
+                let ruled_out = match bound {
+                    ChoiceBound::CheapestMeetingSlo => {
+                        score::cost_floor_exceeds(floors.cost_usd(dev, floor), limit)
+                    }
+                    ChoiceBound::BandMeetingSlo | ChoiceBound::Fastest => {
+                        score::floor_exceeds(floors.seconds(floor), limit)
+                            || score::floor_exceeds(floors.batched_seconds(dev, floor), limit)
+                    }
+                };
+                if ruled_out {
                     continue;
                 }
             }
             let s = self.score(shape, dev, now);
-            if s.e2e < fastest && (bound == E2eBound::Fastest || s.meets_slo) {
-                fastest = s.e2e;
-                limit = Some(match bound {
-                    E2eBound::Fastest => fastest.as_secs_f64(),
-                    E2eBound::BandMeetingSlo => policy::band_limit(fastest).as_secs_f64(),
-                });
+            match bound {
+                ChoiceBound::CheapestMeetingSlo => {
+                    if s.meets_slo && limit.is_none_or(|l| s.cost_usd < l) {
+                        limit = Some(s.cost_usd);
+                    }
+                }
+                ChoiceBound::BandMeetingSlo | ChoiceBound::Fastest => {
+                    if s.e2e < fastest && (bound == ChoiceBound::Fastest || s.meets_slo) {
+                        fastest = s.e2e;
+                        limit = Some(match bound {
+                            ChoiceBound::BandMeetingSlo => {
+                                policy::band_limit(fastest).as_secs_f64()
+                            }
+                            _ => fastest.as_secs_f64(),
+                        });
+                    }
+                }
             }
             scores.push(s);
         }

@@ -416,6 +416,16 @@ impl<'a> Floors<'a> {
         floor.queue_s + floor.prefill_s + floor.per_token_s * self.decode_steps
     }
 
+    /// The floor of the request's cost on `dev` (one step price): its
+    /// device time is its prefill alone plus its share of each decode step,
+    /// which is at least the batch's decode-only step over the batch.
+    pub(crate) fn cost_usd(&self, dev: &DeviceView<'_>, floor: Floor) -> f64 {
+        let (batch, decode_shape) = decode_batch(self.shape, dev);
+        let decode_s = dev.cost.step_cost(&decode_shape).seconds();
+        (floor.prefill_s + self.decode_steps * decode_s / f64::from(batch))
+            * dev.cost.usd_per_second()
+    }
+
     /// The tighter floor with `dev`'s load (two step prices): the prefill
     /// in one step beside the decodes it would co-run (every chunk carries
     /// them), and the decode-only step of the batch the request joins.
@@ -430,6 +440,13 @@ impl<'a> Floors<'a> {
             + dev.cost.step_cost(&prefill).seconds()
             + dev.cost.step_cost(&decode_shape).seconds() * self.decode_steps
     }
+}
+
+/// Whether a device whose cost floor is `floor_usd` predicts a cost above
+/// `limit_usd` whatever its score: the margin covers the floating-point
+/// rounding of both computations (costs are not rounded further).
+pub(crate) fn cost_floor_exceeds(floor_usd: f64, limit_usd: f64) -> bool {
+    floor_usd * (1.0 - 1e-9) > limit_usd
 }
 
 /// Whether a device whose e2e floor is `floor_s` predicts an e2e above
@@ -669,9 +686,10 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// A device's e2e floors are floors: the one from the request's
+        /// A device's floors are floors: the e2e one from the request's
         /// prices alone is at most the one with its load, which is at most
-        /// the score's e2e (within [`floor_exceeds`]' margin), whatever the
+        /// the score's e2e (within [`floor_exceeds`]' margin), and the cost
+        /// floor is at most the score's cost, whatever the
         /// profile, model (dense or mixture of experts), load, limits, step
         /// budget, cached prefix and dispatch history.
         #[test]
@@ -714,9 +732,15 @@ mod tests {
                 max_tokens,
             });
             let budgets = Budgets { ttft: Duration::MAX, tpot: Duration::MAX };
-            let e2e = score(&shape, &dev, budgets, Interference { rate, now, window }).e2e;
+            let scored = score(&shape, &dev, budgets, Interference { rate, now, window });
+            let e2e = scored.e2e;
             let mut floors = Floors::new(&shape);
             let floor = floors.alone(&dev);
+            let cost = floors.cost_usd(&dev, floor);
+            proptest::prop_assert!(
+                !cost_floor_exceeds(cost, scored.cost_usd),
+                "cost floor {} > cost {}", cost, scored.cost_usd
+            );
             let (alone, batched) = (floors.seconds(floor), floors.batched_seconds(&dev, floor));
             proptest::prop_assert!(!floor_exceeds(alone, batched), "alone {} > batched {}", alone, batched);
             proptest::prop_assert!(

@@ -136,8 +136,9 @@ fn cost_policy_on_h100_mi300x_l4_picks_mi300x_for_both_shapes() {
     let costs = llama(&names);
     let fleet = idle_fleet(&costs);
     let mut r = Router::new(loose());
-    let p = r.route(&PREFILL_HEAVY, &fleet, T0).unwrap();
-    let d = r.route(&DECODE_HEAVY, &fleet, T0).unwrap();
+    // Every device's cost, for the comparisons below.
+    let p = r.route_scoring_all(&PREFILL_HEAVY, &fleet, T0).unwrap();
+    let d = r.route_scoring_all(&DECODE_HEAVY, &fleet, T0).unwrap();
     assert_eq!(names[p.device.0 as usize], "mi300x");
     assert_eq!(names[d.device.0 as usize], "mi300x");
     assert_eq!(p.reason, DecisionReason::CheapestMeetingSlo);
@@ -192,7 +193,7 @@ fn cost_policy_skips_cheap_devices_that_miss_the_slo() {
         objective: Objective::Elastic,
         ..RouterConfig::default()
     });
-    let d = r.route(&DECODE_HEAVY, &fleet, T0).unwrap();
+    let d = r.route_scoring_all(&DECODE_HEAVY, &fleet, T0).unwrap();
     assert_eq!(names[d.device.0 as usize], "h200");
     assert_eq!(d.reason, DecisionReason::CheapestMeetingSlo);
     assert!(!d.scores[0].meets_slo && d.scores[1].meets_slo);
@@ -247,18 +248,30 @@ fn route_skips_devices_that_cannot_be_chosen_and_picks_the_same() {
             d
         })
         .collect();
-    for policy in [PolicyKind::Cost, PolicyKind::Latency] {
-        let mut r = router(policy);
+    for (policy, objective) in [
+        (PolicyKind::Cost, Objective::Fixed),
+        (PolicyKind::Cost, Objective::Elastic),
+        (PolicyKind::Latency, Objective::Fixed),
+    ] {
+        let mut r = Router::new(RouterConfig {
+            policy,
+            objective,
+            ..RouterConfig::default()
+        });
         let mut all = r.clone();
         for k in 0..24u64 {
             let request = [PREFILL_HEAVY, DECODE_HEAVY][k as usize % 2];
             let now = T0 + Duration::from_millis(50 * k);
             let a = all.route_scoring_all(&request, &fleet, now).unwrap();
             let d = r.route(&request, &fleet, now).unwrap();
-            assert_eq!((d.device, d.reason), (a.device, a.reason), "{policy} #{k}");
+            assert_eq!(
+                (d.device, d.reason),
+                (a.device, a.reason),
+                "{policy} {objective} #{k}"
+            );
             assert!(
                 d.skipped >= 32,
-                "{policy} #{k}: only {} of 64 skipped",
+                "{policy} {objective} #{k}: only {} of 64 skipped",
                 d.skipped
             );
         }
@@ -391,7 +404,7 @@ fn cached_prefix_makes_the_cost_policy_prefer_the_cache() {
     let mut fleet = idle_fleet(&costs);
     fleet[1].cached_prefix_tokens = 7900;
     let d = Router::new(loose())
-        .route(&PREFILL_HEAVY, &fleet, T0)
+        .route_scoring_all(&PREFILL_HEAVY, &fleet, T0)
         .unwrap();
     assert_eq!(d.device, DeviceId(1));
     assert!(d.scores[1].ttft < d.scores[0].ttft);
@@ -543,7 +556,7 @@ fn decision_serializes_for_explanations() {
         objective: Objective::Elastic,
         ..RouterConfig::default()
     })
-    .route(&PREFILL_HEAVY, &fleet, T0)
+    .route_scoring_all(&PREFILL_HEAVY, &fleet, T0)
     .unwrap();
     let v = serde_json::to_value(&d).unwrap();
     assert_eq!(v["device"], 1);
@@ -678,6 +691,7 @@ proptest! {
         prompt in prop_oneof![0u32..4, 0u32..150_000],
         max_tokens in 0u32..20_000,
         policy in prop::sample::select(PolicyKind::ALL.to_vec()),
+        objective in prop::sample::select(vec![Objective::Fixed, Objective::Elastic]),
         observed in prop::option::of((1u32..20_000, 0u32..20_000)),
         percentile in 0.0f64..1.0,
         routes in 1usize..4,
@@ -709,6 +723,7 @@ proptest! {
             .collect();
         let mut r = Router::new(RouterConfig {
             policy,
+            objective,
             slo: Slo::from_ms(2000, 50, percentile),
             ..RouterConfig::default()
         });
