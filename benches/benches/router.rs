@@ -5,8 +5,9 @@
 //! 64 and 256 devices, the size of a fleet tier fronting many endpoints:
 //! the same mix (half of them budgeting steps, as Switchyard nodes may) and
 //! endpoints of other engines, which do not; each in a steady state (the
-//! router's clock advancing with the arrivals) and saturated (no device
-//! meets the SLO, so every device is scored).
+//! router's clock advancing with the arrivals; the mixed fleet also with
+//! the elastic objective) and saturated (no device meets the SLO, so every
+//! device is scored).
 
 use std::path::Path;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use switchyard_backends::hash::SplitMix64;
 use switchyard_backends::{Catalog, CostModel};
 use switchyard_scheduler::router::{
-    DeviceId, DeviceView, PolicyKind, RouteRequest, Router, RouterConfig,
+    DeviceId, DeviceView, Objective, PolicyKind, RouteRequest, Router, RouterConfig,
 };
 use switchyard_scheduler::Load;
 
@@ -111,25 +112,37 @@ fn route(c: &mut Criterion) {
         let interval = Duration::from_micros(640_000 / u64::from(devices));
         for (fleet_name, fleet) in [("devices", &big), ("engine_endpoints", &endpoints)] {
             for (name, req) in &requests {
-                let mut router = Router::default();
-                let mut now = Duration::ZERO;
-                c.bench_function(
-                    &format!("route_{devices}_{fleet_name}/steady/{name}"),
-                    |b| {
+                // The elastic objective's bound is the cheapest device meeting the SLO.
+                let objectives: &[(&str, Objective)] = if fleet_name == "devices" {
+                    &[
+                        ("steady", Objective::Fixed),
+                        ("steady_elastic", Objective::Elastic),
+                    ]
+                } else {
+                    &[("steady", Objective::Fixed)]
+                };
+                for &(case, objective) in objectives {
+                    let mut router = Router::new(RouterConfig {
+                        objective,
+                        ..RouterConfig::default()
+                    });
+                    let mut now = Duration::ZERO;
+                    let id = format!("route_{devices}_{fleet_name}/{case}/{name}");
+                    c.bench_function(&id, |b| {
                         b.iter(|| {
                             now += interval;
                             router
                                 .route(black_box(req), black_box(fleet), now)
                                 .expect("route")
                         })
-                    },
-                );
-                let (scored, meeting) =
-                    scored_in_steady_state(&mut router, req, fleet, now, interval);
-                println!(
-                    "route_{devices}_{fleet_name}/steady/{name}: {scored:.1} of {devices} devices scored per decision, \
-                     {meeting:.0} % of decisions meet the SLO"
-                );
+                    });
+                    let (scored, meeting) =
+                        scored_in_steady_state(&mut router, req, fleet, now, interval);
+                    println!(
+                        "{id}: {scored:.1} of {devices} devices scored per decision, \
+                         {meeting:.0} % of decisions meet the SLO"
+                    );
+                }
                 let mut router = Router::default();
                 c.bench_function(
                     &format!("route_{devices}_{fleet_name}/saturated/{name}"),
