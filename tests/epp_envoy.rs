@@ -470,6 +470,28 @@ fn wait_endpoints_healthy(epp: &Epp, n: usize) {
     }
 }
 
+/// The picker's explanation of a request once it sees every endpoint idle
+/// (no outstanding tokens, no queue delay), so the request sent next is
+/// routed on the same loads: the last request's load leaves the picker's
+/// view only when its in-flight accounting ends and the next scrape lands,
+/// and near-equal devices are told apart by exactly that load.
+fn explain_when_idle(epp: &Epp, prompt_tokens: usize, max_tokens: u32) -> Value {
+    let path = format!("/admin/route?prompt_tokens={prompt_tokens}&max_tokens={max_tokens}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let route = epp.get_json(&path);
+        let idle = route["scores"].as_array().is_some_and(|scores| {
+            scores
+                .iter()
+                .all(|s| s["outstanding_tokens"] == 0 && s["queue_delay_ms"].as_f64() == Some(0.0))
+        });
+        if idle || Instant::now() >= deadline {
+            return route;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn envoy_sends_each_shape_where_the_picker_says() {
     let nodes = [node("h100-sxm"), node("a100-80g"), node("l4")];
@@ -487,15 +509,13 @@ fn envoy_sends_each_shape_where_the_picker_says() {
         envoy.wait_epp_healthy();
         let shapes = [(32usize, 8u32), (3000, 4), (64, 300)];
         for (k, &(prompt_tokens, max_tokens)) in shapes.iter().enumerate() {
-            let route = epp.get_json(&format!(
-                "/admin/route?prompt_tokens={prompt_tokens}&max_tokens={max_tokens}"
-            ));
-            let chosen = route["device"].as_str().expect("device").to_string();
-            let want = ["n1/gpu", "n2/gpu", "n3/gpu"]
-                .iter()
-                .position(|d| *d == chosen)
-                .expect("a node device");
             for stream in [false, true] {
+                let route = explain_when_idle(&epp, prompt_tokens, max_tokens);
+                let chosen = route["device"].as_str().expect("device").to_string();
+                let want = ["n1/gpu", "n2/gpu", "n3/gpu"]
+                    .iter()
+                    .position(|d| *d == chosen)
+                    .expect("a node device");
                 let before: Vec<f64> = nodes.iter().map(served_prompt_tokens).collect();
                 let p = prompt(
                     prompt_tokens,
