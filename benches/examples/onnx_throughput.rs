@@ -177,15 +177,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let bw = memcpy_bandwidth();
         let weights = spec.weight_bytes_total();
-        let step = median(base.single_decodes.clone());
         println!(
             "batch-1 decode step: median {:.1} ms over {} steps; weights {:.0} MB / memcpy {:.1} GB/s = {:.1} ms (ratio {:.2})",
-            step * 1e3,
+            single_step * 1e3,
             base.single_decodes.len(),
             weights / 1e6,
             bw / 1e9,
             weights / bw * 1e3,
-            step / (weights / bw)
+            single_step / (weights / bw)
         );
     }
     Ok(())

@@ -119,6 +119,16 @@ impl<'a> DeviceView<'a> {
         PrefillPlan::Chunks(budgeted_chunk(self.cost, decodes, start, room, limit).max(1))
     }
 
+    /// The part of a prompt of `prompt_tokens` its prefill computes: the
+    /// cached prefix (clamped to the prompt), then the uncached tokens (at
+    /// least one: the last token is recomputed for its logits) and where
+    /// they start.
+    fn uncached_suffix(&self, prompt_tokens: u32) -> (u32, u32, u32) {
+        let cached = self.cached_prefix_tokens.min(prompt_tokens);
+        let uncached = (prompt_tokens - cached).max(1);
+        (cached, uncached, prompt_tokens.saturating_sub(uncached))
+    }
+
     /// Whether a prompt of `prompt_tokens` fits this device (`prompt + 1 ≤ max_seq_tokens`).
     pub fn fits(&self, prompt_tokens: u32) -> bool {
         u64::from(prompt_tokens) < u64::from(self.max_seq_tokens)
@@ -213,9 +223,7 @@ pub(crate) fn score(
 
     // Prefill: the uncached suffix, in chunks of what the step budget leaves
     // after the running decodes, each chunk co-running those decodes.
-    let cached = dev.cached_prefix_tokens.min(prompt);
-    let uncached = (prompt - cached).max(1);
-    let start = prompt.saturating_sub(uncached);
+    let (cached, uncached, start) = dev.uncached_suffix(prompt);
     // Sequences decoding beside this one once it is admitted (a full batch
     // first loses one; that wait is in the queue delay).
     let co_run = co_running(dev);
@@ -307,11 +315,15 @@ fn decode_batch(shape: &Shape, dev: &DeviceView<'_>) -> (u32, StepShape) {
         .running_context_tokens
         .saturating_add(load.queued_prefill_tokens);
     let others_ctx = scale_context(queued_ctx, queued, batch - 1);
-    let own_ctx = u64::from(shape.prompt_tokens) + u64::from(shape.expected_output_tokens / 2);
     (
         batch,
-        StepShape::decodes(batch, others_ctx.saturating_add(own_ctx)),
+        StepShape::decodes(batch, others_ctx.saturating_add(own_decode_context(shape))),
     )
+}
+
+/// The request's own context over its decode: its prompt and half its expected output.
+fn own_decode_context(shape: &Shape) -> u64 {
+    u64::from(shape.prompt_tokens) + u64::from(shape.expected_output_tokens / 2)
 }
 
 /// Lower bounds on devices' predicted e2e for one request, so the router
@@ -371,9 +383,7 @@ impl<'a> Floors<'a> {
     /// `dev`'s floor from the request's prices alone (a few compares once
     /// a device of a model that prices alike has been seen).
     pub(crate) fn alone(&mut self, dev: &DeviceView<'a>) -> Floor {
-        let prompt = self.shape.prompt_tokens;
-        let uncached = (prompt - dev.cached_prefix_tokens.min(prompt)).max(1);
-        let start = prompt.saturating_sub(uncached);
+        let (_, uncached, start) = dev.uncached_suffix(self.shape.prompt_tokens);
         let known = self
             .alone
             .iter()
@@ -385,7 +395,7 @@ impl<'a> Floors<'a> {
                     new_tokens: uncached,
                     context: start,
                 }]);
-                let own_ctx = u64::from(prompt) + u64::from(self.shape.expected_output_tokens / 2);
+                let own_ctx = own_decode_context(self.shape);
                 let prices = AlonePrices {
                     cost: dev.cost,
                     start,
@@ -420,10 +430,15 @@ impl<'a> Floors<'a> {
     /// device time is its prefill alone plus its share of each decode step,
     /// which is at least the batch's decode-only step over the batch.
     pub(crate) fn cost_usd(&self, dev: &DeviceView<'_>, floor: Floor) -> f64 {
-        let (batch, decode_shape) = decode_batch(self.shape, dev);
-        let decode_s = dev.cost.step_cost(&decode_shape).seconds();
+        let (batch, decode_s) = self.batch_decode_step(dev);
         (floor.prefill_s + self.decode_steps * decode_s / f64::from(batch))
             * dev.cost.usd_per_second()
+    }
+
+    /// The batch the request joins on `dev`, and its decode-only step, seconds.
+    fn batch_decode_step(&self, dev: &DeviceView<'_>) -> (u32, f64) {
+        let (batch, decode_shape) = decode_batch(self.shape, dev);
+        (batch, dev.cost.step_cost(&decode_shape).seconds())
     }
 
     /// The tighter floor with `dev`'s load (two step prices): the prefill
@@ -435,10 +450,9 @@ impl<'a> Floors<'a> {
             new_tokens: floor.uncached,
             context: floor.start,
         });
-        let (_, decode_shape) = decode_batch(self.shape, dev);
         floor.queue_s
             + dev.cost.step_cost(&prefill).seconds()
-            + dev.cost.step_cost(&decode_shape).seconds() * self.decode_steps
+            + self.batch_decode_step(dev).1 * self.decode_steps
     }
 }
 
