@@ -10,6 +10,10 @@
 # Env: STREAMS ("64 512"), REQUESTS per run (2000), PROMPT (256), OUTPUT (32), TIME_SCALE (0),
 # REPEAT (2: runs of each proxy, rotated; the table shows each run and their mean).
 # Each proxy's CPU time (user + system, all its threads) per request is read from /proc.
+# ITL is per streamed chunk (as vLLM's benchmark_serving counts it), so a
+# proxy that relays upstream bytes as they come and one that sends the
+# tokens waiting for a stream as one delta differ in chunking as well as in
+# time; TPOT, (e2e - TTFT) / (tokens - 1) per request, is per token either way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-target/bench-tier}
@@ -112,7 +116,7 @@ done
 python3 - "$OUT" "$REPEAT" $STREAMS <<'PY'
 import json, os, sys
 out, repeat, streams = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-KEYS = ("ttft50", "ttft99", "itl99", "tok", "cpu")
+KEYS = ("ttft50", "ttft99", "itl99", "tpot99", "tok", "cpu")
 TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
 def load(name):
     return json.load(open(f"{out}/{name}/results.json"))["runs"][0]
@@ -120,7 +124,7 @@ def cpu_ms_per_request(name, requests):
     path = f"{out}/{name}/cpu_ticks"
     return int(open(path).read()) * TICK_MS / max(requests, 1) if os.path.exists(path) else float("nan")
 def pick(r, name=None):
-    return dict(ttft50=r["ttft_s"]["p50"], ttft99=r["ttft_s"]["p99"], itl99=r["itl_s"]["p99"],
+    return dict(ttft50=r["ttft_s"]["p50"], ttft99=r["ttft_s"]["p99"], itl99=r["itl_s"]["p99"], tpot99=r["tpot_s"]["p99"],
                 tok=r["throughput"]["output_tokens_per_s"], ok=r["completed"], failed=r["failed"],
                 cpu=cpu_ms_per_request(name, r["completed"] + r["failed"]) if name else float("nan"))
 def mean(runs):
@@ -129,13 +133,13 @@ def mean(runs):
     return m
 def row(name, r):
     print(f"{name:<24}{r['ok']:>6}{r['failed']:>6}{r['ttft50']*1e3:>13.2f}{r['ttft99']*1e3:>13.2f}"
-          f"{r['itl99']*1e3:>12.2f}{r['tok']:>9.0f}{r['cpu']:>14.3f}")
+          f"{r['itl99']*1e3:>12.2f}{r['tpot99']*1e3:>13.2f}{r['tok']:>9.0f}{r['cpu']:>14.3f}")
 for c in streams:
     a, b = pick(load(f"direct-n1-{c}")), pick(load(f"direct-n2-{c}"))
     direct = {k: (a[k] + b[k]) / 2 for k in a}
     direct.update(tok=a["tok"] + b["tok"], ok=a["ok"] + b["ok"], failed=a["failed"] + b["failed"])
     print(f"\n{c} streams")
-    print(f"{'target':<24}{'ok':>6}{'fail':>6}{'TTFT p50 ms':>13}{'TTFT p99 ms':>13}{'ITL p99 ms':>12}{'tok/s':>9}"
+    print(f"{'target':<24}{'ok':>6}{'fail':>6}{'TTFT p50 ms':>13}{'TTFT p99 ms':>13}{'ITL p99 ms':>12}{'TPOT p99 ms':>13}{'tok/s':>9}"
           f"{'proxy CPU ms/req':>18}")
     row("direct (2 x half)", direct)
     means = {}
@@ -149,7 +153,7 @@ for c in streams:
     for name in ("vllm-router-rr", "vllm-router-ca"):
         r = means[name]
         print(f"  tier vs {name} (means): {tier['tok']/r['tok']:.3f}x tokens/s, TTFT p99 {tier['ttft99']*1e3:.1f} vs {r['ttft99']*1e3:.1f} ms, "
-              f"ITL p99 {tier['itl99']*1e3:.1f} vs {r['itl99']*1e3:.1f} ms, proxy CPU {tier['cpu']/r['cpu']:.2f}x per request")
+              f"ITL p99 {tier['itl99']*1e3:.1f} vs {r['itl99']*1e3:.1f} ms, TPOT p99 {tier['tpot99']*1e3:.2f} vs {r['tpot99']*1e3:.2f} ms, proxy CPU {tier['cpu']/r['cpu']:.2f}x per request")
     print(f"  tier over direct: TTFT p50 {(tier['ttft50']-direct['ttft50'])*1e3:+.2f} ms, p99 {(tier['ttft99']-direct['ttft99'])*1e3:+.2f} ms, "
-          f"ITL p99 {(tier['itl99']-direct['itl99'])*1e3:+.2f} ms")
+          f"ITL p99 {(tier['itl99']-direct['itl99'])*1e3:+.2f} ms, TPOT p99 {(tier['tpot99']-direct['tpot99'])*1e3:+.2f} ms")
 PY

@@ -365,6 +365,13 @@ impl CostModel {
             || (self.pricing == other.pricing && self.terms() == other.terms())
     }
 
+    /// A hash of every pricing term: equal for models that
+    /// [`Self::prices_like`] each other, so it can key a table of shared prices.
+    #[inline]
+    pub fn pricing_hash(&self) -> u64 {
+        self.pricing
+    }
+
     /// The device profile this model prices.
     pub fn device(&self) -> &DeviceProfile {
         &self.device

@@ -367,11 +367,24 @@ pub struct Decision {
     /// Why it was chosen.
     pub reason: DecisionReason,
     /// The scored devices' scores: every device in fleet order, or from
-    /// [`Router::route`] with a policy that picks by e2e, the devices its
-    /// e2e floors did not rule out (the first one scored first).
+    /// [`Router::route`] with a policy that picks by e2e or cost, the
+    /// devices its floors did not rule out, in the order it scored them.
     pub scores: Vec<DeviceScore>,
-    /// Fleet entries not in `scores`: ineligible, or ruled out by their e2e floor.
+    /// Fleet entries not in `scores`: ineligible, or ruled out by their floors.
     pub skipped: u32,
+}
+
+/// A device the fixed objective's first pass left for its band pass, with
+/// the floors it priced.
+#[derive(Debug, Clone, Copy)]
+struct Deferred {
+    index: usize,
+    floor: score::Floor,
+    batched: score::Batched,
+    /// The tightest e2e floor priced, seconds.
+    floor_s: f64,
+    /// Whether `floor_s` is the decoding floor (else the batched one).
+    decoding: bool,
 }
 
 /// What a policy's choice is bounded by, for skipping devices.
@@ -423,6 +436,11 @@ pub struct Router {
     /// when none did (an overloaded fleet), the next one scores every
     /// device without pricing floors that could not rule any out.
     met_slo_last: bool,
+    /// Per [`ShapeClass`], the device that bounded the last decision's
+    /// choice (the fastest meeting the SLO, or the fastest): scored first
+    /// next time, since it moves little between decisions, so the bound is
+    /// tight from the first device on. Only the order of scoring depends on it.
+    bound_hint: [Option<DeviceId>; 3],
 }
 
 impl Router {
@@ -435,6 +453,7 @@ impl Router {
             last_round_robin: None,
             history: DispatchHistory::default(),
             met_slo_last: true,
+            bound_hint: [None; 3],
         }
     }
 
@@ -479,14 +498,16 @@ impl Router {
 
     /// Predicts serving `shape` on `device` at `now` (pure; formulas in the module doc).
     pub fn score(&self, shape: &Shape, device: &DeviceView<'_>, now: Duration) -> DeviceScore {
-        let rate = self.history.get(device.id);
-        let window = self.config.interference_window;
-        score::score(
-            shape,
-            device,
-            self.budgets,
-            score::Interference { rate, now, window },
-        )
+        score::score(shape, device, self.budgets, self.interference(device.id, now))
+    }
+
+    /// `device`'s dispatch history at `now`, for the interference terms.
+    fn interference(&self, device: DeviceId, now: Duration) -> score::Interference {
+        score::Interference {
+            rate: self.history.get(device),
+            now,
+            window: self.config.interference_window,
+        }
     }
 
     /// Scores the devices at `now` (the driver's clock), picks one by the
@@ -494,13 +515,15 @@ impl Router {
     ///
     /// Policies that pick by predicted e2e or cost (`cost`, `latency`)
     /// skip scoring a device whose floor (its queue delay plus the
-    /// request's prices alone, then with the decode batch it would join) is
-    /// past what the choice is bounded by so far: the fastest-band limit of
-    /// the fastest device meeting the SLO (`fixed`), the cost of the
-    /// cheapest one (`elastic`), the fastest device (`latency`). Such a
-    /// device can neither be chosen nor move the bound, so the pick is the
-    /// one [`Self::route_scoring_all`] makes (property-tested), at a
-    /// fraction of the scoring on a large fleet. Its [`Decision::scores`]
+    /// request's prices alone; then with the decode batch it would join;
+    /// then with the score's own time per token) is past what the choice is
+    /// bounded by so far: the e2e of the fastest device meeting the SLO,
+    /// then its fastest-band limit and the outstanding tokens of the best
+    /// device in the band (`fixed`), the cost of the cheapest one
+    /// (`elastic`), the fastest device (`latency`). Such a device can
+    /// neither be chosen nor move the bound, so the pick is the one
+    /// [`Self::route_scoring_all`] makes (property-tested), at a fraction
+    /// of the scoring on a large fleet. Its [`Decision::scores`]
     /// then leave those devices out; [`Decision::skipped`] counts them.
     /// After a `cost` decision where no device met the SLO, the next one
     /// scores every device: an overloaded fleet leaves the floors nothing
@@ -518,7 +541,11 @@ impl Router {
             {
                 self.score_all(&shape, fleet, now)
             }
-            Some(bound) => self.score_bounded(&shape, fleet, now, bound),
+            Some(bound) => {
+                let (scores, bounded_by) = self.score_bounded(&shape, fleet, now, bound);
+                self.bound_hint[shape.class as usize] = bounded_by;
+                scores
+            }
             None => self.score_all(&shape, fleet, now),
         };
         let decision = self.decide(req, fleet, now, shape, scores);
@@ -563,15 +590,26 @@ impl Router {
     }
 
     /// Scores of the eligible devices whose floors do not rule them out
-    /// under `bound` (see [`Self::route`]). The device with the lowest e2e
-    /// floor is scored first, so an e2e bound is tight from the start.
+    /// under `bound` (see [`Self::route`]), and the device that bounded the
+    /// choice. The last decision's bounding device of the same shape class
+    /// is scored first, then the device with the lowest e2e floor, so the
+    /// bound is tight from the start.
+    ///
+    /// The fixed objective's band is found in two passes. The first finds
+    /// the fastest device meeting the SLO, bounded by its e2e (10 % tighter
+    /// than the band): a device whose floor is past it cannot be faster.
+    /// The band's limit is then final, and the pick is the device in it
+    /// with the fewest outstanding tokens, so the devices the first pass
+    /// left are scored in ascending outstanding tokens, only while they
+    /// could beat the best in-band device so far and their floor is within
+    /// the band.
     fn score_bounded(
         &self,
         shape: &Shape,
         fleet: &[DeviceView<'_>],
         now: Duration,
         bound: ChoiceBound,
-    ) -> Vec<DeviceScore> {
+    ) -> (Vec<DeviceScore>, Option<DeviceId>) {
         let mut floors = score::Floors::new(shape);
         let alone: Vec<Option<score::Floor>> = fleet
             .iter()
@@ -583,13 +621,22 @@ impl Router {
             .filter_map(|(i, f)| f.map(|f| (i, floors.seconds(f))))
             .min_by(|a, b| a.1.total_cmp(&b.1))
             .map(|(i, _)| i);
+        let hint = self.bound_hint[shape.class as usize]
+            .and_then(|id| fleet.iter().position(|d| d.id == id))
+            .filter(|&i| alone[i].is_some() && Some(i) != first);
         let mut scores = Vec::new();
         // The e2e (seconds) or cost (USD) past which no device can be chosen.
         let mut limit: Option<f64> = None;
+        let mut bounded_by = None;
         let mut fastest = Duration::MAX;
-        let order = first
+        // The fixed objective's devices left for the band pass, and the
+        // band's limit so far (seconds), past which a device is dropped.
+        let mut deferred: Vec<Deferred> = Vec::new();
+        let mut band_s = f64::INFINITY;
+        let order = hint
             .into_iter()
-            .chain((0..fleet.len()).filter(|&i| Some(i) != first));
+            .chain(first)
+            .chain((0..fleet.len()).filter(|&i| Some(i) != first && Some(i) != hint));
         for i in order {
             let (Some(floor), dev) = (alone[i], &fleet[i]) else {
                 continue;
@@ -599,9 +646,53 @@ impl Router {
                     ChoiceBound::CheapestMeetingSlo => {
                         score::cost_floor_exceeds(floors.cost_usd(dev, floor), limit)
                     }
-                    ChoiceBound::BandMeetingSlo | ChoiceBound::Fastest => {
-                        score::floor_exceeds(floors.seconds(floor), limit)
-                            || score::floor_exceeds(floors.batched_seconds(dev, floor), limit)
+                    ChoiceBound::Fastest => {
+                        score::floor_exceeds(floors.seconds(floor), limit) || {
+                            let batched = floors.batched(dev, floor);
+                            score::floor_exceeds(batched.seconds, limit)
+                                || score::floor_exceeds(
+                                    floors.decoding_seconds(
+                                        dev,
+                                        floor,
+                                        batched,
+                                        self.interference(dev.id, now),
+                                    ),
+                                    limit,
+                                )
+                        }
+                    }
+                    ChoiceBound::BandMeetingSlo => {
+                        if score::floor_exceeds(floors.seconds(floor), band_s) {
+                            continue;
+                        }
+                        let batched = floors.batched(dev, floor);
+                        if score::floor_exceeds(batched.seconds, band_s) {
+                            continue;
+                        }
+                        let mut d = Deferred {
+                            index: i,
+                            floor,
+                            batched,
+                            floor_s: batched.seconds,
+                            decoding: false,
+                        };
+                        if !score::floor_exceeds(d.floor_s, limit) {
+                            d.floor_s = floors.decoding_seconds(
+                                dev,
+                                floor,
+                                batched,
+                                self.interference(dev.id, now),
+                            );
+                            d.decoding = true;
+                            if score::floor_exceeds(d.floor_s, band_s) {
+                                continue;
+                            }
+                        }
+                        let past = score::floor_exceeds(d.floor_s, limit);
+                        if past {
+                            deferred.push(d);
+                        }
+                        past
                     }
                 };
                 if ruled_out {
@@ -613,23 +704,76 @@ impl Router {
                 ChoiceBound::CheapestMeetingSlo => {
                     if s.meets_slo && limit.is_none_or(|l| s.cost_usd < l) {
                         limit = Some(s.cost_usd);
+                        bounded_by = Some(s.device);
                     }
                 }
                 ChoiceBound::BandMeetingSlo | ChoiceBound::Fastest => {
                     if s.e2e < fastest && (bound == ChoiceBound::Fastest || s.meets_slo) {
                         fastest = s.e2e;
-                        limit = Some(match bound {
-                            ChoiceBound::BandMeetingSlo => {
-                                policy::band_limit(fastest).as_secs_f64()
-                            }
-                            _ => fastest.as_secs_f64(),
-                        });
+                        limit = Some(fastest.as_secs_f64());
+                        bounded_by = Some(s.device);
+                        band_s = policy::band_limit(fastest).as_secs_f64();
                     }
                 }
             }
             scores.push(s);
         }
-        scores
+        if bound == ChoiceBound::BandMeetingSlo && fastest < Duration::MAX {
+            self.score_band(shape, fleet, now, &floors, deferred, fastest, &mut scores);
+        }
+        (scores, bounded_by)
+    }
+
+    /// The fixed objective's second pass ([`Self::score_bounded`]): scores
+    /// the `deferred` devices that could still be picked from the band of
+    /// the `fastest` device meeting the SLO.
+    #[allow(clippy::too_many_arguments)]
+    fn score_band(
+        &self,
+        shape: &Shape,
+        fleet: &[DeviceView<'_>],
+        now: Duration,
+        floors: &score::Floors<'_>,
+        mut deferred: Vec<Deferred>,
+        fastest: Duration,
+        scores: &mut Vec<DeviceScore>,
+    ) {
+        let band = policy::band_limit(fastest);
+        let band_s = band.as_secs_f64();
+        // The band's pick so far, by `policy::cost`'s order: fewest
+        // outstanding tokens, then lower e2e, then lower id.
+        let rank = |s: &DeviceScore| (s.outstanding_tokens, s.e2e, s.device);
+        let in_band = |s: &DeviceScore| s.eligible && s.meets_slo && s.e2e <= band;
+        let Some(mut best) = scores.iter().filter(|s| in_band(s)).map(rank).min() else {
+            return;
+        };
+        deferred.retain(|d| fleet[d.index].outstanding_tokens() <= best.0);
+        deferred.sort_unstable_by_key(|d| (fleet[d.index].outstanding_tokens(), fleet[d.index].id));
+        for d in deferred {
+            let dev = &fleet[d.index];
+            if dev.outstanding_tokens() > best.0 {
+                break;
+            }
+            if score::floor_exceeds(d.floor_s, band_s)
+                || (!d.decoding
+                    && score::floor_exceeds(
+                        floors.decoding_seconds(
+                            dev,
+                            d.floor,
+                            d.batched,
+                            self.interference(dev.id, now),
+                        ),
+                        band_s,
+                    ))
+            {
+                continue;
+            }
+            let s = self.score(shape, dev, now);
+            if in_band(&s) && rank(&s) < best {
+                best = rank(&s);
+            }
+            scores.push(s);
+        }
     }
 
     /// Picks from `scores` by the configured policy and records the dispatch.

@@ -241,22 +241,14 @@ pub(crate) fn score(
         chunked_prefill_seconds(cost, StepShape::default(), start, uncached, chunk)
     };
 
-    let (batch, decode_shape) = decode_batch(shape, dev);
+    let DecodeSide {
+        batch,
+        tpot_s,
+        running_tpot_s,
+        prefill_share,
+        ..
+    } = decode_side(shape, dev, interference, uncached);
     let others = batch - 1;
-    let mix = step_mix(dev, decode_shape, interference.rate, uncached);
-    let rate_before = interference
-        .rate
-        .tokens_per_s(interference.now, interference.window);
-    // `PrefillRate::with_dispatch` without a second `exp`.
-    let tau = interference.window.as_secs_f64();
-    let rate_after = if tau > 0.0 {
-        rate_before + f64::from(uncached) / tau
-    } else {
-        0.0
-    };
-    let tpot_s = mix.time_per_token(rate_before);
-    let running_tpot_s = mix.time_per_token(rate_after);
-    let prefill_share = mix.prefill_share(rate_after);
 
     let queue_delay = load.predicted_queue_delay;
     let decode_steps = f64::from(expected.saturating_sub(1));
@@ -286,6 +278,46 @@ pub(crate) fn score(
         meets_slo,
         cached_prefix_tokens: cached,
         outstanding_tokens: dev.outstanding_tokens(),
+    }
+}
+
+/// The decode side of a score: the batch the request joins and its times per token.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DecodeSide {
+    /// The decode batch once this request and the waiting ones have joined.
+    batch: u32,
+    /// This request's time per output token, seconds.
+    tpot_s: f64,
+    /// The running sequences' time per output token with this request dispatched, seconds.
+    running_tpot_s: f64,
+    /// The device's share of time in prefills with this request dispatched.
+    prefill_share: f64,
+}
+
+/// [`score`]'s decode side of `shape` on `dev`, whose prompt leaves `uncached` tokens to prefill.
+fn decode_side(
+    shape: &Shape,
+    dev: &DeviceView<'_>,
+    interference: Interference,
+    uncached: u32,
+) -> DecodeSide {
+    let (batch, decode_shape) = decode_batch(shape, dev);
+    let mix = step_mix(dev, decode_shape, interference.rate, uncached);
+    let rate_before = interference
+        .rate
+        .tokens_per_s(interference.now, interference.window);
+    // `PrefillRate::with_dispatch` without a second `exp`.
+    let tau = interference.window.as_secs_f64();
+    let rate_after = if tau > 0.0 {
+        rate_before + f64::from(uncached) / tau
+    } else {
+        0.0
+    };
+    DecodeSide {
+        batch,
+        tpot_s: mix.time_per_token(rate_before),
+        running_tpot_s: mix.time_per_token(rate_after),
+        prefill_share: mix.prefill_share(rate_after),
     }
 }
 
@@ -344,7 +376,7 @@ fn own_decode_context(shape: &Shape) -> u64 {
 pub(crate) struct Floors<'a> {
     shape: &'a Shape,
     decode_steps: f64,
-    alone: Vec<AlonePrices<'a>>,
+    alone: [Option<AlonePrices<'a>>; ALONE_SLOTS],
 }
 
 /// The request's prices alone on one model, from one cached prefix.
@@ -367,8 +399,14 @@ pub(crate) struct Floor {
     start: u32,
 }
 
-/// Distinct (model, cached prefix) pairs [`Floors`] keeps; more are priced each time.
-const MAX_ALONE_PRICES: usize = 64;
+/// Slots of [`Floors`]' table of prices alone, one (model, cached prefix) pair each.
+const ALONE_SLOTS: usize = 64;
+
+/// The table slot of (`cost`'s pricing, `start`): models that price alike share it.
+fn alone_slot(cost: &CostModel, start: u32) -> usize {
+    let h = switchyard_backends::hash::mix64(cost.pricing_hash() ^ u64::from(start));
+    (h % ALONE_SLOTS as u64) as usize
+}
 
 impl<'a> Floors<'a> {
     /// Floors for `shape`.
@@ -376,18 +414,18 @@ impl<'a> Floors<'a> {
         Self {
             shape,
             decode_steps: f64::from(shape.expected_output_tokens.saturating_sub(1)),
-            alone: Vec::new(),
+            alone: [const { None }; ALONE_SLOTS],
         }
     }
 
-    /// `dev`'s floor from the request's prices alone (a few compares once
+    /// `dev`'s floor from the request's prices alone (a table probe once
     /// a device of a model that prices alike has been seen).
     pub(crate) fn alone(&mut self, dev: &DeviceView<'a>) -> Floor {
         let (_, uncached, start) = dev.uncached_suffix(self.shape.prompt_tokens);
-        let known = self
-            .alone
-            .iter()
-            .find(|a| a.start == start && a.cost.prices_like(dev.cost));
+        let slot = alone_slot(dev.cost, start);
+        let known = self.alone[slot]
+            .as_ref()
+            .filter(|a| a.start == start && a.cost.prices_like(dev.cost));
         let (prefill_s, decode_s) = match known {
             Some(a) => (a.prefill_s, a.decode_s),
             None => {
@@ -406,9 +444,8 @@ impl<'a> Floors<'a> {
                         .seconds(),
                 };
                 let found = (prices.prefill_s, prices.decode_s);
-                if self.alone.len() < MAX_ALONE_PRICES {
-                    self.alone.push(prices);
-                }
+                // A collision replaces the slot: the prices stay exact, only recomputed.
+                self.alone[slot] = Some(prices);
                 found
             }
         };
@@ -444,16 +481,43 @@ impl<'a> Floors<'a> {
     /// The tighter floor with `dev`'s load (two step prices): the prefill
     /// in one step beside the decodes it would co-run (every chunk carries
     /// them), and the decode-only step of the batch the request joins.
-    pub(crate) fn batched_seconds(&self, dev: &DeviceView<'_>, floor: Floor) -> f64 {
+    pub(crate) fn batched(&self, dev: &DeviceView<'_>, floor: Floor) -> Batched {
         let mut prefill = co_running(dev);
         prefill.push(SeqWork {
             new_tokens: floor.uncached,
             context: floor.start,
         });
-        floor.queue_s
-            + dev.cost.step_cost(&prefill).seconds()
-            + self.batch_decode_step(dev).1 * self.decode_steps
+        let ttft_s = floor.queue_s + dev.cost.step_cost(&prefill).seconds();
+        Batched {
+            seconds: ttft_s + self.batch_decode_step(dev).1 * self.decode_steps,
+            ttft_s,
+        }
     }
+
+    /// The tightest floor (the price of [`score`]'s decode side): the
+    /// batched floor's first token, then [`score`]'s own time per token,
+    /// interference included. Only the prefill is still a floor, so where
+    /// devices' predictions are close (a steady state the fastest band has
+    /// equalised) this one rules out what the looser floors cannot.
+    pub(crate) fn decoding_seconds(
+        &self,
+        dev: &DeviceView<'_>,
+        floor: Floor,
+        batched: Batched,
+        interference: Interference,
+    ) -> f64 {
+        let side = decode_side(self.shape, dev, interference, floor.uncached);
+        batched.ttft_s + side.tpot_s * self.decode_steps
+    }
+}
+
+/// A device's batched e2e floor ([`Floors::batched`]), and its part up to the first token.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Batched {
+    /// The e2e floor, seconds.
+    pub seconds: f64,
+    /// The floor of the time to first token, seconds.
+    ttft_s: f64,
 }
 
 /// Whether a device whose cost floor is `floor_usd` predicts a cost above
@@ -746,7 +810,8 @@ mod tests {
                 max_tokens,
             });
             let budgets = Budgets { ttft: Duration::MAX, tpot: Duration::MAX };
-            let scored = score(&shape, &dev, budgets, Interference { rate, now, window });
+            let interference = Interference { rate, now, window };
+            let scored = score(&shape, &dev, budgets, interference);
             let e2e = scored.e2e;
             let mut floors = Floors::new(&shape);
             let floor = floors.alone(&dev);
@@ -755,11 +820,17 @@ mod tests {
                 !cost_floor_exceeds(cost, scored.cost_usd),
                 "cost floor {} > cost {}", cost, scored.cost_usd
             );
-            let (alone, batched) = (floors.seconds(floor), floors.batched_seconds(&dev, floor));
+            let (alone, batched) = (floors.seconds(floor), floors.batched(&dev, floor));
+            let decoding = floors.decoding_seconds(&dev, floor, batched, interference);
+            let batched = batched.seconds;
             proptest::prop_assert!(!floor_exceeds(alone, batched), "alone {} > batched {}", alone, batched);
             proptest::prop_assert!(
-                !floor_exceeds(batched, e2e.as_secs_f64()),
-                "batched floor {} > e2e {:?}", batched, e2e
+                !floor_exceeds(batched, decoding),
+                "batched floor {} > decoding floor {}", batched, decoding
+            );
+            proptest::prop_assert!(
+                !floor_exceeds(decoding, e2e.as_secs_f64()),
+                "decoding floor {} > e2e {:?}", decoding, e2e
             );
         }
 

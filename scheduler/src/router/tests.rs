@@ -694,7 +694,7 @@ proptest! {
         objective in prop::sample::select(vec![Objective::Fixed, Objective::Elastic]),
         observed in prop::option::of((1u32..20_000, 0u32..20_000)),
         percentile in 0.0f64..1.0,
-        routes in 1usize..4,
+        routes in 1usize..7,
     ) {
         let costs = costs_for_props();
         let fleet: Vec<DeviceView<'_>> = specs
@@ -731,9 +731,17 @@ proptest! {
             r.observe_output(max, actual);
         }
         let mut scoring_all = r.clone();
-        let request = req(prompt, max_tokens);
-        let any_eligible = fleet.iter().any(|d| d.eligible(prompt));
         for k in 0..routes {
+            // Shapes alternate (the router's per-class hint of where the
+            // bound was), and the clock moves by less than the dispatch
+            // history's window.
+            let (prompt, max_tokens) = if k % 3 == 2 {
+                (max_tokens.min(150_000), prompt.min(20_000))
+            } else {
+                (prompt, max_tokens)
+            };
+            let request = req(prompt, max_tokens);
+            let any_eligible = fleet.iter().any(|d| d.eligible(prompt));
             let now = T0 + Duration::from_millis(300 * k as u64);
             let all = scoring_all.route_scoring_all(&request, &fleet, now);
             let routed = r.route(&request, &fleet, now);
