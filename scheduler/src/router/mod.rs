@@ -498,7 +498,12 @@ impl Router {
 
     /// Predicts serving `shape` on `device` at `now` (pure; formulas in the module doc).
     pub fn score(&self, shape: &Shape, device: &DeviceView<'_>, now: Duration) -> DeviceScore {
-        score::score(shape, device, self.budgets, self.interference(device.id, now))
+        score::score(
+            shape,
+            device,
+            self.budgets,
+            self.interference(device.id, now),
+        )
     }
 
     /// `device`'s dispatch history at `now`, for the interference terms.
