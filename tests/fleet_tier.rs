@@ -41,6 +41,23 @@ fn target<'a>(devices: &'a Value, id: &str) -> Option<&'a Value> {
         .find(|e| e["id"] == id)
 }
 
+/// Waits until the tier sees nothing queued, running or in flight on any
+/// target in `ids`: a node's load snapshot can still show a request that
+/// has finished, and a routing assertion must not depend on when it catches up.
+fn wait_idle(tier: &Server, ids: &[&str]) {
+    tier.wait_devices(Duration::from_secs(20), |v| {
+        ids.iter().all(|id| {
+            target(v, id).is_some_and(|t| {
+                let load = &t["load"];
+                load["waiting"] == 0
+                    && load["running"] == 0
+                    && load["queued_prefill_tokens"] == 0
+                    && t["inflight"]["seqs"] == 0
+            })
+        })
+    });
+}
+
 /// Waits until the tier sees every target in `ids` healthy.
 fn wait_healthy(tier: &Server, ids: &[&str]) {
     tier.wait_devices(Duration::from_secs(20), |v| {
@@ -509,6 +526,7 @@ fn a_prefix_cached_on_one_node_draws_its_requests_there() {
         target(v, "n2/gpu").is_some_and(|t| t["cached_prefix_blocks"].as_u64() >= Some(255))
     });
     for i in 0..6u32 {
+        wait_idle(&tier, &["n1/gpu", "n2/gpu"]);
         let mut p = shared.clone();
         p.extend(prompt(32, 900 + i));
         complete(&tier, &p, 2);
@@ -516,7 +534,8 @@ fn a_prefix_cached_on_one_node_draws_its_requests_there() {
     assert_eq!(
         sent(&tier, "n2/gpu", "ok"),
         6.0,
-        "the cached prefix drew the requests"
+        "the cached prefix drew the requests: {}",
+        tier.get_json("/admin/devices")
     );
     assert_eq!(
         metric_value(
