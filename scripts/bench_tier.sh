@@ -7,7 +7,8 @@
 # by default, so what is measured is the proxies.
 #
 # Usage: scripts/bench_tier.sh [OUT_DIR]   (builds release; needs `pip install vllm-router==0.1.17`)
-# Env: STREAMS ("64 512"), REQUESTS per run (2000), PROMPT (256), OUTPUT (32), TIME_SCALE (0),
+# Env: STREAMS ("64 512": closed loops of that many streams; "r1500": open loop,
+# Poisson arrivals at 1500 req/s), REQUESTS per run (2000), PROMPT (256), OUTPUT (32), TIME_SCALE (0),
 # REPEAT (2: runs of each proxy, rotated; the table shows each run and their mean).
 # Each proxy's CPU time (user + system, all its threads) per request is read from /proc.
 # ITL is per streamed chunk (as vLLM's benchmark_serving counts it), so a
@@ -79,10 +80,14 @@ for p in "${ROUTER_PORTS[@]}"; do
   for _ in $(seq 1 300); do curl -sf "http://127.0.0.1:$p/v1/models" >/dev/null && break; sleep 0.1; done
 done
 
-run() { # name target concurrency requests
+run() { # name target load requests; load: N streams, or rR req/s
+  local load=(--concurrency "$3")
+  [[ $3 == r* ]] && load=(--rate "${3#r}")
   "$BIN" loadgen --target "$2" --workload "fixed:prompt=$PROMPT,output=$OUTPUT" \
-    --concurrency "$3" --requests "$4" --token-ids --api-model llama-3.1-8b --quiet --out "$OUT/$1" >/dev/null
+    "${load[@]}" --requests "$4" --token-ids --api-model llama-3.1-8b --quiet --out "$OUT/$1" >/dev/null
 }
+# Half of a load, for each of the two nodes called directly.
+half() { if [[ $1 == r* ]]; then echo "r$(python3 -c "print(${1#r} / 2)")"; else echo $(($1 / 2)); fi; }
 # Warm-up, then the measured runs. "direct" is two loadgens at once, one per node.
 run warm "http://127.0.0.1:$TIER_PORT" 4 40
 # Each proxy runs REPEAT times, in a rotated order each round, so no proxy
@@ -94,14 +99,14 @@ declare -A PROXY_URL=(
   [vllm-router-ca]="http://127.0.0.1:${ROUTER_PORTS[cache_aware]}"
 )
 for c in $STREAMS; do
-  run "direct-n1-$c" "http://127.0.0.1:${NODE_PORTS[0]}" $((c / 2)) $((REQUESTS / 2)) &
+  run "direct-n1-$c" "http://127.0.0.1:${NODE_PORTS[0]}" "$(half "$c")" $((REQUESTS / 2)) &
   D1=$!
-  run "direct-n2-$c" "http://127.0.0.1:${NODE_PORTS[1]}" $((c / 2)) $((REQUESTS / 2))
+  run "direct-n2-$c" "http://127.0.0.1:${NODE_PORTS[1]}" "$(half "$c")" $((REQUESTS / 2))
   wait $D1
   # Each proxy first opens its connections at this concurrency (pools
   # grow on demand, and the cold first run would pay for them).
   for name in "${PROXIES[@]}"; do
-    run "warm-$name-$c" "${PROXY_URL[$name]}" "$c" $((c * 2))
+    run "warm-$name-$c" "${PROXY_URL[$name]}" "$c" $((REQUESTS / 2))
   done
   for rep in $(seq 1 "$REPEAT"); do
     for k in 0 1 2; do
@@ -138,7 +143,7 @@ for c in streams:
     a, b = pick(load(f"direct-n1-{c}")), pick(load(f"direct-n2-{c}"))
     direct = {k: (a[k] + b[k]) / 2 for k in a}
     direct.update(tok=a["tok"] + b["tok"], ok=a["ok"] + b["ok"], failed=a["failed"] + b["failed"])
-    print(f"\n{c} streams")
+    print(f"\n{c[1:] + ' req/s, open loop' if c.startswith('r') else c + ' streams'}")
     print(f"{'target':<24}{'ok':>6}{'fail':>6}{'TTFT p50 ms':>13}{'TTFT p99 ms':>13}{'ITL p99 ms':>12}{'TPOT p99 ms':>13}{'tok/s':>9}"
           f"{'proxy CPU ms/req':>18}")
     row("direct (2 x half)", direct)
