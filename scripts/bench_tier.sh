@@ -24,7 +24,7 @@ PROMPT=${PROMPT:-256}
 OUTPUT=${OUTPUT:-32}
 TIME_SCALE=${TIME_SCALE:-0}
 REPEAT=${REPEAT:-2}
-BIN=target/release/switchyard
+BIN=${BIN:-target/release/switchyard}
 [ -x "$BIN" ] || cargo build --release --bin switchyard
 command -v vllm-router >/dev/null || { echo "bench_tier: vllm-router not found (pip install vllm-router==0.1.17)" >&2; exit 1; }
 rm -rf "$OUT" && mkdir -p "$OUT"

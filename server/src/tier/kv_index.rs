@@ -29,6 +29,13 @@
 //! Duplicate deliveries are idempotent (vLLM's publisher is at-least-once).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// Maps keyed by block hashes: every stored or evicted block of every
+/// endpoint is one or two operations on them, tens of thousands a second
+/// under load. foldhash is seeded per process, so prompts chosen to collide
+/// in a bucket cannot be computed offline, as they could for a fixed mixer.
+type BlockMap<V> = HashMap<u64, V, foldhash::fast::RandomState>;
+type BlockSet = HashSet<u64, foldhash::fast::RandomState>;
 use std::time::Duration;
 
 use switchyard_scheduler::kv::{block_hash, ROOT_HASH};
@@ -106,11 +113,11 @@ struct EndpointCache {
     /// events describe its cache.
     event_fed: bool,
     /// Engine hash → tier hash of each stored block.
-    engine: HashMap<u64, u64>,
+    engine: BlockMap<u64>,
     /// Tier hashes stored directly.
-    direct: HashSet<u64>,
+    direct: BlockSet,
     /// Tier hash → number of sources holding it (mapped engine hashes + direct).
-    present: HashMap<u64, u32>,
+    present: BlockMap<u32>,
     approx: Lru,
     /// Overrides the index-wide approximate capacity.
     capacity: Option<u32>,
@@ -120,7 +127,7 @@ struct EndpointCache {
 #[derive(Debug, Clone, Default)]
 struct Lru {
     /// Tier hash → (use tick, last use time).
-    entries: HashMap<u64, (u64, Duration)>,
+    entries: BlockMap<(u64, Duration)>,
     /// Use tick → tier hash, oldest first.
     order: BTreeMap<u64, u64>,
     tick: u64,
