@@ -123,9 +123,10 @@
 //! - The chosen device is eligible (property-tested); unhealthy devices
 //!   are never chosen.
 //! - `Decision::scores` holds one score per fleet entry, in fleet order,
-//!   except where `route` skipped devices that cannot be chosen
-//!   (`Decision::skipped`); `route_scoring_all` picks the same device
-//!   (property-tested).
+//!   except where `route` skipped devices that cannot be chosen: it then
+//!   holds the scored devices in the order they were scored, and
+//!   `Decision::skipped` counts the rest; `route_scoring_all` picks the
+//!   same device (property-tested).
 //! - `score` allocates nothing.
 //! - With the `cost` policy, a request lands where its TPOT or the running
 //!   sequences' would exceed the SLO only when no device meets it
