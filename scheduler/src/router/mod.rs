@@ -382,10 +382,25 @@ struct Deferred {
     index: usize,
     floor: score::Floor,
     batched: score::Batched,
+    /// The decoding floor, seconds, if priced.
+    decoding_s: Option<f64>,
+}
+
+impl Deferred {
     /// The tightest e2e floor priced, seconds.
-    floor_s: f64,
-    /// Whether `floor_s` is the decoding floor (else the batched one).
-    decoding: bool,
+    fn floor_s(&self) -> f64 {
+        self.decoding_s.unwrap_or(self.batched.seconds)
+    }
+}
+
+/// What a device's e2e floors say of it, against the limits of the choice so far.
+enum Screened {
+    /// Past the limit past which it can never be chosen.
+    Drop,
+    /// Past the current choice's e2e, within the band: for the band pass.
+    Defer(Deferred),
+    /// Could still be chosen or move the bound: score it.
+    Score,
 }
 
 /// What a policy's choice is bounded by, for skipping devices.
@@ -635,10 +650,11 @@ impl Router {
         let mut limit: Option<f64> = None;
         let mut bounded_by = None;
         let mut fastest = Duration::MAX;
-        // The fixed objective's devices left for the band pass, and the
-        // band's limit so far (seconds), past which a device is dropped.
+        // The fixed objective's devices left for the band pass, and the e2e
+        // past which a device is dropped (seconds): the band's limit so far
+        // (`fixed`), the fastest e2e (`latency`, which defers nothing).
         let mut deferred: Vec<Deferred> = Vec::new();
-        let mut band_s = f64::INFINITY;
+        let mut drop_s = f64::INFINITY;
         let order = hint
             .into_iter()
             .chain(first)
@@ -652,53 +668,15 @@ impl Router {
                     ChoiceBound::CheapestMeetingSlo => {
                         score::cost_floor_exceeds(floors.cost_usd(dev, floor), limit)
                     }
-                    ChoiceBound::Fastest => {
-                        score::floor_exceeds(floors.seconds(floor), limit) || {
-                            let batched = floors.batched(dev, floor);
-                            score::floor_exceeds(batched.seconds, limit)
-                                || score::floor_exceeds(
-                                    floors.decoding_seconds(
-                                        dev,
-                                        floor,
-                                        batched,
-                                        self.interference(dev.id, now),
-                                    ),
-                                    limit,
-                                )
-                        }
-                    }
-                    ChoiceBound::BandMeetingSlo => {
-                        if score::floor_exceeds(floors.seconds(floor), band_s) {
-                            continue;
-                        }
-                        let batched = floors.batched(dev, floor);
-                        if score::floor_exceeds(batched.seconds, band_s) {
-                            continue;
-                        }
-                        let mut d = Deferred {
-                            index: i,
-                            floor,
-                            batched,
-                            floor_s: batched.seconds,
-                            decoding: false,
-                        };
-                        if !score::floor_exceeds(d.floor_s, limit) {
-                            d.floor_s = floors.decoding_seconds(
-                                dev,
-                                floor,
-                                batched,
-                                self.interference(dev.id, now),
-                            );
-                            d.decoding = true;
-                            if score::floor_exceeds(d.floor_s, band_s) {
-                                continue;
+                    ChoiceBound::BandMeetingSlo | ChoiceBound::Fastest => {
+                        match self.screen(&floors, dev, i, floor, (limit, drop_s), now) {
+                            Screened::Drop => true,
+                            Screened::Defer(d) => {
+                                deferred.push(d);
+                                true
                             }
+                            Screened::Score => false,
                         }
-                        let past = score::floor_exceeds(d.floor_s, limit);
-                        if past {
-                            deferred.push(d);
-                        }
-                        past
                     }
                 };
                 if ruled_out {
@@ -718,7 +696,12 @@ impl Router {
                         fastest = s.e2e;
                         limit = Some(fastest.as_secs_f64());
                         bounded_by = Some(s.device);
-                        band_s = policy::band_limit(fastest).as_secs_f64();
+                        drop_s = match bound {
+                            ChoiceBound::BandMeetingSlo => {
+                                policy::band_limit(fastest).as_secs_f64()
+                            }
+                            _ => fastest.as_secs_f64(),
+                        };
                     }
                 }
             }
@@ -728,6 +711,57 @@ impl Router {
             self.score_band(shape, fleet, now, &floors, deferred, fastest, &mut scores);
         }
         (scores, bounded_by)
+    }
+
+    /// Screens `dev` (fleet entry `index`) by its floors, cheapest first,
+    /// against `limit_s` (the e2e of the choice so far) and `drop_s` (past
+    /// which it can never be chosen; `limit_s` itself when nothing is deferred).
+    fn screen(
+        &self,
+        floors: &score::Floors<'_>,
+        dev: &DeviceView<'_>,
+        index: usize,
+        floor: score::Floor,
+        (limit_s, drop_s): (f64, f64),
+        now: Duration,
+    ) -> Screened {
+        if score::floor_exceeds(floors.seconds(floor), drop_s) {
+            return Screened::Drop;
+        }
+        let batched = floors.batched(dev, floor);
+        if score::floor_exceeds(batched.seconds, drop_s) {
+            return Screened::Drop;
+        }
+        let mut d = Deferred {
+            index,
+            floor,
+            batched,
+            decoding_s: None,
+        };
+        if !score::floor_exceeds(batched.seconds, limit_s) {
+            let decoding_s = self.decoding_floor(floors, dev, floor, batched, now);
+            if score::floor_exceeds(decoding_s, drop_s) {
+                return Screened::Drop;
+            }
+            d.decoding_s = Some(decoding_s);
+        }
+        if score::floor_exceeds(d.floor_s(), limit_s) {
+            Screened::Defer(d)
+        } else {
+            Screened::Score
+        }
+    }
+
+    /// `dev`'s decoding floor ([`score::Floors::decoding_seconds`]) at `now`.
+    fn decoding_floor(
+        &self,
+        floors: &score::Floors<'_>,
+        dev: &DeviceView<'_>,
+        floor: score::Floor,
+        batched: score::Batched,
+        now: Duration,
+    ) -> f64 {
+        floors.decoding_seconds(dev, floor, batched, self.interference(dev.id, now))
     }
 
     /// The fixed objective's second pass ([`Self::score_bounded`]): scores
@@ -760,15 +794,10 @@ impl Router {
             if dev.outstanding_tokens() > best.0 {
                 break;
             }
-            if score::floor_exceeds(d.floor_s, band_s)
-                || (!d.decoding
+            if score::floor_exceeds(d.floor_s(), band_s)
+                || (d.decoding_s.is_none()
                     && score::floor_exceeds(
-                        floors.decoding_seconds(
-                            dev,
-                            d.floor,
-                            d.batched,
-                            self.interference(dev.id, now),
-                        ),
+                        self.decoding_floor(floors, dev, d.floor, d.batched, now),
                         band_s,
                     ))
             {

@@ -443,10 +443,9 @@ impl<'a> Floors<'a> {
                         .step_cost(&StepShape::decodes(1, own_ctx))
                         .seconds(),
                 };
-                let found = (prices.prefill_s, prices.decode_s);
                 // A collision replaces the slot: the prices stay exact, only recomputed.
-                self.alone[slot] = Some(prices);
-                found
+                let stored = self.alone[slot].insert(prices);
+                (stored.prefill_s, stored.decode_s)
             }
         };
         Floor {

@@ -254,28 +254,21 @@ fn order_destinations(
         .filter(|s| s.eligible && s.device != chosen.index && !excluded.contains(&s.device))
         .collect();
     rest.sort_by(|a, b| b.meets_slo.cmp(&a.meets_slo).then(a.e2e.cmp(&b.e2e)));
-    let mut seen: HashSet<&str> = HashSet::with_capacity(rest.len() + 1);
-    seen.insert(address_of(chosen));
-    let mut out = vec![address_of(chosen).to_string()];
-    for s in rest {
-        if let Some(t) = by_id.get(&s.device) {
-            let a = address_of(t);
-            if seen.insert(a) {
-                out.push(a.to_string());
-            }
-        }
-    }
     let scored: HashSet<DeviceId> = scores.iter().map(|s| s.device).collect();
     let now = Instant::now();
-    for t in targets {
-        if !scored.contains(&t.index) && !excluded.contains(&t.index) && t.accepts(now) {
-            let a = address_of(t);
-            if seen.insert(a) {
-                out.push(a.to_string());
-            }
-        }
-    }
-    out
+    let skipped = targets
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|t| !scored.contains(&t.index) && !excluded.contains(&t.index) && t.accepts(now));
+    let ordered = std::iter::once(chosen)
+        .chain(rest.iter().filter_map(|s| by_id.get(&s.device).copied()))
+        .chain(skipped);
+    let mut seen: HashSet<&str> = HashSet::with_capacity(targets.len());
+    ordered
+        .map(address_of)
+        .filter(|a| seen.insert(a))
+        .map(str::to_string)
+        .collect()
 }
 
 /// `completion_tokens` of an OpenAI response body or SSE stream tail
