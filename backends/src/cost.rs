@@ -397,6 +397,12 @@ impl CostModel {
         self.shared_weight_bytes + self.expert_weight_bytes * touched
     }
 
+    /// Compute seconds per new token of the linear layers (attention
+    /// excluded): no step computing `q` new tokens is faster than `q` times this.
+    pub fn compute_seconds_per_token(&self) -> f64 {
+        self.flops_per_token / self.flops_per_s
+    }
+
     /// Roofline terms of one pass over the sequences of `s`.
     #[inline]
     pub fn pass_cost(&self, s: &PassShape) -> PassCost {

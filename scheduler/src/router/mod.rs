@@ -403,6 +403,15 @@ enum Screened {
     Score,
 }
 
+/// The band the fixed objective's second pass (or the fallback's) picks from.
+#[derive(Debug, Clone, Copy)]
+struct Band {
+    /// The fastest e2e (of the devices meeting the SLO, if `need_slo`).
+    fastest: Duration,
+    /// Whether the band holds only devices meeting the SLO.
+    need_slo: bool,
+}
+
 /// What a policy's choice is bounded by, for skipping devices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ChoiceBound {
@@ -412,6 +421,9 @@ enum ChoiceBound {
     CheapestMeetingSlo,
     /// `latency`: the fastest device.
     Fastest,
+    /// `cost` where every device provably misses the SLO: the fastest-band
+    /// limit of the fastest device (the fallback's pick).
+    Band,
 }
 
 impl Decision {
@@ -449,8 +461,9 @@ pub struct Router {
     last_round_robin: Option<DeviceId>,
     history: DispatchHistory,
     /// Whether the last `cost` decision found a device meeting the SLO:
-    /// when none did (an overloaded fleet), the next one scores every
-    /// device without pricing floors that could not rule any out.
+    /// when none did (an overloaded fleet), the next one first checks that
+    /// none can, then searches only the fallback's band, or else scores
+    /// every device without pricing floors that could not rule any out.
     met_slo_last: bool,
     /// Per [`ShapeClass`], the device that bounded the last decision's
     /// choice (the fastest meeting the SLO, or the fastest): scored first
@@ -547,8 +560,12 @@ impl Router {
     /// of the scoring on a large fleet. Its [`Decision::scores`]
     /// then leave those devices out; [`Decision::skipped`] counts them.
     /// After a `cost` decision where no device met the SLO, the next one
-    /// scores every device: an overloaded fleet leaves the floors nothing
-    /// to rule out.
+    /// checks each device's cheapest proof that it misses the SLO (its
+    /// TTFT or time per token floor past the budget, or prefills arriving
+    /// faster than it computes them): if every device has one, the
+    /// fallback's fastest band is searched as above; at the first device
+    /// without one it scores every device, as an overloaded fleet at the
+    /// SLO's edge leaves the floors nothing to rule out.
     pub fn route(
         &mut self,
         req: &RouteRequest,
@@ -560,7 +577,14 @@ impl Router {
             Some(ChoiceBound::BandMeetingSlo | ChoiceBound::CheapestMeetingSlo)
                 if !self.met_slo_last =>
             {
-                self.score_all(&shape, fleet, now)
+                if self.all_miss_slo(&shape, fleet, now) {
+                    let (scores, bounded_by) =
+                        self.score_bounded(&shape, fleet, now, ChoiceBound::Band);
+                    self.bound_hint[shape.class as usize] = bounded_by;
+                    scores
+                } else {
+                    self.score_all(&shape, fleet, now)
+                }
             }
             Some(bound) => {
                 let (scores, bounded_by) = self.score_bounded(&shape, fleet, now, bound);
@@ -587,6 +611,19 @@ impl Router {
         let shape = self.shape(req);
         let scores = self.score_all(&shape, fleet, now);
         self.decide(req, fleet, now, shape, scores)
+    }
+
+    /// Whether every eligible device provably misses the SLO by
+    /// [`score::Floors::misses_slo_alone`] (stopping at the first that does not).
+    fn all_miss_slo(&self, shape: &Shape, fleet: &[DeviceView<'_>], now: Duration) -> bool {
+        let mut floors = score::Floors::new(shape);
+        fleet
+            .iter()
+            .filter(|d| d.eligible(shape.prompt_tokens))
+            .all(|d| {
+                let floor = floors.alone(d);
+                floors.misses_slo_alone(d, floor, self.budgets, self.interference(d.id, now))
+            })
     }
 
     fn score_all(
@@ -668,7 +705,7 @@ impl Router {
                     ChoiceBound::CheapestMeetingSlo => {
                         score::cost_floor_exceeds(floors.cost_usd(dev, floor), limit)
                     }
-                    ChoiceBound::BandMeetingSlo | ChoiceBound::Fastest => {
+                    ChoiceBound::BandMeetingSlo | ChoiceBound::Band | ChoiceBound::Fastest => {
                         match self.screen(&floors, dev, i, floor, (limit, drop_s), now) {
                             Screened::Drop => true,
                             Screened::Defer(d) => {
@@ -691,24 +728,26 @@ impl Router {
                         bounded_by = Some(s.device);
                     }
                 }
-                ChoiceBound::BandMeetingSlo | ChoiceBound::Fastest => {
-                    if s.e2e < fastest && (bound == ChoiceBound::Fastest || s.meets_slo) {
+                ChoiceBound::BandMeetingSlo | ChoiceBound::Band | ChoiceBound::Fastest => {
+                    if s.e2e < fastest && (bound != ChoiceBound::BandMeetingSlo || s.meets_slo) {
                         fastest = s.e2e;
                         limit = Some(fastest.as_secs_f64());
                         bounded_by = Some(s.device);
                         drop_s = match bound {
-                            ChoiceBound::BandMeetingSlo => {
-                                policy::band_limit(fastest).as_secs_f64()
-                            }
-                            _ => fastest.as_secs_f64(),
+                            ChoiceBound::Fastest => fastest.as_secs_f64(),
+                            _ => policy::band_limit(fastest).as_secs_f64(),
                         };
                     }
                 }
             }
             scores.push(s);
         }
-        if bound == ChoiceBound::BandMeetingSlo && fastest < Duration::MAX {
-            self.score_band(shape, fleet, now, &floors, deferred, fastest, &mut scores);
+        if matches!(bound, ChoiceBound::BandMeetingSlo | ChoiceBound::Band)
+            && fastest < Duration::MAX
+        {
+            let need_slo = bound == ChoiceBound::BandMeetingSlo;
+            let band = Band { fastest, need_slo };
+            self.score_band(shape, fleet, now, &floors, deferred, band, &mut scores);
         }
         (scores, bounded_by)
     }
@@ -764,9 +803,9 @@ impl Router {
         floors.decoding_seconds(dev, floor, batched, self.interference(dev.id, now))
     }
 
-    /// The fixed objective's second pass ([`Self::score_bounded`]): scores
-    /// the `deferred` devices that could still be picked from the band of
-    /// the `fastest` device meeting the SLO.
+    /// The fixed objective's second pass, or the fallback's
+    /// ([`Self::score_bounded`]): scores the `deferred` devices that could
+    /// still be picked from `band`.
     #[allow(clippy::too_many_arguments)]
     fn score_band(
         &self,
@@ -775,7 +814,7 @@ impl Router {
         now: Duration,
         floors: &score::Floors<'_>,
         mut deferred: Vec<Deferred>,
-        fastest: Duration,
+        Band { fastest, need_slo }: Band,
         scores: &mut Vec<DeviceScore>,
     ) {
         let band = policy::band_limit(fastest);
@@ -783,7 +822,7 @@ impl Router {
         // The band's pick so far, by `policy::cost`'s order: fewest
         // outstanding tokens, then lower e2e, then lower id.
         let rank = |s: &DeviceScore| (s.outstanding_tokens, s.e2e, s.device);
-        let in_band = |s: &DeviceScore| s.eligible && s.meets_slo && s.e2e <= band;
+        let in_band = |s: &DeviceScore| s.eligible && (s.meets_slo || !need_slo) && s.e2e <= band;
         let Some(mut best) = scores.iter().filter(|s| in_band(s)).map(rank).min() else {
             return;
         };

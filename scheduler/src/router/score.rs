@@ -208,6 +208,21 @@ pub(crate) struct Interference {
     pub window: Duration,
 }
 
+impl Interference {
+    /// The prefill rate at `now`, before and after a dispatch of `uncached`
+    /// tokens, tokens/s (`PrefillRate::with_dispatch` without a second `exp`).
+    fn rates(&self, uncached: u32) -> (f64, f64) {
+        let before = self.rate.tokens_per_s(self.now, self.window);
+        let tau = self.window.as_secs_f64();
+        let after = if tau > 0.0 {
+            before + f64::from(uncached) / tau
+        } else {
+            0.0
+        };
+        (before, after)
+    }
+}
+
 /// Scores `shape` on `dev` (pure; see the module doc for every formula).
 pub(crate) fn score(
     shape: &Shape,
@@ -241,14 +256,13 @@ pub(crate) fn score(
         chunked_prefill_seconds(cost, StepShape::default(), start, uncached, chunk)
     };
 
+    let side = decode_side(shape, dev, interference, uncached);
     let DecodeSide {
         batch,
         tpot_s,
         running_tpot_s,
         prefill_share,
-        ..
-    } = decode_side(shape, dev, interference, uncached);
-    let others = batch - 1;
+    } = side;
 
     let queue_delay = load.predicted_queue_delay;
     let decode_steps = f64::from(expected.saturating_sub(1));
@@ -258,11 +272,7 @@ pub(crate) fn score(
     let e2e = ttft.saturating_add(secs(tpot_s * decode_steps));
     let device_seconds = prefill_alone_s + decode_steps * tpot_s / f64::from(batch);
     let cost_usd = device_seconds * cost.usd_per_second();
-    let meets_slo = eligible
-        && ttft <= budgets.ttft
-        && (expected <= 1 || tpot <= budgets.tpot)
-        && (others == 0 || running_tpot <= budgets.tpot)
-        && prefill_share < 1.0;
+    let meets_slo = eligible && ttft <= budgets.ttft && side.meets(budgets, expected);
 
     DeviceScore {
         device: dev.id,
@@ -294,6 +304,17 @@ pub(crate) struct DecodeSide {
     prefill_share: f64,
 }
 
+impl DecodeSide {
+    /// Whether the decode side is within the SLO for a request expecting
+    /// `expected` output tokens: its TPOT, the running sequences' once it is
+    /// admitted, and a prefill share below 1 (the TTFT is checked apart).
+    fn meets(&self, budgets: Budgets, expected: u32) -> bool {
+        (expected <= 1 || secs(self.tpot_s) <= budgets.tpot)
+            && (self.batch <= 1 || secs(self.running_tpot_s) <= budgets.tpot)
+            && self.prefill_share < 1.0
+    }
+}
+
 /// [`score`]'s decode side of `shape` on `dev`, whose prompt leaves `uncached` tokens to prefill.
 fn decode_side(
     shape: &Shape,
@@ -303,16 +324,7 @@ fn decode_side(
 ) -> DecodeSide {
     let (batch, decode_shape) = decode_batch(shape, dev);
     let mix = step_mix(dev, decode_shape, interference.rate, uncached);
-    let rate_before = interference
-        .rate
-        .tokens_per_s(interference.now, interference.window);
-    // `PrefillRate::with_dispatch` without a second `exp`.
-    let tau = interference.window.as_secs_f64();
-    let rate_after = if tau > 0.0 {
-        rate_before + f64::from(uncached) / tau
-    } else {
-        0.0
-    };
+    let (rate_before, rate_after) = interference.rates(uncached);
     DecodeSide {
         batch,
         tpot_s: mix.time_per_token(rate_before),
@@ -376,15 +388,41 @@ fn own_decode_context(shape: &Shape) -> u64 {
 pub(crate) struct Floors<'a> {
     shape: &'a Shape,
     decode_steps: f64,
-    alone: [Option<AlonePrices<'a>>; ALONE_SLOTS],
+    /// Prefill prices, per (model, cached prefix).
+    prefill: [Option<AlonePrice<'a>>; ALONE_SLOTS],
+    /// Decode-step prices, per model (the cached prefix does not change them).
+    decode: [Option<AlonePrice<'a>>; DECODE_SLOTS],
 }
 
-/// The request's prices alone on one model, from one cached prefix.
-struct AlonePrices<'a> {
+/// One price of the request alone on one model (from one cached prefix, for a prefill).
+struct AlonePrice<'a> {
     cost: &'a CostModel,
     start: u32,
-    prefill_s: f64,
-    decode_s: f64,
+    seconds: f64,
+}
+
+impl<'a> AlonePrice<'a> {
+    /// The price in `table` for (`cost`, `start`), computed by `price` when absent.
+    fn get<const N: usize>(
+        table: &mut [Option<Self>; N],
+        cost: &'a CostModel,
+        start: u32,
+        price: impl FnOnce() -> f64,
+    ) -> f64 {
+        let slot = &mut table[alone_slot(cost, start, N)];
+        match slot {
+            Some(a) if a.start == start && a.cost.prices_like(cost) => a.seconds,
+            // A collision replaces the slot: the prices stay exact, only recomputed.
+            _ => {
+                slot.insert(Self {
+                    cost,
+                    start,
+                    seconds: price(),
+                })
+                .seconds
+            }
+        }
+    }
 }
 
 /// A device's e2e floor from the request's prices alone, and what its
@@ -399,13 +437,16 @@ pub(crate) struct Floor {
     start: u32,
 }
 
-/// Slots of [`Floors`]' table of prices alone, one (model, cached prefix) pair each.
+/// Slots of [`Floors`]' table of prefill prices alone, one (model, cached prefix) pair each.
 const ALONE_SLOTS: usize = 64;
 
-/// The table slot of (`cost`'s pricing, `start`): models that price alike share it.
-fn alone_slot(cost: &CostModel, start: u32) -> usize {
+/// Slots of [`Floors`]' table of decode prices alone, one model each.
+const DECODE_SLOTS: usize = 16;
+
+/// The slot of (`cost`'s pricing, `start`) in a table of `slots`: models that price alike share it.
+fn alone_slot(cost: &CostModel, start: u32, slots: usize) -> usize {
     let h = switchyard_backends::hash::mix64(cost.pricing_hash() ^ u64::from(start));
-    (h % ALONE_SLOTS as u64) as usize
+    (h % slots as u64) as usize
 }
 
 impl<'a> Floors<'a> {
@@ -414,7 +455,8 @@ impl<'a> Floors<'a> {
         Self {
             shape,
             decode_steps: f64::from(shape.expected_output_tokens.saturating_sub(1)),
-            alone: [const { None }; ALONE_SLOTS],
+            prefill: [const { None }; ALONE_SLOTS],
+            decode: [const { None }; DECODE_SLOTS],
         }
     }
 
@@ -422,32 +464,18 @@ impl<'a> Floors<'a> {
     /// a device of a model that prices alike has been seen).
     pub(crate) fn alone(&mut self, dev: &DeviceView<'a>) -> Floor {
         let (_, uncached, start) = dev.uncached_suffix(self.shape.prompt_tokens);
-        let slot = alone_slot(dev.cost, start);
-        let known = self.alone[slot]
-            .as_ref()
-            .filter(|a| a.start == start && a.cost.prices_like(dev.cost));
-        let (prefill_s, decode_s) = match known {
-            Some(a) => (a.prefill_s, a.decode_s),
-            None => {
-                let prefill = StepShape::of([SeqWork {
-                    new_tokens: uncached,
-                    context: start,
-                }]);
-                let own_ctx = own_decode_context(self.shape);
-                let prices = AlonePrices {
-                    cost: dev.cost,
-                    start,
-                    prefill_s: dev.cost.step_cost(&prefill).seconds(),
-                    decode_s: dev
-                        .cost
-                        .step_cost(&StepShape::decodes(1, own_ctx))
-                        .seconds(),
-                };
-                // A collision replaces the slot: the prices stay exact, only recomputed.
-                let stored = self.alone[slot].insert(prices);
-                (stored.prefill_s, stored.decode_s)
-            }
-        };
+        let cost = dev.cost;
+        let prefill_s = AlonePrice::get(&mut self.prefill, cost, start, || {
+            let prefill = StepShape::of([SeqWork {
+                new_tokens: uncached,
+                context: start,
+            }]);
+            cost.step_cost(&prefill).seconds()
+        });
+        let own_ctx = own_decode_context(self.shape);
+        let decode_s = AlonePrice::get(&mut self.decode, cost, 0, || {
+            cost.step_cost(&StepShape::decodes(1, own_ctx)).seconds()
+        });
         Floor {
             queue_s: dev.load.predicted_queue_delay.as_secs_f64(),
             prefill_s,
@@ -507,6 +535,28 @@ impl<'a> Floors<'a> {
     ) -> f64 {
         let side = decode_side(self.shape, dev, interference, floor.uncached);
         batched.ttft_s + side.tpot_s * self.decode_steps
+    }
+
+    /// Whether [`score`] says `dev` misses the SLO, proved from its floor
+    /// alone (no step priced): its TTFT floor past the budget, its time per
+    /// token floor past the budget, or its prefill share with this request
+    /// dispatched at least 1 (a mixed step of a `c`-token chunk computes
+    /// at least `c` tokens, so the share is at least the rate times the
+    /// compute seconds per token). `false` proves nothing.
+    pub(crate) fn misses_slo_alone(
+        &self,
+        dev: &DeviceView<'_>,
+        floor: Floor,
+        budgets: Budgets,
+        interference: Interference,
+    ) -> bool {
+        floor_exceeds(floor.queue_s + floor.prefill_s, budgets.ttft.as_secs_f64())
+            || (self.decode_steps > 0.0
+                && floor_exceeds(floor.per_token_s, budgets.tpot.as_secs_f64()))
+            || interference.rates(floor.uncached).1
+                * dev.cost.compute_seconds_per_token()
+                * (1.0 - 1e-9)
+                >= 1.0
     }
 }
 
@@ -763,22 +813,33 @@ mod tests {
     }
 
     proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+
         /// A device's floors are floors: the e2e one from the request's
         /// prices alone is at most the one with its load, which is at most
         /// the score's e2e (within [`floor_exceeds`]' margin), and the cost
         /// floor is at most the score's cost, whatever the
         /// profile, model (dense or mixture of experts), load, limits, step
-        /// budget, cached prefix and dispatch history.
+        /// budget, cached prefix and dispatch history; and a device the
+        /// floors prove to miss the SLO is scored as missing it.
         #[test]
         fn floors_are_below_the_scored_e2e(
             (device, model) in (0usize..4, 0usize..3),
             split in proptest::bool::ANY,
-            (running, waiting, ctx_per_seq) in (0u32..400, 0u32..50, 0u64..40_000),
+            // Idle devices too, whose floors are tight.
+            (running, waiting, ctx_per_seq) in (
+                proptest::prop_oneof![0u32..1, 0u32..400],
+                proptest::prop_oneof![0u32..1, 0u32..50],
+                0u64..40_000,
+            ),
             (queued, delay_ms) in (0u64..200_000, 0u64..2_000),
             (prompt, max_tokens, cached) in (0u32..40_000, 0u32..4_000, 0u32..40_000),
             (max_num_seqs, max_batched) in (0u32..300, 0u32..8_192),
             budget_ms in proptest::option::of(1u64..400),
             dispatches in proptest::collection::vec((1u32..20_000, 0u64..5_000), 0..6),
+            // The SLO's budgets, as factors on the predicted TTFT and
+            // TPOT (so many cases fall near the line).
+            (ttft_factor, tpot_factor) in (0.5f64..1.5, 0.5f64..1.5),
         ) {
             let cost = variant(
                 ["h100-sxm", "l4", "mi300x", "cpu"][device],
@@ -808,8 +869,13 @@ mod tests {
                 prompt_tokens: prompt,
                 max_tokens,
             });
-            let budgets = Budgets { ttft: Duration::MAX, tpot: Duration::MAX };
             let interference = Interference { rate, now, window };
+            let unbounded = Budgets { ttft: Duration::MAX, tpot: Duration::MAX };
+            let predicted = score(&shape, &dev, unbounded, interference);
+            let budgets = Budgets {
+                ttft: predicted.ttft.mul_f64(ttft_factor),
+                tpot: predicted.tpot.max(predicted.running_tpot).mul_f64(tpot_factor),
+            };
             let scored = score(&shape, &dev, budgets, interference);
             let e2e = scored.e2e;
             let mut floors = Floors::new(&shape);
@@ -820,6 +886,9 @@ mod tests {
                 "cost floor {} > cost {}", cost, scored.cost_usd
             );
             let (alone, batched) = (floors.seconds(floor), floors.batched(&dev, floor));
+            if floors.misses_slo_alone(&dev, floor, budgets, interference) {
+                proptest::prop_assert!(!scored.meets_slo, "proved missing alone: {:?}", scored);
+            }
             let decoding = floors.decoding_seconds(&dev, floor, batched, interference);
             let batched = batched.seconds;
             proptest::prop_assert!(!floor_exceeds(alone, batched), "alone {} > batched {}", alone, batched);
