@@ -402,28 +402,42 @@ struct AlonePrice<'a> {
 }
 
 impl<'a> AlonePrice<'a> {
-    /// The price in `table` for (`cost`, `start`), computed by `price` when absent.
+    /// The price in `table` for (`cost`, `start`), computed by `price` when
+    /// absent: open addressing over [`ALONE_PROBES`] slots from the key's
+    /// own (a direct-mapped table thrashed: 28 keys of a 7-profile fleet
+    /// priced 66 prefills per decision in 64 slots).
     fn get<const N: usize>(
         table: &mut [Option<Self>; N],
         cost: &'a CostModel,
         start: u32,
         price: impl FnOnce() -> f64,
     ) -> f64 {
-        let slot = &mut table[alone_slot(cost, start, N)];
-        match slot {
-            Some(a) if a.start == start && a.cost.prices_like(cost) => a.seconds,
-            // A collision replaces the slot: the prices stay exact, only recomputed.
-            _ => {
-                slot.insert(Self {
-                    cost,
-                    start,
-                    seconds: price(),
-                })
-                .seconds
+        let home = alone_slot(cost, start, N);
+        let mut free = None;
+        for k in 0..ALONE_PROBES.min(N) {
+            let i = (home + k) % N;
+            match &table[i] {
+                Some(a) if a.start == start && a.cost.prices_like(cost) => return a.seconds,
+                Some(_) => {}
+                None => {
+                    free = Some(i);
+                    break;
+                }
             }
         }
+        // A full probe run replaces the key's own slot: prices stay exact, only recomputed.
+        table[free.unwrap_or(home)]
+            .insert(Self {
+                cost,
+                start,
+                seconds: price(),
+            })
+            .seconds
     }
 }
+
+/// Slots an [`AlonePrice`] lookup probes before replacing one.
+const ALONE_PROBES: usize = 4;
 
 /// A device's e2e floor from the request's prices alone, and what its
 /// tighter floor needs.
@@ -932,6 +946,28 @@ mod tests {
                 PrefillPlan::Chunks(c) => proptest::prop_assert_eq!(c, chunk),
             }
         }
+    }
+
+    #[test]
+    fn alone_prices_are_computed_once_per_model_and_prefix() {
+        let costs: Vec<CostModel> = [
+            "h100-sxm", "l4", "mi300x", "cpu", "a100-80g", "l40s", "h200",
+        ]
+        .iter()
+        .map(|d| variant(d, "llama-3.1-8b", 1.0, false, 0.0))
+        .collect();
+        let mut table: [Option<AlonePrice<'_>>; ALONE_SLOTS] = [const { None }; ALONE_SLOTS];
+        let mut priced = 0;
+        // A 256-device fleet cycling through 7 models and 4 cached prefixes.
+        for i in 0..256u32 {
+            let (cost, start) = (&costs[i as usize % 7], (i / 7 % 4) * 2048);
+            let seconds = AlonePrice::get(&mut table, cost, start, || {
+                priced += 1;
+                f64::from(start)
+            });
+            assert_eq!(seconds, f64::from(start));
+        }
+        assert_eq!(priced, 28);
     }
 
     #[test]
