@@ -10,7 +10,9 @@
 # Env: STREAMS ("64 512": closed loops of that many streams; "r1500": open loop,
 # Poisson arrivals at 1500 req/s), REQUESTS per run (2000), PROMPT (256), OUTPUT (32), TIME_SCALE (0),
 # REPEAT (2: runs of each proxy, rotated; the table shows each run and their mean).
-# Each proxy's CPU time (user + system, all its threads) per request is read from /proc.
+# Each proxy's CPU time (user + system, all its threads) per request is read
+# from /proc, and the two nodes' together: what a proxy makes its workers do
+# (a tier follows their KV events) competes for the same cores.
 # ITL is per streamed chunk (as vLLM's benchmark_serving counts it), so a
 # proxy that relays upstream bytes as they come and one that sends the
 # tokens waiting for a stream as one delta differ in chunking as well as in
@@ -32,11 +34,12 @@ PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true' EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-# CPU time (user + system, all threads) a process has used, in clock ticks.
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# CPU time (user + system, all threads) processes have used, in clock ticks.
+cpu_ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
 wait_http() { for _ in $(seq 1 200); do curl -sf "$1" >/dev/null && return 0; sleep 0.1; done; echo "bench_tier: $1 never answered" >&2; exit 1; }
 
 NODE_PORTS=()
+NODE_PIDS=()
 for n in 1 2; do
   port=$(free_port)
   cat > "$OUT/node$n.toml" <<EOF
@@ -51,6 +54,7 @@ time_scale = $TIME_SCALE
 EOF
   RUST_LOG=warn "$BIN" serve --addr "127.0.0.1:$port" --config "$OUT/node$n.toml" >"$OUT/node$n.log" 2>&1 &
   PIDS+=($!)
+  NODE_PIDS+=($!)
   NODE_PORTS+=("$port")
 done
 TIER_PORT=$(free_port)
@@ -99,10 +103,13 @@ declare -A PROXY_URL=(
   [vllm-router-ca]="http://127.0.0.1:${ROUTER_PORTS[cache_aware]}"
 )
 for c in $STREAMS; do
-  run "direct-n1-$c" "http://127.0.0.1:${NODE_PORTS[0]}" "$(half "$c")" $((REQUESTS / 2)) &
-  D1=$!
-  run "direct-n2-$c" "http://127.0.0.1:${NODE_PORTS[1]}" "$(half "$c")" $((REQUESTS / 2))
-  wait $D1
+  # One stream cannot be halved: no direct baseline then.
+  if [[ $(half "$c") != 0 ]]; then
+    run "direct-n1-$c" "http://127.0.0.1:${NODE_PORTS[0]}" "$(half "$c")" $((REQUESTS / 2)) &
+    D1=$!
+    run "direct-n2-$c" "http://127.0.0.1:${NODE_PORTS[1]}" "$(half "$c")" $((REQUESTS / 2))
+    wait $D1
+  fi
   # Each proxy first opens its connections at this concurrency (pools
   # grow on demand, and the cold first run would pay for them).
   for name in "${PROXIES[@]}"; do
@@ -112,8 +119,10 @@ for c in $STREAMS; do
     for k in 0 1 2; do
       name=${PROXIES[$(((k + rep - 1) % 3))]}
       before=$(cpu_ticks "${PROXY_PID[$name]}")
+      nodes_before=$(cpu_ticks "${NODE_PIDS[@]}")
       run "$name-$c-$rep" "${PROXY_URL[$name]}" "$c" "$REQUESTS"
       echo $(($(cpu_ticks "${PROXY_PID[$name]}") - before)) > "$OUT/$name-$c-$rep/cpu_ticks"
+      echo $(($(cpu_ticks "${NODE_PIDS[@]}") - nodes_before)) > "$OUT/$name-$c-$rep/node_cpu_ticks"
     done
   done
 done
@@ -121,32 +130,36 @@ done
 python3 - "$OUT" "$REPEAT" $STREAMS <<'PY'
 import json, os, sys
 out, repeat, streams = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-KEYS = ("ttft50", "ttft99", "itl99", "tpot99", "tok", "cpu")
+KEYS = ("ttft50", "ttft99", "itl99", "tpot99", "tok", "cpu", "node_cpu")
 TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
 def load(name):
     return json.load(open(f"{out}/{name}/results.json"))["runs"][0]
-def cpu_ms_per_request(name, requests):
-    path = f"{out}/{name}/cpu_ticks"
+def cpu_ms_per_request(name, requests, file="cpu_ticks"):
+    path = f"{out}/{name}/{file}"
     return int(open(path).read()) * TICK_MS / max(requests, 1) if os.path.exists(path) else float("nan")
 def pick(r, name=None):
     return dict(ttft50=r["ttft_s"]["p50"], ttft99=r["ttft_s"]["p99"], itl99=r["itl_s"]["p99"], tpot99=r["tpot_s"]["p99"],
                 tok=r["throughput"]["output_tokens_per_s"], ok=r["completed"], failed=r["failed"],
-                cpu=cpu_ms_per_request(name, r["completed"] + r["failed"]) if name else float("nan"))
+                cpu=cpu_ms_per_request(name, r["completed"] + r["failed"]) if name else float("nan"),
+                node_cpu=cpu_ms_per_request(name, r["completed"] + r["failed"], "node_cpu_ticks") if name else float("nan"))
 def mean(runs):
     m = {k: sum(r[k] for r in runs) / len(runs) for k in KEYS}
     m.update(ok=sum(r["ok"] for r in runs), failed=sum(r["failed"] for r in runs))
     return m
 def row(name, r):
     print(f"{name:<24}{r['ok']:>6}{r['failed']:>6}{r['ttft50']*1e3:>13.2f}{r['ttft99']*1e3:>13.2f}"
-          f"{r['itl99']*1e3:>12.2f}{r['tpot99']*1e3:>13.2f}{r['tok']:>9.0f}{r['cpu']:>14.3f}")
+          f"{r['itl99']*1e3:>12.2f}{r['tpot99']*1e3:>13.2f}{r['tok']:>9.0f}{r['cpu']:>18.3f}{r['node_cpu']:>18.3f}")
 for c in streams:
-    a, b = pick(load(f"direct-n1-{c}")), pick(load(f"direct-n2-{c}"))
-    direct = {k: (a[k] + b[k]) / 2 for k in a}
-    direct.update(tok=a["tok"] + b["tok"], ok=a["ok"] + b["ok"], failed=a["failed"] + b["failed"])
+    direct = None
+    if os.path.exists(f"{out}/direct-n1-{c}/results.json"):
+        a, b = pick(load(f"direct-n1-{c}")), pick(load(f"direct-n2-{c}"))
+        direct = {k: (a[k] + b[k]) / 2 for k in a}
+        direct.update(tok=a["tok"] + b["tok"], ok=a["ok"] + b["ok"], failed=a["failed"] + b["failed"])
     print(f"\n{c[1:] + ' req/s, open loop' if c.startswith('r') else c + ' streams'}")
     print(f"{'target':<24}{'ok':>6}{'fail':>6}{'TTFT p50 ms':>13}{'TTFT p99 ms':>13}{'ITL p99 ms':>12}{'TPOT p99 ms':>13}{'tok/s':>9}"
-          f"{'proxy CPU ms/req':>18}")
-    row("direct (2 x half)", direct)
+          f"{'proxy CPU ms/req':>18}{'nodes CPU ms/req':>18}")
+    if direct:
+        row("direct (2 x half)", direct)
     means = {}
     for name in ("switchyard-tier", "vllm-router-rr", "vllm-router-ca"):
         runs = [pick(load(f"{name}-{c}-{i}"), f"{name}-{c}-{i}") for i in range(1, repeat + 1)]
@@ -159,6 +172,7 @@ for c in streams:
         r = means[name]
         print(f"  tier vs {name} (means): {tier['tok']/r['tok']:.3f}x tokens/s, TTFT p99 {tier['ttft99']*1e3:.1f} vs {r['ttft99']*1e3:.1f} ms, "
               f"ITL p99 {tier['itl99']*1e3:.1f} vs {r['itl99']*1e3:.1f} ms, TPOT p99 {tier['tpot99']*1e3:.2f} vs {r['tpot99']*1e3:.2f} ms, proxy CPU {tier['cpu']/r['cpu']:.2f}x per request")
-    print(f"  tier over direct: TTFT p50 {(tier['ttft50']-direct['ttft50'])*1e3:+.2f} ms, p99 {(tier['ttft99']-direct['ttft99'])*1e3:+.2f} ms, "
+    if direct:
+        print(f"  tier over direct: TTFT p50 {(tier['ttft50']-direct['ttft50'])*1e3:+.2f} ms, p99 {(tier['ttft99']-direct['ttft99'])*1e3:+.2f} ms, "
           f"ITL p99 {(tier['itl99']-direct['itl99'])*1e3:+.2f} ms, TPOT p99 {(tier['tpot99']-direct['tpot99'])*1e3:+.2f} ms")
 PY
