@@ -404,7 +404,7 @@ impl CostModel {
     }
 
     /// Roofline terms of one pass over the sequences of `s`.
-    #[inline]
+    #[inline(always)]
     pub fn pass_cost(&self, s: &PassShape) -> PassCost {
         if s.seqs == 0 {
             return PassCost::default();
@@ -434,6 +434,21 @@ impl CostModel {
     /// Roofline terms of a step of the given shape.
     #[inline]
     pub fn step_cost(&self, s: &StepShape) -> StepCost {
+        self.step_cost_inlined(s)
+    }
+
+    /// Predicted seconds of a step of the given shape:
+    /// `step_cost(s).seconds()`, the same bits, with the terms it does not
+    /// need left uncomputed (the hot path of routing and step budgets).
+    #[inline]
+    pub fn step_seconds(&self, s: &StepShape) -> f64 {
+        self.step_cost_inlined(s).seconds()
+    }
+
+    /// [`Self::step_cost`]'s body, inlined into both callers so
+    /// [`Self::step_seconds`] drops what it does not read.
+    #[inline(always)]
+    fn step_cost_inlined(&self, s: &StepShape) -> StepCost {
         let seqs = s.seqs();
         let (main, decode_pass) = if self.split_mixed_steps && s.is_mixed() {
             (self.pass_cost(&s.prefill), Some(self.pass_cost(&s.decode)))
@@ -663,6 +678,38 @@ mod tests {
         let mut repriced = device(2000.0);
         repriced.price_usd_per_hour *= 2.0;
         assert!(a.prices_like(&CostModel::new(repriced, model())));
+    }
+
+    #[test]
+    fn step_seconds_are_the_step_costs_seconds_to_the_bit() {
+        let mut moe = model();
+        moe.moe = Some(MoeSpec {
+            num_experts: 8,
+            experts_per_token: 2,
+        });
+        let mut split = device(2000.0);
+        split.calibration.split_mixed_steps = true;
+        split.calibration.kv_overhead_us_per_mb = 250.0;
+        let models = [
+            CostModel::new(device(2000.0), model()),
+            CostModel::new(device(300.0), moe),
+            CostModel::new(split, model()),
+        ];
+        for cm in &models {
+            for (decodes, ctx) in [(0u32, 0u64), (1, 100), (64, 64 * 3000)] {
+                for (tokens, context) in [(0u32, 0u32), (1, 50), (2, 0), (2048, 6000)] {
+                    let mut s = StepShape::decodes(decodes, ctx);
+                    if tokens > 0 {
+                        s.push(SeqWork {
+                            new_tokens: tokens,
+                            context,
+                        });
+                    }
+                    let want = cm.step_cost(&s).seconds();
+                    assert_eq!(cm.step_seconds(&s).to_bits(), want.to_bits(), "{s:?}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub trait StepTimer {
 
 impl StepTimer for CostModel {
     fn step_seconds(&self, shape: &StepShape) -> f64 {
-        self.step_cost(shape).seconds()
+        CostModel::step_seconds(self, shape)
     }
 
     fn chunk_guess(&self, base: &StepShape, context: u32, budget_s: f64) -> Option<f64> {

@@ -382,14 +382,14 @@ struct Deferred {
     index: usize,
     floor: score::Floor,
     batched: score::Batched,
-    /// The decoding floor, seconds, if priced.
-    decoding_s: Option<f64>,
+    /// The decoding floor, if priced.
+    decoding: Option<score::Decoding>,
 }
 
 impl Deferred {
     /// The tightest e2e floor priced, seconds.
     fn floor_s(&self) -> f64 {
-        self.decoding_s.unwrap_or(self.batched.seconds)
+        self.decoding.map_or(self.batched.seconds, |d| d.seconds)
     }
 }
 
@@ -399,8 +399,9 @@ enum Screened {
     Drop,
     /// Past the current choice's e2e, within the band: for the band pass.
     Defer(Deferred),
-    /// Could still be chosen or move the bound: score it.
-    Score,
+    /// Could still be chosen or move the bound: score it (with the decode
+    /// side its decoding floor priced, if it did).
+    Score(Option<score::DecodeSide>),
 }
 
 /// The band the fixed objective's second pass (or the fallback's) picks from.
@@ -527,11 +528,23 @@ impl Router {
 
     /// Predicts serving `shape` on `device` at `now` (pure; formulas in the module doc).
     pub fn score(&self, shape: &Shape, device: &DeviceView<'_>, now: Duration) -> DeviceScore {
-        score::score(
+        self.score_with_side(shape, device, now, None)
+    }
+
+    /// [`Self::score`], given the decode side a floor already priced.
+    fn score_with_side(
+        &self,
+        shape: &Shape,
+        device: &DeviceView<'_>,
+        now: Duration,
+        side: Option<score::DecodeSide>,
+    ) -> DeviceScore {
+        score::score_with_side(
             shape,
             device,
             self.budgets,
             self.interference(device.id, now),
+            side,
         )
     }
 
@@ -700,27 +713,27 @@ impl Router {
             let (Some(floor), dev) = (alone[i], &fleet[i]) else {
                 continue;
             };
+            let mut side = None;
             if let Some(limit) = limit {
-                let ruled_out = match bound {
+                match bound {
                     ChoiceBound::CheapestMeetingSlo => {
-                        score::cost_floor_exceeds(floors.cost_usd(dev, floor), limit)
+                        if score::cost_floor_exceeds(floors.cost_usd(dev, floor), limit) {
+                            continue;
+                        }
                     }
                     ChoiceBound::BandMeetingSlo | ChoiceBound::Band | ChoiceBound::Fastest => {
                         match self.screen(&floors, dev, i, floor, (limit, drop_s), now) {
-                            Screened::Drop => true,
+                            Screened::Drop => continue,
                             Screened::Defer(d) => {
                                 deferred.push(d);
-                                true
+                                continue;
                             }
-                            Screened::Score => false,
+                            Screened::Score(priced) => side = priced,
                         }
                     }
-                };
-                if ruled_out {
-                    continue;
                 }
             }
-            let s = self.score(shape, dev, now);
+            let s = self.score_with_side(shape, dev, now, side);
             match bound {
                 ChoiceBound::CheapestMeetingSlo => {
                     if s.meets_slo && limit.is_none_or(|l| s.cost_usd < l) {
@@ -775,32 +788,32 @@ impl Router {
             index,
             floor,
             batched,
-            decoding_s: None,
+            decoding: None,
         };
         if !score::floor_exceeds(batched.seconds, limit_s) {
-            let decoding_s = self.decoding_floor(floors, dev, floor, batched, now);
-            if score::floor_exceeds(decoding_s, drop_s) {
+            let decoding = self.decoding_floor(floors, dev, floor, &batched, now);
+            if score::floor_exceeds(decoding.seconds, drop_s) {
                 return Screened::Drop;
             }
-            d.decoding_s = Some(decoding_s);
+            d.decoding = Some(decoding);
         }
         if score::floor_exceeds(d.floor_s(), limit_s) {
             Screened::Defer(d)
         } else {
-            Screened::Score
+            Screened::Score(d.decoding.map(|d| d.side))
         }
     }
 
-    /// `dev`'s decoding floor ([`score::Floors::decoding_seconds`]) at `now`.
+    /// `dev`'s decoding floor ([`score::Floors::decoding`]) at `now`.
     fn decoding_floor(
         &self,
         floors: &score::Floors<'_>,
         dev: &DeviceView<'_>,
         floor: score::Floor,
-        batched: score::Batched,
+        batched: &score::Batched,
         now: Duration,
-    ) -> f64 {
-        floors.decoding_seconds(dev, floor, batched, self.interference(dev.id, now))
+    ) -> score::Decoding {
+        floors.decoding(dev, floor, batched, self.interference(dev.id, now))
     }
 
     /// The fixed objective's second pass, or the fallback's
@@ -813,7 +826,7 @@ impl Router {
         fleet: &[DeviceView<'_>],
         now: Duration,
         floors: &score::Floors<'_>,
-        mut deferred: Vec<Deferred>,
+        deferred: Vec<Deferred>,
         Band { fastest, need_slo }: Band,
         scores: &mut Vec<DeviceScore>,
     ) {
@@ -826,23 +839,31 @@ impl Router {
         let Some(mut best) = scores.iter().filter(|s| in_band(s)).map(rank).min() else {
             return;
         };
-        deferred.retain(|d| fleet[d.index].outstanding_tokens() <= best.0);
-        deferred.sort_unstable_by_key(|d| (fleet[d.index].outstanding_tokens(), fleet[d.index].id));
-        for d in deferred {
-            let dev = &fleet[d.index];
-            if dev.outstanding_tokens() > best.0 {
+        // Sorted by key alone: a `Deferred` carries its priced steps, too
+        // large to move around.
+        let mut order: Vec<(u64, DeviceId, usize)> = deferred
+            .iter()
+            .enumerate()
+            .map(|(k, d)| (fleet[d.index].outstanding_tokens(), fleet[d.index].id, k))
+            .filter(|&(outstanding, _, k)| {
+                outstanding <= best.0 && !score::floor_exceeds(deferred[k].floor_s(), band_s)
+            })
+            .collect();
+        order.sort_unstable();
+        for (outstanding, _, k) in order {
+            if outstanding > best.0 {
                 break;
             }
-            if score::floor_exceeds(d.floor_s(), band_s)
-                || (d.decoding_s.is_none()
-                    && score::floor_exceeds(
-                        self.decoding_floor(floors, dev, d.floor, d.batched, now),
-                        band_s,
-                    ))
-            {
+            let d = &deferred[k];
+            let dev = &fleet[d.index];
+            let decoding = match d.decoding {
+                Some(decoding) => decoding,
+                None => self.decoding_floor(floors, dev, d.floor, &d.batched, now),
+            };
+            if score::floor_exceeds(decoding.seconds, band_s) {
                 continue;
             }
-            let s = self.score(shape, dev, now);
+            let s = self.score_with_side(shape, dev, now, Some(decoding.side));
             if in_band(&s) && rank(&s) < best {
                 best = rank(&s);
             }

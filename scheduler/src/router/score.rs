@@ -111,7 +111,7 @@ impl<'a> DeviceView<'a> {
                 new_tokens: tokens,
                 context: start,
             });
-            let one = self.cost.step_cost(&step).seconds();
+            let one = self.cost.step_seconds(&step);
             if tokens <= MIN_BUDGETED_CHUNK || one <= limit.as_secs_f64() {
                 return PrefillPlan::OneStep(one);
             }
@@ -224,11 +224,25 @@ impl Interference {
 }
 
 /// Scores `shape` on `dev` (pure; see the module doc for every formula).
+#[cfg(test)]
 pub(crate) fn score(
     shape: &Shape,
     dev: &DeviceView<'_>,
     budgets: Budgets,
     interference: Interference,
+) -> DeviceScore {
+    score_with_side(shape, dev, budgets, interference, None)
+}
+
+/// [`score`], given its decode side if a floor already priced it
+/// ([`Floors::decoding`]: the same function of the same inputs, so the
+/// same bits).
+pub(crate) fn score_with_side(
+    shape: &Shape,
+    dev: &DeviceView<'_>,
+    budgets: Budgets,
+    interference: Interference,
+    side: Option<DecodeSide>,
 ) -> DeviceScore {
     let cost = dev.cost;
     let load = &dev.load;
@@ -256,7 +270,8 @@ pub(crate) fn score(
         chunked_prefill_seconds(cost, StepShape::default(), start, uncached, chunk)
     };
 
-    let side = decode_side(shape, dev, interference, uncached);
+    let side = side
+        .unwrap_or_else(|| decode_side(dev, interference, uncached, DecodeBatch::of(shape, dev)));
     let DecodeSide {
         batch,
         tpot_s,
@@ -315,18 +330,18 @@ impl DecodeSide {
     }
 }
 
-/// [`score`]'s decode side of `shape` on `dev`, whose prompt leaves `uncached` tokens to prefill.
+/// [`score`]'s decode side on `dev` of a request joining `batch`, whose
+/// prompt leaves `uncached` tokens to prefill.
 fn decode_side(
-    shape: &Shape,
     dev: &DeviceView<'_>,
     interference: Interference,
     uncached: u32,
+    batch: DecodeBatch,
 ) -> DecodeSide {
-    let (batch, decode_shape) = decode_batch(shape, dev);
-    let mix = step_mix(dev, decode_shape, interference.rate, uncached);
+    let mix = step_mix(dev, batch, interference.rate, uncached);
     let (rate_before, rate_after) = interference.rates(uncached);
     DecodeSide {
-        batch,
+        batch: batch.seqs,
         tpot_s: mix.time_per_token(rate_before),
         running_tpot_s: mix.time_per_token(rate_after),
         prefill_share: mix.prefill_share(rate_after),
@@ -347,22 +362,37 @@ fn co_running(dev: &DeviceView<'_>) -> StepShape {
     )
 }
 
-/// The decode batch this request joins on `dev`, and its decode-only step:
-/// the batch once this request and the waiting ones have joined, at half
-/// this request's expected output; the waiting prompts are in the context
-/// by then.
-fn decode_batch(shape: &Shape, dev: &DeviceView<'_>) -> (u32, StepShape) {
-    let load = &dev.load;
-    let queued = load.running.saturating_add(load.waiting);
-    let batch = queued.saturating_add(1).min(dev.max_num_seqs).max(1);
-    let queued_ctx = load
-        .running_context_tokens
-        .saturating_add(load.queued_prefill_tokens);
-    let others_ctx = scale_context(queued_ctx, queued, batch - 1);
-    (
-        batch,
-        StepShape::decodes(batch, others_ctx.saturating_add(own_decode_context(shape))),
-    )
+/// The decode batch a request joins on a device, and its decode-only
+/// step, priced once for the floors and the score that share it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DecodeBatch {
+    /// Sequences in the batch, this request's included.
+    seqs: u32,
+    /// The decode-only step of the batch.
+    step: StepShape,
+    /// That step's seconds.
+    step_s: f64,
+}
+
+impl DecodeBatch {
+    /// The batch `shape` joins on `dev`: the batch once this request and
+    /// the waiting ones have joined, at half this request's expected
+    /// output; the waiting prompts are in the context by then.
+    fn of(shape: &Shape, dev: &DeviceView<'_>) -> Self {
+        let load = &dev.load;
+        let queued = load.running.saturating_add(load.waiting);
+        let seqs = queued.saturating_add(1).min(dev.max_num_seqs).max(1);
+        let queued_ctx = load
+            .running_context_tokens
+            .saturating_add(load.queued_prefill_tokens);
+        let others_ctx = scale_context(queued_ctx, queued, seqs - 1);
+        let step = StepShape::decodes(seqs, others_ctx.saturating_add(own_decode_context(shape)));
+        Self {
+            seqs,
+            step,
+            step_s: dev.cost.step_seconds(&step),
+        }
+    }
 }
 
 /// The request's own context over its decode: its prompt and half its expected output.
@@ -389,19 +419,21 @@ pub(crate) struct Floors<'a> {
     shape: &'a Shape,
     decode_steps: f64,
     /// Prefill prices, per (model, cached prefix).
-    prefill: [Option<AlonePrice<'a>>; ALONE_SLOTS],
+    /// Each entry also carries its model's decode price, so a device
+    /// whose pair is known costs one probe.
+    prefill: [Option<AlonePrice<'a, (f64, f64)>>; ALONE_SLOTS],
     /// Decode-step prices, per model (the cached prefix does not change them).
-    decode: [Option<AlonePrice<'a>>; DECODE_SLOTS],
+    decode: [Option<AlonePrice<'a, f64>>; DECODE_SLOTS],
 }
 
 /// One price of the request alone on one model (from one cached prefix, for a prefill).
-struct AlonePrice<'a> {
+struct AlonePrice<'a, V> {
     cost: &'a CostModel,
     start: u32,
-    seconds: f64,
+    seconds: V,
 }
 
-impl<'a> AlonePrice<'a> {
+impl<'a, V: Copy> AlonePrice<'a, V> {
     /// The price in `table` for (`cost`, `start`), computed by `price` when
     /// absent: open addressing over [`ALONE_PROBES`] slots from the key's
     /// own (a direct-mapped table thrashed: 28 keys of a 7-profile fleet
@@ -410,8 +442,8 @@ impl<'a> AlonePrice<'a> {
         table: &mut [Option<Self>; N],
         cost: &'a CostModel,
         start: u32,
-        price: impl FnOnce() -> f64,
-    ) -> f64 {
+        price: impl FnOnce() -> V,
+    ) -> V {
         let home = alone_slot(cost, start, N);
         let mut free = None;
         for k in 0..ALONE_PROBES.min(N) {
@@ -443,6 +475,8 @@ const ALONE_PROBES: usize = 4;
 /// tighter floor needs.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Floor {
+    /// The e2e floor, seconds.
+    seconds: f64,
     queue_s: f64,
     prefill_s: f64,
     per_token_s: f64,
@@ -479,19 +513,27 @@ impl<'a> Floors<'a> {
     pub(crate) fn alone(&mut self, dev: &DeviceView<'a>) -> Floor {
         let (_, uncached, start) = dev.uncached_suffix(self.shape.prompt_tokens);
         let cost = dev.cost;
-        let prefill_s = AlonePrice::get(&mut self.prefill, cost, start, || {
+        let Self {
+            shape,
+            prefill,
+            decode,
+            ..
+        } = self;
+        let (prefill_s, decode_s) = AlonePrice::get(prefill, cost, start, || {
             let prefill = StepShape::of([SeqWork {
                 new_tokens: uncached,
                 context: start,
             }]);
-            cost.step_cost(&prefill).seconds()
+            let own_ctx = own_decode_context(shape);
+            let decode_s = AlonePrice::get(decode, cost, 0, || {
+                cost.step_seconds(&StepShape::decodes(1, own_ctx))
+            });
+            (cost.step_seconds(&prefill), decode_s)
         });
-        let own_ctx = own_decode_context(self.shape);
-        let decode_s = AlonePrice::get(&mut self.decode, cost, 0, || {
-            cost.step_cost(&StepShape::decodes(1, own_ctx)).seconds()
-        });
+        let queue_s = dev.load.predicted_queue_delay.as_secs_f64();
         Floor {
-            queue_s: dev.load.predicted_queue_delay.as_secs_f64(),
+            seconds: queue_s + prefill_s + decode_s * self.decode_steps,
+            queue_s,
             prefill_s,
             per_token_s: decode_s,
             uncached,
@@ -501,22 +543,16 @@ impl<'a> Floors<'a> {
 
     /// The e2e floor, seconds.
     pub(crate) fn seconds(&self, floor: Floor) -> f64 {
-        floor.queue_s + floor.prefill_s + floor.per_token_s * self.decode_steps
+        floor.seconds
     }
 
     /// The floor of the request's cost on `dev` (one step price): its
     /// device time is its prefill alone plus its share of each decode step,
     /// which is at least the batch's decode-only step over the batch.
     pub(crate) fn cost_usd(&self, dev: &DeviceView<'_>, floor: Floor) -> f64 {
-        let (batch, decode_s) = self.batch_decode_step(dev);
-        (floor.prefill_s + self.decode_steps * decode_s / f64::from(batch))
+        let batch = DecodeBatch::of(self.shape, dev);
+        (floor.prefill_s + self.decode_steps * batch.step_s / f64::from(batch.seqs))
             * dev.cost.usd_per_second()
-    }
-
-    /// The batch the request joins on `dev`, and its decode-only step, seconds.
-    fn batch_decode_step(&self, dev: &DeviceView<'_>) -> (u32, f64) {
-        let (batch, decode_shape) = decode_batch(self.shape, dev);
-        (batch, dev.cost.step_cost(&decode_shape).seconds())
     }
 
     /// The tighter floor with `dev`'s load (two step prices): the prefill
@@ -528,10 +564,12 @@ impl<'a> Floors<'a> {
             new_tokens: floor.uncached,
             context: floor.start,
         });
-        let ttft_s = floor.queue_s + dev.cost.step_cost(&prefill).seconds();
+        let ttft_s = floor.queue_s + dev.cost.step_seconds(&prefill);
+        let decode = DecodeBatch::of(self.shape, dev);
         Batched {
-            seconds: ttft_s + self.batch_decode_step(dev).1 * self.decode_steps,
+            seconds: ttft_s + decode.step_s * self.decode_steps,
             ttft_s,
+            decode,
         }
     }
 
@@ -540,15 +578,18 @@ impl<'a> Floors<'a> {
     /// interference included. Only the prefill is still a floor, so where
     /// devices' predictions are close (a steady state the fastest band has
     /// equalised) this one rules out what the looser floors cannot.
-    pub(crate) fn decoding_seconds(
+    pub(crate) fn decoding(
         &self,
         dev: &DeviceView<'_>,
         floor: Floor,
-        batched: Batched,
+        batched: &Batched,
         interference: Interference,
-    ) -> f64 {
-        let side = decode_side(self.shape, dev, interference, floor.uncached);
-        batched.ttft_s + side.tpot_s * self.decode_steps
+    ) -> Decoding {
+        let side = decode_side(dev, interference, floor.uncached, batched.decode);
+        Decoding {
+            seconds: batched.ttft_s + side.tpot_s * self.decode_steps,
+            side,
+        }
     }
 
     /// Whether [`score`] says `dev` misses the SLO, proved from its floor
@@ -574,13 +615,26 @@ impl<'a> Floors<'a> {
     }
 }
 
-/// A device's batched e2e floor ([`Floors::batched`]), and its part up to the first token.
+/// A device's batched e2e floor ([`Floors::batched`]), its part up to
+/// the first token, and the decode batch it priced.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Batched {
     /// The e2e floor, seconds.
     pub seconds: f64,
     /// The floor of the time to first token, seconds.
     ttft_s: f64,
+    /// The decode batch the request joins, priced.
+    decode: DecodeBatch,
+}
+
+/// A device's decoding e2e floor ([`Floors::decoding`]), and the decode
+/// side it priced, which its score reuses.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Decoding {
+    /// The e2e floor, seconds.
+    pub seconds: f64,
+    /// [`score`]'s decode side on the device.
+    pub side: DecodeSide,
 }
 
 /// Whether a device whose cost floor is `floor_usd` predicts a cost above
@@ -601,14 +655,14 @@ pub(crate) fn floor_exceeds(floor_s: f64, limit_s: f64) -> bool {
 /// carries a typical dispatched prefill (the history's mean, or this
 /// request's `own` before any), cut to the chunk the device would take,
 /// at the context of that prefill's middle chunk.
-fn step_mix(dev: &DeviceView<'_>, decodes: StepShape, rate: PrefillRate, own: u32) -> StepMix {
+fn step_mix(dev: &DeviceView<'_>, batch: DecodeBatch, rate: PrefillRate, own: u32) -> StepMix {
     let cost = dev.cost;
+    let (decodes, decode_s) = (batch.step, batch.step_s);
     let typical = if rate.mean_tokens() >= 1.0 {
         rate.mean_tokens().round().min(f64::from(u32::MAX)) as u32
     } else {
         own
     };
-    let decode_s = cost.step_cost(&decodes).seconds();
     let (chunk, mixed_s) = match dev.prefill_plan(decodes, 0, typical, Some(decode_s)) {
         // The whole typical prefill in one step at context 0.
         PrefillPlan::OneStep(s) => (typical, s),
@@ -620,7 +674,7 @@ fn step_mix(dev: &DeviceView<'_>, decodes: StepShape, rate: PrefillRate, own: u3
                 new_tokens: chunk,
                 context,
             });
-            (chunk, cost.step_cost(&mixed).seconds())
+            (chunk, cost.step_seconds(&mixed))
         }
     };
     StepMix {
@@ -755,7 +809,7 @@ mod tests {
                 new_tokens: q,
                 context: start + done,
             });
-            total += cost.step_cost(&s).seconds();
+            total += cost.step_seconds(&s);
             done += q;
         }
         total
@@ -903,7 +957,10 @@ mod tests {
             if floors.misses_slo_alone(&dev, floor, budgets, interference) {
                 proptest::prop_assert!(!scored.meets_slo, "proved missing alone: {:?}", scored);
             }
-            let decoding = floors.decoding_seconds(&dev, floor, batched, interference);
+            let decoding = floors.decoding(&dev, floor, &batched, interference);
+            let with_side = score_with_side(&shape, &dev, budgets, interference, Some(decoding.side));
+            proptest::prop_assert_eq!(with_side, scored);
+            let decoding = decoding.seconds;
             let batched = batched.seconds;
             proptest::prop_assert!(!floor_exceeds(alone, batched), "alone {} > batched {}", alone, batched);
             proptest::prop_assert!(
@@ -956,7 +1013,7 @@ mod tests {
         .iter()
         .map(|d| variant(d, "llama-3.1-8b", 1.0, false, 0.0))
         .collect();
-        let mut table: [Option<AlonePrice<'_>>; ALONE_SLOTS] = [const { None }; ALONE_SLOTS];
+        let mut table: [Option<AlonePrice<'_, f64>>; ALONE_SLOTS] = [const { None }; ALONE_SLOTS];
         let mut priced = 0;
         // A 256-device fleet cycling through 7 models and 4 cached prefixes.
         for i in 0..256u32 {
