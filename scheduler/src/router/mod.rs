@@ -437,6 +437,25 @@ impl Decision {
     }
 }
 
+/// Every fleet entry's e2e floor from the request's prices alone, priced
+/// once per decision for the proof that all miss the SLO and the bounded search.
+struct AloneFloors<'a> {
+    floors: score::Floors<'a>,
+    /// Per fleet entry, in fleet order; `None` where the device is ineligible.
+    floor: Vec<Option<score::Floor>>,
+}
+
+impl<'a> AloneFloors<'a> {
+    fn of(shape: &'a Shape, fleet: &[DeviceView<'a>]) -> Self {
+        let mut floors = score::Floors::new(shape);
+        let floor = fleet
+            .iter()
+            .map(|d| d.eligible(shape.prompt_tokens).then(|| floors.alone(d)))
+            .collect();
+        Self { floors, floor }
+    }
+}
+
 /// Why no device could be chosen.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
@@ -590,9 +609,10 @@ impl Router {
             Some(ChoiceBound::BandMeetingSlo | ChoiceBound::CheapestMeetingSlo)
                 if !self.met_slo_last =>
             {
-                if self.all_miss_slo(&shape, fleet, now) {
+                let alone = AloneFloors::of(&shape, fleet);
+                if self.all_miss_slo(&alone, fleet, now) {
                     let (scores, bounded_by) =
-                        self.score_bounded(&shape, fleet, now, ChoiceBound::Band);
+                        self.score_bounded(alone, fleet, now, ChoiceBound::Band);
                     self.bound_hint[shape.class as usize] = bounded_by;
                     scores
                 } else {
@@ -600,7 +620,8 @@ impl Router {
                 }
             }
             Some(bound) => {
-                let (scores, bounded_by) = self.score_bounded(&shape, fleet, now, bound);
+                let alone = AloneFloors::of(&shape, fleet);
+                let (scores, bounded_by) = self.score_bounded(alone, fleet, now, bound);
                 self.bound_hint[shape.class as usize] = bounded_by;
                 scores
             }
@@ -628,15 +649,22 @@ impl Router {
 
     /// Whether every eligible device provably misses the SLO by
     /// [`score::Floors::misses_slo_alone`] (stopping at the first that does not).
-    fn all_miss_slo(&self, shape: &Shape, fleet: &[DeviceView<'_>], now: Duration) -> bool {
-        let mut floors = score::Floors::new(shape);
-        fleet
-            .iter()
-            .filter(|d| d.eligible(shape.prompt_tokens))
-            .all(|d| {
-                let floor = floors.alone(d);
-                floors.misses_slo_alone(d, floor, self.budgets, self.interference(d.id, now))
+    fn all_miss_slo(
+        &self,
+        alone: &AloneFloors<'_>,
+        fleet: &[DeviceView<'_>],
+        now: Duration,
+    ) -> bool {
+        fleet.iter().zip(&alone.floor).all(|(d, floor)| {
+            floor.is_none_or(|floor| {
+                (alone.floors).misses_slo_alone(
+                    d,
+                    floor,
+                    self.budgets,
+                    self.interference(d.id, now),
+                )
             })
+        })
     }
 
     fn score_all(
@@ -676,16 +704,15 @@ impl Router {
     /// the band.
     fn score_bounded(
         &self,
-        shape: &Shape,
+        AloneFloors {
+            floors,
+            floor: alone,
+        }: AloneFloors<'_>,
         fleet: &[DeviceView<'_>],
         now: Duration,
         bound: ChoiceBound,
     ) -> (Vec<DeviceScore>, Option<DeviceId>) {
-        let mut floors = score::Floors::new(shape);
-        let alone: Vec<Option<score::Floor>> = fleet
-            .iter()
-            .map(|d| d.eligible(shape.prompt_tokens).then(|| floors.alone(d)))
-            .collect();
+        let shape = floors.shape();
         let first = alone
             .iter()
             .enumerate()

@@ -541,6 +541,11 @@ impl<'a> Floors<'a> {
         }
     }
 
+    /// The request's shape.
+    pub(crate) fn shape(&self) -> &'a Shape {
+        self.shape
+    }
+
     /// The e2e floor, seconds.
     pub(crate) fn seconds(&self, floor: Floor) -> f64 {
         floor.seconds
