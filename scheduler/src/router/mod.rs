@@ -592,12 +592,13 @@ impl Router {
     /// of the scoring on a large fleet. Its [`Decision::scores`]
     /// then leave those devices out; [`Decision::skipped`] counts them.
     /// After a `cost` decision where no device met the SLO, the next one
-    /// checks each device's cheapest proof that it misses the SLO (its
-    /// TTFT or time per token floor past the budget, or prefills arriving
-    /// faster than it computes them): if every device has one, the
-    /// fallback's fastest band is searched as above; at the first device
-    /// without one it scores every device, as an overloaded fleet at the
-    /// SLO's edge leaves the floors nothing to rule out.
+    /// checks each device for a proof that it misses the SLO (its TTFT or
+    /// time per token floor past the budget, or prefills arriving faster
+    /// than it computes them; failing those, its batched TTFT floor or the
+    /// score's own decode side past the budget): if every device has one,
+    /// the fallback's fastest band is searched as above; at the first
+    /// device without one it scores every device, as an overloaded fleet
+    /// at the SLO's edge leaves the floors nothing to rule out.
     pub fn route(
         &mut self,
         req: &RouteRequest,
@@ -647,24 +648,41 @@ impl Router {
         self.decide(req, fleet, now, shape, scores)
     }
 
-    /// Whether every eligible device provably misses the SLO by
-    /// [`score::Floors::misses_slo_alone`] (stopping at the first that does not).
+    /// Whether every eligible device provably misses the SLO (stopping at
+    /// the first that does not): by [`score::Floors::misses_slo_alone`],
+    /// else by [`score::Floors::misses_slo_decoding`], which prices the
+    /// device's batch and decode side (a fleet just past the SLO, where the
+    /// proofs alone are too loose, still costs less than scoring it).
     fn all_miss_slo(
         &self,
         alone: &AloneFloors<'_>,
         fleet: &[DeviceView<'_>],
         now: Duration,
     ) -> bool {
+        let floors = &alone.floors;
         fleet.iter().zip(&alone.floor).all(|(d, floor)| {
             floor.is_none_or(|floor| {
-                (alone.floors).misses_slo_alone(
-                    d,
-                    floor,
-                    self.budgets,
-                    self.interference(d.id, now),
-                )
+                let interference = || self.interference(d.id, now);
+                floors.misses_slo_alone(d, floor, self.budgets, interference)
+                    || self.misses_slo_decoding(floors, d, floor, interference())
             })
         })
+    }
+
+    /// [`score::Floors::misses_slo_decoding`] for `dev`, its floors priced
+    /// here: apart from [`Self::all_miss_slo`]'s loop, which an overloaded
+    /// fleet's proofs alone keep cheap.
+    #[inline(never)]
+    fn misses_slo_decoding(
+        &self,
+        floors: &score::Floors<'_>,
+        dev: &DeviceView<'_>,
+        floor: score::Floor,
+        interference: score::Interference,
+    ) -> bool {
+        let batched = floors.batched(dev, floor);
+        let decoding = floors.decoding(dev, floor, &batched, interference);
+        floors.misses_slo_decoding(&batched, &decoding, self.budgets)
     }
 
     fn score_all(

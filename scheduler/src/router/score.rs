@@ -602,21 +602,37 @@ impl<'a> Floors<'a> {
     /// token floor past the budget, or its prefill share with this request
     /// dispatched at least 1 (a mixed step of a `c`-token chunk computes
     /// at least `c` tokens, so the share is at least the rate times the
-    /// compute seconds per token). `false` proves nothing.
+    /// compute seconds per token). `false` proves nothing. The dispatch
+    /// history is looked up only for the last proof.
     pub(crate) fn misses_slo_alone(
         &self,
         dev: &DeviceView<'_>,
         floor: Floor,
         budgets: Budgets,
-        interference: Interference,
+        interference: impl FnOnce() -> Interference,
     ) -> bool {
         floor_exceeds(floor.queue_s + floor.prefill_s, budgets.ttft.as_secs_f64())
             || (self.decode_steps > 0.0
                 && floor_exceeds(floor.per_token_s, budgets.tpot.as_secs_f64()))
-            || interference.rates(floor.uncached).1
+            || interference().rates(floor.uncached).1
                 * dev.cost.compute_seconds_per_token()
                 * (1.0 - 1e-9)
                 >= 1.0
+    }
+
+    /// Whether [`score`] says the device of `batched` and `decoding` misses
+    /// the SLO, proved from those floors: its TTFT floor past the budget, or
+    /// its decode side (the score's own) past it. `false` proves nothing.
+    pub(crate) fn misses_slo_decoding(
+        &self,
+        batched: &Batched,
+        decoding: &Decoding,
+        budgets: Budgets,
+    ) -> bool {
+        floor_exceeds(batched.ttft_s, budgets.ttft.as_secs_f64())
+            || !decoding
+                .side
+                .meets(budgets, self.shape.expected_output_tokens)
     }
 }
 
@@ -959,10 +975,13 @@ mod tests {
                 "cost floor {} > cost {}", cost, scored.cost_usd
             );
             let (alone, batched) = (floors.seconds(floor), floors.batched(&dev, floor));
-            if floors.misses_slo_alone(&dev, floor, budgets, interference) {
+            if floors.misses_slo_alone(&dev, floor, budgets, || interference) {
                 proptest::prop_assert!(!scored.meets_slo, "proved missing alone: {:?}", scored);
             }
             let decoding = floors.decoding(&dev, floor, &batched, interference);
+            if floors.misses_slo_decoding(&batched, &decoding, budgets) {
+                proptest::prop_assert!(!scored.meets_slo, "proved missing by the decoding floor: {:?}", scored);
+            }
             let with_side = score_with_side(&shape, &dev, budgets, interference, Some(decoding.side));
             proptest::prop_assert_eq!(with_side, scored);
             let decoding = decoding.seconds;
