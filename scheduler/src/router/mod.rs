@@ -443,6 +443,9 @@ struct AloneFloors<'a> {
     floors: score::Floors<'a>,
     /// Per fleet entry, in fleet order; `None` where the device is ineligible.
     floor: Vec<Option<score::Floor>>,
+    /// Per fleet entry, the tighter floors [`Router::all_miss_slo`] priced
+    /// (empty until it prices one), which the search then reuses.
+    priced: Vec<Option<(score::Batched, score::Decoding)>>,
 }
 
 impl<'a> AloneFloors<'a> {
@@ -452,7 +455,16 @@ impl<'a> AloneFloors<'a> {
             .iter()
             .map(|d| d.eligible(shape.prompt_tokens).then(|| floors.alone(d)))
             .collect();
-        Self { floors, floor }
+        Self {
+            floors,
+            floor,
+            priced: Vec::new(),
+        }
+    }
+
+    /// The tighter floors priced for fleet entry `i`, if any.
+    fn priced(&self, i: usize) -> Option<(score::Batched, score::Decoding)> {
+        self.priced.get(i).copied().flatten()
     }
 }
 
@@ -610,8 +622,8 @@ impl Router {
             Some(ChoiceBound::BandMeetingSlo | ChoiceBound::CheapestMeetingSlo)
                 if !self.met_slo_last =>
             {
-                let alone = AloneFloors::of(&shape, fleet);
-                if self.all_miss_slo(&alone, fleet, now) {
+                let mut alone = AloneFloors::of(&shape, fleet);
+                if self.all_miss_slo(&mut alone, fleet, now) {
                     let (scores, bounded_by) =
                         self.score_bounded(alone, fleet, now, ChoiceBound::Band);
                     self.bound_hint[shape.class as usize] = bounded_by;
@@ -655,23 +667,33 @@ impl Router {
     /// proofs alone are too loose, still costs less than scoring it).
     fn all_miss_slo(
         &self,
-        alone: &AloneFloors<'_>,
+        alone: &mut AloneFloors<'_>,
         fleet: &[DeviceView<'_>],
         now: Duration,
     ) -> bool {
-        let floors = &alone.floors;
-        fleet.iter().zip(&alone.floor).all(|(d, floor)| {
-            floor.is_none_or(|floor| {
-                let interference = || self.interference(d.id, now);
-                floors.misses_slo_alone(d, floor, self.budgets, interference)
-                    || self.misses_slo_decoding(floors, d, floor, interference())
+        let AloneFloors {
+            floors,
+            floor,
+            priced,
+        } = alone;
+        fleet
+            .iter()
+            .zip(floor.iter())
+            .enumerate()
+            .all(|(i, (d, floor))| {
+                floor.is_none_or(|floor| {
+                    let interference = || self.interference(d.id, now);
+                    floors.misses_slo_alone(d, floor, self.budgets, interference)
+                        || self.misses_slo_decoding(floors, d, floor, interference(), (i, priced))
+                })
             })
-        })
     }
 
     /// [`score::Floors::misses_slo_decoding`] for `dev`, its floors priced
     /// here: apart from [`Self::all_miss_slo`]'s loop, which an overloaded
     /// fleet's proofs alone keep cheap.
+    /// What it priced is kept in `priced` at fleet entry `index`, for the
+    /// search that follows.
     #[inline(never)]
     fn misses_slo_decoding(
         &self,
@@ -679,10 +701,18 @@ impl Router {
         dev: &DeviceView<'_>,
         floor: score::Floor,
         interference: score::Interference,
+        (index, priced): (usize, &mut Vec<Option<(score::Batched, score::Decoding)>>),
     ) -> bool {
         let batched = floors.batched(dev, floor);
         let decoding = floors.decoding(dev, floor, &batched, interference);
-        floors.misses_slo_decoding(&batched, &decoding, self.budgets)
+        let misses = floors.misses_slo_decoding(&batched, &decoding, self.budgets);
+        if misses {
+            if priced.len() <= index {
+                priced.resize(index + 1, None);
+            }
+            priced[index] = Some((batched, decoding));
+        }
+        misses
     }
 
     fn score_all(
@@ -722,14 +752,12 @@ impl Router {
     /// the band.
     fn score_bounded(
         &self,
-        AloneFloors {
-            floors,
-            floor: alone,
-        }: AloneFloors<'_>,
+        floors_alone: AloneFloors<'_>,
         fleet: &[DeviceView<'_>],
         now: Duration,
         bound: ChoiceBound,
     ) -> (Vec<DeviceScore>, Option<DeviceId>) {
+        let (floors, alone) = (&floors_alone.floors, &floors_alone.floor);
         let shape = floors.shape();
         let first = alone
             .iter()
@@ -758,7 +786,7 @@ impl Router {
             let (Some(floor), dev) = (alone[i], &fleet[i]) else {
                 continue;
             };
-            let mut side = None;
+            let mut side = floors_alone.priced(i).map(|(_, d)| d.side);
             if let Some(limit) = limit {
                 match bound {
                     ChoiceBound::CheapestMeetingSlo => {
@@ -767,7 +795,8 @@ impl Router {
                         }
                     }
                     ChoiceBound::BandMeetingSlo | ChoiceBound::Band | ChoiceBound::Fastest => {
-                        match self.screen(&floors, dev, i, floor, (limit, drop_s), now) {
+                        let priced = floors_alone.priced(i);
+                        match self.screen(floors, dev, (i, floor, priced), (limit, drop_s), now) {
                             Screened::Drop => continue,
                             Screened::Defer(d) => {
                                 deferred.push(d);
@@ -805,7 +834,7 @@ impl Router {
         {
             let need_slo = bound == ChoiceBound::BandMeetingSlo;
             let band = Band { fastest, need_slo };
-            self.score_band(shape, fleet, now, &floors, deferred, band, &mut scores);
+            self.score_band(shape, fleet, now, floors, deferred, band, &mut scores);
         }
         (scores, bounded_by)
     }
@@ -817,15 +846,18 @@ impl Router {
         &self,
         floors: &score::Floors<'_>,
         dev: &DeviceView<'_>,
-        index: usize,
-        floor: score::Floor,
+        (index, floor, priced): (
+            usize,
+            score::Floor,
+            Option<(score::Batched, score::Decoding)>,
+        ),
         (limit_s, drop_s): (f64, f64),
         now: Duration,
     ) -> Screened {
         if score::floor_exceeds(floors.seconds(floor), drop_s) {
             return Screened::Drop;
         }
-        let batched = floors.batched(dev, floor);
+        let batched = priced.map_or_else(|| floors.batched(dev, floor), |(b, _)| b);
         if score::floor_exceeds(batched.seconds, drop_s) {
             return Screened::Drop;
         }
@@ -833,9 +865,13 @@ impl Router {
             index,
             floor,
             batched,
-            decoding: None,
+            decoding: priced.map(|(_, d)| d),
         };
-        if !score::floor_exceeds(batched.seconds, limit_s) {
+        if let Some(decoding) = d.decoding {
+            if score::floor_exceeds(decoding.seconds, drop_s) {
+                return Screened::Drop;
+            }
+        } else if !score::floor_exceeds(batched.seconds, limit_s) {
             let decoding = self.decoding_floor(floors, dev, floor, &batched, now);
             if score::floor_exceeds(decoding.seconds, drop_s) {
                 return Screened::Drop;
