@@ -445,8 +445,11 @@ struct AloneFloors<'a> {
     floor: Vec<Option<score::Floor>>,
     /// Per fleet entry, the tighter floors [`Router::all_miss_slo`] priced
     /// (empty until it prices one), which the search then reuses.
-    priced: Vec<Option<(score::Batched, score::Decoding)>>,
+    priced: Vec<Option<Priced>>,
 }
+
+/// A device's batched and decoding floors, priced by a proof that it misses the SLO.
+type Priced = (score::Batched, score::Decoding);
 
 impl<'a> AloneFloors<'a> {
     fn of(shape: &'a Shape, fleet: &[DeviceView<'a>]) -> Self {
@@ -463,7 +466,7 @@ impl<'a> AloneFloors<'a> {
     }
 
     /// The tighter floors priced for fleet entry `i`, if any.
-    fn priced(&self, i: usize) -> Option<(score::Batched, score::Decoding)> {
+    fn priced(&self, i: usize) -> Option<Priced> {
         self.priced.get(i).copied().flatten()
     }
 }
@@ -570,7 +573,7 @@ impl Router {
         now: Duration,
         side: Option<score::DecodeSide>,
     ) -> DeviceScore {
-        score::score_with_side(
+        score::score(
             shape,
             device,
             self.budgets,
@@ -683,36 +686,38 @@ impl Router {
             .all(|(i, (d, floor))| {
                 floor.is_none_or(|floor| {
                     let interference = || self.interference(d.id, now);
-                    floors.misses_slo_alone(d, floor, self.budgets, interference)
-                        || self.misses_slo_decoding(floors, d, floor, interference(), (i, priced))
+                    if floors.misses_slo_alone(d, floor, self.budgets, interference) {
+                        return true;
+                    }
+                    let Some(proof) = self.decoding_proof(floors, d, floor, interference()) else {
+                        return false;
+                    };
+                    if priced.len() <= i {
+                        priced.resize(i + 1, None);
+                    }
+                    priced[i] = Some(proof);
+                    true
                 })
             })
     }
 
-    /// [`score::Floors::misses_slo_decoding`] for `dev`, its floors priced
-    /// here: apart from [`Self::all_miss_slo`]'s loop, which an overloaded
-    /// fleet's proofs alone keep cheap.
-    /// What it priced is kept in `priced` at fleet entry `index`, for the
-    /// search that follows.
+    /// `dev`'s batched and decoding floors if they prove it misses the SLO
+    /// ([`score::Floors::misses_slo_decoding`]), for the search that
+    /// follows. Apart from [`Self::all_miss_slo`]'s loop, which an
+    /// overloaded fleet's proofs alone keep cheap.
     #[inline(never)]
-    fn misses_slo_decoding(
+    fn decoding_proof(
         &self,
         floors: &score::Floors<'_>,
         dev: &DeviceView<'_>,
         floor: score::Floor,
         interference: score::Interference,
-        (index, priced): (usize, &mut Vec<Option<(score::Batched, score::Decoding)>>),
-    ) -> bool {
+    ) -> Option<Priced> {
         let batched = floors.batched(dev, floor);
         let decoding = floors.decoding(dev, floor, &batched, interference);
-        let misses = floors.misses_slo_decoding(&batched, &decoding, self.budgets);
-        if misses {
-            if priced.len() <= index {
-                priced.resize(index + 1, None);
-            }
-            priced[index] = Some((batched, decoding));
-        }
-        misses
+        floors
+            .misses_slo_decoding(&batched, &decoding, self.budgets)
+            .then_some((batched, decoding))
     }
 
     fn score_all(
@@ -762,7 +767,7 @@ impl Router {
         let first = alone
             .iter()
             .enumerate()
-            .filter_map(|(i, f)| f.map(|f| (i, floors.seconds(f))))
+            .filter_map(|(i, f)| f.map(|f| (i, f.seconds())))
             .min_by(|a, b| a.1.total_cmp(&b.1))
             .map(|(i, _)| i);
         let hint = self.bound_hint[shape.class as usize]
@@ -786,7 +791,8 @@ impl Router {
             let (Some(floor), dev) = (alone[i], &fleet[i]) else {
                 continue;
             };
-            let mut side = floors_alone.priced(i).map(|(_, d)| d.side);
+            let priced = floors_alone.priced(i);
+            let mut side = priced.map(|(_, d)| d.side);
             if let Some(limit) = limit {
                 match bound {
                     ChoiceBound::CheapestMeetingSlo => {
@@ -795,7 +801,6 @@ impl Router {
                         }
                     }
                     ChoiceBound::BandMeetingSlo | ChoiceBound::Band | ChoiceBound::Fastest => {
-                        let priced = floors_alone.priced(i);
                         match self.screen(floors, dev, (i, floor, priced), (limit, drop_s), now) {
                             Screened::Drop => continue,
                             Screened::Defer(d) => {
@@ -846,15 +851,11 @@ impl Router {
         &self,
         floors: &score::Floors<'_>,
         dev: &DeviceView<'_>,
-        (index, floor, priced): (
-            usize,
-            score::Floor,
-            Option<(score::Batched, score::Decoding)>,
-        ),
+        (index, floor, priced): (usize, score::Floor, Option<Priced>),
         (limit_s, drop_s): (f64, f64),
         now: Duration,
     ) -> Screened {
-        if score::floor_exceeds(floors.seconds(floor), drop_s) {
+        if score::floor_exceeds(floor.seconds(), drop_s) {
             return Screened::Drop;
         }
         let batched = priced.map_or_else(|| floors.batched(dev, floor), |(b, _)| b);

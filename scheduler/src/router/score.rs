@@ -223,21 +223,10 @@ impl Interference {
     }
 }
 
-/// Scores `shape` on `dev` (pure; see the module doc for every formula).
-#[cfg(test)]
+/// Scores `shape` on `dev` (pure; see the module doc for every formula),
+/// given its decode side if a floor already priced it ([`Floors::decoding`]:
+/// the same function of the same inputs, so the same bits).
 pub(crate) fn score(
-    shape: &Shape,
-    dev: &DeviceView<'_>,
-    budgets: Budgets,
-    interference: Interference,
-) -> DeviceScore {
-    score_with_side(shape, dev, budgets, interference, None)
-}
-
-/// [`score`], given its decode side if a floor already priced it
-/// ([`Floors::decoding`]: the same function of the same inputs, so the
-/// same bits).
-pub(crate) fn score_with_side(
     shape: &Shape,
     dev: &DeviceView<'_>,
     budgets: Budgets,
@@ -485,6 +474,13 @@ pub(crate) struct Floor {
     start: u32,
 }
 
+impl Floor {
+    /// The e2e floor, seconds.
+    pub(crate) fn seconds(&self) -> f64 {
+        self.seconds
+    }
+}
+
 /// Slots of [`Floors`]' table of prefill prices alone, one (model, cached prefix) pair each.
 const ALONE_SLOTS: usize = 64;
 
@@ -544,11 +540,6 @@ impl<'a> Floors<'a> {
     /// The request's shape.
     pub(crate) fn shape(&self) -> &'a Shape {
         self.shape
-    }
-
-    /// The e2e floor, seconds.
-    pub(crate) fn seconds(&self, floor: Floor) -> f64 {
-        floor.seconds
     }
 
     /// The floor of the request's cost on `dev` (one step price): its
@@ -960,12 +951,12 @@ mod tests {
             });
             let interference = Interference { rate, now, window };
             let unbounded = Budgets { ttft: Duration::MAX, tpot: Duration::MAX };
-            let predicted = score(&shape, &dev, unbounded, interference);
+            let predicted = score(&shape, &dev, unbounded, interference, None);
             let budgets = Budgets {
                 ttft: predicted.ttft.mul_f64(ttft_factor),
                 tpot: predicted.tpot.max(predicted.running_tpot).mul_f64(tpot_factor),
             };
-            let scored = score(&shape, &dev, budgets, interference);
+            let scored = score(&shape, &dev, budgets, interference, None);
             let e2e = scored.e2e;
             let mut floors = Floors::new(&shape);
             let floor = floors.alone(&dev);
@@ -974,7 +965,7 @@ mod tests {
                 !cost_floor_exceeds(cost, scored.cost_usd),
                 "cost floor {} > cost {}", cost, scored.cost_usd
             );
-            let (alone, batched) = (floors.seconds(floor), floors.batched(&dev, floor));
+            let (alone, batched) = (floor.seconds(), floors.batched(&dev, floor));
             if floors.misses_slo_alone(&dev, floor, budgets, || interference) {
                 proptest::prop_assert!(!scored.meets_slo, "proved missing alone: {:?}", scored);
             }
@@ -982,7 +973,7 @@ mod tests {
             if floors.misses_slo_decoding(&batched, &decoding, budgets) {
                 proptest::prop_assert!(!scored.meets_slo, "proved missing by the decoding floor: {:?}", scored);
             }
-            let with_side = score_with_side(&shape, &dev, budgets, interference, Some(decoding.side));
+            let with_side = score(&shape, &dev, budgets, interference, Some(decoding.side));
             proptest::prop_assert_eq!(with_side, scored);
             let decoding = decoding.seconds;
             let batched = batched.seconds;
@@ -1098,7 +1089,7 @@ mod tests {
             d.load.running_context_tokens = u64::from(running) * 1500;
             d.load.queued_prefill_tokens = queued;
             d.load.predicted_queue_delay = Duration::from_millis(delay_ms);
-            let s = score(&shape, &d, budgets, NO_HISTORY);
+            let s = score(&shape, &d, budgets, NO_HISTORY, None);
             assert!(s.ttft > last, "running {running}: {:?} ≤ {last:?}", s.ttft);
             assert!(s.ttft >= s.queue_delay);
             last = s.ttft;
@@ -1122,9 +1113,9 @@ mod tests {
         let mut all = cold;
         all.cached_prefix_tokens = 9000; // more than the prompt: clamped, one token recomputed
         let (c, w, a) = (
-            score(&shape, &cold, budgets, NO_HISTORY),
-            score(&shape, &warm, budgets, NO_HISTORY),
-            score(&shape, &all, budgets, NO_HISTORY),
+            score(&shape, &cold, budgets, NO_HISTORY, None),
+            score(&shape, &warm, budgets, NO_HISTORY, None),
+            score(&shape, &all, budgets, NO_HISTORY, None),
         );
         assert!(w.ttft < c.ttft && w.cost_usd < c.cost_usd);
         assert!(a.ttft < w.ttft && a.ttft > Duration::ZERO);
@@ -1147,7 +1138,7 @@ mod tests {
         let mut d = view(3, &cost);
         d.load.running = 9;
         d.load.running_context_tokens = 9 * 1000;
-        let s = score(&shape, &d, budgets, NO_HISTORY);
+        let s = score(&shape, &d, budgets, NO_HISTORY, None);
         let tpot = cost.decode_step_time(10, 9000 + 100 + 500);
         assert!(s.tpot.max(tpot) - s.tpot.min(tpot) <= Duration::from_nanos(1));
         let tpot_s = decode_seconds(&cost, 10, 9000 + 100 + 500);
@@ -1175,7 +1166,7 @@ mod tests {
         d.max_num_seqs = 4;
         d.load.running = 4;
         d.load.running_context_tokens = 4 * 1000;
-        let s = score(&shape, &d, budgets, NO_HISTORY);
+        let s = score(&shape, &d, budgets, NO_HISTORY, None);
         // Batch of 4: three others (3/4 of the running context) plus this request.
         let tpot = cost.decode_step_time(4, 3000 + 100 + 50);
         assert!(s.tpot.max(tpot) - s.tpot.min(tpot) <= Duration::from_nanos(1));
