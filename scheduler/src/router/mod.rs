@@ -376,21 +376,16 @@ pub struct Decision {
 }
 
 /// A device the fixed objective's first pass left for its band pass, with
-/// the floors it priced.
+/// its tightest floor. Small, as a fleet past the SLO defers most of its
+/// devices: the batched floor, which the band pass needs only where the
+/// decoding floor was not priced, is priced again there for the few it reaches.
 #[derive(Debug, Clone, Copy)]
 struct Deferred {
     index: usize,
-    floor: score::Floor,
-    batched: score::Batched,
+    /// The tightest e2e floor priced, seconds.
+    floor_s: f64,
     /// The decoding floor, if priced.
     decoding: Option<score::Decoding>,
-}
-
-impl Deferred {
-    /// The tightest e2e floor priced, seconds.
-    fn floor_s(&self) -> f64 {
-        self.decoding.map_or(self.batched.seconds, |d| d.seconds)
-    }
 }
 
 /// What a device's e2e floors say of it, against the limits of the choice so far.
@@ -399,9 +394,9 @@ enum Screened {
     Drop,
     /// Past the current choice's e2e, within the band: for the band pass.
     Defer(Deferred),
-    /// Could still be chosen or move the bound: score it (with the decode
-    /// side its decoding floor priced, if it did).
-    Score(Option<score::DecodeSide>),
+    /// Could still be chosen or move the bound: score it with the decode
+    /// side its decoding floor priced.
+    Score(score::DecodeSide),
 }
 
 /// The band the fixed objective's second pass (or the fallback's) picks from.
@@ -445,11 +440,8 @@ struct AloneFloors<'a> {
     floor: Vec<Option<score::Floor>>,
     /// Per fleet entry, the tighter floors [`Router::all_miss_slo`] priced
     /// (empty until it prices one), which the search then reuses.
-    priced: Vec<Option<Priced>>,
+    priced: Vec<Option<score::Decoding>>,
 }
-
-/// A device's batched and decoding floors, priced by a proof that it misses the SLO.
-type Priced = (score::Batched, score::Decoding);
 
 impl<'a> AloneFloors<'a> {
     fn of(shape: &'a Shape, fleet: &[DeviceView<'a>]) -> Self {
@@ -466,7 +458,7 @@ impl<'a> AloneFloors<'a> {
     }
 
     /// The tighter floors priced for fleet entry `i`, if any.
-    fn priced(&self, i: usize) -> Option<Priced> {
+    fn priced(&self, i: usize) -> Option<score::Decoding> {
         self.priced.get(i).copied().flatten()
     }
 }
@@ -628,7 +620,7 @@ impl Router {
                 let mut alone = AloneFloors::of(&shape, fleet);
                 if self.all_miss_slo(&mut alone, fleet, now) {
                     let (scores, bounded_by) =
-                        self.score_bounded(alone, fleet, now, ChoiceBound::Band);
+                        self.score_bounded(&alone, fleet, now, ChoiceBound::Band);
                     self.bound_hint[shape.class as usize] = bounded_by;
                     scores
                 } else {
@@ -637,7 +629,7 @@ impl Router {
             }
             Some(bound) => {
                 let alone = AloneFloors::of(&shape, fleet);
-                let (scores, bounded_by) = self.score_bounded(alone, fleet, now, bound);
+                let (scores, bounded_by) = self.score_bounded(&alone, fleet, now, bound);
                 self.bound_hint[shape.class as usize] = bounded_by;
                 scores
             }
@@ -665,9 +657,10 @@ impl Router {
 
     /// Whether every eligible device provably misses the SLO (stopping at
     /// the first that does not): by [`score::Floors::misses_slo_alone`],
-    /// else by [`score::Floors::misses_slo_decoding`], which prices the
-    /// device's batch and decode side (a fleet just past the SLO, where the
-    /// proofs alone are too loose, still costs less than scoring it).
+    /// else by [`Self::decoding_proof`], which prices the device's decode
+    /// side and, only where that proves nothing, its batched TTFT floor (a
+    /// fleet just past the SLO, where the proofs alone are too loose, still
+    /// costs less than scoring it).
     fn all_miss_slo(
         &self,
         alone: &mut AloneFloors<'_>,
@@ -679,32 +672,29 @@ impl Router {
             floor,
             priced,
         } = alone;
-        fleet
-            .iter()
-            .zip(floor.iter())
-            .enumerate()
-            .all(|(i, (d, floor))| {
-                floor.is_none_or(|floor| {
-                    let interference = || self.interference(d.id, now);
-                    if floors.misses_slo_alone(d, floor, self.budgets, interference) {
-                        return true;
-                    }
-                    let Some(proof) = self.decoding_proof(floors, d, floor, interference()) else {
-                        return false;
-                    };
-                    if priced.len() <= i {
-                        priced.resize(i + 1, None);
-                    }
-                    priced[i] = Some(proof);
-                    true
-                })
-            })
+        priced.clear();
+        priced.reserve_exact(fleet.len());
+        fleet.iter().zip(floor.iter()).all(|(d, floor)| {
+            let Some(floor) = *floor else {
+                priced.push(None);
+                return true;
+            };
+            let interference = || self.interference(d.id, now);
+            if floors.misses_slo_alone(d, floor, self.budgets, interference) {
+                priced.push(None);
+                return true;
+            }
+            let proof = self.decoding_proof(floors, d, floor, interference());
+            priced.push(proof);
+            proof.is_some()
+        })
     }
 
-    /// `dev`'s batched and decoding floors if they prove it misses the SLO
-    /// ([`score::Floors::misses_slo_decoding`]), for the search that
-    /// follows. Apart from [`Self::all_miss_slo`]'s loop, which an
-    /// overloaded fleet's proofs alone keep cheap.
+    /// `dev`'s decoding floor if it proves, with the batched TTFT floor,
+    /// that the device misses the SLO ([`score::Floors::misses_slo_side`],
+    /// [`score::Floors::misses_slo_ttft`]), for the search that follows.
+    /// Apart from [`Self::all_miss_slo`]'s loop, which an overloaded fleet's
+    /// proofs alone keep cheap.
     #[inline(never)]
     fn decoding_proof(
         &self,
@@ -712,12 +702,19 @@ impl Router {
         dev: &DeviceView<'_>,
         floor: score::Floor,
         interference: score::Interference,
-    ) -> Option<Priced> {
-        let batched = floors.batched(dev, floor);
+    ) -> Option<score::Decoding> {
+        // The decode side first: in a fleet just past the SLO it is what
+        // proves most misses, and then the prefill beside the decodes is
+        // never priced (the floor makes do with the prefill alone).
+        let mut batched = floors.batched_decode(dev, floor);
         let decoding = floors.decoding(dev, floor, &batched, interference);
+        if floors.misses_slo_side(&decoding, self.budgets) {
+            return Some(decoding);
+        }
+        floors.with_batched_ttft(dev, floor, &mut batched);
         floors
-            .misses_slo_decoding(&batched, &decoding, self.budgets)
-            .then_some((batched, decoding))
+            .misses_slo_ttft(&batched, self.budgets)
+            .then(|| floors.decoding_after(&batched, decoding.side))
     }
 
     fn score_all(
@@ -757,7 +754,7 @@ impl Router {
     /// the band.
     fn score_bounded(
         &self,
-        floors_alone: AloneFloors<'_>,
+        floors_alone: &AloneFloors<'_>,
         fleet: &[DeviceView<'_>],
         now: Duration,
         bound: ChoiceBound,
@@ -792,7 +789,7 @@ impl Router {
                 continue;
             };
             let priced = floors_alone.priced(i);
-            let mut side = priced.map(|(_, d)| d.side);
+            let mut side = priced.map(|d| d.side);
             if let Some(limit) = limit {
                 match bound {
                     ChoiceBound::CheapestMeetingSlo => {
@@ -807,7 +804,7 @@ impl Router {
                                 deferred.push(d);
                                 continue;
                             }
-                            Screened::Score(priced) => side = priced,
+                            Screened::Score(priced) => side = Some(priced),
                         }
                     }
                 }
@@ -839,7 +836,7 @@ impl Router {
         {
             let need_slo = bound == ChoiceBound::BandMeetingSlo;
             let band = Band { fastest, need_slo };
-            self.score_band(shape, fleet, now, floors, deferred, band, &mut scores);
+            self.score_band(shape, fleet, now, floors_alone, deferred, band, &mut scores);
         }
         (scores, bounded_by)
     }
@@ -851,38 +848,43 @@ impl Router {
         &self,
         floors: &score::Floors<'_>,
         dev: &DeviceView<'_>,
-        (index, floor, priced): (usize, score::Floor, Option<Priced>),
+        (index, floor, priced): (usize, score::Floor, Option<score::Decoding>),
         (limit_s, drop_s): (f64, f64),
         now: Duration,
     ) -> Screened {
         if score::floor_exceeds(floor.seconds(), drop_s) {
             return Screened::Drop;
         }
-        let batched = priced.map_or_else(|| floors.batched(dev, floor), |(b, _)| b);
-        if score::floor_exceeds(batched.seconds, drop_s) {
-            return Screened::Drop;
-        }
-        let mut d = Deferred {
-            index,
-            floor,
-            batched,
-            decoding: priced.map(|(_, d)| d),
+        // A priced decoding floor is the tightest: the batched one is not
+        // priced again (the time per token of a decode side is at least its
+        // decode-only step's, so it rules out at least as much).
+        let decoding = match priced {
+            Some(decoding) => decoding,
+            None => {
+                let batched = floors.batched(dev, floor);
+                if score::floor_exceeds(batched.seconds, drop_s) {
+                    return Screened::Drop;
+                }
+                if score::floor_exceeds(batched.seconds, limit_s) {
+                    return Screened::Defer(Deferred {
+                        index,
+                        floor_s: batched.seconds,
+                        decoding: None,
+                    });
+                }
+                self.decoding_floor(floors, dev, floor, &batched, now)
+            }
         };
-        if let Some(decoding) = d.decoding {
-            if score::floor_exceeds(decoding.seconds, drop_s) {
-                return Screened::Drop;
-            }
-        } else if !score::floor_exceeds(batched.seconds, limit_s) {
-            let decoding = self.decoding_floor(floors, dev, floor, &batched, now);
-            if score::floor_exceeds(decoding.seconds, drop_s) {
-                return Screened::Drop;
-            }
-            d.decoding = Some(decoding);
-        }
-        if score::floor_exceeds(d.floor_s(), limit_s) {
-            Screened::Defer(d)
+        if score::floor_exceeds(decoding.seconds, drop_s) {
+            Screened::Drop
+        } else if score::floor_exceeds(decoding.seconds, limit_s) {
+            Screened::Defer(Deferred {
+                index,
+                floor_s: decoding.seconds,
+                decoding: Some(decoding),
+            })
         } else {
-            Screened::Score(d.decoding.map(|d| d.side))
+            Screened::Score(decoding.side)
         }
     }
 
@@ -907,7 +909,7 @@ impl Router {
         shape: &Shape,
         fleet: &[DeviceView<'_>],
         now: Duration,
-        floors: &score::Floors<'_>,
+        floors_alone: &AloneFloors<'_>,
         deferred: Vec<Deferred>,
         Band { fastest, need_slo }: Band,
         scores: &mut Vec<DeviceScore>,
@@ -921,14 +923,13 @@ impl Router {
         let Some(mut best) = scores.iter().filter(|s| in_band(s)).map(rank).min() else {
             return;
         };
-        // Sorted by key alone: a `Deferred` carries its priced steps, too
-        // large to move around.
+        // Sorted by key alone: a `Deferred` carries its decoding floor.
         let mut order: Vec<(u64, DeviceId, usize)> = deferred
             .iter()
             .enumerate()
             .map(|(k, d)| (fleet[d.index].outstanding_tokens(), fleet[d.index].id, k))
             .filter(|&(outstanding, _, k)| {
-                outstanding <= best.0 && !score::floor_exceeds(deferred[k].floor_s(), band_s)
+                outstanding <= best.0 && !score::floor_exceeds(deferred[k].floor_s, band_s)
             })
             .collect();
         order.sort_unstable();
@@ -938,9 +939,14 @@ impl Router {
             }
             let d = &deferred[k];
             let dev = &fleet[d.index];
-            let decoding = match d.decoding {
-                Some(decoding) => decoding,
-                None => self.decoding_floor(floors, dev, d.floor, &d.batched, now),
+            let decoding = match (d.decoding, floors_alone.floor[d.index]) {
+                (Some(decoding), _) => decoding,
+                (None, Some(floor)) => {
+                    let floors = &floors_alone.floors;
+                    self.decoding_floor(floors, dev, floor, &floors.batched(dev, floor), now)
+                }
+                // Only devices with a floor alone (eligible ones) are deferred.
+                (None, None) => continue,
             };
             if score::floor_exceeds(decoding.seconds, band_s) {
                 continue;

@@ -555,18 +555,37 @@ impl<'a> Floors<'a> {
     /// in one step beside the decodes it would co-run (every chunk carries
     /// them), and the decode-only step of the batch the request joins.
     pub(crate) fn batched(&self, dev: &DeviceView<'_>, floor: Floor) -> Batched {
-        let mut prefill = co_running(dev);
-        prefill.push(SeqWork {
-            new_tokens: floor.uncached,
-            context: floor.start,
-        });
-        let ttft_s = floor.queue_s + dev.cost.step_seconds(&prefill);
+        let ttft_s = batched_ttft_s(dev, floor);
         let decode = DecodeBatch::of(self.shape, dev);
         Batched {
             seconds: ttft_s + decode.step_s * self.decode_steps,
             ttft_s,
             decode,
         }
+    }
+
+    /// [`Self::batched`] with the first token's floor still the request's
+    /// prefill alone (one step price: the decode batch), for a proof whose
+    /// decode side may settle it before the prefill beside the decodes is priced.
+    pub(crate) fn batched_decode(&self, dev: &DeviceView<'_>, floor: Floor) -> Batched {
+        let decode = DecodeBatch::of(self.shape, dev);
+        let ttft_s = floor.queue_s + floor.prefill_s;
+        Batched {
+            seconds: ttft_s + decode.step_s * self.decode_steps,
+            ttft_s,
+            decode,
+        }
+    }
+
+    /// [`Self::batched_decode`]'s floor made [`Self::batched`]'s.
+    pub(crate) fn with_batched_ttft(
+        &self,
+        dev: &DeviceView<'_>,
+        floor: Floor,
+        batched: &mut Batched,
+    ) {
+        batched.ttft_s = batched_ttft_s(dev, floor);
+        batched.seconds = batched.ttft_s + batched.decode.step_s * self.decode_steps;
     }
 
     /// The tightest floor (the price of [`score`]'s decode side): the
@@ -582,6 +601,11 @@ impl<'a> Floors<'a> {
         interference: Interference,
     ) -> Decoding {
         let side = decode_side(dev, interference, floor.uncached, batched.decode);
+        self.decoding_after(batched, side)
+    }
+
+    /// The decoding floor of `side` after the first token of `batched`.
+    pub(crate) fn decoding_after(&self, batched: &Batched, side: DecodeSide) -> Decoding {
         Decoding {
             seconds: batched.ttft_s + side.tpot_s * self.decode_steps,
             side,
@@ -611,20 +635,29 @@ impl<'a> Floors<'a> {
                 >= 1.0
     }
 
-    /// Whether [`score`] says the device of `batched` and `decoding` misses
-    /// the SLO, proved from those floors: its TTFT floor past the budget, or
-    /// its decode side (the score's own) past it. `false` proves nothing.
-    pub(crate) fn misses_slo_decoding(
-        &self,
-        batched: &Batched,
-        decoding: &Decoding,
-        budgets: Budgets,
-    ) -> bool {
+    /// Whether `batched`'s first-token floor is past the TTFT budget.
+    pub(crate) fn misses_slo_ttft(&self, batched: &Batched, budgets: Budgets) -> bool {
         floor_exceeds(batched.ttft_s, budgets.ttft.as_secs_f64())
-            || !decoding
-                .side
-                .meets(budgets, self.shape.expected_output_tokens)
     }
+
+    /// Whether `decoding`'s decode side (the score's own) is past the SLO.
+    pub(crate) fn misses_slo_side(&self, decoding: &Decoding, budgets: Budgets) -> bool {
+        !decoding
+            .side
+            .meets(budgets, self.shape.expected_output_tokens)
+    }
+}
+
+/// The first token's floor on `dev` with its queue: the prefill in one
+/// step beside the decodes it would co-run (every chunk carries them).
+#[inline]
+fn batched_ttft_s(dev: &DeviceView<'_>, floor: Floor) -> f64 {
+    let mut prefill = co_running(dev);
+    prefill.push(SeqWork {
+        new_tokens: floor.uncached,
+        context: floor.start,
+    });
+    floor.queue_s + dev.cost.step_seconds(&prefill)
 }
 
 /// A device's batched e2e floor ([`Floors::batched`]), its part up to
@@ -970,11 +1003,26 @@ mod tests {
                 proptest::prop_assert!(!scored.meets_slo, "proved missing alone: {:?}", scored);
             }
             let decoding = floors.decoding(&dev, floor, &batched, interference);
-            if floors.misses_slo_decoding(&batched, &decoding, budgets) {
-                proptest::prop_assert!(!scored.meets_slo, "proved missing by the decoding floor: {:?}", scored);
+            if floors.misses_slo_ttft(&batched, budgets) {
+                proptest::prop_assert!(!scored.meets_slo, "proved missing by the batched TTFT floor: {:?}", scored);
+            }
+            if floors.misses_slo_side(&decoding, budgets) {
+                proptest::prop_assert!(!scored.meets_slo, "proved missing by the decode side: {:?}", scored);
             }
             let with_side = score(&shape, &dev, budgets, interference, Some(decoding.side));
             proptest::prop_assert_eq!(with_side, scored);
+            // The proof's order: the decode batch first, the prefill beside
+            // the decodes priced after; the same floors to the bit.
+            let mut loose = floors.batched_decode(&dev, floor);
+            let loose_decoding = floors.decoding(&dev, floor, &loose, interference).seconds;
+            proptest::prop_assert!(
+                !floor_exceeds(loose_decoding, decoding.seconds),
+                "decoding floor with the prefill alone {} > decoding floor {}", loose_decoding, decoding.seconds
+            );
+            floors.with_batched_ttft(&dev, floor, &mut loose);
+            proptest::prop_assert_eq!(loose.seconds.to_bits(), batched.seconds.to_bits());
+            let after = floors.decoding_after(&loose, decoding.side).seconds;
+            proptest::prop_assert_eq!(after.to_bits(), decoding.seconds.to_bits());
             let decoding = decoding.seconds;
             let batched = batched.seconds;
             proptest::prop_assert!(!floor_exceeds(alone, batched), "alone {} > batched {}", alone, batched);
