@@ -382,10 +382,26 @@ pub struct Decision {
 #[derive(Debug, Clone, Copy)]
 struct Deferred {
     index: usize,
-    /// The tightest e2e floor priced, seconds.
-    floor_s: f64,
-    /// The decoding floor, if priced.
-    decoding: Option<score::Decoding>,
+    floor: Tightest,
+}
+
+/// The tightest e2e floor priced for a deferred device.
+#[derive(Debug, Clone, Copy)]
+enum Tightest {
+    /// The batched floor, seconds (the decoding floor not priced).
+    Batched(f64),
+    /// The decoding floor, whose decode side the device's score reuses.
+    Decoding(score::Decoding),
+}
+
+impl Tightest {
+    /// The floor, seconds.
+    fn seconds(&self) -> f64 {
+        match self {
+            Tightest::Batched(s) => *s,
+            Tightest::Decoding(d) => d.seconds,
+        }
+    }
 }
 
 /// What a device's e2e floors say of it, against the limits of the choice so far.
@@ -438,8 +454,9 @@ struct AloneFloors<'a> {
     floors: score::Floors<'a>,
     /// Per fleet entry, in fleet order; `None` where the device is ineligible.
     floor: Vec<Option<score::Floor>>,
-    /// Per fleet entry, the tighter floors [`Router::all_miss_slo`] priced
-    /// (empty until it prices one), which the search then reuses.
+    /// Per fleet entry, the decoding floor [`Router::all_miss_slo`] priced
+    /// to prove its miss (empty unless it ran; `None` where a cheaper proof
+    /// sufficed), which the search then reuses.
     priced: Vec<Option<score::Decoding>>,
 }
 
@@ -868,8 +885,7 @@ impl Router {
                 if score::floor_exceeds(batched.seconds, limit_s) {
                     return Screened::Defer(Deferred {
                         index,
-                        floor_s: batched.seconds,
-                        decoding: None,
+                        floor: Tightest::Batched(batched.seconds),
                     });
                 }
                 self.decoding_floor(floors, dev, floor, &batched, now)
@@ -880,8 +896,7 @@ impl Router {
         } else if score::floor_exceeds(decoding.seconds, limit_s) {
             Screened::Defer(Deferred {
                 index,
-                floor_s: decoding.seconds,
-                decoding: Some(decoding),
+                floor: Tightest::Decoding(decoding),
             })
         } else {
             Screened::Score(decoding.side)
@@ -929,7 +944,7 @@ impl Router {
             .enumerate()
             .map(|(k, d)| (fleet[d.index].outstanding_tokens(), fleet[d.index].id, k))
             .filter(|&(outstanding, _, k)| {
-                outstanding <= best.0 && !score::floor_exceeds(deferred[k].floor_s, band_s)
+                outstanding <= best.0 && !score::floor_exceeds(deferred[k].floor.seconds(), band_s)
             })
             .collect();
         order.sort_unstable();
@@ -939,14 +954,14 @@ impl Router {
             }
             let d = &deferred[k];
             let dev = &fleet[d.index];
-            let decoding = match (d.decoding, floors_alone.floor[d.index]) {
-                (Some(decoding), _) => decoding,
-                (None, Some(floor)) => {
+            let decoding = match (d.floor, floors_alone.floor[d.index]) {
+                (Tightest::Decoding(decoding), _) => decoding,
+                (Tightest::Batched(_), Some(floor)) => {
                     let floors = &floors_alone.floors;
                     self.decoding_floor(floors, dev, floor, &floors.batched(dev, floor), now)
                 }
                 // Only devices with a floor alone (eligible ones) are deferred.
-                (None, None) => continue,
+                (Tightest::Batched(_), None) => continue,
             };
             if score::floor_exceeds(decoding.seconds, band_s) {
                 continue;

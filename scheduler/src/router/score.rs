@@ -555,26 +555,17 @@ impl<'a> Floors<'a> {
     /// in one step beside the decodes it would co-run (every chunk carries
     /// them), and the decode-only step of the batch the request joins.
     pub(crate) fn batched(&self, dev: &DeviceView<'_>, floor: Floor) -> Batched {
-        let ttft_s = batched_ttft_s(dev, floor);
-        let decode = DecodeBatch::of(self.shape, dev);
-        Batched {
-            seconds: ttft_s + decode.step_s * self.decode_steps,
-            ttft_s,
-            decode,
-        }
+        self.batched_after(batched_ttft_s(dev, floor), DecodeBatch::of(self.shape, dev))
     }
 
     /// [`Self::batched`] with the first token's floor still the request's
     /// prefill alone (one step price: the decode batch), for a proof whose
     /// decode side may settle it before the prefill beside the decodes is priced.
     pub(crate) fn batched_decode(&self, dev: &DeviceView<'_>, floor: Floor) -> Batched {
-        let decode = DecodeBatch::of(self.shape, dev);
-        let ttft_s = floor.queue_s + floor.prefill_s;
-        Batched {
-            seconds: ttft_s + decode.step_s * self.decode_steps,
-            ttft_s,
-            decode,
-        }
+        self.batched_after(
+            floor.queue_s + floor.prefill_s,
+            DecodeBatch::of(self.shape, dev),
+        )
     }
 
     /// [`Self::batched_decode`]'s floor made [`Self::batched`]'s.
@@ -584,8 +575,17 @@ impl<'a> Floors<'a> {
         floor: Floor,
         batched: &mut Batched,
     ) {
-        batched.ttft_s = batched_ttft_s(dev, floor);
-        batched.seconds = batched.ttft_s + batched.decode.step_s * self.decode_steps;
+        *batched = self.batched_after(batched_ttft_s(dev, floor), batched.decode);
+    }
+
+    /// The batched floor of `decode` after a first token at `ttft_s`.
+    #[inline]
+    fn batched_after(&self, ttft_s: f64, decode: DecodeBatch) -> Batched {
+        Batched {
+            seconds: ttft_s + decode.step_s * self.decode_steps,
+            ttft_s,
+            decode,
+        }
     }
 
     /// The tightest floor (the price of [`score`]'s decode side): the
