@@ -7,8 +7,10 @@
 # by default, so what is measured is the proxies.
 #
 # Usage: scripts/bench_tier.sh [OUT_DIR]   (builds release; needs `pip install vllm-router==0.1.17`)
-# Env: STREAMS ("64 512": closed loops of that many streams; "r1500": open loop,
-# Poisson arrivals at 1500 req/s), REQUESTS per run (2000), PROMPT (256), OUTPUT (32), TIME_SCALE (0),
+# Env: STREAMS ("64 512": closed loops of that many streams; "r2000": open loop,
+# Poisson arrivals at 2000 req/s), REQUESTS per run (20000: a p99 from 200
+# tail samples, where 2000 left 20 and runs of one binary differed by a
+# third), PROMPT (256), OUTPUT (32), TIME_SCALE (0),
 # REPEAT (2: runs of each proxy, rotated; the table shows each run and their mean).
 # Each proxy's CPU time (user + system, all its threads) per request is read
 # from /proc, and the two nodes' together: what a proxy makes its workers do
@@ -17,11 +19,16 @@
 # proxy that relays upstream bytes as they come and one that sends the
 # tokens waiting for a stream as one delta differ in chunking as well as in
 # time; TPOT, (e2e - TTFT) / (tokens - 1) per request, is per token either way.
+# e2e ends at the last token; a closed-loop stream is held until its response
+# ends, so "held ms" (streams / completions per second, Little's law) shows a
+# proxy that ends responses late: its clients send less often, and the nodes
+# see fewer requests in flight than there are streams. Compare latencies at
+# equal load with an open loop (r...) below both proxies' capacity.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-target/bench-tier}
 STREAMS=${STREAMS:-64 512}
-REQUESTS=${REQUESTS:-2000}
+REQUESTS=${REQUESTS:-20000}
 PROMPT=${PROMPT:-256}
 OUTPUT=${OUTPUT:-32}
 TIME_SCALE=${TIME_SCALE:-0}
@@ -130,15 +137,20 @@ done
 python3 - "$OUT" "$REPEAT" $STREAMS <<'PY'
 import json, os, sys
 out, repeat, streams = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-KEYS = ("ttft50", "ttft99", "itl99", "tpot99", "tok", "cpu", "node_cpu")
+KEYS = ("ttft50", "ttft99", "itl99", "tpot99", "e2e99", "held", "tok", "cpu", "node_cpu")
 TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
 def load(name):
     return json.load(open(f"{out}/{name}/results.json"))["runs"][0]
 def cpu_ms_per_request(name, requests, file="cpu_ticks"):
     path = f"{out}/{name}/{file}"
     return int(open(path).read()) * TICK_MS / max(requests, 1) if os.path.exists(path) else float("nan")
-def pick(r, name=None):
+def held_s(r, c):
+    # Little's law over a closed loop: how long each stream held a request.
+    rate = r["completed"] / r["duration_s"] if r["duration_s"] > 0 else 0
+    return int(c) / rate if not c.startswith("r") and rate > 0 else float("nan")
+def pick(r, name=None, c="r"):
     return dict(ttft50=r["ttft_s"]["p50"], ttft99=r["ttft_s"]["p99"], itl99=r["itl_s"]["p99"], tpot99=r["tpot_s"]["p99"],
+                e2e99=r["e2e_s"]["p99"], held=held_s(r, c),
                 tok=r["throughput"]["output_tokens_per_s"], ok=r["completed"], failed=r["failed"],
                 cpu=cpu_ms_per_request(name, r["completed"] + r["failed"]) if name else float("nan"),
                 node_cpu=cpu_ms_per_request(name, r["completed"] + r["failed"], "node_cpu_ticks") if name else float("nan"))
@@ -148,21 +160,23 @@ def mean(runs):
     return m
 def row(name, r):
     print(f"{name:<24}{r['ok']:>6}{r['failed']:>6}{r['ttft50']*1e3:>13.2f}{r['ttft99']*1e3:>13.2f}"
-          f"{r['itl99']*1e3:>12.2f}{r['tpot99']*1e3:>13.2f}{r['tok']:>9.0f}{r['cpu']:>18.3f}{r['node_cpu']:>18.3f}")
+          f"{r['itl99']*1e3:>12.2f}{r['tpot99']*1e3:>13.2f}{r['e2e99']*1e3:>12.2f}{r['held']*1e3:>10.1f}"
+          f"{r['tok']:>9.0f}{r['cpu']:>18.3f}{r['node_cpu']:>18.3f}")
 for c in streams:
     direct = None
     if os.path.exists(f"{out}/direct-n1-{c}/results.json"):
         a, b = pick(load(f"direct-n1-{c}")), pick(load(f"direct-n2-{c}"))
         direct = {k: (a[k] + b[k]) / 2 for k in a}
-        direct.update(tok=a["tok"] + b["tok"], ok=a["ok"] + b["ok"], failed=a["failed"] + b["failed"])
+        direct.update(tok=a["tok"] + b["tok"], ok=a["ok"] + b["ok"], failed=a["failed"] + b["failed"], held=float("nan"))
     print(f"\n{c[1:] + ' req/s, open loop' if c.startswith('r') else c + ' streams'}")
-    print(f"{'target':<24}{'ok':>6}{'fail':>6}{'TTFT p50 ms':>13}{'TTFT p99 ms':>13}{'ITL p99 ms':>12}{'TPOT p99 ms':>13}{'tok/s':>9}"
+    print(f"{'target':<24}{'ok':>6}{'fail':>6}{'TTFT p50 ms':>13}{'TTFT p99 ms':>13}{'ITL p99 ms':>12}{'TPOT p99 ms':>13}"
+          f"{'e2e p99 ms':>12}{'held ms':>10}{'tok/s':>9}"
           f"{'proxy CPU ms/req':>18}{'nodes CPU ms/req':>18}")
     if direct:
         row("direct (2 x half)", direct)
     means = {}
     for name in ("switchyard-tier", "vllm-router-rr", "vllm-router-ca"):
-        runs = [pick(load(f"{name}-{c}-{i}"), f"{name}-{c}-{i}") for i in range(1, repeat + 1)]
+        runs = [pick(load(f"{name}-{c}-{i}"), f"{name}-{c}-{i}", c) for i in range(1, repeat + 1)]
         for i, r in enumerate(runs, 1):
             row(f"{name} #{i}", r)
         means[name] = mean(runs)
@@ -171,7 +185,8 @@ for c in streams:
     for name in ("vllm-router-rr", "vllm-router-ca"):
         r = means[name]
         print(f"  tier vs {name} (means): {tier['tok']/r['tok']:.3f}x tokens/s, TTFT p99 {tier['ttft99']*1e3:.1f} vs {r['ttft99']*1e3:.1f} ms, "
-              f"ITL p99 {tier['itl99']*1e3:.1f} vs {r['itl99']*1e3:.1f} ms, TPOT p99 {tier['tpot99']*1e3:.2f} vs {r['tpot99']*1e3:.2f} ms, proxy CPU {tier['cpu']/r['cpu']:.2f}x per request")
+              f"ITL p99 {tier['itl99']*1e3:.1f} vs {r['itl99']*1e3:.1f} ms, TPOT p99 {tier['tpot99']*1e3:.2f} vs {r['tpot99']*1e3:.2f} ms, "
+              f"e2e p99 {tier['e2e99']*1e3:.1f} vs {r['e2e99']*1e3:.1f} ms, proxy CPU {tier['cpu']/r['cpu']:.2f}x per request")
     if direct:
         print(f"  tier over direct: TTFT p50 {(tier['ttft50']-direct['ttft50'])*1e3:+.2f} ms, p99 {(tier['ttft99']-direct['ttft99'])*1e3:+.2f} ms, "
           f"ITL p99 {(tier['itl99']-direct['itl99'])*1e3:+.2f} ms, TPOT p99 {(tier['tpot99']-direct['tpot99'])*1e3:+.2f} ms")
