@@ -6,8 +6,9 @@
 //! the same mix (half of them budgeting steps, as Switchyard nodes may) and
 //! endpoints of other engines, which do not; each in a steady state (the
 //! router's clock advancing with the arrivals; the mixed fleet also with
-//! the elastic objective), saturated (no device meets the SLO, each only
-//! just past it, so every device is scored) and overloaded (every queue
+//! the elastic objective), saturated (no device meets the SLO, most not by
+//! much, so each device's miss is proved from its decode side before the
+//! fallback's band is searched) and overloaded (every queue
 //! 3 s deep, past the TTFT budget: no device meets the SLO, provably from
 //! its floors, so only the fallback's band is searched).
 
@@ -110,7 +111,8 @@ fn route(c: &mut Criterion) {
         // interval per decision (1.56 requests/s per device), so its
         // dispatch history settles where the fleet sustains the load.
         // Saturated: the clock stands still, the history never decays, and
-        // soon no device meets the SLO: the fallback that scores every device.
+        // soon no device meets the SLO: every decision proves each device's
+        // miss, then searches the fallback's band.
         let interval = Duration::from_micros(640_000 / u64::from(devices));
         for (fleet_name, fleet) in [("devices", &big), ("engine_endpoints", &endpoints)] {
             for (name, req) in &requests {
