@@ -167,7 +167,7 @@ for c in streams:
     if os.path.exists(f"{out}/direct-n1-{c}/results.json"):
         a, b = pick(load(f"direct-n1-{c}")), pick(load(f"direct-n2-{c}"))
         direct = {k: (a[k] + b[k]) / 2 for k in a}
-        direct.update(tok=a["tok"] + b["tok"], ok=a["ok"] + b["ok"], failed=a["failed"] + b["failed"], held=float("nan"))
+        direct.update(tok=a["tok"] + b["tok"], ok=a["ok"] + b["ok"], failed=a["failed"] + b["failed"])
     print(f"\n{c[1:] + ' req/s, open loop' if c.startswith('r') else c + ' streams'}")
     print(f"{'target':<24}{'ok':>6}{'fail':>6}{'TTFT p50 ms':>13}{'TTFT p99 ms':>13}{'ITL p99 ms':>12}{'TPOT p99 ms':>13}"
           f"{'e2e p99 ms':>12}{'held ms':>10}{'tok/s':>9}"

@@ -696,8 +696,11 @@ impl Router {
                 priced.push(None);
                 return true;
             };
-            let interference = || self.interference(d.id, now);
-            if floors.misses_slo_alone(d, floor, self.budgets, interference) {
+            // Looked up once, and only if a proof reaches it.
+            let mut looked_up = None;
+            let mut interference =
+                || *looked_up.get_or_insert_with(|| self.interference(d.id, now));
+            if floors.misses_slo_alone(d, floor, self.budgets, &mut interference) {
                 priced.push(None);
                 return true;
             }
