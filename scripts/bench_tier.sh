@@ -7,7 +7,7 @@
 # by default, so what is measured is the proxies.
 #
 # Usage: scripts/bench_tier.sh [OUT_DIR]   (builds release; needs `pip install vllm-router==0.1.17`)
-# Env: STREAMS ("64 512": closed loops of that many streams; "r2000": open loop,
+# Env: PROXY_WORKERS (below), STREAMS ("64 512": closed loops of that many streams; "r2000": open loop,
 # Poisson arrivals at 2000 req/s), REQUESTS per run (20000: a p99 from 200
 # tail samples, where 2000 left 20 and runs of one binary differed by a
 # third), PROMPT (256), OUTPUT (32), TIME_SCALE (0),
@@ -24,6 +24,12 @@
 # proxy that ends responses late: its clients send less often, and the nodes
 # see fewer requests in flight than there are streams. Compare latencies at
 # equal load with an open loop (r...) below both proxies' capacity.
+# PROXY_WORKERS (unset: each proxy's default, one runtime worker per core)
+# gives every proxy, the tier and vllm-router alike (both are tokio
+# servers), that many runtime worker threads through TOKIO_WORKER_THREADS.
+# On a host whose cores the client and nodes share, a proxy with one worker
+# per core loses the CPU to them in bursts, and its tail is set by those
+# stalls rather than by its own work (docs/fleet-tier-bench.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-target/bench-tier}
@@ -34,6 +40,8 @@ OUTPUT=${OUTPUT:-32}
 TIME_SCALE=${TIME_SCALE:-0}
 REPEAT=${REPEAT:-2}
 BIN=${BIN:-target/release/switchyard}
+PROXY_ENV=()
+[ -n "${PROXY_WORKERS:-}" ] && PROXY_ENV=(TOKIO_WORKER_THREADS="$PROXY_WORKERS")
 [ -x "$BIN" ] || cargo build --release --bin switchyard
 command -v vllm-router >/dev/null || { echo "bench_tier: vllm-router not found (pip install vllm-router==0.1.17)" >&2; exit 1; }
 rm -rf "$OUT" && mkdir -p "$OUT"
@@ -71,13 +79,13 @@ TIER_PORT=$(free_port)
     printf '[[endpoints]]\nid = "n%s"\nurl = "http://127.0.0.1:%s"\nengine = "switchyard"\n' "$n" "${NODE_PORTS[$((n-1))]}"
   done
 } > "$OUT/tier.toml"
-RUST_LOG=warn "$BIN" serve --addr "127.0.0.1:$TIER_PORT" --config "$OUT/tier.toml" >"$OUT/tier.log" 2>&1 &
+env "${PROXY_ENV[@]}" RUST_LOG=warn "$BIN" serve --addr "127.0.0.1:$TIER_PORT" --config "$OUT/tier.toml" >"$OUT/tier.log" 2>&1 &
 PIDS+=($!)
 declare -A PROXY_PID=([switchyard-tier]=$!)
 declare -A ROUTER_PORTS
 for policy in round_robin cache_aware; do
   port=$(free_port)
-  vllm-router --host 127.0.0.1 --port "$port" --policy "$policy" \
+  env "${PROXY_ENV[@]}" vllm-router --host 127.0.0.1 --port "$port" --policy "$policy" \
     --prometheus-port "$(free_port)" \
     --worker-urls "http://127.0.0.1:${NODE_PORTS[0]}" "http://127.0.0.1:${NODE_PORTS[1]}" \
     >"$OUT/vllm-router-$policy.log" 2>&1 &
@@ -134,6 +142,7 @@ for c in $STREAMS; do
   done
 done
 
+echo "proxy runtime workers: ${PROXY_WORKERS:-one per core, the default of each proxy}"
 python3 - "$OUT" "$REPEAT" $STREAMS <<'PY'
 import json, os, sys
 out, repeat, streams = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
