@@ -1,8 +1,9 @@
 //! A remote server and its routable units. The load the router sees for a
 //! unit is the tier's own accounting of what it has in flight there, plus
 //! what the server's metrics report beyond that (other clients' requests);
-//! for a Switchyard node device, the node's own load snapshot plus what was
-//! sent since it was taken.
+//! for a Switchyard node device, the node's own load snapshot moved by how
+//! the tier's own requests there changed since it was taken (sent, started,
+//! ended), so completions count before the next snapshot.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -193,15 +194,63 @@ pub struct RemoteTarget {
     node_healthy: AtomicBool,
 }
 
-/// A node device's published load and what was sent since.
+/// A node device's published load, and the tier's own accounting when it
+/// arrived: what the tier has sent or seen finish since moves the snapshot
+/// by the difference, so a node whose requests ended since its last
+/// snapshot is not priced as still holding them (and a node whose snapshot
+/// is fresher than the others' is not the only one that looks light).
 #[derive(Debug, Clone, Copy, Default)]
 struct NodeLoad {
     snapshot: Load,
-    /// Counts snapshots, so a request knows whether the current one saw it.
-    generation: u64,
-    sent_seqs: u32,
-    sent_prompt: u64,
-    sent_decode: u64,
+    ours_then: Inflight,
+}
+
+impl NodeLoad {
+    /// The snapshot moved by the change in the tier's own requests since:
+    /// those still waiting for a first token count as waiting, the rest as
+    /// running. `None` when nothing changed (the snapshot stands as is).
+    fn moved(&self, ours_now: Inflight) -> Option<Load> {
+        let then = self.ours_then;
+        if ours_now == then {
+            return None;
+        }
+        let add32 = |v: u32, now: u32, then: u32| {
+            (i64::from(v) + i64::from(now) - i64::from(then)).clamp(0, i64::from(u32::MAX)) as u32
+        };
+        let add64 = |v: u64, now: u64, then: u64| {
+            let v = i128::from(v) + i128::from(now) - i128::from(then);
+            v.clamp(0, i128::from(u64::MAX)) as u64
+        };
+        let s = self.snapshot;
+        let started_now = ours_now.seqs.saturating_sub(ours_now.prefilling);
+        let started_then = then.seqs.saturating_sub(then.prefilling);
+        let mut l = Load {
+            waiting: add32(s.waiting, ours_now.prefilling, then.prefilling),
+            running: add32(s.running, started_now, started_then),
+            queued_prefill_tokens: add64(
+                s.queued_prefill_tokens,
+                ours_now.prefill_tokens,
+                then.prefill_tokens,
+            ),
+            outstanding_decode_tokens: add64(
+                s.outstanding_decode_tokens,
+                ours_now.decode_tokens,
+                then.decode_tokens,
+            ),
+            running_context_tokens: add64(
+                s.running_context_tokens,
+                ours_now.context_tokens,
+                then.context_tokens,
+            ),
+            ..s
+        };
+        // The node's own queue prediction still bounds the delay while
+        // none of ours has left its queue; once one has, it is stale.
+        if ours_now.prefilling < then.prefilling || ours_now.seqs < then.seqs {
+            l.predicted_queue_delay = Duration::ZERO;
+        }
+        Some(l)
+    }
 }
 
 impl RemoteTarget {
@@ -271,11 +320,10 @@ impl RemoteTarget {
     /// A node's published load for this device.
     pub fn set_node_load(&self, load: Load, healthy: bool) {
         self.node_healthy.store(healthy, Ordering::Release);
-        let mut n = lock(&self.node);
-        *n = NodeLoad {
+        let ours_then = self.inflight();
+        *lock(&self.node) = NodeLoad {
             snapshot: load,
-            generation: n.generation + 1,
-            ..NodeLoad::default()
+            ours_then,
         };
     }
 
@@ -285,14 +333,10 @@ impl RemoteTarget {
         let cost = self.cost();
         let mut load = if self.node_device.is_some() {
             let n = *lock(&self.node);
-            let mut l = n.snapshot;
-            l.waiting = l.waiting.saturating_add(n.sent_seqs);
-            l.queued_prefill_tokens = l.queued_prefill_tokens.saturating_add(n.sent_prompt);
-            l.outstanding_decode_tokens = l.outstanding_decode_tokens.saturating_add(n.sent_decode);
-            if n.sent_seqs == 0 {
-                return l;
+            match n.moved(self.inflight()) {
+                Some(l) => l,
+                None => return n.snapshot,
             }
-            l
         } else {
             self.counted_load(limits.max_num_seqs)
         };
@@ -366,18 +410,9 @@ impl RemoteTarget {
             f.prefill_tokens += u64::from(prompt_tokens);
             f.decode_tokens += u64::from(max_tokens);
         }
-        let node_generation = self.node_device.as_ref().map(|_| {
-            let mut n = lock(&self.node);
-            n.sent_seqs += 1;
-            n.sent_prompt += u64::from(prompt_tokens);
-            n.sent_decode += u64::from(max_tokens);
-            n.generation
-        });
         InflightGuard {
             target: self.clone(),
-            node_generation,
             prompt: prompt_tokens,
-            max_tokens,
             remaining: max_tokens,
             generated: 0,
             started: false,
@@ -389,10 +424,7 @@ impl RemoteTarget {
 #[derive(Debug)]
 pub struct InflightGuard {
     target: Arc<RemoteTarget>,
-    /// For a node device: the snapshot generation current when it was sent.
-    node_generation: Option<u64>,
     prompt: u32,
-    max_tokens: u32,
     remaining: u32,
     generated: u32,
     started: bool,
@@ -431,17 +463,6 @@ impl Drop for InflightGuard {
         } else {
             f.prefilling = f.prefilling.saturating_sub(1);
             f.prefill_tokens = f.prefill_tokens.saturating_sub(u64::from(self.prompt));
-        }
-        drop(f);
-        if let Some(generation) = self.node_generation {
-            // Sent and ended between two snapshots: no snapshot will ever
-            // show it, so it stops counting now.
-            let mut n = lock(&self.target.node);
-            if n.generation == generation {
-                n.sent_seqs = n.sent_seqs.saturating_sub(1);
-                n.sent_prompt = n.sent_prompt.saturating_sub(u64::from(self.prompt));
-                n.sent_decode = n.sent_decode.saturating_sub(u64::from(self.max_tokens));
-            }
         }
     }
 }
@@ -488,7 +509,7 @@ mod tests {
     }
 
     #[test]
-    fn a_node_request_counts_until_a_snapshot_shows_it_or_it_ends() {
+    fn a_node_snapshot_moves_with_the_tiers_own_requests() {
         let t = target_on(EngineKind::Switchyard, Some("gpu-0"));
         t.set_node_load(Load::default(), true);
         let g = t.begin(100, 10);
@@ -496,15 +517,44 @@ mod tests {
         drop(g);
         assert_eq!(t.load().waiting, 0, "ended before any snapshot saw it");
 
-        let g = t.begin(100, 10);
+        // A snapshot showing ours running, and another client's request waiting.
+        let mut g = t.begin(100, 10);
+        g.tokens(1);
         let seen = Load {
             running: 1,
+            waiting: 1,
+            queued_prefill_tokens: 40,
+            outstanding_decode_tokens: 9 + 50,
+            running_context_tokens: 101,
+            predicted_queue_delay: Duration::from_millis(3),
             ..Load::default()
         };
         t.set_node_load(seen, true);
+        assert_eq!(t.load(), seen, "nothing moved since the snapshot");
+        g.tokens(2);
+        let l = t.load();
+        assert_eq!(
+            (
+                l.running,
+                l.outstanding_decode_tokens,
+                l.running_context_tokens
+            ),
+            (1, 57, 103)
+        );
         drop(g);
-        // The snapshot holds it until the next one says otherwise.
-        assert_eq!((t.load().running, t.load().waiting), (1, 0));
+        // Ours ended: the node no longer holds it, before any new snapshot.
+        // The other client's request still waits.
+        let l = t.load();
+        assert_eq!(
+            (
+                l.running,
+                l.waiting,
+                l.queued_prefill_tokens,
+                l.outstanding_decode_tokens,
+                l.running_context_tokens
+            ),
+            (0, 1, 40, 50, 0)
+        );
     }
 
     #[test]
