@@ -133,10 +133,15 @@ fn main() -> Result<()> {
     }
 }
 
-fn serve(config: PathBuf, addr: Option<std::net::SocketAddr>) -> Result<()> {
+fn serve(config_path: PathBuf, addr: Option<std::net::SocketAddr>) -> Result<()> {
+    init_logging();
+    let config = switchyard_server::Config::load(&config_path)?;
+    let workers = config.server.worker_threads;
     run_async(
+        workers,
         switchyard_server::serve(switchyard_server::ServeOptions {
-            config_path: config,
+            config,
+            config_path,
             addr,
             planner: Some(Arc::new(SimReplicaPlanner)),
         }),
@@ -144,20 +149,34 @@ fn serve(config: PathBuf, addr: Option<std::net::SocketAddr>) -> Result<()> {
     )
 }
 
-fn epp(config: PathBuf, addrs: switchyard_server::epp::EppAddrs) -> Result<()> {
+fn epp(config_path: PathBuf, addrs: switchyard_server::epp::EppAddrs) -> Result<()> {
+    init_logging();
+    let config = switchyard_server::Config::load(&config_path)?;
+    let workers = config.server.worker_threads;
     run_async(
-        switchyard_server::serve_epp(config, addrs, Some(Arc::new(SimReplicaPlanner))),
+        workers,
+        switchyard_server::serve_epp(
+            config,
+            config_path,
+            addrs,
+            Some(Arc::new(SimReplicaPlanner)),
+        ),
         "endpoint picker",
     )
 }
 
-/// Logs to stderr and runs `task` to completion on a multi-threaded runtime.
+/// Runs `task` to completion on a multi-threaded runtime of `workers`
+/// threads (unset: tokio's default, `TOKIO_WORKER_THREADS` or one per core).
 fn run_async(
+    workers: Option<usize>,
     task: impl std::future::Future<Output = std::result::Result<(), switchyard_server::ServerError>>,
     what: &'static str,
 ) -> Result<()> {
-    init_logging();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers {
+        builder.worker_threads(n);
+    }
+    let runtime = builder
         .enable_all()
         .build()
         .context("starting the async runtime")?;

@@ -606,3 +606,24 @@ fn parallel_sampling_returns_n_choices_with_the_prompt_counted_once() {
             .is_some_and(|d| d.iter().all(|d| d["load"]["running"] == 0))
     });
 }
+
+#[test]
+fn worker_threads_size_the_runtime() {
+    let s = Server::start(&sim_config(
+        &[("l4-0", "l4")],
+        "time_scale = 0.0",
+        "[server]\nworker_threads = 3\n",
+    ));
+    let text = ureq::get(&s.url("/metrics"))
+        .call()
+        .expect("GET /metrics")
+        .into_string()
+        .expect("metrics text");
+    let workers: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("switchyard_runtime_worker_threads "))
+        .collect();
+    assert_eq!(workers, ["3"], "{text}");
+    let (status, body) = s.post("/v1/completions", &json!({"prompt": "hi", "max_tokens": 2}));
+    assert_eq!(status, 200, "{body}");
+}

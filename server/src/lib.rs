@@ -59,6 +59,9 @@ pub enum ServerError {
 /// Where the server reads its config and listens.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
+    /// The config, as loaded from `config_path` (the caller sizes the
+    /// runtime from it before the server starts).
+    pub config: Config,
     /// Config file (also re-read by `/admin/reload`).
     pub config_path: PathBuf,
     /// Overrides `server.addr`.
@@ -86,7 +89,7 @@ fn start_autoscaler(
 /// Runs the server until SIGTERM or Ctrl-C, then drains in-flight requests
 /// (bounded by `server.drain_timeout_s`) and stops the devices.
 pub async fn serve(opts: ServeOptions) -> Result<(), ServerError> {
-    let config = Config::load(&opts.config_path)?;
+    let config = opts.config;
     let prometheus = metrics::install().map_err(ServerError::Metrics)?;
     let fleet = LiveFleet::start(&config)?;
     start_autoscaler(&fleet, &config, opts.planner.clone())?;
@@ -135,12 +138,13 @@ pub async fn serve(opts: ServeOptions) -> Result<(), ServerError> {
 }
 
 /// Runs `switchyard epp`: the endpoint picker over the config's `[[endpoints]]`.
+/// `config` is `config_path`'s, as loaded by the caller.
 pub async fn serve_epp(
+    config: Config,
     config_path: PathBuf,
     addrs: epp::EppAddrs,
     planner: Option<Arc<dyn autoscale::ReplicaPlanner>>,
 ) -> Result<(), ServerError> {
-    let config = Config::load(&config_path)?;
     if !config.devices.is_empty() {
         return Err(ServerError::NoUsableDevice(format!(
             "{}: the endpoint picker routes to [[endpoints]] only; it has {} [[devices]]",

@@ -104,6 +104,9 @@ pub const GIE_WAITING: &str = "vllm:num_requests_waiting";
 pub const GIE_RUNNING: &str = "vllm:num_requests_running";
 /// Gateway API Inference Extension: KV-cache usage 0–1, by `model_name`.
 pub const GIE_KV_USAGE: &str = "vllm:kv_cache_usage_perc";
+/// Worker threads of the async runtime serving HTTP, proxying and the fleet
+/// (`server.worker_threads`).
+pub const RUNTIME_WORKERS: &str = "switchyard_runtime_worker_threads";
 
 /// Every metric name, for documentation checks.
 pub const ALL: &[&str] = &[
@@ -175,6 +178,9 @@ pub fn install() -> Result<PrometheusHandle, String> {
         })
         .map_err(|e| e.to_string())?;
     describe();
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        metrics::gauge!(RUNTIME_WORKERS).set(runtime.metrics().num_workers() as f64);
+    }
     Ok(handle)
 }
 
@@ -252,5 +258,9 @@ fn describe() {
     describe_gauge!(
         GIE_KV_USAGE,
         "KV-cache usage 0-1 (Gateway API Inference Extension)"
+    );
+    describe_gauge!(
+        RUNTIME_WORKERS,
+        "Worker threads of the async runtime (server.worker_threads)"
     );
 }

@@ -108,6 +108,11 @@ pub struct ServerSection {
     /// by the TTFT target is withdrawn with 429, so the requests served
     /// keep the target when more arrive than the fleet can serve.
     pub shed_over_slo: bool,
+    /// Runtime worker threads for HTTP, proxying and the fleet, read at
+    /// start. Unset: `TOKIO_WORKER_THREADS` if set, else one per core. A
+    /// tier whose host's cores are shared with other busy processes keeps
+    /// its tail latency with more (docs/fleet-tier-bench.md).
+    pub worker_threads: Option<usize>,
 }
 
 impl Default for ServerSection {
@@ -125,6 +130,7 @@ impl Default for ServerSection {
             unavailable_wait: Duration::from_secs(10),
             client_stall_timeout: Duration::from_secs(30),
             shed_over_slo: false,
+            worker_threads: None,
         }
     }
 }
@@ -635,6 +641,9 @@ impl Config {
                 )));
             }
         }
+        if self.server.worker_threads == Some(0) {
+            return Err(bad("server.worker_threads must be at least 1".into()));
+        }
         let t = &self.tier;
         if t.breaker_failures == 0 || t.scrape_interval.is_zero() {
             return Err(bad(
@@ -727,5 +736,19 @@ mod tests {
             err.contains("line 4") && err.contains("max_body_bytes"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn worker_threads_is_optional_and_at_least_one() {
+        let base = "[model]\nspec = \"m\"\n[[devices]]\nid = \"d\"\nbackend = \"sim\"\nprofile = \"h100-sxm\"\n";
+        let parse =
+            |server: &str| Config::from_toml(Path::new("c.toml"), &format!("{server}{base}"));
+        assert_eq!(parse("").expect("no [server]").server.worker_threads, None);
+        let four = parse("[server]\nworker_threads = 4\n").expect("4 workers");
+        assert_eq!(four.server.worker_threads, Some(4));
+        let err = parse("[server]\nworker_threads = 0\n")
+            .expect_err("0 workers")
+            .to_string();
+        assert!(err.contains("server.worker_threads"), "{err}");
     }
 }
