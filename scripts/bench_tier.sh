@@ -10,7 +10,10 @@
 # Env: PROXY_WORKERS (below), STREAMS ("64 512": closed loops of that many streams; "r2000": open loop,
 # Poisson arrivals at 2000 req/s), REQUESTS per run (20000: a p99 from 200
 # tail samples, where 2000 left 20 and runs of one binary differed by a
-# third), PROMPT (256), OUTPUT (32), TIME_SCALE (0),
+# third), PROMPT (256), OUTPUT (32), TIME_SCALE (0: zero-time sims; 1: steps
+# take their profile's predicted time), NODE_PROFILES ("h100-sxm h100-sxm":
+# the two nodes' device profiles; two different ones show the routing,
+# not only the proxying),
 # REPEAT (2: runs of each proxy, rotated; the table shows each run and their mean).
 # Each proxy's CPU time (user + system, all its threads) per request is read
 # from /proc, and the two nodes' together: what a proxy makes its workers do
@@ -38,6 +41,8 @@ REQUESTS=${REQUESTS:-20000}
 PROMPT=${PROMPT:-256}
 OUTPUT=${OUTPUT:-32}
 TIME_SCALE=${TIME_SCALE:-0}
+read -r -a NODE_PROFILE <<< "${NODE_PROFILES:-h100-sxm h100-sxm}"
+[ "${#NODE_PROFILE[@]}" = 2 ] || { echo "bench_tier: NODE_PROFILES names two profiles" >&2; exit 1; }
 REPEAT=${REPEAT:-2}
 BIN=${BIN:-target/release/switchyard}
 PROXY_ENV=()
@@ -64,7 +69,7 @@ spec = "llama-3.1-8b"
 [[devices]]
 id = "gpu"
 backend = "sim"
-profile = "h100-sxm"
+profile = "${NODE_PROFILE[$((n-1))]}"
 time_scale = $TIME_SCALE
 EOF
   RUST_LOG=warn "$BIN" serve --addr "127.0.0.1:$port" --config "$OUT/node$n.toml" >"$OUT/node$n.log" 2>&1 &
@@ -142,7 +147,7 @@ for c in $STREAMS; do
   done
 done
 
-echo "proxy runtime workers: ${PROXY_WORKERS:-one per core, the default of each proxy}"
+echo "proxy runtime workers: ${PROXY_WORKERS:-one per core, the default of each proxy}; nodes: ${NODE_PROFILE[*]}, time_scale $TIME_SCALE"
 python3 - "$OUT" "$REPEAT" $STREAMS <<'PY'
 import json, os, sys
 out, repeat, streams = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
