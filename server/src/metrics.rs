@@ -142,6 +142,7 @@ pub const ALL: &[&str] = &[
     GIE_WAITING,
     GIE_RUNNING,
     GIE_KV_USAGE,
+    RUNTIME_WORKERS,
 ];
 
 const LATENCY_BUCKETS: &[f64] = &[
