@@ -134,53 +134,49 @@ fn main() -> Result<()> {
 }
 
 fn serve(config_path: PathBuf, addr: Option<std::net::SocketAddr>) -> Result<()> {
-    init_logging();
-    let config = switchyard_server::Config::load(&config_path)?;
-    let workers = config.server.worker_threads;
-    run_async(
-        workers,
+    run_configured(config_path, "server", |config, config_path| {
         switchyard_server::serve(switchyard_server::ServeOptions {
             config,
             config_path,
             addr,
             planner: Some(Arc::new(SimReplicaPlanner)),
-        }),
-        "server",
-    )
+        })
+    })
 }
 
 fn epp(config_path: PathBuf, addrs: switchyard_server::epp::EppAddrs) -> Result<()> {
-    init_logging();
-    let config = switchyard_server::Config::load(&config_path)?;
-    let workers = config.server.worker_threads;
-    run_async(
-        workers,
+    run_configured(config_path, "endpoint picker", |config, config_path| {
         switchyard_server::serve_epp(
             config,
             config_path,
             addrs,
             Some(Arc::new(SimReplicaPlanner)),
-        ),
-        "endpoint picker",
-    )
+        )
+    })
 }
 
-/// Runs `task` to completion on a multi-threaded runtime of `workers`
+/// Logs to stderr, loads the config at `config_path`, and runs `task` on
+/// it to completion on a multi-threaded runtime of `server.worker_threads`
 /// threads (unset: tokio's default, `TOKIO_WORKER_THREADS` or one per core).
-fn run_async(
-    workers: Option<usize>,
-    task: impl std::future::Future<Output = std::result::Result<(), switchyard_server::ServerError>>,
+fn run_configured<F>(
+    config_path: PathBuf,
     what: &'static str,
-) -> Result<()> {
+    task: impl FnOnce(switchyard_server::Config, PathBuf) -> F,
+) -> Result<()>
+where
+    F: std::future::Future<Output = std::result::Result<(), switchyard_server::ServerError>>,
+{
+    init_logging();
+    let config = switchyard_server::Config::load(&config_path)?;
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = workers {
+    if let Some(n) = config.server.worker_threads {
         builder.worker_threads(n);
     }
     let runtime = builder
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(task).context(what)?;
+    runtime.block_on(task(config, config_path)).context(what)?;
     Ok(())
 }
 

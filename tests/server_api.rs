@@ -614,16 +614,10 @@ fn worker_threads_size_the_runtime() {
         "time_scale = 0.0",
         "[server]\nworker_threads = 3\n",
     ));
-    let text = ureq::get(&s.url("/metrics"))
-        .call()
-        .expect("GET /metrics")
-        .into_string()
-        .expect("metrics text");
-    let workers: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("switchyard_runtime_worker_threads "))
-        .collect();
-    assert_eq!(workers, ["3"], "{text}");
+    assert_eq!(
+        common::metric_value(&s, "switchyard_runtime_worker_threads", ""),
+        3.0
+    );
     let (status, body) = s.post("/v1/completions", &json!({"prompt": "hi", "max_tokens": 2}));
     assert_eq!(status, 200, "{body}");
 }

@@ -189,14 +189,18 @@ pub fn sse_data(body: &str) -> Vec<String> {
         .collect()
 }
 
-/// The value of Prometheus sample `name{labels}` in `/metrics` (0 when absent).
+/// The value of Prometheus sample `name{labels}` (`name` alone for empty `labels`) in `/metrics` (0 when absent).
 pub fn metric_value(s: &Server, name: &str, labels: &str) -> f64 {
     let text = ureq::get(&s.url("/metrics"))
         .call()
         .expect("GET /metrics")
         .into_string()
         .expect("metrics text");
-    let prefix = format!("{name}{{{labels}}} ");
+    let prefix = if labels.is_empty() {
+        format!("{name} ")
+    } else {
+        format!("{name}{{{labels}}} ")
+    };
     text.lines()
         .filter_map(|l| l.strip_prefix(&prefix))
         .filter_map(|v| v.trim().parse::<f64>().ok())
