@@ -18,10 +18,10 @@
 # Each proxy's CPU time (user + system, all its threads) per request is read
 # from /proc, and the two nodes' together: what a proxy makes its workers do
 # (a tier follows their KV events) competes for the same cores.
-# ITL is per streamed chunk (as vLLM's benchmark_serving counts it), so a
-# proxy that relays upstream bytes as they come and one that sends the
-# tokens waiting for a stream as one delta differ in chunking as well as in
-# time; TPOT, (e2e - TTFT) / (tokens - 1) per request, is per token either way.
+# ITL is per streamed chunk (as vLLM's benchmark_serving counts it); the
+# tier sends one delta per upstream chunk, as a proxy relaying bytes passes
+# the chunks on, so the two chunk alike. TPOT, (e2e - TTFT) / (tokens - 1)
+# per request, is per token.
 # e2e ends at the last token; a closed-loop stream is held until its response
 # ends, so "held ms" (streams / completions per second, Little's law) shows a
 # proxy that ends responses late: its clients send less often, and the nodes

@@ -428,6 +428,44 @@ fn a_failing_overloaded_or_hung_endpoint_is_routed_around() {
 }
 
 #[test]
+fn a_proxied_stream_keeps_its_upstream_chunking() {
+    // Chunks of three tokens, a stream's chunks written in one go: the tier
+    // reads several at once, and still sends one delta per upstream chunk
+    // (merging them would make its chunk gaps incomparable with a byte relay's).
+    let vllm = MockVllm::start(&["--tokens-per-chunk", "3", "--one-write"]);
+    let eps = [endpoint(
+        "vllm",
+        &vllm.base,
+        "vllm",
+        "profile = \"h100-sxm\"",
+    )];
+    let tier = Server::start(&tier_config(&eps, ""));
+    wait_healthy(&tier, &["vllm"]);
+    for salt in 0..5 {
+        let body = json!({
+            "model": "llama-3.1-8b", "prompt": prompt(20, 900 + salt), "max_tokens": 10,
+            "ignore_eos": true, "stream": true, "return_token_ids": true,
+        });
+        let text = ureq::post(&tier.url("/v1/completions"))
+            .timeout(Duration::from_secs(30))
+            .send_json(body)
+            .expect("stream through the tier")
+            .into_string()
+            .expect("stream body");
+        let chunks: Vec<usize> = sse_data(&text)
+            .iter()
+            .filter(|d| *d != "[DONE]")
+            .filter_map(|d| {
+                let v: Value = serde_json::from_str(d).expect("SSE JSON");
+                v["choices"][0]["token_ids"].as_array().map(Vec::len)
+            })
+            .filter(|&n| n > 0)
+            .collect();
+        assert_eq!(chunks, [3, 3, 3, 1], "{text}");
+    }
+}
+
+#[test]
 fn a_node_whose_inventory_never_arrives_is_listed_with_its_error() {
     // A listener that never accepts: the tier's inventory request connects
     // and then times out, so the node never gets a device to route to.

@@ -574,9 +574,8 @@ impl Task {
             match ev {
                 Some(SeqEvent::Token(t, lp)) => {
                     let mut flow = self.on_token(t, lp, &name, &itl, predicted_ttft);
-                    // Tokens already waiting (a remote stream read in one go,
-                    // a multi-step decode) leave as one delta, as vLLM
-                    // streams under load: one channel send, one chunk to
+                    // Tokens already waiting (a multi-step decode) leave as
+                    // one delta, as vLLM streams under load: one chunk to
                     // render and one write instead of one per token.
                     while let TokenFlow::Continue = flow {
                         match rx.try_recv() {
@@ -590,12 +589,20 @@ impl Task {
                             Err(_) => break,
                         }
                     }
-                    if !self.flush_text().await {
-                        return Attempt::ClientGone;
+                    if let Some(end) = self.send_delta(flow, &name).await {
+                        return end;
                     }
-                    if let TokenFlow::StopString = flow {
-                        self.finish("stop", &name).await;
-                        return Attempt::Done;
+                }
+                Some(SeqEvent::Chunk(tokens)) => {
+                    let mut flow = TokenFlow::Continue;
+                    for t in tokens {
+                        flow = self.on_token(t, None, &name, &itl, predicted_ttft);
+                        if let TokenFlow::StopString = flow {
+                            break;
+                        }
+                    }
+                    if let Some(end) = self.send_delta(flow, &name).await {
+                        return end;
                     }
                 }
                 Some(SeqEvent::Finished(reason, _stats)) => {
@@ -650,6 +657,19 @@ impl Task {
                 }
             }
         }
+    }
+
+    /// Sends the delta [`Self::on_token`] queued; the attempt's end when
+    /// the client is gone or a stop string ended the text.
+    async fn send_delta(&mut self, flow: TokenFlow, device: &str) -> Option<Attempt> {
+        if !self.flush_text().await {
+            return Some(Attempt::ClientGone);
+        }
+        if let TokenFlow::StopString = flow {
+            self.finish("stop", device).await;
+            return Some(Attempt::Done);
+        }
+        None
     }
 
     fn on_token(

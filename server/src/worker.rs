@@ -39,6 +39,10 @@ use switchyard_scheduler::router::DeviceId;
 pub enum SeqEvent {
     /// A generated token, with its log-probabilities when the request asked.
     Token(u32, Option<Box<TokenLogprobs>>),
+    /// One chunk of a remote stream's tokens: they leave as one delta, so a
+    /// proxied stream keeps its upstream's chunking rather than merging
+    /// chunks that arrive together.
+    Chunk(Vec<u32>),
     /// Generation ended on this device.
     Finished(FinishReason, Box<SeqStats>),
     /// The device failed; re-route what is left.

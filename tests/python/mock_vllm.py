@@ -5,7 +5,8 @@ HTTP (stdlib ThreadingHTTPServer):
   GET  /health                  200 (hangs with --fail-mode hang)
   GET  /v1/models               the served model
   POST /v1/completions          prompt as a string or a list of token ids;
-                                max_tokens, stream (SSE), stream_options.include_usage,
+                                max_tokens, stream (SSE, --tokens-per-chunk tokens a
+                                chunk), stream_options.include_usage,
                                 return_token_ids; deterministic fake tokens
   POST /tokenize                {"prompt": ...} -> {"tokens": [...], "count": n}
   POST /reset_prefix_cache      drops the cache (publishes AllBlocksCleared)
@@ -346,21 +347,32 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Connection", "close")
             self.end_headers()
             self.close_connection = True
-            for i, t in enumerate(tokens):
-                time.sleep(delay)
-                last = i == len(tokens) - 1
-                choice = {"index": 0, "text": f" t{t}", "logprobs": None,
+            per = max(1, st.args.tokens_per_chunk)
+            # --one-write: the chunks go out together, as from a server
+            # flushing a backlog, so a proxy reads several in one go.
+            held = []
+            for first in range(0, len(tokens), per):
+                group = tokens[first:first + per]
+                time.sleep(delay * len(group))
+                last = first + len(group) == len(tokens)
+                choice = {"index": 0, "text": "".join(f" t{t}" for t in group), "logprobs": None,
                           "finish_reason": "length" if last else None, "stop_reason": None}
                 if with_ids:
-                    choice["token_ids"] = [t]
-                    if i == 0:
+                    choice["token_ids"] = group
+                    if first == 0:
                         choice["prompt_token_ids"] = prompt
                 chunk = {"id": rid, "object": "text_completion", "created": created,
                          "model": model, "choices": [choice]}
-                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-                self.wfile.flush()
+                event = f"data: {json.dumps(chunk)}\n\n".encode()
+                if st.args.one_write:
+                    held.append(event)
+                else:
+                    self.wfile.write(event)
+                    self.wfile.flush()
                 with st.lock:
-                    st.generation_tokens += 1
+                    st.generation_tokens += len(group)
+            if held:
+                self.wfile.write(b"".join(held))
             if usage_wanted:
                 chunk = {"id": rid, "object": "text_completion", "created": created,
                          "model": model, "choices": [], "usage": usage}
@@ -380,6 +392,9 @@ def main():
     p.add_argument("--port", type=int, default=8000, help="HTTP port on 127.0.0.1 (0: any free port)")
     p.add_argument("--model", default="mock-model")
     p.add_argument("--token-delay-ms", type=float, default=0.0, help="delay before each output token")
+    p.add_argument("--tokens-per-chunk", type=int, default=1, help="output tokens per streamed chunk")
+    p.add_argument("--one-write", action="store_true",
+                   help="write a stream's chunks in one write (a proxy reads them together)")
     p.add_argument("--fail-mode", choices=["none", "500", "429", "hang"], default="none")
     p.add_argument("--kv-events-port", type=int, default=None,
                    help="ZMQ PUB port for KV events on 127.0.0.1 (0: any free port; unset: no events)")

@@ -240,11 +240,12 @@ pub async fn run(
                                 got_token = true;
                                 inflight.tokens(tokens.len() as u32);
                             }
-                            for &t in tokens {
-                                let t = t.min(u64::from(u32::MAX)) as u32;
-                                if sink.send(SeqEvent::Token(t, None)).is_err() {
-                                    return Ok(Ending::ClientGone);
-                                }
+                            let tokens = tokens
+                                .iter()
+                                .map(|&t| t.min(u64::from(u32::MAX)) as u32)
+                                .collect();
+                            if !relay_chunk(&sink, tokens) {
+                                return Ok(Ending::ClientGone);
                             }
                             if let Some(reason) = &choice.finish_reason {
                                 finish = Some(match reason.as_ref() {
@@ -279,10 +280,8 @@ pub async fn run(
                     got_token = true;
                     inflight.tokens(tokens.len() as u32);
                 }
-                for t in tokens {
-                    if sink.send(SeqEvent::Token(t, None)).is_err() {
-                        return Ok(Ending::ClientGone);
-                    }
+                if !relay_chunk(&sink, tokens) {
+                    return Ok(Ending::ClientGone);
                 }
                 if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
                     finish = Some(match reason {
@@ -382,6 +381,12 @@ struct TokenChoice<'a> {
 
 /// The token ids of a streamed choice: `token_ids` (vLLM, Switchyard),
 /// `tokens` (llama.cpp), or the text re-encoded.
+/// Hands one upstream chunk's tokens on as one delta (none: nothing to
+/// send); `false` when the request task is gone.
+fn relay_chunk(sink: &SeqSink, tokens: Vec<u32>) -> bool {
+    tokens.is_empty() || sink.send(SeqEvent::Chunk(tokens)).is_ok()
+}
+
 fn chunk_tokens(choice: &Value, chunk: &Value, tokenizer: &SharedTokenizer) -> Vec<u32> {
     let ids = choice
         .get("token_ids")
