@@ -18,6 +18,9 @@
 # Each proxy's CPU time (user + system, all its threads) per request is read
 # from /proc, and the two nodes' together: what a proxy makes its workers do
 # (a tier follows their KV events) competes for the same cores.
+# "node 1 %" is the share of a proxy's run that node 1 served, and
+# "prefix %" the nodes' prefix-cache hit rate over the run (prompt tokens
+# found cached; every run sends the same prompts, so later runs find some).
 # ITL is per streamed chunk (as vLLM's benchmark_serving counts it); the
 # tier sends one delta per upstream chunk, as a proxy relaying bytes passes
 # the chunks on, so the two chunk alike. TPOT, (e2e - TTFT) / (tokens - 1)
@@ -56,6 +59,16 @@ trap 'kill "${PIDS[@]}" 2>/dev/null || true' EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 # CPU time (user + system, all threads) processes have used, in clock ticks.
 cpu_ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
+# Per node: requests, prefix-cache hit tokens and query tokens so far (one line).
+node_counts() {
+  for p in "${NODE_PORTS[@]}"; do
+    curl -s "http://127.0.0.1:$p/metrics" | awk '/^switchyard_requests_total/ {r += $NF}
+      /^switchyard_prefix_cache_hits_tokens_total/ {h += $NF}
+      /^switchyard_prefix_cache_queries_tokens_total/ {q += $NF}
+      END {printf "%d %d %d ", r, h, q}'
+  done
+  echo
+}
 wait_http() { for _ in $(seq 1 200); do curl -sf "$1" >/dev/null && return 0; sleep 0.1; done; echo "bench_tier: $1 never answered" >&2; exit 1; }
 
 NODE_PORTS=()
@@ -140,7 +153,9 @@ for c in $STREAMS; do
       name=${PROXIES[$(((k + rep - 1) % 3))]}
       before=$(cpu_ticks "${PROXY_PID[$name]}")
       nodes_before=$(cpu_ticks "${NODE_PIDS[@]}")
+      counts_before=$(node_counts)
       run "$name-$c-$rep" "${PROXY_URL[$name]}" "$c" "$REQUESTS"
+      printf '%s\n%s\n' "$counts_before" "$(node_counts)" > "$OUT/$name-$c-$rep/node_counts"
       echo $(($(cpu_ticks "${PROXY_PID[$name]}") - before)) > "$OUT/$name-$c-$rep/cpu_ticks"
       echo $(($(cpu_ticks "${NODE_PIDS[@]}") - nodes_before)) > "$OUT/$name-$c-$rep/node_cpu_ticks"
     done
@@ -151,7 +166,7 @@ echo "proxy runtime workers: ${PROXY_WORKERS:-one per core, the default of each 
 python3 - "$OUT" "$REPEAT" $STREAMS <<'PY'
 import json, os, sys
 out, repeat, streams = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-KEYS = ("ttft50", "ttft99", "itl99", "tpot99", "e2e99", "held", "tok", "cpu", "node_cpu")
+KEYS = ("ttft50", "ttft99", "itl99", "tpot99", "e2e99", "held", "tok", "cpu", "node_cpu", "n1", "hits")
 TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
 def load(name):
     return json.load(open(f"{out}/{name}/results.json"))["runs"][0]
@@ -167,15 +182,25 @@ def pick(r, name=None, c="r"):
                 e2e99=r["e2e_s"]["p99"], held=held_s(r, c),
                 tok=r["throughput"]["output_tokens_per_s"], ok=r["completed"], failed=r["failed"],
                 cpu=cpu_ms_per_request(name, r["completed"] + r["failed"]) if name else float("nan"),
-                node_cpu=cpu_ms_per_request(name, r["completed"] + r["failed"], "node_cpu_ticks") if name else float("nan"))
+                node_cpu=cpu_ms_per_request(name, r["completed"] + r["failed"], "node_cpu_ticks") if name else float("nan"),
+                n1=split(name)[0] if name else float("nan"), hits=split(name)[1] if name else float("nan"))
 def mean(runs):
     m = {k: sum(r[k] for r in runs) / len(runs) for k in KEYS}
     m.update(ok=sum(r["ok"] for r in runs), failed=sum(r["failed"] for r in runs))
     return m
+def split(name):
+    # Node 1's share of the run's requests, and the prefix-cache hit rate.
+    path = f"{out}/{name}/node_counts"
+    if not os.path.exists(path):
+        return float("nan"), float("nan")
+    before, after = ([int(x) for x in l.split()] for l in open(path).read().splitlines()[:2])
+    d = [a - b for a, b in zip(after, before)]
+    reqs, hits, queries = d[0] + d[3], d[1] + d[4], d[2] + d[5]
+    return d[0] / max(reqs, 1), hits / max(queries, 1)
 def row(name, r):
     print(f"{name:<24}{r['ok']:>6}{r['failed']:>6}{r['ttft50']*1e3:>13.2f}{r['ttft99']*1e3:>13.2f}"
           f"{r['itl99']*1e3:>12.2f}{r['tpot99']*1e3:>13.2f}{r['e2e99']*1e3:>12.2f}{r['held']*1e3:>10.1f}"
-          f"{r['tok']:>9.0f}{r['cpu']:>18.3f}{r['node_cpu']:>18.3f}")
+          f"{r['tok']:>9.0f}{r['cpu']:>18.3f}{r['node_cpu']:>18.3f}{r['n1']*100:>9.1f}{r['hits']*100:>10.1f}")
 for c in streams:
     direct = None
     if os.path.exists(f"{out}/direct-n1-{c}/results.json"):
@@ -185,7 +210,7 @@ for c in streams:
     print(f"\n{c[1:] + ' req/s, open loop' if c.startswith('r') else c + ' streams'}")
     print(f"{'target':<24}{'ok':>6}{'fail':>6}{'TTFT p50 ms':>13}{'TTFT p99 ms':>13}{'ITL p99 ms':>12}{'TPOT p99 ms':>13}"
           f"{'e2e p99 ms':>12}{'held ms':>10}{'tok/s':>9}"
-          f"{'proxy CPU ms/req':>18}{'nodes CPU ms/req':>18}")
+          f"{'proxy CPU ms/req':>18}{'nodes CPU ms/req':>18}{'node 1 %':>9}{'prefix %':>10}")
     if direct:
         row("direct (2 x half)", direct)
     means = {}

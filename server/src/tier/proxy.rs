@@ -379,14 +379,14 @@ struct TokenChoice<'a> {
     finish_reason: Option<std::borrow::Cow<'a, str>>,
 }
 
-/// The token ids of a streamed choice: `token_ids` (vLLM, Switchyard),
-/// `tokens` (llama.cpp), or the text re-encoded.
 /// Hands one upstream chunk's tokens on as one delta (none: nothing to
 /// send); `false` when the request task is gone.
 fn relay_chunk(sink: &SeqSink, tokens: Vec<u32>) -> bool {
     tokens.is_empty() || sink.send(SeqEvent::Chunk(tokens)).is_ok()
 }
 
+/// The token ids of a streamed choice: `token_ids` (vLLM, Switchyard),
+/// `tokens` (llama.cpp), or the text re-encoded.
 fn chunk_tokens(choice: &Value, chunk: &Value, tokenizer: &SharedTokenizer) -> Vec<u32> {
     let ids = choice
         .get("token_ids")
