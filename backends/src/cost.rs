@@ -105,6 +105,16 @@ impl PassShape {
         self.attention_pairs += q * f64::from(w.context) + q * (q + 1.0) / 2.0;
     }
 
+    /// Adds `n` sequences of the same work each.
+    #[inline]
+    pub fn push_n(&mut self, w: SeqWork, n: u32) {
+        let (q, k) = (f64::from(w.new_tokens), f64::from(n));
+        self.seqs += n;
+        self.tokens += u64::from(w.new_tokens) * u64::from(n);
+        self.context_tokens += u64::from(w.context) * u64::from(n);
+        self.attention_pairs += k * (q * f64::from(w.context) + q * (q + 1.0) / 2.0);
+    }
+
     /// Both sets of sequences together.
     pub fn merged(self, o: Self) -> Self {
         Self {
@@ -143,6 +153,16 @@ impl StepShape {
             self.prefill.push(w);
         } else {
             self.decode.push(w);
+        }
+    }
+
+    /// Adds `n` sequences of the same work each (`n` calls of [`Self::push`]).
+    #[inline]
+    pub fn push_n(&mut self, w: SeqWork, n: u32) {
+        if w.new_tokens > 1 {
+            self.prefill.push_n(w, n);
+        } else {
+            self.decode.push_n(w, n);
         }
     }
 
@@ -883,6 +903,32 @@ mod tests {
         m.active_params_b = 70.0;
         let err = CostModel::new(device(2000.0), m).kv_blocks(16, 256, 8192);
         assert!(matches!(err, Err(CapacityError::DoesNotFit { .. })));
+    }
+
+    #[test]
+    fn push_n_is_n_pushes() {
+        let cost = CostModel::new(device(3350.0), model());
+        for w in [
+            SeqWork {
+                new_tokens: 16,
+                context: 40,
+            },
+            SeqWork {
+                new_tokens: 1,
+                context: 300,
+            },
+        ] {
+            let mut one_by_one = StepShape::decodes(8, 4000);
+            let mut at_once = one_by_one;
+            for _ in 0..5 {
+                one_by_one.push(w);
+            }
+            at_once.push_n(w, 5);
+            assert_eq!(one_by_one.seqs(), at_once.seqs());
+            assert_eq!(one_by_one.total().tokens, at_once.total().tokens);
+            let (a, b) = (cost.step_seconds(&one_by_one), cost.step_seconds(&at_once));
+            assert!(close(a, b), "{a} vs {b}");
+        }
     }
 
     #[test]

@@ -126,33 +126,86 @@ pub struct StepMix {
     pub mixed_s: f64,
     /// Tokens of that chunk.
     pub chunk_tokens: u32,
+    /// A step of the batch packed with as many of those prefills as it
+    /// takes, where prefills arrive faster than one a step (priced only then).
+    pub packed: Option<PackedStep>,
+}
+
+/// A step of the batch carrying several whole prefills at once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PackedStep {
+    /// Prefill tokens it carries.
+    pub tokens: u32,
+    /// Its seconds.
+    pub seconds: f64,
 }
 
 impl StepMix {
-    /// Fraction of time spent in mixed steps at `rate` prefill tokens/s
-    /// (`u = rate/chunk · mixed_s`; ≥ 1 when prefills arrive faster than the
-    /// device can take them).
-    pub fn prefill_share(&self, rate: f64) -> f64 {
+    /// Fraction of time in mixed steps at `rate` prefill tokens/s with one
+    /// chunk a step: `rate/chunk · mixed_s`.
+    fn share_one_per_step(&self, rate: f64) -> f64 {
         if rate <= 0.0 {
             return 0.0;
         }
         rate / f64::from(self.chunk_tokens.max(1)) * self.mixed_s
     }
 
+    /// The device's prefill load at `rate` prefill tokens/s: the fraction
+    /// of time in mixed steps of one chunk each (`u = rate/chunk · mixed_s`)
+    /// while that is below 1; past it, where small prefills come faster
+    /// than one a step and the engine packs them, the same fraction for
+    /// packed steps. At least 1 when prefills arrive faster than the
+    /// device can take them.
+    pub fn prefill_share(&self, rate: f64) -> f64 {
+        let u = self.share_one_per_step(rate);
+        match self.packed {
+            Some(p) if u >= 1.0 => rate / f64::from(p.tokens.max(1)) * p.seconds,
+            _ => u,
+        }
+    }
+
+    /// Whether prefills at `rate` come faster than one a step, so a
+    /// [`PackedStep`] would change the prediction.
+    pub fn needs_packing(&self, rate: f64) -> bool {
+        self.share_one_per_step(rate) >= 1.0
+    }
+
     /// Mean seconds per step (one token per running sequence) at `rate`
-    /// prefill tokens/s: `1 / (rate/chunk + (1 − u)/decode_s)`, or
-    /// `mixed_s` once `u ≥ 1`.
+    /// prefill tokens/s: `1 / (rate/chunk + (1 − u)/decode_s)` while one
+    /// chunk a step keeps up (`u < 1`). Past that every step is mixed: with
+    /// a packed step, each carries the `x` prefill tokens that arrive during
+    /// it, `x = rate · T(x)`, `T` linear between the one-chunk and the packed
+    /// step, so `T(x)` (continuous at `u = 1`); the packed step once `x`
+    /// exceeds what it takes, or `mixed_s` without one.
     pub fn time_per_token(&self, rate: f64) -> f64 {
-        let u = self.prefill_share(rate);
+        let u = self.share_one_per_step(rate);
         if u <= 0.0 {
             return self.decode_s;
         }
-        if u >= 1.0 || self.decode_s <= 0.0 {
+        if self.decode_s <= 0.0 {
             return self.mixed_s.max(self.decode_s);
         }
-        let mixed_steps = rate / f64::from(self.chunk_tokens.max(1));
-        let decode_steps = (1.0 - u) / self.decode_s;
-        1.0 / (mixed_steps + decode_steps)
+        if u < 1.0 {
+            let mixed_steps = rate / f64::from(self.chunk_tokens.max(1));
+            let decode_steps = (1.0 - u) / self.decode_s;
+            return 1.0 / (mixed_steps + decode_steps);
+        }
+        match self.packed {
+            Some(p) if p.tokens > self.chunk_tokens => {
+                let (c, t) = (f64::from(self.chunk_tokens), self.mixed_s);
+                let (cp, tp) = (f64::from(p.tokens), p.seconds);
+                let slope = ((tp - t) / (cp - c)).max(0.0);
+                let room = 1.0 - rate * slope;
+                if room > 0.0 {
+                    let x = rate * (t - slope * c) / room;
+                    if x <= cp {
+                        return (t + slope * (x - c)).max(self.decode_s);
+                    }
+                }
+                tp.max(t).max(self.decode_s)
+            }
+            _ => self.mixed_s.max(self.decode_s),
+        }
     }
 }
 
@@ -194,6 +247,7 @@ mod tests {
             decode_s: 0.010,
             mixed_s: 0.050,
             chunk_tokens: 1000,
+            packed: None,
         };
         assert_eq!(m.time_per_token(0.0), 0.010);
         // 10 chunks/s: half the time in 50 ms mixed steps (10 of them), the
@@ -203,5 +257,45 @@ mod tests {
         assert!((m.prefill_share(10_000.0) - 0.5).abs() < 1e-12);
         // Saturated: every step carries a chunk.
         assert_eq!(m.time_per_token(1e9), 0.050);
+    }
+
+    #[test]
+    fn small_prefills_faster_than_one_a_step_are_packed() {
+        // 16-token prefills (cached prompts) beside 10 ms decode steps: one
+        // a step takes 11 ms, 128 of them packed into one step 30 ms.
+        let one = StepMix {
+            decode_s: 0.010,
+            mixed_s: 0.011,
+            chunk_tokens: 16,
+            packed: None,
+        };
+        let packed = StepMix {
+            packed: Some(PackedStep {
+                tokens: 2048,
+                seconds: 0.030,
+            }),
+            ..one
+        };
+        // 200 prefills/s: more than one a step. Alone, that is past saturation.
+        let rate = 200.0 * 16.0;
+        assert!(one.needs_packing(rate));
+        assert!(one.prefill_share(rate) >= 1.0);
+        // Packed, the device keeps up: every step carries x = rate · T(x).
+        let share = packed.prefill_share(rate);
+        assert!(share < 1.0, "{share}");
+        let t = packed.time_per_token(rate);
+        assert!(t > 0.011 && t < 0.030, "{t}");
+        let slope = (0.030 - 0.011) / (2048.0 - 16.0);
+        let x = rate * t;
+        assert!((t - (0.011 + slope * (x - 16.0))).abs() < 1e-12, "{t} {x}");
+        // Continuous where one a step stops keeping up, and rising with the rate.
+        let edge = 16.0 / 0.011;
+        assert!((packed.time_per_token(edge) - 0.011).abs() < 1e-9);
+        assert!((one.time_per_token(edge * 0.999_999) - 0.011).abs() < 1e-6);
+        assert!(packed.time_per_token(rate * 2.0) > t);
+        // Past what even packed steps take: saturated.
+        let flood = 2048.0 / 0.030 * 1.01;
+        assert!(packed.prefill_share(flood) >= 1.0);
+        assert_eq!(packed.time_per_token(flood), 0.030);
     }
 }

@@ -41,6 +41,13 @@
 //! r⁺           = r + uncached / τ                                    with this request dispatched
 //! u(r)         = r / c · T_m                               share of time spent in mixed steps
 //! tpot(r)      = 1 / (r / c + (1 − u) / T_d)  if u < 1,  else T_m     time-share of the steps
+//!   packed, where u ≥ 1 and c is a whole prefill of which a step takes k = ⌊C / c⌋ ≥ 4
+//!   (C: the chunk of the batch; small prefills, such as cached prompts, coming faster
+//!   than one a step, which the engine batches together):
+//! T_p          = step_time(batch decodes ⊕ k prefills of c tokens at context 0)
+//! u(r)         = r / (k·c) · T_p
+//! tpot(r)      = T(x) where x = r · T(x), T linear from (c, T_m) to (k·c, T_p), if x ≤ k·c,
+//!                else T_p                         (equal to the above at u = 1: continuous)
 //! TPOT         = tpot(r)                          this request's (its own prefill is over by then)
 //! running_TPOT = tpot(r⁺)                      the running sequences', once this one is admitted
 //! e2e          = TTFT + TPOT · (E − 1)
@@ -71,7 +78,12 @@
 //! simulator compute the same predictions, and it sees a burst before any
 //! load snapshot does. Chunks of the size a device really takes (not the
 //! rate spread evenly over steps) matter: small chunks ride free on a
-//! memory-bound decode step, full chunks are compute-bound.
+//! memory-bound decode step, full chunks are compute-bound. Prefills that
+//! come faster than one a step are packed, as the engine batches them: a
+//! node receiving cached prompts (a few uncached tokens each) at 100/s
+//! would otherwise count each as a step of its own, read as saturated,
+//! and lose every request to its peer, whose queue then grew to a 1.3 s
+//! TTFT p99 (`scripts/bench_tier.sh`'s first tier run, docs/fleet-tier-bench.md).
 //!
 //! Modelling limits: the running sequences' contexts are frozen at the
 //! snapshot plus the queue's prompts (they grow as they decode); the batch
@@ -156,7 +168,7 @@ mod shape;
 #[cfg(test)]
 pub(crate) mod tests;
 
-pub use interference::{DispatchHistory, PrefillRate, StepMix};
+pub use interference::{DispatchHistory, PackedStep, PrefillRate, StepMix};
 pub use policy::{Objective, PolicyKind, UnknownObjective, UnknownPolicy, FASTEST_BAND};
 pub use score::{DeviceScore, DeviceView};
 pub use shape::{ContextBucket, OutputEstimator, Shape, ShapeClass, CONTEXT_BUCKET_BOUNDS};

@@ -894,3 +894,51 @@ fn dispatches_raise_the_predicted_tpot_until_the_device_misses_the_slo() {
         "30 req/s of 1k-token prompts fit in 40 ms TPOT: {last:?}"
     );
 }
+
+#[test]
+fn cached_prompts_faster_than_one_a_step_do_not_saturate_a_device() {
+    // Two H100s. Device 0 has been sent 300 cached prompts a second for ten
+    // seconds (16 uncached tokens each) and runs a small batch; device 1 is
+    // busy. One such prefill a step, at 300 a second, would need more steps
+    // than the device runs, which read as saturated and sent everything to
+    // device 1; the engine packs them into its steps, so device 0 keeps up.
+    let costs = llama(&["h100-sxm", "h100-sxm"]);
+    let mut fleet = idle_fleet(&costs);
+    fleet[0].load = Load {
+        running: 30,
+        running_context_tokens: 30 * 270,
+        outstanding_decode_tokens: 30 * 16,
+        ..Load::default()
+    };
+    fleet[0].cached_prefix_tokens = 240;
+    fleet[1].load = Load {
+        running: 120,
+        waiting: 40,
+        queued_prefill_tokens: 40 * 256,
+        running_context_tokens: 120 * 270,
+        outstanding_decode_tokens: 160 * 32,
+        ..Load::default()
+    };
+    let mut r = router(PolicyKind::Cost);
+    let window = r.config.interference_window;
+    let gap = Duration::from_micros(3333);
+    for i in 0..3000u32 {
+        r.history.record(DeviceId(0), 16, gap * i, window);
+    }
+    let now = gap * 3000;
+    let d = r.route(&req(256, 32), &fleet, now).expect("route");
+    let s0 = d
+        .scores
+        .iter()
+        .find(|s| s.device == DeviceId(0))
+        .expect("device 0 scored");
+    assert!(s0.meets_slo && s0.prefill_share < 1.0, "{s0:?}");
+    assert_eq!(d.device, DeviceId(0), "{d:?}");
+    // Past what even packed steps take, the device is saturated.
+    for i in 0..3000u32 {
+        r.history.record(DeviceId(0), 4000, now + gap * i, window);
+    }
+    let later = now + gap * 3000;
+    let s = r.score(&r.shape(&req(256, 32)), &fleet[0], later);
+    assert!(s.prefill_share >= 1.0 && !s.meets_slo, "{s:?}");
+}
