@@ -750,6 +750,10 @@ const MIN_PACKED_PREFILLS: u32 = 4;
 /// step. `None` where a step takes fewer than [`MIN_PACKED_PREFILLS`].
 fn packed_step(dev: &DeviceView<'_>, batch: DecodeBatch, mix: &StepMix) -> Option<PackedStep> {
     let each = mix.chunk_tokens.max(1);
+    // The step's token room bounds what it takes: past it, no pricing.
+    if each.saturating_mul(MIN_PACKED_PREFILLS) > dev.chunk_room(batch.step) {
+        return None;
+    }
     let most = dev.prefill_chunk_priced(batch.step, 0, Some(batch.step_s));
     let count = most / each;
     if count < MIN_PACKED_PREFILLS {
