@@ -183,7 +183,7 @@ def pick(r, name=None, c="r"):
                 tok=r["throughput"]["output_tokens_per_s"], ok=r["completed"], failed=r["failed"],
                 cpu=cpu_ms_per_request(name, r["completed"] + r["failed"]) if name else float("nan"),
                 node_cpu=cpu_ms_per_request(name, r["completed"] + r["failed"], "node_cpu_ticks") if name else float("nan"),
-                n1=split(name)[0] if name else float("nan"), hits=split(name)[1] if name else float("nan"))
+                **dict(zip(("n1", "hits"), split(name))))
 def mean(runs):
     m = {k: sum(r[k] for r in runs) / len(runs) for k in KEYS}
     m.update(ok=sum(r["ok"] for r in runs), failed=sum(r["failed"] for r in runs))

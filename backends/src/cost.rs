@@ -98,11 +98,8 @@ impl PassShape {
     /// Adds one sequence's work.
     #[inline]
     pub fn push(&mut self, w: SeqWork) {
-        let q = f64::from(w.new_tokens);
-        self.seqs += 1;
-        self.tokens += u64::from(w.new_tokens);
-        self.context_tokens += u64::from(w.context);
-        self.attention_pairs += q * f64::from(w.context) + q * (q + 1.0) / 2.0;
+        // `n = 1` multiplies by one: the same bits as adding it alone.
+        self.push_n(w, 1);
     }
 
     /// Adds `n` sequences of the same work each.
@@ -149,11 +146,7 @@ impl StepShape {
     /// Adds one sequence's work.
     #[inline]
     pub fn push(&mut self, w: SeqWork) {
-        if w.new_tokens > 1 {
-            self.prefill.push(w);
-        } else {
-            self.decode.push(w);
-        }
+        self.push_n(w, 1);
     }
 
     /// Adds `n` sequences of the same work each (`n` calls of [`Self::push`]).
