@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
+use super::score::MissCert;
 use super::DeviceId;
 
 /// An exponentially weighted rate of the uncached prefill tokens dispatched
@@ -44,6 +45,11 @@ impl PrefillRate {
         self.tokens_per_s * (-dt / tau).exp()
     }
 
+    /// When the last dispatch was recorded.
+    pub fn at(&self) -> Duration {
+        self.at
+    }
+
     /// Mean uncached tokens per dispatch (0 before the first).
     pub fn mean_tokens(&self) -> f64 {
         self.mean_tokens
@@ -76,7 +82,14 @@ impl PrefillRate {
 /// The router's per-device dispatch history.
 #[derive(Debug, Clone, Default)]
 pub struct DispatchHistory {
-    devices: HashMap<DeviceId, PrefillRate, BuildHasherDefault<IdHasher>>,
+    devices: HashMap<DeviceId, Tracked, BuildHasherDefault<IdHasher>>,
+}
+
+/// One device's history, and the proof of its miss that holds until its next dispatch.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tracked {
+    rate: PrefillRate,
+    miss: Option<MissCert>,
 }
 
 /// Hashes a [`DeviceId`] with one multiply (Fibonacci hashing): a lookup
@@ -104,15 +117,34 @@ impl Hasher for IdHasher {
 impl DispatchHistory {
     /// The device's rate (zero for a device never dispatched to).
     pub fn get(&self, id: DeviceId) -> PrefillRate {
-        self.devices.get(&id).copied().unwrap_or_default()
+        self.devices.get(&id).map(|t| t.rate).unwrap_or_default()
     }
 
-    /// Records a dispatch to `id`.
-    pub fn record(&mut self, id: DeviceId, tokens: u32, now: Duration, window: Duration) {
+    /// The device's rate and its standing proof of a miss, in one lookup.
+    pub(crate) fn with_miss(&self, id: DeviceId) -> (PrefillRate, Option<MissCert>) {
         self.devices
-            .entry(id)
-            .or_default()
-            .record(tokens, now, window);
+            .get(&id)
+            .map_or((PrefillRate::ZERO, None), |t| (t.rate, t.miss))
+    }
+
+    /// Keeps a proof of the device's miss (or of a failed one) until its next dispatch.
+    pub(crate) fn keep_miss(&mut self, id: DeviceId, miss: MissCert) {
+        // A device never dispatched to gets an entry: a zero rate is no history.
+        self.devices.entry(id).or_default().miss = Some(miss);
+    }
+
+    /// Drops every proof of a miss (the SLO or the window changed).
+    pub(crate) fn forget_misses(&mut self) {
+        for t in self.devices.values_mut() {
+            t.miss = None;
+        }
+    }
+
+    /// Records a dispatch to `id`, which drops its proof of a miss.
+    pub fn record(&mut self, id: DeviceId, tokens: u32, now: Duration, window: Duration) {
+        let t = self.devices.entry(id).or_default();
+        t.rate.record(tokens, now, window);
+        t.miss = None;
     }
 }
 

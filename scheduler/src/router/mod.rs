@@ -140,6 +140,11 @@
 //!   `Decision::skipped` counts the rest; `route_scoring_all` picks the
 //!   same device (property-tested).
 //! - `score` allocates nothing.
+//! - A miss certificate kept across decisions holds only where the score
+//!   misses the SLO by its decode side (property-tested against the score,
+//!   and `route` against `route_scoring_all` over runs of decisions with
+//!   changing loads, prompts and clock); it is dropped at the device's
+//!   next dispatch and at a new config.
 //! - With the `cost` policy, a request lands where its TPOT or the running
 //!   sequences' would exceed the SLO only when no device meets it
 //!   (property-tested on identical devices).
@@ -400,8 +405,9 @@ struct Deferred {
 /// The tightest e2e floor priced for a deferred device.
 #[derive(Debug, Clone, Copy)]
 enum Tightest {
-    /// The batched floor, seconds (the decoding floor not priced).
-    Batched(f64),
+    /// A looser floor, seconds: the batched one, or the floor alone with a
+    /// miss certificate's time per token (the decoding floor not priced).
+    Loose(f64),
     /// The decoding floor, whose decode side the device's score reuses.
     Decoding(score::Decoding),
 }
@@ -410,7 +416,7 @@ impl Tightest {
     /// The floor, seconds.
     fn seconds(&self) -> f64 {
         match self {
-            Tightest::Batched(s) => *s,
+            Tightest::Loose(s) => *s,
             Tightest::Decoding(d) => d.seconds,
         }
     }
@@ -466,10 +472,21 @@ struct AloneFloors<'a> {
     floors: score::Floors<'a>,
     /// Per fleet entry, in fleet order; `None` where the device is ineligible.
     floor: Vec<Option<score::Floor>>,
-    /// Per fleet entry, the decoding floor [`Router::all_miss_slo`] priced
-    /// to prove its miss (empty unless it ran; `None` where a cheaper proof
-    /// sufficed), which the search then reuses.
-    priced: Vec<Option<score::Decoding>>,
+    /// Per fleet entry, what [`Router::all_miss_slo`] priced to prove its
+    /// miss (empty unless it ran), which the search then reuses.
+    priced: Vec<Proved>,
+}
+
+/// What the proof that a device misses the SLO priced of it.
+#[derive(Debug, Clone, Copy)]
+enum Proved {
+    /// Nothing beyond its floor alone.
+    Nothing,
+    /// Its decoding floor, with the score's decode side.
+    Decoding(score::Decoding),
+    /// A floor on the score's time per token, seconds, from its standing
+    /// [`score::MissCert`] (nothing priced).
+    PerToken(f64),
 }
 
 impl<'a> AloneFloors<'a> {
@@ -486,9 +503,9 @@ impl<'a> AloneFloors<'a> {
         }
     }
 
-    /// The tighter floors priced for fleet entry `i`, if any.
-    fn priced(&self, i: usize) -> Option<score::Decoding> {
-        self.priced.get(i).copied().flatten()
+    /// What the proof priced for fleet entry `i`.
+    fn priced(&self, i: usize) -> Proved {
+        self.priced.get(i).copied().unwrap_or(Proved::Nothing)
     }
 }
 
@@ -552,6 +569,8 @@ impl Router {
         self.budgets = config.slo.budgets();
         self.estimator.set_alpha(config.output_ewma_alpha);
         self.config = config;
+        // Proved under the old budgets and window.
+        self.history.forget_misses();
     }
 
     /// The output-length estimator.
@@ -634,7 +653,11 @@ impl Router {
     /// score's own decode side past the budget): if every device has one,
     /// the fallback's fastest band is searched as above; at the first
     /// device without one it scores every device, as an overloaded fleet
-    /// at the SLO's edge leaves the floors nothing to rule out.
+    /// at the SLO's edge leaves the floors nothing to rule out. A decode
+    /// side that proves a miss is kept as a certificate
+    /// (`MissCert`) that proves it again in a few comparisons
+    /// while the device's batch size, context and history allow, and
+    /// bounds its time per token for the band search.
     pub fn route(
         &mut self,
         req: &RouteRequest,
@@ -685,13 +708,17 @@ impl Router {
     }
 
     /// Whether every eligible device provably misses the SLO (stopping at
-    /// the first that does not): by [`score::Floors::misses_slo_alone`],
-    /// else by [`Self::decoding_proof`], which prices the device's decode
-    /// side and, only where that proves nothing, its batched TTFT floor (a
-    /// fleet just past the SLO, where the proofs alone are too loose, still
-    /// costs less than scoring it).
+    /// the first that does not): by its floors alone
+    /// ([`score::Floors::misses_slo_by_floor`]), by its standing
+    /// [`score::MissCert`], by its floor and history
+    /// ([`score::Floors::misses_slo_by_rate`]), else by
+    /// [`Self::decoding_proof`], which prices the device's decode side and,
+    /// only where that proves nothing, its batched TTFT floor (a fleet just
+    /// past the SLO, where the proofs alone are too loose, still costs less
+    /// than scoring it). A decode side that proves the miss is kept as a
+    /// certificate where it will hold for later decisions too.
     fn all_miss_slo(
-        &self,
+        &mut self,
         alone: &mut AloneFloors<'_>,
         fleet: &[DeviceView<'_>],
         now: Duration,
@@ -703,23 +730,47 @@ impl Router {
         } = alone;
         priced.clear();
         priced.reserve_exact(fleet.len());
-        fleet.iter().zip(floor.iter()).all(|(d, floor)| {
+        let window = self.config.interference_window;
+        for (d, floor) in fleet.iter().zip(floor.iter()) {
             let Some(floor) = *floor else {
-                priced.push(None);
-                return true;
+                priced.push(Proved::Nothing);
+                continue;
             };
-            // Looked up once, and only if a proof reaches it.
-            let mut looked_up = None;
-            let mut interference =
-                || *looked_up.get_or_insert_with(|| self.interference(d.id, now));
-            if floors.misses_slo_alone(d, floor, self.budgets, &mut interference) {
-                priced.push(None);
-                return true;
+            // The floors alone first: an overloaded fleet's queues prove
+            // its misses without the history's lookup.
+            if floors.misses_slo_by_floor(floor, self.budgets) {
+                priced.push(Proved::Nothing);
+                continue;
             }
-            let proof = self.decoding_proof(floors, d, floor, interference());
-            priced.push(proof);
-            proof.is_some()
-        })
+            let (rate, miss) = self.history.with_miss(d.id);
+            if let Some(m) = miss.filter(|m| m.holds(d, floors.shape(), floor.uncached(), now)) {
+                priced.push(Proved::PerToken(m.per_token_s()));
+                continue;
+            }
+            let interference = score::Interference { rate, now, window };
+            if floors.misses_slo_by_rate(d, floor, interference) {
+                priced.push(Proved::Nothing);
+                continue;
+            }
+            let Some(decoding) = self.decoding_proof(floors, d, floor, interference) else {
+                return false;
+            };
+            priced.push(Proved::Decoding(decoding));
+            if miss.is_some_and(|m| m.failed_for(d)) {
+                continue;
+            }
+            let shape = floors.shape();
+            let uncached = floor.uncached();
+            if !decoding.side.misses_by_margin(self.budgets) {
+                continue;
+            }
+            if let Some(cert) =
+                score::MissCert::prove(d, shape, uncached, interference, self.budgets)
+            {
+                self.history.keep_miss(d.id, cert);
+            }
+        }
+        true
     }
 
     /// `dev`'s decoding floor if it proves, with the batched TTFT floor,
@@ -821,7 +872,10 @@ impl Router {
                 continue;
             };
             let priced = floors_alone.priced(i);
-            let mut side = priced.map(|d| d.side);
+            let mut side = match priced {
+                Proved::Decoding(d) => Some(d.side),
+                Proved::Nothing | Proved::PerToken(_) => None,
+            };
             if let Some(limit) = limit {
                 match bound {
                     ChoiceBound::CheapestMeetingSlo => {
@@ -880,7 +934,7 @@ impl Router {
         &self,
         floors: &score::Floors<'_>,
         dev: &DeviceView<'_>,
-        (index, floor, priced): (usize, score::Floor, Option<score::Decoding>),
+        (index, floor, priced): (usize, score::Floor, Proved),
         (limit_s, drop_s): (f64, f64),
         now: Duration,
     ) -> Screened {
@@ -891,8 +945,22 @@ impl Router {
         // priced again (the time per token of a decode side is at least its
         // decode-only step's, so it rules out at least as much).
         let decoding = match priced {
-            Some(decoding) => decoding,
-            None => {
+            Proved::Decoding(decoding) => decoding,
+            Proved::Nothing | Proved::PerToken(_) => {
+                // A certificate's time per token rules out most of a fleet
+                // past the SLO with no step priced.
+                if let Proved::PerToken(per_token_s) = priced {
+                    let loose = floors.with_per_token(floor, per_token_s);
+                    if score::floor_exceeds(loose, drop_s) {
+                        return Screened::Drop;
+                    }
+                    if score::floor_exceeds(loose, limit_s) {
+                        return Screened::Defer(Deferred {
+                            index,
+                            floor: Tightest::Loose(loose),
+                        });
+                    }
+                }
                 let batched = floors.batched(dev, floor);
                 if score::floor_exceeds(batched.seconds, drop_s) {
                     return Screened::Drop;
@@ -900,7 +968,7 @@ impl Router {
                 if score::floor_exceeds(batched.seconds, limit_s) {
                     return Screened::Defer(Deferred {
                         index,
-                        floor: Tightest::Batched(batched.seconds),
+                        floor: Tightest::Loose(batched.seconds),
                     });
                 }
                 self.decoding_floor(floors, dev, floor, &batched, now)
@@ -971,12 +1039,12 @@ impl Router {
             let dev = &fleet[d.index];
             let decoding = match (d.floor, floors_alone.floor[d.index]) {
                 (Tightest::Decoding(decoding), _) => decoding,
-                (Tightest::Batched(_), Some(floor)) => {
+                (Tightest::Loose(_), Some(floor)) => {
                     let floors = &floors_alone.floors;
                     self.decoding_floor(floors, dev, floor, &floors.batched(dev, floor), now)
                 }
                 // Only devices with a floor alone (eligible ones) are deferred.
-                (Tightest::Batched(_), None) => continue,
+                (Tightest::Loose(_), None) => continue,
             };
             if score::floor_exceeds(decoding.seconds, band_s) {
                 continue;

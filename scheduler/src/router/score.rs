@@ -317,6 +317,15 @@ impl DecodeSide {
             && (self.batch <= 1 || secs(self.running_tpot_s) <= budgets.tpot)
             && self.prefill_share < 1.0
     }
+
+    /// Whether it misses the SLO whatever the request's own TPOT, by a
+    /// margin past floating-point rounding ([`floor_exceeds`]): the running
+    /// sequences' time per token past the budget, or a prefill share of at
+    /// least 1. What a [`MissCert`] proves.
+    pub(crate) fn misses_by_margin(&self, budgets: Budgets) -> bool {
+        self.prefill_share * (1.0 - 1e-9) >= 1.0
+            || (self.batch > 1 && floor_exceeds(self.running_tpot_s, budgets.tpot.as_secs_f64()))
+    }
 }
 
 /// [`score`]'s decode side on `dev` of a request joining `batch`, whose
@@ -373,20 +382,245 @@ impl DecodeBatch {
     /// the waiting ones have joined, at half this request's expected
     /// output; the waiting prompts are in the context by then.
     fn of(shape: &Shape, dev: &DeviceView<'_>) -> Self {
-        let load = &dev.load;
-        let queued = load.running.saturating_add(load.waiting);
-        let seqs = queued.saturating_add(1).min(dev.max_num_seqs).max(1);
-        let queued_ctx = load
-            .running_context_tokens
-            .saturating_add(load.queued_prefill_tokens);
-        let others_ctx = scale_context(queued_ctx, queued, seqs - 1);
-        let step = StepShape::decodes(seqs, others_ctx.saturating_add(own_decode_context(shape)));
+        let (seqs, context) = batch_context(dev, own_decode_context(shape));
+        Self::priced(dev, seqs, context)
+    }
+
+    /// The batch of `seqs` decodes over `context` tokens on `dev`, priced.
+    fn priced(dev: &DeviceView<'_>, seqs: u32, context: u64) -> Self {
+        let step = StepShape::decodes(seqs, context);
         Self {
             seqs,
             step,
             step_s: dev.cost.step_seconds(&step),
         }
     }
+}
+
+/// The size and total context of the decode batch a request whose own
+/// decode context is `own` joins on `dev` ([`DecodeBatch::of`], unpriced).
+fn batch_context(dev: &DeviceView<'_>, own: u64) -> (u32, u64) {
+    let load = &dev.load;
+    let queued = load.running.saturating_add(load.waiting);
+    let seqs = queued.saturating_add(1).min(dev.max_num_seqs).max(1);
+    let queued_ctx = load
+        .running_context_tokens
+        .saturating_add(load.queued_prefill_tokens);
+    let others_ctx = scale_context(queued_ctx, queued, seqs - 1);
+    (seqs, others_ctx.saturating_add(own))
+}
+
+/// A proof, kept across decisions, that a device's decode side misses the
+/// SLO for every request that would join a decode batch of as many
+/// sequences over at least as much context, with at least as many
+/// uncached tokens, at any time up to `until`: the running sequences'
+/// time per token past the budget, or a prefill share of at least 1.
+///
+/// A fleet past its SLO makes the router prove every device's miss before
+/// it may search only the fallback's band, and that proof prices each
+/// device's decode side. Between two decisions few devices change in what
+/// the decode side reads (a dispatch, a sequence joining or leaving;
+/// streamed tokens only grow the context), so a device proved to miss
+/// stays proved by a handful of comparisons, until its prefill rate has
+/// decayed to where the miss stops.
+///
+/// Why it holds: without a step time budget the decode side is a function
+/// of the batch's size, its context, the device's dispatch history, the
+/// prefill rate and the cost model's terms alone, and both criteria grow
+/// with the context (each step price grows with it; the time per token
+/// grows with both steps while one chunk a step keeps up, and with the
+/// packed interpolation past that) and with the prefill rate. The rate
+/// only decays between dispatches, so the proof holds until it has decayed
+/// to the least rate at which the miss holds (found by bisection over the
+/// steps, which do not depend on it); the criteria carry a margin far
+/// above floating-point rounding. A device with no dispatch history has
+/// no rate to decay, and its typical prefill is the request's own, which
+/// grows the miss with the request's uncached tokens where no step could
+/// pack several such prefills. A dispatch to the device drops it (its
+/// history changes), as does a new config. Devices that budget steps get
+/// none: their chunk shrinks as their decodes grow, so their miss need not
+/// grow with the context. Property-tested against the score
+/// (`a_miss_certificate_holds_only_where_the_device_misses`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct MissCert {
+    /// The key it was proved under: the cost model's pricing and the limits.
+    pricing: u64,
+    max_num_seqs: u32,
+    max_batched_tokens: u32,
+    /// The decode batch's size (with the request).
+    seqs: u32,
+    /// The least batch context it holds for (the request's own included).
+    context: u64,
+    /// The fewest uncached prompt tokens it holds for.
+    uncached: u32,
+    /// The latest time it holds at; `None`: proving it failed under this
+    /// key, not to be tried again until the key or the history changes.
+    until: Option<Duration>,
+    /// A floor on the score's own time per token while it holds, seconds:
+    /// the time per token at the least prefill rate it holds for.
+    per_token_s: f64,
+}
+
+/// Halvings of the prefill-rate interval in a [`MissCert`]'s search for
+/// the least rate at which the miss holds: a threshold within 2⁻¹⁶ of the
+/// interval above the true one only shortens the proof's life.
+const MISS_RATE_HALVINGS: u32 = 16;
+
+impl MissCert {
+    /// Whether it proves that `dev` misses the SLO for a request of
+    /// `shape` with `uncached` tokens to prefill, at `now`.
+    #[inline]
+    pub(crate) fn holds(
+        &self,
+        dev: &DeviceView<'_>,
+        shape: &Shape,
+        uncached: u32,
+        now: Duration,
+    ) -> bool {
+        self.until.is_some_and(|until| now <= until)
+            && uncached >= self.uncached
+            && self.keyed_like(dev)
+            && {
+                let (seqs, context) = batch_context(dev, own_decode_context(shape));
+                seqs == self.seqs && context >= self.context
+            }
+    }
+
+    /// A floor on the score's own time per token, seconds, while it holds.
+    pub(crate) fn per_token_s(&self) -> f64 {
+        self.per_token_s
+    }
+
+    /// Whether it was proved (or failed) under `dev`'s pricing and limits.
+    fn keyed_like(&self, dev: &DeviceView<'_>) -> bool {
+        dev.step_time_budget.is_none()
+            && dev.cost.pricing_hash() == self.pricing
+            && dev.max_num_seqs == self.max_num_seqs
+            && dev.max_batched_tokens == self.max_batched_tokens
+    }
+
+    /// Whether a proof for `dev` already failed under its current key and batch size.
+    pub(crate) fn failed_for(&self, dev: &DeviceView<'_>) -> bool {
+        self.until.is_none() && self.keyed_like(dev) && batch_context(dev, 0).0 == self.seqs
+    }
+
+    /// Tries to prove that `dev`, whose decode side misses the SLO for
+    /// this request now, keeps missing it: first for any request (no
+    /// context of its own, one uncached token), then for requests at least
+    /// this one's size. `None` where the device budgets steps, or has no
+    /// dispatch history and a step could pack several prefills of this
+    /// request's size; a failed proof is returned as such, so it is not
+    /// tried again.
+    pub(crate) fn prove(
+        dev: &DeviceView<'_>,
+        shape: &Shape,
+        uncached: u32,
+        interference: Interference,
+        budgets: Budgets,
+    ) -> Option<Self> {
+        if dev.step_time_budget.is_some() {
+            return None;
+        }
+        let (seqs, context) = batch_context(dev, own_decode_context(shape));
+        // With no dispatch history the typical prefill is the request's
+        // own, so the miss grows with its uncached tokens only where no
+        // step could pack several such prefills (whose count falls as they
+        // grow).
+        let no_history = interference.rate.mean_tokens() < 1.0;
+        if no_history
+            && uncached.saturating_mul(MIN_PACKED_PREFILLS)
+                <= dev.chunk_room(StepShape::decodes(seqs, 0))
+        {
+            return None;
+        }
+        let failed = Self {
+            pricing: dev.cost.pricing_hash(),
+            max_num_seqs: dev.max_num_seqs,
+            max_batched_tokens: dev.max_batched_tokens,
+            seqs,
+            context,
+            uncached,
+            until: None,
+            per_token_s: 0.0,
+        };
+        let (_, any_context) = batch_context(dev, 0);
+        let any_request = (!no_history).then_some((any_context, 1));
+        Some(
+            any_request
+                .into_iter()
+                .chain([(context, uncached)])
+                .find_map(|(context, uncached)| {
+                    let (until, per_token_s) =
+                        miss_until(dev, seqs, context, uncached, interference, budgets)?;
+                    Some(Self {
+                        context,
+                        uncached,
+                        until: Some(until),
+                        per_token_s,
+                        ..failed
+                    })
+                })
+                .unwrap_or(failed),
+        )
+    }
+}
+
+/// The latest time up to which the decode side of `seqs` decodes over
+/// `context` tokens on `dev`, with `uncached` tokens dispatched at the
+/// history's rate then, misses the SLO by a margin ([`DecodeSide::misses_by_margin`]),
+/// and the time per token at the history's least rate up to then; `None`
+/// if it does not miss at `interference.now`.
+fn miss_until(
+    dev: &DeviceView<'_>,
+    seqs: u32,
+    context: u64,
+    uncached: u32,
+    interference: Interference,
+    budgets: Budgets,
+) -> Option<(Duration, f64)> {
+    let batch = DecodeBatch::priced(dev, seqs, context);
+    let mut mix = step_mix(dev, batch, interference.rate, uncached);
+    // Priced whatever the rate: it is read only where prefills need packing.
+    mix.packed = packed_step(dev, batch, &mix);
+    let misses = |after: f64| {
+        DecodeSide {
+            batch: seqs,
+            tpot_s: 0.0,
+            running_tpot_s: mix.time_per_token(after),
+            prefill_share: mix.prefill_share(after),
+        }
+        .misses_by_margin(budgets)
+    };
+    let (now_before, now_after) = interference.rates(uncached);
+    if !misses(now_after) {
+        return None;
+    }
+    let own = now_after - now_before;
+    if misses(own) {
+        // It misses with no history at all: the rate cannot decay past it.
+        return Some((Duration::MAX, mix.time_per_token(0.0)));
+    }
+    let (mut lo, mut hi) = (own, now_after);
+    for _ in 0..MISS_RATE_HALVINGS {
+        let mid = 0.5 * (lo + hi);
+        if misses(mid) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    // The history's own rate must stay at or above this (a hair more, for
+    // the rounding of the decay's exponential).
+    let least = (hi - own) * (1.0 + 1e-6);
+    let rate = interference.rate;
+    let (at, at_rate) = (rate.at(), rate.tokens_per_s(rate.at(), interference.window));
+    if !(at_rate > least && least > 0.0) {
+        return None;
+    }
+    let tau = interference.window.as_secs_f64();
+    let life = tau * (at_rate / least).ln() * (1.0 - 1e-9) - 1e-6;
+    let until = at.saturating_add(Duration::try_from_secs_f64(life).ok()?);
+    Some((until, mix.time_per_token(least)))
 }
 
 /// The request's own context over its decode: its prompt and half its expected output.
@@ -484,6 +718,11 @@ impl Floor {
     pub(crate) fn seconds(&self) -> f64 {
         self.seconds
     }
+
+    /// The prompt's uncached tokens on the device.
+    pub(crate) fn uncached(&self) -> u32 {
+        self.uncached
+    }
 }
 
 /// Slots of [`Floors`]' table of prefill prices alone, one (model, cached prefix) pair each.
@@ -556,6 +795,12 @@ impl<'a> Floors<'a> {
             * dev.cost.usd_per_second()
     }
 
+    /// `floor` with a time per token of at least `per_token_s` (from a
+    /// [`MissCert`]): no step priced.
+    pub(crate) fn with_per_token(&self, floor: Floor, per_token_s: f64) -> f64 {
+        floor.queue_s + floor.prefill_s + per_token_s.max(floor.per_token_s) * self.decode_steps
+    }
+
     /// The tighter floor with `dev`'s load (two step prices): the prefill
     /// in one step beside the decodes it would co-run (every chunk carries
     /// them), and the decode-only step of the batch the request joins.
@@ -618,26 +863,29 @@ impl<'a> Floors<'a> {
     }
 
     /// Whether [`score`] says `dev` misses the SLO, proved from its floor
-    /// alone (no step priced): its TTFT floor past the budget, its time per
-    /// token floor past the budget, or its prefill share with this request
-    /// dispatched at least 1 (a mixed step of a `c`-token chunk computes
-    /// at least `c` tokens, so the share is at least the rate times the
-    /// compute seconds per token). `false` proves nothing. The dispatch
-    /// history is looked up only for the last proof.
-    pub(crate) fn misses_slo_alone(
-        &self,
-        dev: &DeviceView<'_>,
-        floor: Floor,
-        budgets: Budgets,
-        interference: impl FnOnce() -> Interference,
-    ) -> bool {
+    /// alone (no step priced, no dispatch history read): its TTFT floor or
+    /// its time per token floor past the budget. `false` proves nothing.
+    #[inline]
+    pub(crate) fn misses_slo_by_floor(&self, floor: Floor, budgets: Budgets) -> bool {
         floor_exceeds(floor.queue_s + floor.prefill_s, budgets.ttft.as_secs_f64())
             || (self.decode_steps > 0.0
                 && floor_exceeds(floor.per_token_s, budgets.tpot.as_secs_f64()))
-            || interference().rates(floor.uncached).1
-                * dev.cost.compute_seconds_per_token()
-                * (1.0 - 1e-9)
-                >= 1.0
+    }
+
+    /// Whether [`score`] says `dev` misses the SLO, proved from its floor
+    /// and dispatch history (no step priced): its prefill share with this
+    /// request dispatched at least 1 (a mixed step of a `c`-token chunk
+    /// computes at least `c` tokens, so the share is at least the rate
+    /// times the compute seconds per token). `false` proves nothing.
+    #[inline]
+    pub(crate) fn misses_slo_by_rate(
+        &self,
+        dev: &DeviceView<'_>,
+        floor: Floor,
+        interference: Interference,
+    ) -> bool {
+        interference.rates(floor.uncached).1 * dev.cost.compute_seconds_per_token() * (1.0 - 1e-9)
+            >= 1.0
     }
 
     /// Whether `batched`'s first-token floor is past the TTFT budget.
@@ -969,6 +1217,44 @@ mod tests {
         }
     }
 
+    /// The property tests' cost model: one of four devices and three
+    /// models (dense, and two mixtures of experts), mixed steps split or not.
+    fn prop_variant(device: usize, model: usize, split: bool) -> CostModel {
+        variant(
+            ["h100-sxm", "l4", "mi300x", "cpu"][device],
+            ["llama-3.1-8b", "mixtral-8x7b", "deepseek-v2-lite"][model],
+            1.0,
+            split,
+            0.0,
+        )
+    }
+
+    /// An idle device of `cost` given `running` sequences of `ctx_per_seq`
+    /// context each, `waiting` more and `queued` prompt tokens.
+    fn loaded_view(
+        cost: &CostModel,
+        (running, waiting, ctx_per_seq, queued): (u32, u32, u64, u64),
+    ) -> DeviceView<'_> {
+        let mut dev = view(0, cost);
+        dev.load.running = running;
+        dev.load.waiting = waiting;
+        dev.load.running_context_tokens = u64::from(running) * ctx_per_seq;
+        dev.load.queued_prefill_tokens = queued;
+        dev
+    }
+
+    /// A dispatch history of `(tokens, ms after the one before)`, and the
+    /// time of the last dispatch.
+    fn history_of(dispatches: &[(u32, u64)], window: Duration) -> (PrefillRate, Duration) {
+        let mut rate = PrefillRate::ZERO;
+        let mut now = Duration::ZERO;
+        for &(tokens, after_ms) in dispatches {
+            now += Duration::from_millis(after_ms);
+            rate.record(tokens, now, window);
+        }
+        (rate, now)
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
 
@@ -998,30 +1284,15 @@ mod tests {
             // TPOT (so many cases fall near the line).
             (ttft_factor, tpot_factor) in (0.5f64..1.5, 0.5f64..1.5),
         ) {
-            let cost = variant(
-                ["h100-sxm", "l4", "mi300x", "cpu"][device],
-                ["llama-3.1-8b", "mixtral-8x7b", "deepseek-v2-lite"][model],
-                1.0,
-                split,
-                0.0,
-            );
-            let mut dev = view(0, &cost);
-            dev.load.running = running;
-            dev.load.waiting = waiting;
-            dev.load.running_context_tokens = u64::from(running) * ctx_per_seq;
-            dev.load.queued_prefill_tokens = queued;
+            let cost = prop_variant(device, model, split);
+            let mut dev = loaded_view(&cost, (running, waiting, ctx_per_seq, queued));
             dev.load.predicted_queue_delay = Duration::from_millis(delay_ms);
             dev.max_num_seqs = max_num_seqs;
             dev.max_batched_tokens = max_batched;
             dev.cached_prefix_tokens = cached;
             dev.step_time_budget = budget_ms.map(Duration::from_millis);
-            let mut rate = PrefillRate::ZERO;
             let window = Duration::from_secs(10);
-            let mut now = Duration::ZERO;
-            for (tokens, after_ms) in dispatches {
-                now += Duration::from_millis(after_ms);
-                rate.record(tokens, now, window);
-            }
+            let (rate, now) = history_of(&dispatches, window);
             let shape = crate::router::Router::default().shape(&crate::router::RouteRequest {
                 prompt_tokens: prompt,
                 max_tokens,
@@ -1043,7 +1314,9 @@ mod tests {
                 "cost floor {} > cost {}", cost, scored.cost_usd
             );
             let (alone, batched) = (floor.seconds(), floors.batched(&dev, floor));
-            if floors.misses_slo_alone(&dev, floor, budgets, || interference) {
+            if floors.misses_slo_by_floor(floor, budgets)
+                || floors.misses_slo_by_rate(&dev, floor, interference)
+            {
                 proptest::prop_assert!(!scored.meets_slo, "proved missing alone: {:?}", scored);
             }
             let decoding = floors.decoding(&dev, floor, &batched, interference);
@@ -1078,6 +1351,94 @@ mod tests {
                 !floor_exceeds(decoding, e2e.as_secs_f64()),
                 "decoding floor {} > e2e {:?}", decoding, e2e
             );
+        }
+
+        /// A miss certificate proves only misses: wherever it holds (the
+        /// same key and batch size, at least its context and uncached
+        /// tokens, up to its time), the device's score misses the SLO by
+        /// its decode side, and its time per token is at least the
+        /// certificate's floor; whatever the profile, model, limits, load,
+        /// history, later request and later context. Devices that budget
+        /// steps get none.
+        #[test]
+        fn a_miss_certificate_holds_only_where_the_device_misses(
+            (device, model) in (0usize..4, 0usize..3),
+            split in proptest::bool::ANY,
+            (running, waiting, ctx_per_seq) in (0u32..400, 0u32..50, 0u64..40_000),
+            queued in 0u64..200_000,
+            (prompt, max_tokens, cached) in (0u32..40_000, 0u32..4_000, 0u32..40_000),
+            (max_num_seqs, max_batched) in (0u32..300, 0u32..8_192),
+            budgeted in proptest::bool::weighted(0.1),
+            // No history too: the typical prefill is then the request's own.
+            dispatches in proptest::collection::vec((1u32..20_000, 0u64..5_000), 0..6),
+            tpot_factor in 0.3f64..1.2,
+            // The later request, context growth and time (a share of the
+            // certificate's life, or past it).
+            (prompt2, max_tokens2, cached2) in (0u32..40_000, 0u32..4_000, 0u32..40_000),
+            (grown, joined) in (0u64..200_000, proptest::bool::weighted(0.2)),
+            later in proptest::prop_oneof![0.0f64..1.0, 1.0f64..1.5, proptest::strategy::Just(1.0)],
+        ) {
+            let cost = prop_variant(device, model, split);
+            let mut dev = loaded_view(&cost, (running, waiting, ctx_per_seq, queued));
+            dev.max_num_seqs = max_num_seqs;
+            dev.max_batched_tokens = max_batched;
+            dev.cached_prefix_tokens = cached;
+            dev.step_time_budget = budgeted.then(|| Duration::from_millis(50));
+            let window = Duration::from_secs(10);
+            let (rate, now) = history_of(&dispatches, window);
+            let router = crate::router::Router::default();
+            let shape_of = |prompt_tokens, max_tokens| {
+                router.shape(&crate::router::RouteRequest { prompt_tokens, max_tokens })
+            };
+            let shape = shape_of(prompt, max_tokens);
+            let interference = Interference { rate, now, window };
+            let unbounded = Budgets { ttft: Duration::MAX, tpot: Duration::MAX };
+            let predicted = score(&shape, &dev, unbounded, interference, None);
+            let budgets = Budgets {
+                ttft: Duration::MAX,
+                tpot: predicted.running_tpot.mul_f64(tpot_factor),
+            };
+            let (_, uncached, _) = dev.uncached_suffix(prompt);
+            let Some(cert) = MissCert::prove(&dev, &shape, uncached, interference, budgets) else {
+                proptest::prop_assert!(budgeted || rate.mean_tokens() < 1.0);
+                return Ok(());
+            };
+            proptest::prop_assert!(!budgeted);
+            let Some(until) = cert.until else {
+                return Ok(());
+            };
+            proptest::prop_assert!(until >= now);
+            // Later: the running sequences' context grown, maybe one more
+            // sequence (another batch size: the certificate must not hold),
+            // another request, a later time.
+            let mut dev2 = dev;
+            dev2.load.running_context_tokens += grown;
+            dev2.load.running += u32::from(joined);
+            dev2.cached_prefix_tokens = cached2;
+            let shape2 = shape_of(prompt2, max_tokens2);
+            let (_, uncached2, _) = dev2.uncached_suffix(prompt2);
+            let life = until.min(now + Duration::from_secs(100)) - now;
+            let at = now + life.mul_f64(later);
+            for (dev2, shape2, uncached2) in [(&dev, &shape, uncached), (&dev2, &shape2, uncached2)] {
+                if !cert.holds(dev2, shape2, uncached2, at) {
+                    continue;
+                }
+                let interference = Interference { now: at, ..interference };
+                let scored = score(shape2, dev2, budgets, interference, None);
+                proptest::prop_assert!(!scored.meets_slo, "certified miss meets the SLO: {:?} {:?}", cert, scored);
+                proptest::prop_assert!(
+                    scored.prefill_share >= 1.0 || scored.running_tpot > budgets.tpot,
+                    "certified miss not by its decode side: {:?} {:?}", cert, scored
+                );
+                proptest::prop_assert!(
+                    !floor_exceeds(cert.per_token_s(), scored.tpot.as_secs_f64()),
+                    "certified time per token {} > scored {:?}", cert.per_token_s(), scored.tpot
+                );
+            }
+            // Proved from this request now, it holds for it now.
+            if cert.uncached == uncached || cert.uncached == 1 {
+                proptest::prop_assert!(cert.holds(&dev, &shape, uncached, now));
+            }
         }
 
         /// The one-step shortcut answers exactly what the chunk search

@@ -942,3 +942,128 @@ fn cached_prompts_faster_than_one_a_step_do_not_saturate_a_device() {
     let s = r.score(&r.shape(&req(256, 32)), &fleet[0], later);
     assert!(s.prefill_share >= 1.0 && !s.meets_slo, "{s:?}");
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    /// Over a long run of decisions on a fleet pushed past its SLO, where
+    /// between decisions the chosen device gains a sequence, running
+    /// sequences' contexts grow, sequences leave, prompts vary and the
+    /// clock moves or stands still, `route` (which keeps proofs of misses
+    /// across decisions) picks what `route_scoring_all` picks, with the
+    /// same scores; and the proofs are used.
+    #[test]
+    fn standing_miss_proofs_never_change_a_pick(
+        specs in prop::collection::vec((0..5usize, 0u32..250, 0u32..4_000, prop::bool::weighted(0.25)), 2..9),
+        steps in prop::collection::vec(
+            (0u32..12_000, 1u32..600, 0u64..120, 0usize..9, 0u64..30_000, prop::bool::weighted(0.1)),
+            40..80,
+        ),
+        tpot_ms in 15u64..120,
+    ) {
+        let costs = costs_for_props();
+        let mut fleet: Vec<DeviceView<'_>> = specs
+            .iter()
+            .enumerate()
+            .map(|(i, &(profile, running, ctx_per_seq, budgets))| DeviceView {
+                load: Load {
+                    running,
+                    running_context_tokens: u64::from(running) * u64::from(ctx_per_seq),
+                    outstanding_decode_tokens: u64::from(running) * 200,
+                    ..Load::default()
+                },
+                max_num_seqs: 256,
+                max_batched_tokens: 4096,
+                step_time_budget: budgets.then(|| Duration::from_millis(60)),
+                ..view(i as u32, &costs[profile])
+            })
+            .collect();
+        let mut r = Router::new(RouterConfig {
+            slo: Slo::from_ms(2000, tpot_ms, 0.9),
+            ..RouterConfig::default()
+        });
+        let mut scoring_all = r.clone();
+        let mut now = T0;
+        let mut proved = 0usize;
+        for (prompt, max_tokens, after_ms, grow, grown, leave) in steps {
+            now += Duration::from_millis(after_ms);
+            let request = req(prompt, max_tokens);
+            let all = scoring_all.route_scoring_all(&request, &fleet, now).expect("route");
+            let d = r.route(&request, &fleet, now).expect("route");
+            prop_assert_eq!((d.device, d.reason), (all.device, all.reason));
+            for s in &d.scores {
+                prop_assert!(all.scores.contains(s), "{:?} not in {:?}", s, all.scores);
+            }
+            proved += fleet
+                .iter()
+                .filter(|v| r.history.with_miss(v.id).1.is_some_and(|m| m.per_token_s() > 0.0))
+                .count();
+            // The chosen device takes the request; contexts grow; one may finish.
+            let chosen = fleet.iter_mut().find(|v| v.id == d.device).expect("chosen");
+            chosen.load.running += 1;
+            chosen.load.running_context_tokens += u64::from(prompt);
+            let n = fleet.len();
+            fleet[grow % n].load.running_context_tokens += grown;
+            if leave {
+                let l = &mut fleet[(grow + 1) % n].load;
+                l.running = l.running.saturating_sub(1);
+                l.running_context_tokens = l.running_context_tokens.saturating_sub(2_000);
+            }
+        }
+        // Not every fleet goes past its SLO (`a_fleet_past_its_slo_keeps_proofs_of_its_misses`
+        // checks that one that does keeps proofs).
+        let _ = proved;
+    }
+}
+
+#[test]
+fn a_fleet_past_its_slo_keeps_proofs_of_its_misses() {
+    // Sixteen H100s with long decode batches, and a TPOT budget their
+    // decode-only steps meet but their steps with prefills do not: after
+    // the first decisions, the devices are proved to miss by their
+    // standing certificates (not by their floors alone, nor priced again),
+    // and the picks agree with scoring every device.
+    let costs = llama(&["h100-sxm"]);
+    let mut fleet: Vec<DeviceView<'_>> = (0..16u32)
+        .map(|i| {
+            let mut v = view(i, &costs[0]);
+            v.load.running = 100 + i;
+            v.load.running_context_tokens = u64::from(100 + i) * 3000;
+            v
+        })
+        .collect();
+    let mut r = Router::new(RouterConfig {
+        slo: Slo::from_ms(2000, 20, 0.5),
+        ..RouterConfig::default()
+    });
+    let mut scoring_all = r.clone();
+    for i in 0..64u64 {
+        let now = Duration::from_millis(5 * i);
+        let request = req(4000, 64);
+        let all = scoring_all
+            .route_scoring_all(&request, &fleet, now)
+            .expect("route");
+        let d = r.route(&request, &fleet, now).expect("route");
+        assert_eq!((d.device, d.reason), (all.device, all.reason));
+        assert_eq!(d.reason, DecisionReason::NoDeviceMeetsSloLowestLatency);
+        fleet[i as usize % 16].load.running_context_tokens += 64;
+    }
+    let proved = fleet
+        .iter()
+        .filter(|v| {
+            r.history.with_miss(v.id).1.is_some_and(|m| {
+                m.holds(
+                    v,
+                    &r.shape(&req(4000, 64)),
+                    4000,
+                    Duration::from_millis(315),
+                )
+            })
+        })
+        .count();
+    // All but the last decision's pick.
+    assert_eq!(
+        proved, 15,
+        "{proved} of 16 devices hold a proof of their miss"
+    );
+}
