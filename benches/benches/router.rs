@@ -8,7 +8,8 @@
 //! router's clock advancing with the arrivals; the mixed fleet also with
 //! the elastic objective), saturated (no device meets the SLO, most not by
 //! much, so each device's miss is proved from its decode side before the
-//! fallback's band is searched) and overloaded (every queue
+//! fallback's band is searched; with the clock standing still, and
+//! advancing at eight times the steady rate) and overloaded (every queue
 //! 3 s deep, past the TTFT budget: no device meets the SLO, provably from
 //! its floors, so only the fallback's band is searched).
 
@@ -144,6 +145,12 @@ fn route(c: &mut Criterion) {
                         })
                     },
                 );
+                // Past capacity with the clock advancing: eight times the
+                // steady arrival rate keeps the fleet past its SLO while
+                // the dispatch history decays between decisions, as it
+                // does live (the miss certificates must hold up to it).
+                let id = format!("route_{devices}_{fleet_name}/saturated_advancing/{name}");
+                bench_advancing(c, &id, Router::default(), req, fleet, interval / 8);
                 let mut overloaded = fleet.clone();
                 for d in &mut overloaded {
                     d.load.predicted_queue_delay += Duration::from_secs(3);

@@ -442,6 +442,16 @@ struct Band {
     need_slo: bool,
 }
 
+/// What [`Router::score_bounded`] found.
+struct Searched {
+    /// The scored devices, in the order scored.
+    scores: Vec<DeviceScore>,
+    /// The device that bounded the choice, if any.
+    bounded_by: Option<DeviceId>,
+    /// Devices passed over as proved to miss the SLO (a search for one meeting it).
+    passed_over: u32,
+}
+
 /// What a policy's choice is bounded by, for skipping devices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ChoiceBound {
@@ -473,8 +483,12 @@ struct AloneFloors<'a> {
     /// Per fleet entry, in fleet order; `None` where the device is ineligible.
     floor: Vec<Option<score::Floor>>,
     /// Per fleet entry, what [`Router::all_miss_slo`] priced to prove its
-    /// miss (empty unless it ran), which the search then reuses.
+    /// miss, or failing to (empty unless it ran), which the search then reuses.
     priced: Vec<Proved>,
+    /// Per fleet entry, whether [`Router::all_miss_slo`] proved it misses
+    /// the SLO (empty unless it ran): a search for a device meeting it
+    /// passes over those.
+    missed: Vec<bool>,
 }
 
 /// What the proof that a device misses the SLO priced of it.
@@ -500,7 +514,13 @@ impl<'a> AloneFloors<'a> {
             floors,
             floor,
             priced: Vec::new(),
+            missed: Vec::new(),
         }
+    }
+
+    /// Whether fleet entry `i` was proved to miss the SLO.
+    fn missed(&self, i: usize) -> bool {
+        self.missed.get(i).copied().unwrap_or(false)
     }
 
     /// What the proof priced for fleet entry `i`.
@@ -666,24 +686,29 @@ impl Router {
     ) -> Result<Decision, RouteError> {
         let shape = self.shape(req);
         let scores = match self.choice_bound() {
-            Some(ChoiceBound::BandMeetingSlo | ChoiceBound::CheapestMeetingSlo)
-                if !self.met_slo_last =>
-            {
-                let mut alone = AloneFloors::of(&shape, fleet);
-                if self.all_miss_slo(&mut alone, fleet, now) {
-                    let (scores, bounded_by) =
-                        self.score_bounded(&alone, fleet, now, ChoiceBound::Band);
-                    self.bound_hint[shape.class as usize] = bounded_by;
-                    scores
-                } else {
-                    self.score_all(&shape, fleet, now)
-                }
-            }
             Some(bound) => {
-                let alone = AloneFloors::of(&shape, fleet);
-                let (scores, bounded_by) = self.score_bounded(&alone, fleet, now, bound);
-                self.bound_hint[shape.class as usize] = bounded_by;
-                scores
+                let mut alone = AloneFloors::of(&shape, fleet);
+                let needs_slo = matches!(
+                    bound,
+                    ChoiceBound::BandMeetingSlo | ChoiceBound::CheapestMeetingSlo
+                );
+                // After a decision no device met, the proof that none can
+                // (else the policy's own search, past the devices proved to miss).
+                let bound =
+                    if needs_slo && !self.met_slo_last && self.all_miss_slo(&mut alone, fleet, now)
+                    {
+                        ChoiceBound::Band
+                    } else {
+                        bound
+                    };
+                let mut searched = self.score_bounded(&alone, fleet, now, bound);
+                // No device scored meets the SLO, and those passed over miss
+                // it: the fallback's pick is from every device's band.
+                if searched.passed_over > 0 && !searched.scores.iter().any(|s| s.meets_slo) {
+                    searched = self.score_bounded(&alone, fleet, now, ChoiceBound::Band);
+                }
+                self.bound_hint[shape.class as usize] = searched.bounded_by;
+                searched.scores
             }
             None => self.score_all(&shape, fleet, now),
         };
@@ -707,16 +732,17 @@ impl Router {
         self.decide(req, fleet, now, shape, scores)
     }
 
-    /// Whether every eligible device provably misses the SLO (stopping at
-    /// the first that does not): by its floors alone
-    /// ([`score::Floors::misses_slo_by_floor`]), by its standing
-    /// [`score::MissCert`], by its floor and history
+    /// Whether every eligible device provably misses the SLO: by its
+    /// floors alone ([`score::Floors::misses_slo_by_floor`]), by its
+    /// standing `MissCert`, by its floor and history
     /// ([`score::Floors::misses_slo_by_rate`]), else by
     /// [`Self::decoding_proof`], which prices the device's decode side and,
     /// only where that proves nothing, its batched TTFT floor (a fleet just
     /// past the SLO, where the proofs alone are too loose, still costs less
     /// than scoring it). A decode side that proves the miss is kept as a
-    /// certificate where it will hold for later decisions too.
+    /// certificate where it will hold for later decisions too. Every device
+    /// is tried, so where some device may meet the SLO the search for it
+    /// passes over those proved to miss, with the decoding floors priced here.
     fn all_miss_slo(
         &mut self,
         alone: &mut AloneFloors<'_>,
@@ -727,36 +753,44 @@ impl Router {
             floors,
             floor,
             priced,
+            missed,
         } = alone;
         priced.clear();
         priced.reserve_exact(fleet.len());
+        missed.clear();
+        missed.reserve_exact(fleet.len());
         let window = self.config.interference_window;
+        let mut all = true;
         for (d, floor) in fleet.iter().zip(floor.iter()) {
             let Some(floor) = *floor else {
                 priced.push(Proved::Nothing);
+                missed.push(false);
                 continue;
             };
             // The floors alone first: an overloaded fleet's queues prove
             // its misses without the history's lookup.
             if floors.misses_slo_by_floor(floor, self.budgets) {
                 priced.push(Proved::Nothing);
+                missed.push(true);
                 continue;
             }
             let (rate, miss) = self.history.with_miss(d.id);
             if let Some(m) = miss.filter(|m| m.holds(d, floors.shape(), floor.uncached(), now)) {
                 priced.push(Proved::PerToken(m.per_token_s()));
+                missed.push(true);
                 continue;
             }
             let interference = score::Interference { rate, now, window };
             if floors.misses_slo_by_rate(d, floor, interference) {
                 priced.push(Proved::Nothing);
+                missed.push(true);
                 continue;
             }
-            let Some(decoding) = self.decoding_proof(floors, d, floor, interference) else {
-                return false;
-            };
+            let (decoding, proved) = self.decoding_proof(floors, d, floor, interference);
             priced.push(Proved::Decoding(decoding));
-            if miss.is_some_and(|m| m.failed_for(d)) {
+            missed.push(proved);
+            all &= proved;
+            if !proved || miss.is_some_and(|m| m.failed_for(d)) {
                 continue;
             }
             let shape = floors.shape();
@@ -770,12 +804,26 @@ impl Router {
                 self.history.keep_miss(d.id, cert);
             }
         }
-        true
+        all
     }
 
-    /// `dev`'s decoding floor if it proves, with the batched TTFT floor,
-    /// that the device misses the SLO ([`score::Floors::misses_slo_side`],
-    /// [`score::Floors::misses_slo_ttft`]), for the search that follows.
+    /// Whether `dev`'s standing `MissCert` proves it misses the SLO for `shape` at `now`.
+    fn certified_miss(
+        &self,
+        shape: &Shape,
+        dev: &DeviceView<'_>,
+        floor: score::Floor,
+        now: Duration,
+    ) -> bool {
+        self.history
+            .with_miss(dev.id)
+            .1
+            .is_some_and(|m| m.holds(dev, shape, floor.uncached(), now))
+    }
+
+    /// `dev`'s decoding floor, for the search that follows, and whether it
+    /// proves, with the batched TTFT floor, that the device misses the SLO
+    /// ([`score::Floors::misses_slo_side`], [`score::Floors::misses_slo_ttft`]).
     /// Apart from [`Self::all_miss_slo`]'s loop, which an overloaded fleet's
     /// proofs alone keep cheap.
     #[inline(never)]
@@ -785,19 +833,20 @@ impl Router {
         dev: &DeviceView<'_>,
         floor: score::Floor,
         interference: score::Interference,
-    ) -> Option<score::Decoding> {
+    ) -> (score::Decoding, bool) {
         // The decode side first: in a fleet just past the SLO it is what
         // proves most misses, and then the prefill beside the decodes is
         // never priced (the floor makes do with the prefill alone).
         let mut batched = floors.batched_decode(dev, floor);
         let decoding = floors.decoding(dev, floor, &batched, interference);
         if floors.misses_slo_side(&decoding, self.budgets) {
-            return Some(decoding);
+            return (decoding, true);
         }
         floors.with_batched_ttft(dev, floor, &mut batched);
-        floors
-            .misses_slo_ttft(&batched, self.budgets)
-            .then(|| floors.decoding_after(&batched, decoding.side))
+        (
+            floors.decoding_after(&batched, decoding.side),
+            floors.misses_slo_ttft(&batched, self.budgets),
+        )
     }
 
     fn score_all(
@@ -823,7 +872,11 @@ impl Router {
 
     /// Scores of the eligible devices whose floors do not rule them out
     /// under `bound` (see [`Self::route`]), and the device that bounded the
-    /// choice. The last decision's bounding device of the same shape class
+    /// choice. A search for a device meeting the SLO passes over the devices
+    /// proved to miss it ([`Self::all_miss_slo`]'s, or a standing
+    /// `MissCert`'s before a score), and counts them: where none scored
+    /// meets it, the fallback's band must be searched over them all. The
+    /// last decision's bounding device of the same shape class
     /// is scored first, then the device with the lowest e2e floor, so the
     /// bound is tight from the start.
     ///
@@ -841,7 +894,7 @@ impl Router {
         fleet: &[DeviceView<'_>],
         now: Duration,
         bound: ChoiceBound,
-    ) -> (Vec<DeviceScore>, Option<DeviceId>) {
+    ) -> Searched {
         let (floors, alone) = (&floors_alone.floors, &floors_alone.floor);
         let shape = floors.shape();
         let first = alone
@@ -867,10 +920,20 @@ impl Router {
             .into_iter()
             .chain(first)
             .chain((0..fleet.len()).filter(|&i| Some(i) != first && Some(i) != hint));
+        // Devices proved to miss the SLO are never a pick that must meet it.
+        let skip_missed = matches!(
+            bound,
+            ChoiceBound::BandMeetingSlo | ChoiceBound::CheapestMeetingSlo
+        );
+        let mut passed_over = 0;
         for i in order {
             let (Some(floor), dev) = (alone[i], &fleet[i]) else {
                 continue;
             };
+            if skip_missed && floors_alone.missed(i) {
+                passed_over += 1;
+                continue;
+            }
             let priced = floors_alone.priced(i);
             let mut side = match priced {
                 Proved::Decoding(d) => Some(d.side),
@@ -894,6 +957,14 @@ impl Router {
                         }
                     }
                 }
+            }
+            // A pick that must meet the SLO is never a device whose
+            // standing certificate proves it misses: checked only before a
+            // score, where a fleet at the SLO's edge, with no device
+            // meeting it to bound the search, would score every device.
+            if side.is_none() && skip_missed && self.certified_miss(shape, dev, floor, now) {
+                passed_over += 1;
+                continue;
             }
             let s = self.score_with_side(shape, dev, now, side);
             match bound {
@@ -924,7 +995,11 @@ impl Router {
             let band = Band { fastest, need_slo };
             self.score_band(shape, fleet, now, floors_alone, deferred, band, &mut scores);
         }
-        (scores, bounded_by)
+        Searched {
+            scores,
+            bounded_by,
+            passed_over,
+        }
     }
 
     /// Screens `dev` (fleet entry `index`) by its floors, cheapest first,
