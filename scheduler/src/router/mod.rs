@@ -740,9 +740,10 @@ impl Router {
     /// only where that proves nothing, its batched TTFT floor (a fleet just
     /// past the SLO, where the proofs alone are too loose, still costs less
     /// than scoring it). A decode side that proves the miss is kept as a
-    /// certificate where it will hold for later decisions too. Every device
-    /// is tried, so where some device may meet the SLO the search for it
-    /// passes over those proved to miss, with the decoding floors priced here.
+    /// certificate where it will hold for later decisions too. It stops at
+    /// the first device it cannot prove misses; the search for a device
+    /// meeting the SLO then passes over those proved before it, with the
+    /// decoding floors priced here.
     fn all_miss_slo(
         &mut self,
         alone: &mut AloneFloors<'_>,
@@ -760,7 +761,6 @@ impl Router {
         missed.clear();
         missed.reserve_exact(fleet.len());
         let window = self.config.interference_window;
-        let mut all = true;
         for (d, floor) in fleet.iter().zip(floor.iter()) {
             let Some(floor) = *floor else {
                 priced.push(Proved::Nothing);
@@ -789,8 +789,13 @@ impl Router {
             let (decoding, proved) = self.decoding_proof(floors, d, floor, interference);
             priced.push(Proved::Decoding(decoding));
             missed.push(proved);
-            all &= proved;
-            if !proved || miss.is_some_and(|m| m.failed_for(d)) {
+            if !proved {
+                // Some device may meet it: the search for it prices only
+                // what it must (a fleet mostly within its SLO after a
+                // passing miss would otherwise price every decode side).
+                return false;
+            }
+            if miss.is_some_and(|m| m.failed_for(d)) {
                 continue;
             }
             let shape = floors.shape();
@@ -804,7 +809,7 @@ impl Router {
                 self.history.keep_miss(d.id, cert);
             }
         }
-        all
+        true
     }
 
     /// Whether `dev`'s standing `MissCert` proves it misses the SLO for `shape` at `now`.
