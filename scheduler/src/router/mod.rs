@@ -431,6 +431,8 @@ enum Screened {
     /// Could still be chosen or move the bound: score it with the decode
     /// side its decoding floor priced.
     Score(score::DecodeSide),
+    /// Proved by its standing `MissCert` to miss the SLO the pick must meet.
+    Missed,
 }
 
 /// The band the fixed objective's second pass (or the fallback's) picks from.
@@ -450,6 +452,9 @@ struct Searched {
     bounded_by: Option<DeviceId>,
     /// Devices passed over as proved to miss the SLO (a search for one meeting it).
     passed_over: u32,
+    /// Fleet entries scored in a search for a device meeting the SLO whose
+    /// decode side missed it by a margin: candidates for a `MissCert`.
+    missing: Vec<usize>,
 }
 
 /// What a policy's choice is bounded by, for skipping devices.
@@ -677,7 +682,10 @@ impl Router {
     /// side that proves a miss is kept as a certificate
     /// (`MissCert`) that proves it again in a few comparisons
     /// while the device's batch size, context and history allow, and
-    /// bounds its time per token for the band search.
+    /// bounds its time per token for the band search; so is the decode side
+    /// of a device the search scored that misses by a margin. Any search
+    /// for a device meeting the SLO passes over a device whose certificate
+    /// holds before it prices a step of it.
     pub fn route(
         &mut self,
         req: &RouteRequest,
@@ -702,6 +710,7 @@ impl Router {
                         bound
                     };
                 let mut searched = self.score_bounded(&alone, fleet, now, bound);
+                self.keep_misses(&alone, fleet, now, &searched.missing);
                 // No device scored meets the SLO, and those passed over miss
                 // it: the fallback's pick is from every device's band.
                 if searched.passed_over > 0 && !searched.scores.iter().any(|s| s.meets_slo) {
@@ -810,6 +819,42 @@ impl Router {
             }
         }
         true
+    }
+
+    /// Keeps a `MissCert` for each of the fleet entries `missing` (scored
+    /// in a search that must meet the SLO, their decode side past it by a
+    /// margin) that has no standing one, so later decisions pass over them
+    /// unpriced: a fleet at the SLO's edge, where decisions that find a
+    /// device meeting it skip [`Self::all_miss_slo`], would otherwise
+    /// score each device that misses again in every search.
+    fn keep_misses(
+        &mut self,
+        alone: &AloneFloors<'_>,
+        fleet: &[DeviceView<'_>],
+        now: Duration,
+        missing: &[usize],
+    ) {
+        let shape = alone.floors.shape();
+        for &i in missing {
+            let (Some(floor), d) = (alone.floor[i], &fleet[i]) else {
+                continue;
+            };
+            let (rate, miss) = self.history.with_miss(d.id);
+            let uncached = floor.uncached();
+            if miss.is_some_and(|m| m.failed_for(d) || m.holds(d, shape, uncached, now)) {
+                continue;
+            }
+            let interference = score::Interference {
+                rate,
+                now,
+                window: self.config.interference_window,
+            };
+            if let Some(cert) =
+                score::MissCert::prove(d, shape, uncached, interference, self.budgets)
+            {
+                self.history.keep_miss(d.id, cert);
+            }
+        }
     }
 
     /// Whether `dev`'s standing `MissCert` proves it misses the SLO for `shape` at `now`.
@@ -931,6 +976,7 @@ impl Router {
             ChoiceBound::BandMeetingSlo | ChoiceBound::CheapestMeetingSlo
         );
         let mut passed_over = 0;
+        let mut missing = Vec::new();
         for i in order {
             let (Some(floor), dev) = (alone[i], &fleet[i]) else {
                 continue;
@@ -952,8 +998,14 @@ impl Router {
                         }
                     }
                     ChoiceBound::BandMeetingSlo | ChoiceBound::Band | ChoiceBound::Fastest => {
-                        match self.screen(floors, dev, (i, floor, priced), (limit, drop_s), now) {
+                        let limits = (limit, drop_s);
+                        match self.screen(floors, dev, (i, floor, priced), limits, skip_missed, now)
+                        {
                             Screened::Drop => continue,
+                            Screened::Missed => {
+                                passed_over += 1;
+                                continue;
+                            }
                             Screened::Defer(d) => {
                                 deferred.push(d);
                                 continue;
@@ -971,7 +1023,18 @@ impl Router {
                 passed_over += 1;
                 continue;
             }
+            // Priced before the score (the same side it would price), so a
+            // miss by a margin can be kept as a certificate.
+            if skip_missed && side.is_none() && dev.step_time_budget.is_none() {
+                side = Some(floors.side(dev, floor, self.interference(dev.id, now)));
+            }
             let s = self.score_with_side(shape, dev, now, side);
+            if skip_missed
+                && !s.meets_slo
+                && side.is_some_and(|side| side.misses_by_margin(self.budgets))
+            {
+                missing.push(i);
+            }
             match bound {
                 ChoiceBound::CheapestMeetingSlo => {
                     if s.meets_slo && limit.is_none_or(|l| s.cost_usd < l) {
@@ -1004,22 +1067,32 @@ impl Router {
             scores,
             bounded_by,
             passed_over,
+            missing,
         }
     }
 
     /// Screens `dev` (fleet entry `index`) by its floors, cheapest first,
     /// against `limit_s` (the e2e of the choice so far) and `drop_s` (past
-    /// which it can never be chosen; `limit_s` itself when nothing is deferred).
+    /// which it can never be chosen; `limit_s` itself when nothing is
+    /// deferred). Where the pick must meet the SLO (`need_slo`), a standing
+    /// `MissCert` passes over it before any step is priced.
     fn screen(
         &self,
         floors: &score::Floors<'_>,
         dev: &DeviceView<'_>,
         (index, floor, priced): (usize, score::Floor, Proved),
         (limit_s, drop_s): (f64, f64),
+        need_slo: bool,
         now: Duration,
     ) -> Screened {
         if score::floor_exceeds(floor.seconds(), drop_s) {
             return Screened::Drop;
+        }
+        if need_slo
+            && matches!(priced, Proved::Nothing)
+            && self.certified_miss(floors.shape(), dev, floor, now)
+        {
+            return Screened::Missed;
         }
         // A priced decoding floor is the tightest: the batched one is not
         // priced again (the time per token of a decode side is at least its

@@ -854,6 +854,21 @@ impl<'a> Floors<'a> {
         self.decoding_after(batched, side)
     }
 
+    /// [`score`]'s decode side on `dev` (two step prices or more).
+    pub(crate) fn side(
+        &self,
+        dev: &DeviceView<'_>,
+        floor: Floor,
+        interference: Interference,
+    ) -> DecodeSide {
+        decode_side(
+            dev,
+            interference,
+            floor.uncached,
+            DecodeBatch::of(self.shape, dev),
+        )
+    }
+
     /// The decoding floor of `side` after the first token of `batched`.
     pub(crate) fn decoding_after(&self, batched: &Batched, side: DecodeSide) -> Decoding {
         Decoding {

@@ -1064,3 +1064,61 @@ fn a_fleet_past_its_slo_keeps_proofs_of_its_misses() {
         "{proved} of 16 devices hold a proof of their miss"
     );
 }
+
+#[test]
+fn a_search_keeps_proofs_of_the_misses_it_scored() {
+    // Fifteen H100s past their TPOT budget once a prefill joins their long
+    // decode batches, and an idle A100 last in the fleet that meets the
+    // SLO: the first search scores every H100 before it finds the A100,
+    // and keeps a proof of each one's miss; the next passes over them
+    // with no step priced. The picks agree with scoring every device.
+    let costs = llama(&["h100-sxm", "a100-80g"]);
+    let mut fleet: Vec<DeviceView<'_>> = (0..15u32)
+        .map(|i| {
+            let mut v = view(i, &costs[0]);
+            v.load.running = 100 + i;
+            v.load.running_context_tokens = u64::from(100 + i) * 3000;
+            v
+        })
+        .collect();
+    fleet.push(view(15, &costs[1]));
+    let mut r = Router::new(RouterConfig {
+        slo: Slo::from_ms(2000, 20, 0.5),
+        ..RouterConfig::default()
+    });
+    let mut scoring_all = r.clone();
+    let request = req(4000, 64);
+    let shape = r.shape(&request);
+    let now = T0;
+    let all = scoring_all
+        .route_scoring_all(&request, &fleet, now)
+        .expect("route");
+    let first = r.route(&request, &fleet, now).expect("route");
+    assert_eq!((first.device, first.reason), (all.device, all.reason));
+    assert_eq!(first.device, DeviceId(15));
+    assert_eq!(first.scores.len(), 16, "every H100 scored before the A100");
+    let proved = fleet[..15]
+        .iter()
+        .filter(|v| {
+            r.history
+                .with_miss(v.id)
+                .1
+                .is_some_and(|m| m.holds(v, &shape, 4000, now))
+        })
+        .count();
+    assert_eq!(
+        proved, 15,
+        "{proved} of 15 H100s hold a proof of their miss"
+    );
+    let all = scoring_all
+        .route_scoring_all(&request, &fleet, now)
+        .expect("route");
+    let next = r.route(&request, &fleet, now).expect("route");
+    assert_eq!((next.device, next.reason), (all.device, all.reason));
+    assert_eq!(
+        next.scores.len(),
+        1,
+        "the H100s are passed over by their proofs: {:?}",
+        next.scores.iter().map(|s| s.device).collect::<Vec<_>>()
+    );
+}
