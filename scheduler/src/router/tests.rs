@@ -1013,6 +1013,18 @@ proptest! {
     }
 }
 
+/// `n` devices of `cost`, the `i`th decoding 100 + `i` sequences of 3,000 tokens each.
+fn long_decode_batches(cost: &CostModel, n: u32) -> Vec<DeviceView<'_>> {
+    (0..n)
+        .map(|i| {
+            let mut v = view(i, cost);
+            v.load.running = 100 + i;
+            v.load.running_context_tokens = u64::from(100 + i) * 3000;
+            v
+        })
+        .collect()
+}
+
 #[test]
 fn a_fleet_past_its_slo_keeps_proofs_of_its_misses() {
     // Sixteen H100s with long decode batches, and a TPOT budget their
@@ -1021,14 +1033,7 @@ fn a_fleet_past_its_slo_keeps_proofs_of_its_misses() {
     // standing certificates (not by their floors alone, nor priced again),
     // and the picks agree with scoring every device.
     let costs = llama(&["h100-sxm"]);
-    let mut fleet: Vec<DeviceView<'_>> = (0..16u32)
-        .map(|i| {
-            let mut v = view(i, &costs[0]);
-            v.load.running = 100 + i;
-            v.load.running_context_tokens = u64::from(100 + i) * 3000;
-            v
-        })
-        .collect();
+    let mut fleet = long_decode_batches(&costs[0], 16);
     let mut r = Router::new(RouterConfig {
         slo: Slo::from_ms(2000, 20, 0.5),
         ..RouterConfig::default()
@@ -1073,14 +1078,7 @@ fn a_search_keeps_proofs_of_the_misses_it_scored() {
     // and keeps a proof of each one's miss; the next passes over them
     // with no step priced. The picks agree with scoring every device.
     let costs = llama(&["h100-sxm", "a100-80g"]);
-    let mut fleet: Vec<DeviceView<'_>> = (0..15u32)
-        .map(|i| {
-            let mut v = view(i, &costs[0]);
-            v.load.running = 100 + i;
-            v.load.running_context_tokens = u64::from(100 + i) * 3000;
-            v
-        })
-        .collect();
+    let mut fleet = long_decode_batches(&costs[0], 15);
     fleet.push(view(15, &costs[1]));
     let mut r = Router::new(RouterConfig {
         slo: Slo::from_ms(2000, 20, 0.5),
