@@ -83,6 +83,19 @@ impl PrefillRate {
 #[derive(Debug, Clone, Default)]
 pub struct DispatchHistory {
     devices: HashMap<DeviceId, Tracked, BuildHasherDefault<IdHasher>>,
+    /// Standing proofs of a miss per slot of the device ids' hash: a
+    /// screen looks a device up only where its slot holds one, so a fleet
+    /// within its SLO, with few proofs, pays a multiply a device, not a lookup.
+    proofs: [u32; PROOF_SLOTS],
+}
+
+/// Slots of [`DispatchHistory`]'s count of standing proofs.
+const PROOF_SLOTS: usize = 32;
+
+/// The slot of `id` among [`PROOF_SLOTS`] (Fibonacci hashing's top bits).
+fn proof_slot(id: DeviceId) -> usize {
+    (u64::from(id.0).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - PROOF_SLOTS.trailing_zeros()))
+        as usize
 }
 
 /// One device's history, and the proof of its miss that holds until its next dispatch.
@@ -127,10 +140,31 @@ impl DispatchHistory {
             .map_or((PrefillRate::ZERO, None), |t| (t.rate, t.miss))
     }
 
+    /// The device's standing proof of a miss, if any: a failed one is
+    /// not returned, and where no device of its slot has one, nothing is
+    /// looked up.
+    pub(crate) fn standing_miss(&self, id: DeviceId) -> Option<&MissCert> {
+        if self.proofs[proof_slot(id)] == 0 {
+            return None;
+        }
+        self.devices
+            .get(&id)
+            .and_then(|t| t.miss.as_ref())
+            .filter(|m| m.stands())
+    }
+
     /// Keeps a proof of the device's miss (or of a failed one) until its next dispatch.
     pub(crate) fn keep_miss(&mut self, id: DeviceId, miss: MissCert) {
         // A device never dispatched to gets an entry: a zero rate is no history.
-        self.devices.entry(id).or_default().miss = Some(miss);
+        let t = self.devices.entry(id).or_default();
+        let slot = &mut self.proofs[proof_slot(id)];
+        if t.miss.is_some_and(|m| m.stands()) {
+            *slot -= 1;
+        }
+        if miss.stands() {
+            *slot += 1;
+        }
+        t.miss = Some(miss);
     }
 
     /// Drops every proof of a miss (the SLO or the window changed).
@@ -138,13 +172,16 @@ impl DispatchHistory {
         for t in self.devices.values_mut() {
             t.miss = None;
         }
+        self.proofs = [0; PROOF_SLOTS];
     }
 
     /// Records a dispatch to `id`, which drops its proof of a miss.
     pub fn record(&mut self, id: DeviceId, tokens: u32, now: Duration, window: Duration) {
         let t = self.devices.entry(id).or_default();
         t.rate.record(tokens, now, window);
-        t.miss = None;
+        if t.miss.take().is_some_and(|m| m.stands()) {
+            self.proofs[proof_slot(id)] -= 1;
+        }
     }
 }
 
@@ -246,6 +283,33 @@ mod tests {
     use super::*;
 
     const TAU: Duration = Duration::from_secs(10);
+
+    proptest::proptest! {
+        /// The per-slot counts of standing proofs match the proofs kept,
+        /// whatever the order of proofs, failed proofs, dispatches and
+        /// forgetting: a device with a standing proof is always looked up.
+        #[test]
+        fn proof_slots_count_the_standing_proofs(
+            ops in proptest::collection::vec((0u8..4, 0u32..40), 0..200),
+        ) {
+            let mut h = DispatchHistory::default();
+            for (op, id) in ops {
+                let id = DeviceId(id);
+                match op {
+                    0 => h.keep_miss(id, MissCert::for_test(Some(Duration::from_secs(1)))),
+                    1 => h.keep_miss(id, MissCert::for_test(None)),
+                    2 => h.record(id, 100, Duration::from_secs(1), TAU),
+                    _ => h.forget_misses(),
+                }
+                let standing = h.devices.values().filter(|t| t.miss.is_some_and(|m| m.stands()));
+                proptest::prop_assert_eq!(standing.count() as u32, h.proofs.iter().sum::<u32>());
+                for (&id, t) in &h.devices {
+                    let stands = t.miss.is_some_and(|m| m.stands());
+                    proptest::prop_assert_eq!(h.standing_miss(id).is_some(), stands);
+                }
+            }
+        }
+    }
 
     #[test]
     fn steady_dispatches_average_rate_times_size() {

@@ -866,8 +866,7 @@ impl Router {
         now: Duration,
     ) -> bool {
         self.history
-            .with_miss(dev.id)
-            .1
+            .standing_miss(dev.id)
             .is_some_and(|m| m.holds(dev, shape, floor.uncached(), now))
     }
 

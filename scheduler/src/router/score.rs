@@ -486,6 +486,26 @@ impl MissCert {
             }
     }
 
+    /// A proof standing until `until`, or a failed one (`None`), keyed to nothing real.
+    #[cfg(test)]
+    pub(crate) fn for_test(until: Option<Duration>) -> Self {
+        Self {
+            pricing: 0,
+            max_num_seqs: 0,
+            max_batched_tokens: 0,
+            seqs: 0,
+            context: 0,
+            uncached: 0,
+            until,
+            per_token_s: 0.0,
+        }
+    }
+
+    /// Whether it is a proof (else a failed attempt, kept so it is not retried).
+    pub(crate) fn stands(&self) -> bool {
+        self.until.is_some()
+    }
+
     /// A floor on the score's own time per token, seconds, while it holds.
     pub(crate) fn per_token_s(&self) -> f64 {
         self.per_token_s
