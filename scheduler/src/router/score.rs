@@ -329,7 +329,10 @@ impl DecodeSide {
 }
 
 /// [`score`]'s decode side on `dev` of a request joining `batch`, whose
-/// prompt leaves `uncached` tokens to prefill.
+/// prompt leaves `uncached` tokens to prefill. Inlined into each caller,
+/// as is [`step_mix`]: once the miss proofs priced steps too, the compiler
+/// stopped inlining them, and a steady decision took 8–12 % longer.
+#[inline(always)]
 fn decode_side(
     dev: &DeviceView<'_>,
     interference: Interference,
@@ -988,6 +991,7 @@ pub(crate) fn floor_exceeds(floor_s: f64, limit_s: f64) -> bool {
 /// carries a typical dispatched prefill (the history's mean, or this
 /// request's `own` before any), cut to the chunk the device would take,
 /// at the context of that prefill's middle chunk.
+#[inline(always)]
 fn step_mix(dev: &DeviceView<'_>, batch: DecodeBatch, rate: PrefillRate, own: u32) -> StepMix {
     let cost = dev.cost;
     let (decodes, decode_s) = (batch.step, batch.step_s);
