@@ -923,8 +923,10 @@ impl Router {
     /// under `bound` (see [`Self::route`]), and the device that bounded the
     /// choice. A search for a device meeting the SLO passes over the devices
     /// proved to miss it ([`Self::all_miss_slo`]'s, or a standing
-    /// `MissCert`'s before a score), and counts them: where none scored
-    /// meets it, the fallback's band must be searched over them all. The
+    /// `MissCert`'s, checked before any step of the device is priced), and
+    /// counts them: where none scored meets it, the fallback's band must be
+    /// searched over them all. It returns the devices it scored that missed
+    /// by a margin, for [`Self::keep_misses`]. The
     /// last decision's bounding device of the same shape class
     /// is scored first, then the device with the lowest e2e floor, so the
     /// bound is tight from the start.
@@ -1015,9 +1017,10 @@ impl Router {
                 }
             }
             // A pick that must meet the SLO is never a device whose
-            // standing certificate proves it misses: checked only before a
-            // score, where a fleet at the SLO's edge, with no device
-            // meeting it to bound the search, would score every device.
+            // standing certificate proves it misses: checked here before a
+            // score while nothing bounds the search (a fleet at the SLO's
+            // edge, with no device meeting it, would score every device),
+            // and by the screen once something does.
             if side.is_none() && skip_missed && self.certified_miss(shape, dev, floor, now) {
                 passed_over += 1;
                 continue;
