@@ -92,10 +92,11 @@ pub struct DispatchHistory {
 /// Slots of [`DispatchHistory`]'s count of standing proofs.
 const PROOF_SLOTS: usize = 32;
 
-/// The slot of `id` among [`PROOF_SLOTS`] (Fibonacci hashing's top bits).
+/// The slot of `id` among [`PROOF_SLOTS`]: the top bits of its [`IdHasher`] hash.
 fn proof_slot(id: DeviceId) -> usize {
-    (u64::from(id.0).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - PROOF_SLOTS.trailing_zeros()))
-        as usize
+    let mut h = IdHasher::default();
+    h.write_u32(id.0);
+    (h.finish() >> (64 - PROOF_SLOTS.trailing_zeros())) as usize
 }
 
 /// One device's history, and the proof of its miss that holds until its next dispatch.

@@ -804,21 +804,30 @@ impl Router {
                 // passing miss would otherwise price every decode side).
                 return false;
             }
-            if miss.is_some_and(|m| m.failed_for(d)) {
-                continue;
-            }
-            let shape = floors.shape();
-            let uncached = floor.uncached();
-            if !decoding.side.misses_by_margin(self.budgets) {
-                continue;
-            }
-            if let Some(cert) =
-                score::MissCert::prove(d, shape, uncached, interference, self.budgets)
-            {
-                self.history.keep_miss(d.id, cert);
+            if decoding.side.misses_by_margin(self.budgets) {
+                self.prove_miss(d, floors.shape(), floor.uncached(), interference, miss);
             }
         }
         true
+    }
+
+    /// Keeps `d`'s miss as a `MissCert` where it can be proved to hold for
+    /// later decisions, unless `standing` (its proof kept so far) records
+    /// that proving it already failed under its current key.
+    fn prove_miss(
+        &mut self,
+        d: &DeviceView<'_>,
+        shape: &Shape,
+        uncached: u32,
+        interference: score::Interference,
+        standing: Option<score::MissCert>,
+    ) {
+        if standing.is_some_and(|m| m.failed_for(d)) {
+            return;
+        }
+        if let Some(cert) = score::MissCert::prove(d, shape, uncached, interference, self.budgets) {
+            self.history.keep_miss(d.id, cert);
+        }
     }
 
     /// Keeps a `MissCert` for each of the fleet entries `missing` (scored
@@ -841,7 +850,7 @@ impl Router {
             };
             let (rate, miss) = self.history.with_miss(d.id);
             let uncached = floor.uncached();
-            if miss.is_some_and(|m| m.failed_for(d) || m.holds(d, shape, uncached, now)) {
+            if miss.is_some_and(|m| m.holds(d, shape, uncached, now)) {
                 continue;
             }
             let interference = score::Interference {
@@ -849,11 +858,7 @@ impl Router {
                 now,
                 window: self.config.interference_window,
             };
-            if let Some(cert) =
-                score::MissCert::prove(d, shape, uncached, interference, self.budgets)
-            {
-                self.history.keep_miss(d.id, cert);
-            }
+            self.prove_miss(d, shape, uncached, interference, miss);
         }
     }
 
@@ -1026,12 +1031,14 @@ impl Router {
                 continue;
             }
             // Priced before the score (the same side it would price), so a
-            // miss by a margin can be kept as a certificate.
-            if skip_missed && side.is_none() && dev.step_time_budget.is_none() {
+            // miss by a margin can be kept as a certificate (never for a
+            // device that budgets steps).
+            let certifiable = skip_missed && score::MissCert::may_prove(dev);
+            if certifiable && side.is_none() {
                 side = Some(floors.side(dev, floor, self.interference(dev.id, now)));
             }
             let s = self.score_with_side(shape, dev, now, side);
-            if skip_missed
+            if certifiable
                 && !s.meets_slo
                 && side.is_some_and(|side| side.misses_by_margin(self.budgets))
             {

@@ -259,8 +259,7 @@ pub(crate) fn score(
         chunked_prefill_seconds(cost, StepShape::default(), start, uncached, chunk)
     };
 
-    let side = side
-        .unwrap_or_else(|| decode_side(dev, interference, uncached, DecodeBatch::of(shape, dev)));
+    let side = side.unwrap_or_else(|| decode_side_of(shape, dev, interference, uncached));
     let DecodeSide {
         batch,
         tpot_s,
@@ -352,6 +351,17 @@ fn decode_side(
         running_tpot_s: mix.time_per_token(rate_after),
         prefill_share: mix.prefill_share(rate_after),
     }
+}
+
+/// [`decode_side`] of `shape` on `dev`, its decode batch priced here.
+#[inline(always)]
+fn decode_side_of(
+    shape: &Shape,
+    dev: &DeviceView<'_>,
+    interference: Interference,
+    uncached: u32,
+) -> DecodeSide {
+    decode_side(dev, interference, uncached, DecodeBatch::of(shape, dev))
 }
 
 /// The decodes that co-run a prefill admitted on `dev` now: the running
@@ -504,6 +514,11 @@ impl MissCert {
         }
     }
 
+    /// Whether a proof can exist for `dev` at all: not where it budgets steps.
+    pub(crate) fn may_prove(dev: &DeviceView<'_>) -> bool {
+        dev.step_time_budget.is_none()
+    }
+
     /// Whether it is a proof (else a failed attempt, kept so it is not retried).
     pub(crate) fn stands(&self) -> bool {
         self.until.is_some()
@@ -516,7 +531,7 @@ impl MissCert {
 
     /// Whether it was proved (or failed) under `dev`'s pricing and limits.
     fn keyed_like(&self, dev: &DeviceView<'_>) -> bool {
-        dev.step_time_budget.is_none()
+        Self::may_prove(dev)
             && dev.cost.pricing_hash() == self.pricing
             && dev.max_num_seqs == self.max_num_seqs
             && dev.max_batched_tokens == self.max_batched_tokens
@@ -541,7 +556,7 @@ impl MissCert {
         interference: Interference,
         budgets: Budgets,
     ) -> Option<Self> {
-        if dev.step_time_budget.is_some() {
+        if !Self::may_prove(dev) {
             return None;
         }
         let (seqs, context) = batch_context(dev, own_decode_context(shape));
@@ -884,12 +899,7 @@ impl<'a> Floors<'a> {
         floor: Floor,
         interference: Interference,
     ) -> DecodeSide {
-        decode_side(
-            dev,
-            interference,
-            floor.uncached,
-            DecodeBatch::of(self.shape, dev),
-        )
+        decode_side_of(self.shape, dev, interference, floor.uncached)
     }
 
     /// The decoding floor of `side` after the first token of `batched`.
